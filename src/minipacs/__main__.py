@@ -1,0 +1,3 @@
+from minipacs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,690 @@
+"""The archive service: the one place that decides.
+
+Every door (DIMSE, DICOMweb, FHIR, CLI) calls `Archive`; none opens a database session
+or touches a blob itself. Durability rule: a blob is written (atomically, durably)
+before its index rows are committed, and only a committed index row makes an instance
+visible, so an acknowledged instance is always complete and an unacknowledged one is at
+worst an orphan blob that `minipacs verify` sweeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from minipacs.dicom.header import InstanceAttributes, ParsedInstance, parse_instance
+from minipacs.dicom.json_model import dumps, element, instance_json
+from minipacs.dicom.matching import Filter
+from minipacs.errors import Conflict, NotFound, StorageError
+from minipacs.index.database import create_schema, is_sqlite, session_factory
+from minipacs.index.models import AuditEvent, Instance, Patient, Series, Study
+from minipacs.index.query import Level, compile_query
+from minipacs.storage import BlobStore, instance_key
+
+log = logging.getLogger(__name__)
+
+IngestStatus = Literal["stored", "duplicate", "replaced"]
+_INDEX_ATTEMPTS = 5
+
+# Attributes each query level returns by itself (PS3.18 Table 6.7.1-2, PS3.4 C.6.1.1).
+STUDY_KEYS = (
+    "00080005", "00080020", "00080030", "00080050", "00080056", "00080061", "00080090",
+    "00081030", "00100010", "00100020", "00100021", "00100030", "00100040", "0020000D",
+    "00200010", "00201206", "00201208",
+)
+SERIES_KEYS = (
+    "00080005", "00080021", "00080031", "00080060", "0008103E", "00180015", "0020000D",
+    "0020000E", "00200011", "00201209",
+)
+INSTANCE_KEYS = (
+    "00080005", "00080016", "00080018", "00080056", "0020000D", "0020000E", "00200013",
+    "00280008", "00280010", "00280011", "00280100",
+)
+PATIENT_KEYS = (
+    "00080005", "00100010", "00100020", "00100021", "00100030", "00100040", "00201200",
+    "00201202", "00201204",
+)
+# Patient/study module attributes added for includefield=all at the study level.
+STUDY_ALL_EXTRA = (
+    "00101002", "00101010", "00101020", "00101030", "00102160", "00104000", "00080080",
+    "00080081", "00081032", "00081060", "00321032", "00321060", "00080201", "00081080",
+)
+SERIES_ALL_EXTRA = (
+    "00080070", "00081090", "00081010", "00080080", "00180050", "00185100", "00400244",
+    "00400245", "00200060", "00400275",
+)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    status: IngestStatus
+    size: int
+    sha256: str
+    transfer_syntax_uid: str
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    patient_id: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
+    sha256: str
+    number_of_frames: int | None
+    instance_number: int | None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Matches as DICOM JSON objects; `truncated` when more matched than were returned."""
+
+    matches: list[dict[str, Any]]
+    truncated: bool
+
+
+Include = Sequence[str] | Literal["all"]
+
+
+class Archive:
+    """Ingest, find, retrieve and delete instances; the index and blob store behind it.
+
+    Thread-safe: DIMSE association threads and HTTP worker threads share one instance.
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        engine: Engine,
+        *,
+        write_engine: Engine | None = None,
+        duplicate_policy: Literal["replace", "reject"] = "replace",
+        max_query_results: int = 1000,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.write_engine = write_engine or engine
+        self.duplicate_policy = duplicate_policy
+        self.max_query_results = max_query_results
+        self._read: sessionmaker[Session] = session_factory(engine)
+        self._write: sessionmaker[Session] = session_factory(self.write_engine)
+        # SQLite has one writer at a time anyway; queueing threads here keeps them off
+        # its busy-wait. PostgreSQL needs no such lock (and nodes share nothing in-process).
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if is_sqlite(str(self.write_engine.url)) else nullcontext()
+        )
+        create_schema(self.write_engine)
+
+    # ------------------------------------------------------------------ ingest
+    def ingest(self, source: bytes | Path, *, received_from: str = "") -> IngestResult:
+        """Store one instance (Part-10 bytes or a file) and index it; durable on return.
+
+        Raises `InvalidInstance` (not DICOM, missing/bad UIDs), `Conflict` (same SOP
+        Instance UID, other bytes, with duplicate_policy='reject') or `StorageError`.
+        """
+        parsed = parse_instance(source)
+        attrs = parsed.attributes
+        existing = self._existing(attrs.sop_instance_uid)
+        if existing is not None and existing.sha256 == parsed.sha256:
+            if self.store.exists(existing.blob_key):
+                log.info("instance %s already stored, identical bytes: nothing to do",
+                         attrs.sop_instance_uid)
+                return self._result(parsed, "duplicate")
+        if existing is not None and self.duplicate_policy == "reject":
+            raise Conflict(
+                f"SOP Instance UID {attrs.sop_instance_uid} is already stored with other "
+                "content; the duplicate policy is 'reject'"
+            )
+        key = instance_key(
+            attrs.study_instance_uid, attrs.series_instance_uid, attrs.sop_instance_uid
+        )
+        self.store.put(key, parsed.part10 if parsed.part10 is not None else source)
+        metadata = dumps(instance_json(parsed.dataset, attrs))
+        replaced = self._index_instance(parsed, key, metadata, received_from)
+        if replaced is not None and replaced.blob_key != key:
+            self.store.delete(replaced.blob_key)
+        status: IngestStatus = "stored"
+        if replaced is not None and replaced.sha256 != parsed.sha256:
+            status = "replaced"
+            self.audit(
+                "replace", received_from, attrs.patient_id, attrs.study_instance_uid,
+                f"SOP Instance {attrs.sop_instance_uid} replaced: sha256 "
+                f"{replaced.sha256} -> {parsed.sha256}",
+            )
+        log.info("%s %s (%s, %d bytes) from %s", status, attrs.sop_instance_uid,
+                 attrs.modality or "?", parsed.size, received_from or "?")
+        return self._result(parsed, status)
+
+    def _result(self, parsed: ParsedInstance, status: IngestStatus) -> IngestResult:
+        a = parsed.attributes
+        return IngestResult(
+            a.sop_instance_uid, a.sop_class_uid, a.study_instance_uid, a.series_instance_uid,
+            status, parsed.size, parsed.sha256, a.transfer_syntax_uid,
+        )
+
+    def _existing(self, sop_instance_uid: str) -> InstanceRecord | None:
+        records = self.instances(sop_instance_uid=sop_instance_uid, missing_ok=True)
+        return records[0] if records else None
+
+    def _index_instance(
+        self, parsed: ParsedInstance, key: str, metadata: str, received_from: str
+    ) -> InstanceRecord | None:
+        """Upsert patient → study → series → instance in one transaction.
+
+        Retries on unique-key races (another node or thread inserting the same patient,
+        study or series at the same moment). Returns the record it replaced, if any.
+        """
+        last_error: Exception | None = None
+        for attempt in range(_INDEX_ATTEMPTS):
+            try:
+                with self._write_lock, self._write() as session, session.begin():
+                    return self._upsert(session, parsed, key, metadata, received_from)
+            except (IntegrityError, OperationalError) as exc:
+                last_error = exc
+                log.debug("index attempt %d for %s failed: %s", attempt + 1,
+                          parsed.attributes.sop_instance_uid, exc)
+        raise StorageError(
+            f"could not index {parsed.attributes.sop_instance_uid} after "
+            f"{_INDEX_ATTEMPTS} attempts: {last_error}"
+        )
+
+    def _upsert(
+        self, session: Session, parsed: ParsedInstance, key: str, metadata: str,
+        received_from: str,
+    ) -> InstanceRecord | None:
+        a = parsed.attributes
+        patient = session.scalars(
+            select(Patient).where(
+                Patient.patient_id == a.patient_id,
+                Patient.issuer_of_patient_id == a.issuer_of_patient_id,
+            )
+        ).one_or_none()
+        if patient is None:
+            patient = Patient(patient_id=a.patient_id, issuer_of_patient_id=a.issuer_of_patient_id)
+            session.add(patient)
+        _update_patient(patient, a)
+        session.flush()
+
+        study = session.scalars(
+            select(Study).where(Study.study_instance_uid == a.study_instance_uid)
+        ).one_or_none()
+        if study is None:
+            study = Study(study_instance_uid=a.study_instance_uid, patient_pk=patient.id)
+            session.add(study)
+        _update_study(study, a, patient.id)
+        session.flush()
+
+        series = session.scalars(
+            select(Series).where(Series.series_instance_uid == a.series_instance_uid)
+        ).one_or_none()
+        if series is None:
+            series = Series(series_instance_uid=a.series_instance_uid, study_pk=study.id)
+            session.add(series)
+        _update_series(series, a, study.id)
+        session.flush()
+
+        instance = session.scalars(
+            select(Instance).where(Instance.sop_instance_uid == a.sop_instance_uid)
+        ).one_or_none()
+        replaced = None
+        if instance is None:
+            instance = Instance(sop_instance_uid=a.sop_instance_uid)
+            session.add(instance)
+        else:
+            old_series = session.get(Series, instance.series_pk)
+            assert old_series is not None  # foreign key
+            old_study = session.get(Study, old_series.study_pk)
+            assert old_study is not None
+            old_patient = session.get(Patient, old_study.patient_pk)
+            assert old_patient is not None
+            replaced = _record(instance, old_series, old_study, old_patient)
+        instance.series_pk = series.id
+        instance.sop_class_uid = a.sop_class_uid
+        instance.instance_number = a.instance_number
+        instance.transfer_syntax_uid = a.transfer_syntax_uid
+        instance.rows = a.rows
+        instance.columns = a.columns
+        instance.bits_allocated = a.bits_allocated
+        instance.number_of_frames = a.number_of_frames
+        instance.blob_key = key
+        instance.size = parsed.size
+        instance.sha256 = parsed.sha256
+        instance.metadata_json = metadata
+        instance.received_from = received_from[:128]
+        if replaced is not None:
+            session.flush()
+            _drop_if_empty(session, replaced.series_instance_uid)
+        return replaced
+
+    # ------------------------------------------------------------------ query
+    def find(
+        self,
+        level: Level,
+        filt: Filter,
+        *,
+        include: Include = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> QueryResult:
+        """Matches at `level` as DICOM JSON, newest study first.
+
+        `include` names extra attributes (tags as 8 hex digits) to return besides the
+        level's own, or "all". At most `limit` (capped by max_query_results) are returned.
+        """
+        cap = min(limit or self.max_query_results, self.max_query_results)
+        stmt = compile_query(level, filt, limit=cap + 1, offset=max(offset, 0))
+        with self._read() as session:
+            rows = session.execute(stmt).all()
+            truncated = len(rows) > cap
+            rows = rows[:cap]
+            if level == "PATIENT":
+                matches = self._patient_matches(session, [r[0] for r in rows])
+            elif level == "STUDY":
+                matches = self._study_matches(session, rows, include)
+            elif level == "SERIES":
+                matches = self._series_matches(session, rows, include)
+            else:
+                matches = self._instance_matches(rows, include)
+        return QueryResult(matches, truncated)
+
+    def _patient_matches(self, session: Session, patients: list[Patient]) -> list[dict[str, Any]]:
+        ids = [p.id for p in patients]
+        counts: dict[int, tuple[int, int, int]] = {}
+        if ids:
+            stmt = (
+                select(
+                    Study.patient_pk,
+                    func.count(func.distinct(Study.id)),
+                    func.count(func.distinct(Series.id)),
+                    func.count(Instance.id),
+                )
+                .join(Series, Series.study_pk == Study.id)
+                .join(Instance, Instance.series_pk == Series.id)
+                .where(Study.patient_pk.in_(ids))
+                .group_by(Study.patient_pk)
+            )
+            counts = {row[0]: (row[1], row[2], row[3]) for row in session.execute(stmt)}
+        out = []
+        for p in patients:
+            n_studies, n_series, n_instances = counts.get(p.id, (0, 0, 0))
+            model = _patient_json(p)
+            model["00201200"] = element("00201200", n_studies)
+            model["00201202"] = element("00201202", n_series)
+            model["00201204"] = element("00201204", n_instances)
+            out.append(model)
+        return out
+
+    def _study_matches(
+        self, session: Session, rows: Sequence[Any], include: Include
+    ) -> list[dict[str, Any]]:
+        study_ids = [row[0].id for row in rows]
+        stats: dict[int, tuple[int, int]] = {}
+        modalities: dict[int, list[str]] = {}
+        if study_ids:
+            count_stmt = (
+                select(
+                    Series.study_pk, func.count(func.distinct(Series.id)), func.count(Instance.id)
+                )
+                .join(Instance, Instance.series_pk == Series.id)
+                .where(Series.study_pk.in_(study_ids))
+                .group_by(Series.study_pk)
+            )
+            stats = {r[0]: (r[1], r[2]) for r in session.execute(count_stmt)}
+            mod_stmt = (
+                select(Series.study_pk, Series.modality)
+                .where(Series.study_pk.in_(study_ids))
+                .distinct()
+            )
+            for study_pk, modality in session.execute(mod_stmt):
+                if modality:
+                    modalities.setdefault(study_pk, []).append(modality)
+        extra_keys = _extra_keys(include, STUDY_KEYS, STUDY_ALL_EXTRA)
+        samples = self._sample_metadata(session, Series.study_pk, study_ids) if extra_keys else {}
+        out = []
+        for study, patient in rows:
+            n_series, n_instances = stats.get(study.id, (0, 0))
+            model = _patient_json(patient)
+            model.update(
+                {
+                    "00080020": element("00080020", study.study_date),
+                    "00080030": element("00080030", study.study_time),
+                    "00080050": element("00080050", study.accession_number),
+                    "00080056": element("00080056", "ONLINE"),
+                    "00080061": element("00080061", sorted(modalities.get(study.id, []))),
+                    "00080090": element("00080090", study.referring_physician_name),
+                    "00081030": element("00081030", study.study_description),
+                    "0020000D": element("0020000D", study.study_instance_uid),
+                    "00200010": element("00200010", study.study_id),
+                    "00201206": element("00201206", n_series),
+                    "00201208": element("00201208", n_instances),
+                }
+            )
+            _add_extra(model, extra_keys, samples.get(study.id))
+            out.append(dict(sorted(model.items())))
+        return out
+
+    def _series_matches(
+        self, session: Session, rows: Sequence[Any], include: Include
+    ) -> list[dict[str, Any]]:
+        series_ids = [row[0].id for row in rows]
+        counts: dict[int, int] = {}
+        if series_ids:
+            stmt = (
+                select(Instance.series_pk, func.count(Instance.id))
+                .where(Instance.series_pk.in_(series_ids))
+                .group_by(Instance.series_pk)
+            )
+            counts = {r[0]: r[1] for r in session.execute(stmt)}
+        extra_keys = _extra_keys(include, SERIES_KEYS, SERIES_ALL_EXTRA)
+        samples = self._sample_metadata(session, Series.id, series_ids) if extra_keys else {}
+        out = []
+        for series, study, patient in rows:
+            model: dict[str, Any] = {
+                "00080005": element("00080005", "ISO_IR 192"),
+                "00080021": element("00080021", series.series_date),
+                "00080031": element("00080031", series.series_time),
+                "00080060": element("00080060", series.modality),
+                "0008103E": element("0008103E", series.series_description),
+                "00180015": element("00180015", series.body_part_examined),
+                "0020000D": element("0020000D", study.study_instance_uid),
+                "0020000E": element("0020000E", series.series_instance_uid),
+                "00200011": element("00200011", series.series_number),
+                "00201209": element("00201209", counts.get(series.id, 0)),
+            }
+            if include == "all" or any(k in include for k in STUDY_KEYS):
+                study_part = _patient_json(patient)
+                study_part.update(
+                    {
+                        "00080020": element("00080020", study.study_date),
+                        "00080030": element("00080030", study.study_time),
+                        "00080050": element("00080050", study.accession_number),
+                        "00081030": element("00081030", study.study_description),
+                        "00200010": element("00200010", study.study_id),
+                    }
+                )
+                for key, value in study_part.items():
+                    if include == "all" or key in include:
+                        model.setdefault(key, value)
+            _add_extra(model, extra_keys, samples.get(series.id))
+            out.append(dict(sorted(model.items())))
+        return out
+
+    def _instance_matches(self, rows: Sequence[Any], include: Include) -> list[dict[str, Any]]:
+        extra_keys = _extra_keys(include, INSTANCE_KEYS, ())
+        out = []
+        for instance, series, study, _patient in rows:
+            model: dict[str, Any] = {
+                "00080005": element("00080005", "ISO_IR 192"),
+                "00080016": element("00080016", instance.sop_class_uid),
+                "00080018": element("00080018", instance.sop_instance_uid),
+                "00080056": element("00080056", "ONLINE"),
+                "0020000D": element("0020000D", study.study_instance_uid),
+                "0020000E": element("0020000E", series.series_instance_uid),
+                "00200013": element("00200013", instance.instance_number),
+                "00280008": element("00280008", instance.number_of_frames),
+                "00280010": element("00280010", instance.rows),
+                "00280011": element("00280011", instance.columns),
+                "00280100": element("00280100", instance.bits_allocated),
+                "00020010": element("00020010", instance.transfer_syntax_uid),
+            }
+            if extra_keys or include == "all":
+                stored = json.loads(instance.metadata_json)
+                if include == "all":
+                    for key, value in stored.items():
+                        if "BulkDataURI" not in value and "InlineBinary" not in value:
+                            model.setdefault(key, value)
+                _add_extra(model, extra_keys, stored)
+            out.append(dict(sorted(model.items())))
+        return out
+
+    def _sample_metadata(
+        self, session: Session, group_column: Any, ids: list[int]
+    ) -> dict[int, dict[str, Any]]:
+        """One stored instance's JSON per study or series, for attributes without a column."""
+        if not ids:
+            return {}
+        stmt = (
+            select(group_column, func.min(Instance.id))
+            .select_from(Instance)
+            .join(Series, Instance.series_pk == Series.id)
+            .where(group_column.in_(ids))
+            .group_by(group_column)
+        )
+        first = {row[1]: row[0] for row in session.execute(stmt)}
+        if not first:
+            return {}
+        texts = session.execute(
+            select(Instance.id, Instance.metadata_json).where(Instance.id.in_(list(first)))
+        )
+        return {first[iid]: json.loads(text) for iid, text in texts}
+
+    # ------------------------------------------------------------------ retrieve
+    def instances(
+        self,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        *,
+        missing_ok: bool = False,
+    ) -> list[InstanceRecord]:
+        """Stored instances of a study, series or one instance, in series/instance order.
+
+        Raises `NotFound` naming what was asked for when nothing matches (unless missing_ok).
+        """
+        stmt = (
+            select(Instance, Series, Study, Patient)
+            .join(Series, Instance.series_pk == Series.id)
+            .join(Study, Series.study_pk == Study.id)
+            .join(Patient, Study.patient_pk == Patient.id)
+        )
+        if study_instance_uid is not None:
+            stmt = stmt.where(Study.study_instance_uid == study_instance_uid)
+        if series_instance_uid is not None:
+            stmt = stmt.where(Series.series_instance_uid == series_instance_uid)
+        if sop_instance_uid is not None:
+            stmt = stmt.where(Instance.sop_instance_uid == sop_instance_uid)
+        stmt = stmt.order_by(Series.series_number, Series.id, Instance.instance_number,
+                             Instance.id)
+        with self._read() as session:
+            records = [_record(*row) for row in session.execute(stmt)]
+        if not records and not missing_ok:
+            raise NotFound(_describe(study_instance_uid, series_instance_uid, sop_instance_uid)
+                           + " is not in the archive")
+        return records
+
+    def metadata(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> list[str]:
+        """Stored DICOM JSON texts (one per instance) with BulkDataURI placeholders."""
+        stmt = (
+            select(Instance.metadata_json)
+            .join(Series, Instance.series_pk == Series.id)
+            .join(Study, Series.study_pk == Study.id)
+            .where(Study.study_instance_uid == study_instance_uid)
+        )
+        if series_instance_uid is not None:
+            stmt = stmt.where(Series.series_instance_uid == series_instance_uid)
+        if sop_instance_uid is not None:
+            stmt = stmt.where(Instance.sop_instance_uid == sop_instance_uid)
+        stmt = stmt.order_by(Series.series_number, Series.id, Instance.instance_number,
+                             Instance.id)
+        with self._read() as session:
+            texts = list(session.scalars(stmt))
+        if not texts:
+            raise NotFound(_describe(study_instance_uid, series_instance_uid, sop_instance_uid)
+                           + " is not in the archive")
+        return texts
+
+    def read_instance(self, record: InstanceRecord) -> bytes:
+        return self.store.read(record.blob_key)
+
+    def stream_instance(self, record: InstanceRecord, chunk_size: int = 1024 * 1024
+                        ) -> Iterator[bytes]:
+        return self.store.iter_chunks(record.blob_key, chunk_size)
+
+    # ------------------------------------------------------------------ housekeeping
+    def counts(self) -> dict[str, int]:
+        with self._read() as session:
+            return {
+                "patients": session.scalar(select(func.count(Patient.id))) or 0,
+                "studies": session.scalar(select(func.count(Study.id))) or 0,
+                "series": session.scalar(select(func.count(Series.id))) or 0,
+                "instances": session.scalar(select(func.count(Instance.id))) or 0,
+            }
+
+    def is_empty(self) -> bool:
+        with self._read() as session:
+            return session.scalar(select(Instance.id).limit(1)) is None
+
+    def delete_study(self, study_instance_uid: str, *, actor: str = "") -> int:
+        """Remove a study's rows, then its blobs. Returns the number of instances deleted.
+
+        Rows go first: once they are gone no one can be served a blob we are deleting;
+        a crash before the blobs are removed leaves orphans that `verify` sweeps.
+        """
+        records = self.instances(study_instance_uid)
+        with self._write_lock, self._write() as session, session.begin():
+            study = session.scalars(
+                select(Study).where(Study.study_instance_uid == study_instance_uid)
+            ).one()
+            series_ids = list(session.scalars(select(Series.id).where(Series.study_pk == study.id)))
+            session.execute(delete(Instance).where(Instance.series_pk.in_(series_ids)))
+            session.execute(delete(Series).where(Series.id.in_(series_ids)))
+            session.delete(study)
+            session.add(
+                AuditEvent(action="delete", actor=actor[:128],
+                           patient_id=records[0].patient_id,
+                           study_instance_uid=study_instance_uid,
+                           detail=f"{len(records)} instances deleted")
+            )
+        for record in records:
+            self.store.delete(record.blob_key)
+        log.info("deleted study %s (%d instances) by %s", study_instance_uid, len(records),
+                 actor or "?")
+        return len(records)
+
+    def audit(self, action: str, actor: str, patient_id: str = "", study_instance_uid: str = "",
+              detail: str = "") -> None:
+        """Record who did what to which patient's data."""
+        with self._write_lock, self._write() as session, session.begin():
+            session.add(
+                AuditEvent(action=action[:32], actor=actor[:128], patient_id=patient_id[:64],
+                           study_instance_uid=study_instance_uid[:64], detail=detail)
+            )
+
+
+# ---------------------------------------------------------------------- helpers
+def _describe(study: str | None, series: str | None, sop: str | None) -> str:
+    if sop:
+        return f"instance {sop}"
+    if series:
+        return f"series {series}"
+    return f"study {study}"
+
+
+def _update_patient(patient: Patient, a: InstanceAttributes) -> None:
+    patient.patient_name = a.patient_name
+    patient.patient_name_lower = a.patient_name_lower
+    patient.patient_name_folded = a.patient_name_folded
+    patient.patient_birth_date = a.patient_birth_date
+    patient.patient_sex = a.patient_sex
+    known = [x for x in (patient.other_patient_ids or "").split("|") if x]
+    merged = list(dict.fromkeys([*known, *a.other_patient_ids]))
+    patient.other_patient_ids = ("|" + "|".join(merged) + "|") if merged else ""
+
+
+def _update_study(study: Study, a: InstanceAttributes, patient_pk: int) -> None:
+    study.patient_pk = patient_pk
+    study.study_date = a.study_date
+    study.study_time = a.study_time
+    study.accession_number = a.accession_number
+    study.study_id = a.study_id
+    study.study_description = a.study_description
+    study.referring_physician_name = a.referring_physician_name
+
+
+def _update_series(series: Series, a: InstanceAttributes, study_pk: int) -> None:
+    series.study_pk = study_pk
+    series.modality = a.modality
+    series.series_number = a.series_number
+    series.series_description = a.series_description
+    series.series_date = a.series_date
+    series.series_time = a.series_time
+    series.body_part_examined = a.body_part_examined
+
+
+def _drop_if_empty(session: Session, series_instance_uid: str) -> None:
+    """After a replace moved an instance elsewhere, remove its old series/study if empty."""
+    series = session.scalars(
+        select(Series).where(Series.series_instance_uid == series_instance_uid)
+    ).one_or_none()
+    if series is None or session.scalar(
+        select(Instance.id).where(Instance.series_pk == series.id).limit(1)
+    ) is not None:
+        return
+    study_pk = series.study_pk
+    session.delete(series)
+    session.flush()
+    if session.scalar(select(Series.id).where(Series.study_pk == study_pk).limit(1)) is None:
+        session.execute(delete(Study).where(Study.id == study_pk))
+
+
+def _record(instance: Instance, series: Series, study: Study, patient: Patient) -> InstanceRecord:
+    return InstanceRecord(
+        sop_instance_uid=instance.sop_instance_uid,
+        sop_class_uid=instance.sop_class_uid,
+        series_instance_uid=series.series_instance_uid,
+        study_instance_uid=study.study_instance_uid,
+        patient_id=patient.patient_id,
+        transfer_syntax_uid=instance.transfer_syntax_uid,
+        blob_key=instance.blob_key,
+        size=instance.size,
+        sha256=instance.sha256,
+        number_of_frames=instance.number_of_frames,
+        instance_number=instance.instance_number,
+    )
+
+
+def _patient_json(patient: Patient) -> dict[str, Any]:
+    return {
+        "00080005": element("00080005", "ISO_IR 192"),
+        "00100010": element("00100010", patient.patient_name),
+        "00100020": element("00100020", patient.patient_id),
+        "00100021": element("00100021", patient.issuer_of_patient_id),
+        "00100030": element("00100030", patient.patient_birth_date),
+        "00100040": element("00100040", patient.patient_sex),
+    }
+
+
+def _extra_keys(include: Include, own: tuple[str, ...], all_extra: tuple[str, ...]) -> list[str]:
+    if include == "all":
+        return [k for k in all_extra if k not in own]
+    return [k for k in include if k not in own]
+
+
+def _add_extra(model: dict[str, Any], keys: list[str], sample: dict[str, Any] | None) -> None:
+    for key in keys:
+        if key in model:
+            continue
+        if sample is not None and key in sample:
+            model[key] = sample[key]

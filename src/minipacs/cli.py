@@ -1,0 +1,154 @@
+"""`minipacs` command line: serve, import, and archive administration.
+
+Every setting in `Settings` is a flag of each subcommand that opens the archive, and a
+MINIPACS_ environment variable; a flag wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from minipacs import __version__
+from minipacs.config import Settings
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "settings", "each also read from the MINIPACS_<NAME> environment variable"
+    )
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = "MINIPACS_" + name.upper()
+        default = field.default
+        help_text = f"{field.description} [env {env}; default: {default}]"
+        annotation = field.annotation
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is typing.Literal:
+            kwargs["choices"] = typing.get_args(annotation)
+        elif annotation is int:
+            kwargs["type"] = int
+            kwargs["metavar"] = "N"
+        elif annotation in (Path, Path | None):
+            kwargs["type"] = Path
+            kwargs["metavar"] = "PATH"
+        else:
+            kwargs["metavar"] = "TEXT"
+        group.add_argument(flag, **kwargs)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    # pynetdicom narrates every PDU at INFO; keep its warnings and errors only.
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from minipacs.node import serve
+
+    serve(settings)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from minipacs.folder_import import import_files, iter_files
+    from minipacs.node import open_archive
+
+    console = Console(stderr=True)
+    missing = [p for p in args.paths if not p.exists()]
+    if missing:
+        console.print(f"[red]No such file or folder: {', '.join(map(str, missing))}")
+        return 2
+    archive = open_archive(settings)
+    files = list(iter_files(args.paths))
+    with Progress(
+        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=console, disable=args.quiet,
+    ) as progress:
+        task = progress.add_task("", total=len(files))
+
+        def advance(path: Path) -> None:
+            progress.update(task, advance=1, description=path.name[-40:])
+
+        summary = import_files(archive, files, on_progress=advance)
+    print(
+        f"{summary.stored} stored, {summary.duplicates} duplicates, "
+        f"{summary.replaced} replaced, {len(summary.rejected)} rejected, "
+        f"{len(summary.skipped)} skipped (of {len(files)} files)"
+    )
+    for path, reason in summary.rejected:
+        print(f"  rejected {path}: {reason}")
+    for path, reason in summary.skipped:
+        print(f"  skipped  {path}: {reason}")
+    return 1 if summary.rejected else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minipacs",
+        description="minipacs: DICOM archive (C-STORE/C-FIND, DICOMweb) and web viewer.",
+    )
+    parser.add_argument("--version", action="version", version=f"minipacs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", help="run the DICOM and HTTP servers",
+        description="Run minipacs: DICOM (C-ECHO, C-STORE, C-FIND) on DICOM_PORT, DICOMweb "
+        "and the viewer on HTTP_PORT. On first start with an empty archive, the sample "
+        "studies in SAMPLE_DIR are imported.",
+    )
+    _add_setting_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    imp = sub.add_parser(
+        "import", help="import DICOM files or folders (CDs with DICOMDIR too)",
+        description="Import every DICOM file under the given files and folders. Prints a "
+        "summary; exits 1 when some files were rejected.",
+    )
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_setting_flags(imp)
+    imp.set_defaults(func=cmd_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            print(f"minipacs: setting {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    result: int = args.func(args, settings)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

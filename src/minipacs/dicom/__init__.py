@@ -1,0 +1,1 @@
+"""Pure DICOM helpers: no I/O beyond the bytes handed in."""

@@ -1,0 +1,133 @@
+"""DICOM JSON (PS3.18 Annex F) for stored metadata and query responses.
+
+Instance metadata is computed once at ingest and stored as text. Large binary values
+become BulkDataURIs written with the placeholder `BULK_PREFIX`; `with_base_url`
+swaps in the server's public base when the text is served, so a change of public URL
+never needs the stored JSON rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from minipacs.dicom.header import InstanceAttributes
+
+log = logging.getLogger(__name__)
+
+BULK_PREFIX = "minipacs:base/"
+BULK_THRESHOLD = 1024
+
+# VRs whose JSON "Value" holds numbers (PS3.18 F.2.3).
+_NUMBER_VRS = {"DS", "IS", "FL", "FD", "SL", "SS", "UL", "US", "SV", "UV"}
+
+
+def instance_path(attrs: InstanceAttributes) -> str:
+    return (
+        f"studies/{attrs.study_instance_uid}/series/{attrs.series_instance_uid}"
+        f"/instances/{attrs.sop_instance_uid}"
+    )
+
+
+def instance_json(ds: Dataset, attrs: InstanceAttributes) -> dict[str, Any]:
+    """Full DICOM JSON of one instance header, pixel data as a BulkDataURI."""
+    base = BULK_PREFIX + instance_path(attrs)
+
+    def bulk_uri(elem: DataElement) -> str:
+        return f"{base}/bulkdata/{elem.tag:08X}"
+
+    try:
+        model = ds.to_json_dict(BULK_THRESHOLD, bulk_uri, suppress_invalid_tags=True)
+    except Exception as exc:  # pydicom raises assorted errors on odd values
+        log.warning("instance %s: metadata JSON fell back to per-element: %s",
+                    attrs.sop_instance_uid, exc)
+        model = {}
+        for elem in ds:
+            try:
+                single = Dataset()
+                single.add(elem)
+                model.update(single.to_json_dict(BULK_THRESHOLD, bulk_uri, True))
+            except Exception:  # noqa: BLE001 - skip the one element that cannot be encoded
+                log.warning("instance %s: skipped %s in metadata", attrs.sop_instance_uid,
+                            elem.tag)
+    if attrs.has_pixels:
+        vr = "OW" if (attrs.bits_allocated or 8) > 8 and not _encapsulated(attrs) else "OB"
+        model["7FE00010"] = {"vr": vr, "BulkDataURI": f"{base}/bulkdata/7FE00010"}
+    model.setdefault("00020010", {"vr": "UI", "Value": [attrs.transfer_syntax_uid]})
+    return model
+
+
+def _encapsulated(attrs: InstanceAttributes) -> bool:
+    return attrs.transfer_syntax_uid not in {
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.1.99",
+        "1.2.840.10008.1.2.2",
+    }
+
+
+def with_base_url(text: str, base_url: str) -> str:
+    """Resolve stored BulkDataURIs against the DICOMweb base (e.g. http://h/dicom-web)."""
+    return text.replace(BULK_PREFIX, base_url.rstrip("/") + "/")
+
+
+def tag_key(keyword_or_tag: str) -> str:
+    """'PatientName' or '00100010' or '0010,0010' → '00100010'; raises KeyError if unknown."""
+    text = keyword_or_tag.strip()
+    compact = text.replace(",", "").replace("(", "").replace(")", "")
+    if len(compact) == 8 and all(c in "0123456789abcdefABCDEF" for c in compact):
+        return compact.upper()
+    tag = tag_for_keyword(text)
+    if tag is None:
+        raise KeyError(text)
+    return f"{tag:08X}"
+
+
+def keyword_of(key: str) -> str:
+    return keyword_for_tag(Tag(int(key, 16))) or key
+
+
+def vr_of(key: str) -> str:
+    try:
+        vr = dictionary_VR(Tag(int(key, 16)))
+    except KeyError:
+        return "UN"
+    return vr.split(" or ")[0]
+
+
+def element(key: str, value: Any, vr: str | None = None) -> dict[str, Any]:
+    """One DICOM JSON attribute. `value` None or "" gives an empty (zero-length) attribute."""
+    vr = vr or vr_of(key)
+    if value is None or value == "" or value == []:
+        return {"vr": vr}
+    values = value if isinstance(value, list | tuple) else [value]
+    if vr == "PN":
+        return {"vr": vr, "Value": [{"Alphabetic": str(v)} for v in values]}
+    if vr in _NUMBER_VRS:
+        out: list[Any] = []
+        for v in values:
+            try:
+                number = float(v)
+                out.append(int(number) if number.is_integer() and vr != "FD" else number)
+            except (TypeError, ValueError):
+                continue
+        return {"vr": vr, "Value": out} if out else {"vr": vr}
+    if isinstance(value, str) and "\\" in value and vr not in {"LT", "ST", "UT"}:
+        values = value.split("\\")
+    return {"vr": vr, "Value": [str(v) for v in values]}
+
+
+def dumps(model: Any) -> str:
+    return json.dumps(model, ensure_ascii=False, separators=(",", ":"))
+
+
+def dataset_from_json(model: dict[str, Any]) -> Dataset:
+    """DICOM JSON → pydicom Dataset (BulkDataURIs dropped: C-FIND never returns bulk data)."""
+    clean = {k: v for k, v in model.items() if "BulkDataURI" not in v}
+    return Dataset.from_json(clean)

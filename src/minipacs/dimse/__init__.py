@@ -1,0 +1,1 @@
+"""The DIMSE door: pynetdicom handlers that translate DICOM network services to `Archive`."""

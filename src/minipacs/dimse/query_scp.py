@@ -1,0 +1,102 @@
+"""C-FIND SCP (Patient Root and Study Root): identifier → `Filter` → `Archive.find`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from minipacs.archive import Archive
+from minipacs.dicom.json_model import dataset_from_json
+from minipacs.dicom.matching import Filter, Match, parse_match
+from minipacs.dimse.status import CANCEL, PENDING, find_failure, status_dataset
+from minipacs.dimse.storage_scp import peer_of
+from minipacs.errors import MinipacsError, QueryError
+from minipacs.index.query import LEVELS, Level
+
+log = logging.getLogger(__name__)
+
+_NOT_KEYS = {0x00080005, 0x00080052, 0x00080054}  # charset, level, RetrieveAETitle
+
+
+def _element_text(elem: DataElement) -> str:
+    value = elem.value
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list):
+        return "\\".join(str(v) for v in value)
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return str(value)
+
+
+def identifier_filter(identifier: Dataset) -> tuple[Filter, list[DataElement]]:
+    """Matching keys and return keys of a C-FIND identifier (PS3.4 C.2.2.1)."""
+    matches: list[Match] = []
+    requested: list[DataElement] = []
+    for elem in identifier:
+        if elem.tag in _NOT_KEYS or elem.tag.group == 0x0000:
+            continue
+        requested.append(elem)
+        key = f"{int(elem.tag):08X}"
+        if elem.VR == "SQ":
+            # Sequence matching (C.2.2.2.6): the one item's non-empty keys must match.
+            for item in elem.value or []:
+                for sub in item:
+                    text = _element_text(sub)
+                    if text:
+                        matches.append(parse_match(f"{key}.{int(sub.tag):08X}", text))
+            continue
+        matches.append(parse_match(key, _element_text(elem)))
+    return Filter(tuple(matches)), requested
+
+
+def response_dataset(
+    match: dict[str, Any], requested: list[DataElement], level: str, ae_title: str
+) -> Dataset:
+    """The pending-response identifier: exactly the requested keys, filled when known."""
+    wanted = {f"{int(e.tag):08X}" for e in requested}
+    ds = dataset_from_json({k: v for k, v in match.items() if k in wanted})
+    for elem in requested:
+        if elem.tag not in ds:
+            ds.add(DataElement(elem.tag, elem.VR, [] if elem.VR == "SQ" else None))
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.QueryRetrieveLevel = level
+    ds.RetrieveAETitle = ae_title
+    return ds
+
+
+def handle_find(event: Any, archive: Archive, ae_title: str) -> Iterator[tuple[int, Any]]:
+    """EVT_C_FIND for Patient Root and Study Root: pending per match, C-CANCEL honoured."""
+    peer = peer_of(event)
+    try:
+        identifier = event.identifier
+        level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+        if level not in LEVELS:
+            raise QueryError(f"QueryRetrieveLevel {level!r} is not PATIENT/STUDY/SERIES/IMAGE")
+        model = str(event.request.AffectedSOPClassUID)
+        if level == "PATIENT" and model.startswith("1.2.840.10008.5.1.4.1.2.2"):
+            raise QueryError("the Study Root model has no PATIENT level")
+        filt, requested = identifier_filter(identifier)
+        keys = [f"{int(e.tag):08X}" for e in requested]
+        lvl: Level = level  # type: ignore[assignment]
+        result = archive.find(lvl, filt, include=keys)
+    except MinipacsError as exc:
+        log.warning("C-FIND from %s refused: %s", peer, exc)
+        yield find_failure(exc).Status, None
+        return
+    except Exception as exc:  # a malformed identifier pydicom cannot decode
+        log.warning("C-FIND from %s failed: %s", peer, exc)
+        yield status_dataset(0xC000, str(exc)).Status, None
+        return
+    log.info("C-FIND %s from %s: %d matches%s", level, peer, len(result.matches),
+             " (truncated)" if result.truncated else "")
+    for match in result.matches:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield PENDING, response_dataset(match, requested, level, ae_title)

@@ -1,0 +1,41 @@
+"""C-STORE SCP: bytes as received go to `Archive.ingest`; the status follows its outcome."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from minipacs.archive import Archive
+from minipacs.dimse.status import SUCCESS, status_dataset, store_failure
+from minipacs.errors import MinipacsError
+
+log = logging.getLogger(__name__)
+
+
+def peer_of(event: Any) -> str:
+    requestor = event.assoc.requestor
+    return f"{requestor.ae_title}@{requestor.address}"
+
+
+def handle_store(event: Any, archive: Archive) -> int | Dataset:
+    """EVT_C_STORE: success only once `ingest` returned, i.e. blob durable and row committed."""
+    peer = peer_of(event)
+    try:
+        # PS3.7 C-STORE: the dataset exactly as encoded by the sender, with file meta
+        # built from the presentation context; never decoded and re-encoded.
+        data = event.encoded_dataset(include_meta=True)
+    except Exception as exc:  # pynetdicom raises on a dataset it cannot frame
+        log.warning("C-STORE from %s refused: could not read the dataset: %s", peer, exc)
+        return status_dataset(0xC000, f"cannot read dataset: {exc}")
+    try:
+        result = archive.ingest(data, received_from=peer)
+    except MinipacsError as exc:
+        log.warning("C-STORE of %s from %s refused: %s",
+                    event.request.AffectedSOPInstanceUID, peer, exc)
+        return store_failure(exc)
+    if result.sop_instance_uid != str(event.request.AffectedSOPInstanceUID):
+        log.warning("C-STORE from %s: AffectedSOPInstanceUID %s differs from dataset's %s",
+                    peer, event.request.AffectedSOPInstanceUID, result.sop_instance_uid)
+    return SUCCESS

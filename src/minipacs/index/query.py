@@ -1,0 +1,214 @@
+"""Compile a `Filter` (PS3.4 C.2.2.2 matching) into SQL over the index tables.
+
+One compiler serves C-FIND and QIDO-RS, so both doors return the same matches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Select, and_, exists, false, literal, or_, select, true
+from sqlalchemy.orm import InstrumentedAttribute
+
+from minipacs.dicom.matching import Filter, Match, like_pattern
+from minipacs.dicom.names import fold_text, lower_name
+from minipacs.errors import QueryError
+from minipacs.index.models import Instance, Patient, Series, Study
+
+AnySelect = Select[*tuple[Any, ...]]
+Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
+LEVELS: tuple[Level, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+_DEPTH = {level: i for i, level in enumerate(LEVELS)}
+
+
+@dataclass(frozen=True)
+class Column:
+    level: Level
+    column: InstrumentedAttribute[Any]
+
+
+# Attributes (tag as 8 hex digits) that have an index column.
+COLUMNS: dict[str, Column] = {
+    "00100010": Column("PATIENT", Patient.patient_name),
+    "00100020": Column("PATIENT", Patient.patient_id),
+    "00100021": Column("PATIENT", Patient.issuer_of_patient_id),
+    "00100030": Column("PATIENT", Patient.patient_birth_date),
+    "00100040": Column("PATIENT", Patient.patient_sex),
+    "0020000D": Column("STUDY", Study.study_instance_uid),
+    "00080020": Column("STUDY", Study.study_date),
+    "00080030": Column("STUDY", Study.study_time),
+    "00080050": Column("STUDY", Study.accession_number),
+    "00200010": Column("STUDY", Study.study_id),
+    "00081030": Column("STUDY", Study.study_description),
+    "00080090": Column("STUDY", Study.referring_physician_name),
+    "0020000E": Column("SERIES", Series.series_instance_uid),
+    "00080060": Column("SERIES", Series.modality),
+    "00200011": Column("SERIES", Series.series_number),
+    "0008103E": Column("SERIES", Series.series_description),
+    "00080021": Column("SERIES", Series.series_date),
+    "00080031": Column("SERIES", Series.series_time),
+    "00180015": Column("SERIES", Series.body_part_examined),
+    "00080018": Column("IMAGE", Instance.sop_instance_uid),
+    "00080016": Column("IMAGE", Instance.sop_class_uid),
+    "00200013": Column("IMAGE", Instance.instance_number),
+    "00280010": Column("IMAGE", Instance.rows),
+    "00280011": Column("IMAGE", Instance.columns),
+    "00280100": Column("IMAGE", Instance.bits_allocated),
+    "00280008": Column("IMAGE", Instance.number_of_frames),
+}
+MODALITIES_IN_STUDY = "00080061"
+SOP_CLASSES_IN_STUDY = "00080062"
+OTHER_PATIENT_IDS = ("00101002.00100020", "00101000")
+# Keys matched by special rules rather than one column.
+SPECIAL_KEYS = {MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY, *OTHER_PATIENT_IDS}
+_INTEGER_COLUMNS = {"00200011", "00200013", "00280010", "00280011", "00280100", "00280008"}
+
+
+def is_matchable(key: str) -> bool:
+    return key in COLUMNS or key in SPECIAL_KEYS
+
+
+def _string_condition(column: Any, match: Match) -> ColumnElement[bool]:
+    if match.kind == "single":
+        return column == match.values[0]  # type: ignore[no-any-return]
+    if match.kind == "list":
+        return column.in_(match.values)  # type: ignore[no-any-return]
+    if match.kind == "wildcard":
+        return column.like(like_pattern(match.values[0]), escape="\\")  # type: ignore[no-any-return]
+    if match.kind == "range":
+        low, high = match.values
+        conditions = [column != ""]
+        if low:
+            conditions.append(column >= low)
+        if high:
+            # '~' sorts after digits and '.', so a high time "1200" still admits "120030".
+            conditions.append(column <= high + "~")
+        return and_(*conditions)
+    return true()
+
+
+def _integer_condition(column: Any, match: Match) -> ColumnElement[bool]:
+    try:
+        values = [int(v) for v in match.values]
+    except ValueError as exc:
+        raise QueryError(f"{match.keyword}: {match.values!r} is not an integer") from exc
+    if match.kind == "single":
+        return column == values[0]  # type: ignore[no-any-return]
+    if match.kind == "list":
+        return column.in_(values)  # type: ignore[no-any-return]
+    raise QueryError(f"{match.keyword}: {match.kind} matching is not supported on integers")
+
+
+def _person_name_condition(match: Match) -> ColumnElement[bool]:
+    """PN: case-insensitive always (PS3.4 C.2.2.2.1); fuzzy also ignores diacritics and
+    matches from the start of any name component ("an" finds "Nguyễn^Văn An")."""
+    values = match.values if match.kind == "list" else match.values[:1]
+    conditions: list[ColumnElement[bool]] = []
+    for value in values:
+        if match.fuzzy:
+            folded = fold_text(value)
+            pattern = "% " + like_pattern(folded)
+            if not pattern.endswith("%"):
+                pattern += "%"
+            haystack = literal(" ") + Patient.patient_name_folded
+            conditions.append(haystack.like(pattern, escape="\\"))
+        elif "*" in value or "?" in value:
+            conditions.append(
+                Patient.patient_name_lower.like(like_pattern(lower_name(value)), escape="\\")
+            )
+        else:
+            conditions.append(Patient.patient_name_lower == lower_name(value))
+    return or_(*conditions) if conditions else true()
+
+
+def _other_ids_condition(match: Match) -> ColumnElement[bool]:
+    values = match.values if match.kind == "list" else match.values[:1]
+    return or_(
+        *[
+            Patient.other_patient_ids.like(f"%|{like_pattern(v)}|%", escape="\\")
+            for v in values
+        ]
+    )
+
+
+def condition_for(match: Match, level: Level) -> ColumnElement[bool]:
+    """SQL condition for one match, evaluated in a query at `level`."""
+    if match.kind == "universal":
+        return true()
+    if match.key == "00100010":
+        return _person_name_condition(match)
+    if match.key in OTHER_PATIENT_IDS:
+        return _other_ids_condition(match)
+    if match.key == MODALITIES_IN_STUDY:
+        return _below(level, "SERIES", _string_condition(Series.modality, match))
+    if match.key == SOP_CLASSES_IN_STUDY:
+        return _below(level, "IMAGE", _string_condition(Instance.sop_class_uid, match))
+    column = COLUMNS.get(match.key)
+    if column is None:
+        raise QueryError(f"matching on {match.keyword} is not supported")
+    if match.key in _INTEGER_COLUMNS:
+        cond = _integer_condition(column.column, match)
+    else:
+        cond = _string_condition(column.column, match)
+    if _DEPTH[column.level] > _DEPTH[level]:
+        return _below(level, column.level, cond)
+    return cond
+
+
+def _below(level: Level, target: Level, cond: ColumnElement[bool]) -> ColumnElement[bool]:
+    """A condition on a lower level becomes EXISTS(...) correlated to the query's row."""
+    if _DEPTH[target] <= _DEPTH[level]:
+        return cond
+    if level == "PATIENT":
+        sub = select(Study.id).where(Study.patient_pk == Patient.id)
+        if target in ("SERIES", "IMAGE"):
+            sub = sub.join(Series, Series.study_pk == Study.id)
+        if target == "IMAGE":
+            sub = sub.join(Instance, Instance.series_pk == Series.id)
+    elif level == "STUDY":
+        sub = select(Series.id).where(Series.study_pk == Study.id)
+        if target == "IMAGE":
+            sub = sub.join(Instance, Instance.series_pk == Series.id)
+    elif level == "SERIES":
+        sub = select(Instance.id).where(Instance.series_pk == Series.id)
+    else:
+        return false()
+    return exists(sub.where(cond))
+
+
+def base_select(level: Level) -> AnySelect:
+    if level == "PATIENT":
+        return select(Patient)
+    if level == "STUDY":
+        return select(Study, Patient).join(Patient, Study.patient_pk == Patient.id)
+    if level == "SERIES":
+        return (
+            select(Series, Study, Patient)
+            .join(Study, Series.study_pk == Study.id)
+            .join(Patient, Study.patient_pk == Patient.id)
+        )
+    return (
+        select(Instance, Series, Study, Patient)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .join(Patient, Study.patient_pk == Patient.id)
+    )
+
+
+def _order(stmt: AnySelect, level: Level) -> AnySelect:
+    if level == "PATIENT":
+        return stmt.order_by(Patient.patient_name_lower, Patient.id)
+    if level == "STUDY":
+        return stmt.order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
+    if level == "SERIES":
+        return stmt.order_by(Study.id, Series.series_number, Series.id)
+    return stmt.order_by(Series.id, Instance.instance_number, Instance.id)
+
+
+def compile_query(level: Level, filt: Filter, *, limit: int, offset: int = 0) -> AnySelect:
+    """SELECT for the rows at `level` that match every active match of `filt`."""
+    stmt = base_select(level)
+    for match in filt.active():
+        stmt = stmt.where(condition_for(match, level))
+    return _order(stmt, level).limit(limit).offset(offset)

@@ -1,0 +1,78 @@
+"""FastAPI application factory: routers, one error mapping, the viewer's static files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from minipacs import __version__
+from minipacs.archive import Archive
+from minipacs.config import Settings
+from minipacs.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInstance,
+    MinipacsError,
+    NotAcceptable,
+    NotFound,
+    QueryError,
+    StorageError,
+)
+from minipacs.web import dicomweb
+
+log = logging.getLogger(__name__)
+
+VIEWER_DIR = Path(__file__).resolve().parents[3] / "viewer"
+
+# The one place core errors become HTTP statuses.
+_STATUS: list[tuple[type[MinipacsError], int]] = [
+    (QueryError, 400),
+    (InvalidInstance, 400),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (NotAcceptable, 406),
+    (Conflict, 409),
+    (StorageError, 503),
+]
+
+
+def status_for(exc: MinipacsError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def create_app(archive: Archive, settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="minipacs",
+        version=__version__,
+        description="DICOM archive: DICOMweb (QIDO-RS, WADO-RS, STOW-RS), admin API, viewer.",
+    )
+    app.state.archive = archive
+    app.state.settings = settings
+
+    @app.exception_handler(MinipacsError)
+    def _core_error(request: Request, exc: MinipacsError) -> JSONResponse:
+        status = status_for(exc)
+        if status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    app.include_router(dicomweb.router)
+
+    @app.get("/", include_in_schema=False)
+    def _root() -> RedirectResponse:
+        return RedirectResponse("/viewer/")
+
+    @app.get("/healthz", tags=["admin"], summary="Liveness and archive counts")
+    def _health() -> dict[str, object]:
+        return {"status": "ok", "version": __version__, **archive.counts()}
+
+    if VIEWER_DIR.is_dir():
+        app.mount("/viewer", StaticFiles(directory=VIEWER_DIR, html=True), name="viewer")
+    return app

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything the tests need (Debian packages, a Python venv), then run them all:
+# lint (ruff), types (mypy), and the pytest suite against real servers.
+# Extra arguments go to pytest, e.g. ./test.sh -k cfind -x
+set -euo pipefail
+cd "$(dirname "$0")"
+
+apt_packages=()
+command -v storescu >/dev/null 2>&1 || apt_packages+=(dcmtk)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_packages+=(postgresql)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${apt_packages[*]}"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${apt_packages[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "--- ruff"; .venv/bin/ruff check src tests sample_dicom
+echo "--- mypy"; .venv/bin/mypy
+echo "--- pytest"; exec .venv/bin/pytest "$@"
