@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from minipacs.dicom.header import InstanceAttributes, ParsedInstance, parse_instance
 from minipacs.dicom.json_model import dumps, element, instance_json
 from minipacs.dicom.matching import Filter
-from minipacs.errors import Conflict, NotFound, StorageError
+from minipacs.errors import Conflict, NotFound, QueryError, StorageError
 from minipacs.index.database import create_schema, is_sqlite, session_factory
 from minipacs.index.models import AuditEvent, Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
@@ -591,6 +591,40 @@ class Archive:
                 AuditEvent(action=action[:32], actor=actor[:128], patient_id=patient_id[:64],
                            study_instance_uid=study_instance_uid[:64], detail=detail)
             )
+
+    # ------------------------------------------------------------------ retrieve sets
+    def instances_matching(
+        self,
+        *,
+        patient_ids: Sequence[str] = (),
+        study_uids: Sequence[str] = (),
+        series_uids: Sequence[str] = (),
+        sop_uids: Sequence[str] = (),
+    ) -> list[InstanceRecord]:
+        """Instances a C-MOVE/C-GET identifier selects (PS3.4 C.4.2.2.1: unique keys, each
+        a single value or a UID list); every non-empty argument must match. Empty when
+        nothing matches; raises `QueryError` when no key at all was given."""
+        if not (patient_ids or study_uids or series_uids or sop_uids):
+            raise QueryError("a retrieve needs at least one unique key (PatientID, "
+                             "StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID)")
+        stmt = (
+            select(Instance, Series, Study, Patient)
+            .join(Series, Instance.series_pk == Series.id)
+            .join(Study, Series.study_pk == Study.id)
+            .join(Patient, Study.patient_pk == Patient.id)
+        )
+        if patient_ids:
+            stmt = stmt.where(Patient.patient_id.in_(list(patient_ids)))
+        if study_uids:
+            stmt = stmt.where(Study.study_instance_uid.in_(list(study_uids)))
+        if series_uids:
+            stmt = stmt.where(Series.series_instance_uid.in_(list(series_uids)))
+        if sop_uids:
+            stmt = stmt.where(Instance.sop_instance_uid.in_(list(sop_uids)))
+        stmt = stmt.order_by(Study.id, Series.series_number, Series.id,
+                             Instance.instance_number, Instance.id)
+        with self._read() as session:
+            return [_record(*row) for row in session.execute(stmt)]
 
 
 # ---------------------------------------------------------------------- helpers

@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_setting_flags(imp)
     imp.set_defaults(func=cmd_import)
+
+    from minipacs.admin_cli import add_ae_commands
+
+    add_ae_commands(sub, _add_setting_flags)
     return parser
 
 

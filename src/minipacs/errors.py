@@ -39,3 +39,9 @@ class Forbidden(MinipacsError):
 
 class NotAcceptable(MinipacsError):
     """The representation the client asked for cannot be produced (HTTP 406)."""
+
+
+class InvalidRequest(QueryError):
+    """An administrative request (AE registry, worklist item) carries an impossible value.
+
+    A QueryError subclass so every door already maps it as a client error (HTTP 400)."""

@@ -6,19 +6,38 @@ import logging
 from functools import partial
 from typing import Any
 
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.dimse.query_scp import handle_find
+from minipacs.dimse.retrieve_scp import handle_get, handle_move
 from minipacs.dimse.storage_scp import handle_store
 
 log = logging.getLogger(__name__)
+
+
+# Acceptors pick, within one proposed context, the first syntax of their own list
+# (pynetdicom does). Explicit VR Little Endian first keeps VRs (PS3.5 §7.1) and is what
+# most instances are stored in, so a C-GET requester offering several uncompressed
+# syntaxes gets bytes as stored; Implicit VR Little Endian, the universal fallback, last.
+STORAGE_SYNTAX_PREFERENCE = [
+    ExplicitVRLittleEndian,
+    *[ts for ts in ALL_TRANSFER_SYNTAXES
+      if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)],
+    ImplicitVRLittleEndian,
+]
 
 
 def build_ae(ae_title: str) -> AE:
@@ -29,24 +48,35 @@ def build_ae(ae_title: str) -> AE:
     ae.dimse_timeout = 120
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     # Every storage SOP class pynetdicom knows, in every transfer syntax it knows:
-    # we store bytes as sent and never need to decode them to accept them.
+    # we store bytes as sent and never need to decode them to accept them. Both roles:
+    # a C-GET requester proposes to be the storage SCP on its own association
+    # (PS3.7 D.3.3.4, SCP/SCU role selection).
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(context.abstract_syntax, STORAGE_SYNTAX_PREFERENCE,
+                                 scu_role=True, scp_role=True)
     for model in (StudyRootQueryRetrieveInformationModelFind,
-                  PatientRootQueryRetrieveInformationModelFind):
+                  PatientRootQueryRetrieveInformationModelFind,
+                  StudyRootQueryRetrieveInformationModelMove,
+                  PatientRootQueryRetrieveInformationModelMove,
+                  StudyRootQueryRetrieveInformationModelGet,
+                  PatientRootQueryRetrieveInformationModelGet):
         ae.add_supported_context(model, ALL_TRANSFER_SYNTAXES)
     return ae
 
 
 def start_dimse_server(
-    archive: Archive, ae_title: str, host: str, port: int
+    archive: Archive, ae_title: str, host: str, port: int,
+    registry: AERegistry | None = None,
 ) -> ThreadedAssociationServer:
     """Start accepting associations in background threads; port 0 picks a free port."""
     ae = build_ae(ae_title)
+    registry = registry or AERegistry(archive.engine, archive.write_engine)
     handlers: list[Any] = [
         (evt.EVT_C_STORE, partial(handle_store, archive=archive)),
         (evt.EVT_C_FIND, partial(handle_find, archive=archive, ae_title=ae_title)),
+        (evt.EVT_C_MOVE, partial(handle_move, archive=archive, registry=registry)),
+        (evt.EVT_C_GET, partial(handle_get, archive=archive)),
     ]
     server = ae.start_server((host, port), block=False, evt_handlers=handlers)
     assert server is not None  # block=False always returns the server

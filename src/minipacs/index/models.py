@@ -118,3 +118,27 @@ class AuditEvent(Base):
     patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class RemoteApplicationEntity(Base):
+    """A DICOM peer we know: where to reach it (C-MOVE destination, Storage Commitment
+    reports), what it may ask of us, and how to treat its character sets."""
+
+    __tablename__ = "remote_aes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    # Comma-separated subset of store,query,retrieve,worklist,commitment.
+    rights: Mapped[str] = mapped_column(String(128), default="")
+    # When true, associations with this calling AE title must come from `host`.
+    pin_ip: Mapped[bool] = mapped_column(default=False)
+    # (0008,0005) assumed for its data sets that carry none ("" = ISO_IR 6, the default).
+    default_charset: Mapped[str] = mapped_column(String(64), default="")
+    # Charset it labels its data with but actually means `charset_remap_to`.
+    charset_remap_from: Mapped[str] = mapped_column(String(64), default="")
+    charset_remap_to: Mapped[str] = mapped_column(String(64), default="")
+    # Send C-FIND/worklist answers transliterated to ASCII (Nguyễn → Nguyen).
+    ascii_responses: Mapped[bool] = mapped_column(default=False)
+    description: Mapped[str] = mapped_column(String(256), default="")

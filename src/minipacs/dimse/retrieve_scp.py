@@ -1,0 +1,223 @@
+"""C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3): instances leave as they were stored.
+
+pynetdicom runs the sub-operation bookkeeping (pending responses with remaining,
+completed, failed and warning counts; 0xB000 with FailedSOPInstanceUIDList when some
+sub-operations failed, 0xA702 when all did). The handlers here decide what to send:
+
+* the stored bytes, when the peer accepted the stored transfer syntax;
+* otherwise a copy transcoded to Explicit or Implicit VR Little Endian, when the peer
+  accepted one of those (PS3.5 §10.1: every peer must accept Implicit VR LE);
+* otherwise nothing: that sub-operation fails, with the reason logged.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context, evt
+from pynetdicom.presentation import PresentationContext
+
+from minipacs.ae_registry import AERegistry
+from minipacs.archive import Archive, InstanceRecord
+from minipacs.dicom.transcode import transcode
+from minipacs.dimse.status import CANCEL, PENDING, status_dataset
+from minipacs.dimse.storage_scp import peer_of
+from minipacs.errors import MinipacsError, NotAcceptable, QueryError
+from minipacs.index.query import LEVELS
+
+log = logging.getLogger(__name__)
+
+MOVE_UNKNOWN_DESTINATION = 0xA801  # PS3.4 C.4.2.1.5: Refused, move destination unknown
+RETRIEVE_IDENTIFIER_MISMATCH = 0xA900  # Failed: identifier does not match SOP class
+RETRIEVE_UNABLE_TO_PROCESS = 0xC000  # Failed: unable to process
+_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: presentation context IDs are odd numbers 1-255
+
+# Unique keys per level (PS3.4 C.4.2.2.1); keys of higher levels narrow the selection.
+_UNIQUE_KEYS = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+
+def _values(identifier: Dataset, keyword: str) -> list[str]:
+    value = identifier.get(keyword)
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, MultiValue | list) else str(value).split("\\")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+def select_instances(identifier: Dataset, archive: Archive) -> list[InstanceRecord]:
+    """The instances a C-MOVE/C-GET identifier asks for.
+
+    Raises `QueryError` when the level is missing or its unique key is empty.
+    """
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if level not in LEVELS:
+        raise QueryError(f"QueryRetrieveLevel {level!r} is not PATIENT/STUDY/SERIES/IMAGE")
+    if not _values(identifier, _UNIQUE_KEYS[level]):
+        raise QueryError(f"a {level} level retrieve needs {_UNIQUE_KEYS[level]}")
+    return archive.instances_matching(
+        patient_ids=_values(identifier, "PatientID"),
+        study_uids=_values(identifier, "StudyInstanceUID"),
+        series_uids=_values(identifier, "SeriesInstanceUID"),
+        sop_uids=_values(identifier, "SOPInstanceUID") if level == "IMAGE" else (),
+    )
+
+
+def accepted_syntaxes(assoc: Any) -> dict[str, set[str]]:
+    """SOP class → transfer syntaxes in which we may send C-STORE on `assoc`."""
+    out: dict[str, set[str]] = {}
+    for cx in assoc.accepted_contexts:
+        if cx.as_scu and cx.abstract_syntax:
+            out.setdefault(str(cx.abstract_syntax), set()).update(
+                str(ts) for ts in cx.transfer_syntax)
+    return out
+
+
+def outgoing_dataset(record: InstanceRecord, data: bytes, accepted: set[str]) -> Dataset:
+    """What to send for `record`: as stored if accepted, else transcoded.
+
+    Raises `NotAcceptable` with the reason when neither is possible.
+    """
+    if record.transfer_syntax_uid in accepted:
+        return dcmread(io.BytesIO(data))
+    targets = [ts for ts in _UNCOMPRESSED if ts in accepted]
+    if not targets:
+        raise NotAcceptable(
+            f"the peer accepted {record.sop_class_uid} only in "
+            f"{', '.join(sorted(accepted)) or 'no transfer syntax'}; instance is stored in "
+            f"{record.transfer_syntax_uid} and can only be converted to Explicit/Implicit "
+            "VR Little Endian"
+        )
+    return dcmread(io.BytesIO(transcode(data, targets[0])))
+
+
+def unsendable(record: InstanceRecord) -> Dataset:
+    """A dataset pynetdicom cannot send (no file meta, hence no transfer syntax).
+
+    Yielding it makes pynetdicom count a failed sub-operation and list the SOP Instance
+    UID in FailedSOPInstanceUIDList (PS3.4 C.4.2.1.6), without touching the peer.
+    """
+    ds = Dataset()
+    ds.SOPClassUID = record.sop_class_uid
+    ds.SOPInstanceUID = record.sop_instance_uid
+    return ds
+
+
+def _sub_operations(
+    event: Any, archive: Archive, records: list[InstanceRecord],
+    accepted: Callable[[], dict[str, set[str]]], service: str,
+) -> Iterator[tuple[int, Dataset | None]]:
+    peer = peer_of(event)
+    sent = failed = 0
+    for record in records:
+        if event.is_cancelled:
+            log.info("%s from %s cancelled after %d of %d instances", service, peer,
+                     sent + failed, len(records))
+            yield CANCEL, None
+            return
+        try:
+            data = archive.read_instance(record)
+            dataset = outgoing_dataset(record, data, accepted().get(record.sop_class_uid, set()))
+        except MinipacsError as exc:
+            failed += 1
+            log.warning("%s from %s: not sending %s: %s", service, peer,
+                        record.sop_instance_uid, exc)
+            yield PENDING, unsendable(record)
+            continue
+        sent += 1
+        yield PENDING, dataset
+    log.info("%s from %s: %d instances offered, %d could not be sent", service, peer, sent,
+             failed)
+
+
+def destination_contexts(records: list[InstanceRecord]) -> list[PresentationContext]:
+    """Contexts to propose to a move destination: each stored (SOP class, transfer syntax)
+    as is, plus the SOP class in the uncompressed syntaxes as a fallback."""
+    wanted: list[tuple[str, tuple[str, ...]]] = []
+    for record in records:
+        # One syntax per context for the stored one: acceptors pick by their own
+        # preference within a context, and would take Implicit VR LE over what we hold.
+        pairs = [(record.sop_class_uid, (record.transfer_syntax_uid,)),
+                 (record.sop_class_uid, _UNCOMPRESSED)]
+        for pair in pairs:
+            if pair not in wanted:
+                wanted.append(pair)
+    if len(wanted) > _MAX_CONTEXTS:
+        log.warning("C-MOVE needs %d presentation contexts, more than the %d allowed; "
+                    "instances of the rest will fail", len(wanted), _MAX_CONTEXTS)
+    return [build_context(sop, list(syntaxes)) for sop, syntaxes in wanted[:_MAX_CONTEXTS]]
+
+
+def handle_move(
+    event: Any, archive: Archive, registry: AERegistry
+) -> Iterator[Any]:
+    """EVT_C_MOVE: destination from the AE registry, then one C-STORE per instance."""
+    peer = peer_of(event)
+    destination_title = event.move_destination
+    if isinstance(destination_title, bytes):
+        destination_title = destination_title.decode("ascii", "replace")
+    destination = registry.get(str(destination_title).strip())
+    if destination is None:
+        log.warning("C-MOVE from %s: destination %r is not a registered AE "
+                    "(minipacs ae add ...)", peer, destination_title)
+        yield None, None  # pynetdicom answers 0xA801, move destination unknown
+        return
+    try:
+        records = select_instances(event.identifier, archive)
+        error: tuple[int, str] | None = None
+    except QueryError as exc:
+        records, error = [], (RETRIEVE_IDENTIFIER_MISMATCH, str(exc))
+    except MinipacsError as exc:
+        records, error = [], (RETRIEVE_UNABLE_TO_PROCESS, str(exc))
+    store_assoc: dict[str, Any] = {}
+
+    def remember(ev: Any) -> None:
+        store_assoc["assoc"] = ev.assoc
+
+    yield destination.host, destination.port, {
+        "contexts": destination_contexts(records) or [build_context("1.2.840.10008.1.1")],
+        "evt_handlers": [(evt.EVT_ACCEPTED, remember)],
+    }
+    if error is not None:
+        log.warning("C-MOVE from %s refused: %s", peer, error[1])
+        yield 1
+        yield status_dataset(*error), None
+        return
+    log.info("C-MOVE from %s: %d instances to %s (%s:%d)", peer, len(records),
+             destination.ae_title, destination.host, destination.port)
+    yield len(records)
+    yield from _sub_operations(
+        event, archive, records,
+        lambda: accepted_syntaxes(store_assoc["assoc"]) if "assoc" in store_assoc else {},
+        "C-MOVE",
+    )
+
+
+def handle_get(event: Any, archive: Archive) -> Iterator[Any]:
+    """EVT_C_GET: C-STORE sub-operations on the requester's own association."""
+    peer = peer_of(event)
+    try:
+        records = select_instances(event.identifier, archive)
+    except MinipacsError as exc:
+        log.warning("C-GET from %s refused: %s", peer, exc)
+        yield 1
+        code = (RETRIEVE_IDENTIFIER_MISMATCH if isinstance(exc, QueryError)
+                else RETRIEVE_UNABLE_TO_PROCESS)
+        yield status_dataset(code, str(exc)), None
+        return
+    log.info("C-GET from %s: %d instances", peer, len(records))
+    yield len(records)
+    accepted = accepted_syntaxes(event.assoc)
+    yield from _sub_operations(event, archive, records, lambda: accepted, "C-GET")

@@ -1,0 +1,86 @@
+"""Admin HTTP API: the registry of remote DICOM AEs (`/admin/ae`).
+
+Routes translate JSON to one registry call and back; validation and storage live in
+`ae_registry`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
+from minipacs.archive import Archive
+from minipacs.errors import NotFound
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def get_registry(request: Request) -> AERegistry:
+    """The app's AE registry, built on the archive's index on first use."""
+    registry: AERegistry | None = getattr(request.app.state, "ae_registry", None)
+    if registry is None:
+        archive: Archive = request.app.state.archive
+        registry = AERegistry(archive.engine, archive.write_engine)
+        request.app.state.ae_registry = registry
+    return registry
+
+
+RegistryDep = Annotated[AERegistry, Depends(get_registry)]
+
+
+class AEBody(BaseModel):
+    """A remote AE as the admin API takes it (the title comes from the URL)."""
+
+    host: str = Field(description="Host name or IP address the AE listens on.")
+    port: int = Field(description="Its DICOM port.")
+    rights: list[str] = Field(
+        default_factory=lambda: list(RIGHTS),
+        description=f"What it may ask of us: any of {', '.join(RIGHTS)}.",
+    )
+    pin_ip: bool = Field(False, description="Accept its calling AE title only from `host`.")
+    default_charset: str = Field(
+        "", description="Character set assumed for its data without (0008,0005)."
+    )
+    charset_remap_from: str = Field("", description="Charset term it mislabels data with.")
+    charset_remap_to: str = Field("", description="Charset it really means by that term.")
+    ascii_responses: bool = Field(
+        False, description="Transliterate C-FIND/worklist answers to ASCII for it."
+    )
+    description: str = ""
+
+
+@router.get("/ae", summary="List registered remote AEs")
+def list_aes(registry: RegistryDep) -> list[dict[str, Any]]:
+    return [ae.as_json() for ae in registry.all()]
+
+
+@router.get("/ae/{ae_title}", summary="One registered remote AE")
+def get_ae(ae_title: str, registry: RegistryDep) -> dict[str, Any]:
+    ae = registry.get(ae_title)
+    if ae is None:
+        raise NotFound(f"AE {ae_title!r} is not registered")
+    return ae.as_json()
+
+
+@router.put("/ae/{ae_title}", summary="Register a remote AE or replace its entry")
+def put_ae(ae_title: str, body: AEBody, registry: RegistryDep) -> dict[str, Any]:
+    stored = registry.put(
+        RemoteAE(
+            ae_title=ae_title, host=body.host, port=body.port,
+            rights=parse_rights(body.rights), pin_ip=body.pin_ip,
+            default_charset=body.default_charset,
+            charset_remap_from=body.charset_remap_from,
+            charset_remap_to=body.charset_remap_to,
+            ascii_responses=body.ascii_responses, description=body.description,
+        )
+    )
+    return stored.as_json()
+
+
+@router.delete("/ae/{ae_title}", status_code=204, summary="Forget a remote AE")
+def delete_ae(ae_title: str, registry: RegistryDep) -> Response:
+    registry.remove(ae_title)
+    return Response(status_code=204)
