@@ -13,7 +13,13 @@ from pydicom.multival import MultiValue
 from minipacs.archive import Archive
 from minipacs.dicom.json_model import dataset_from_json
 from minipacs.dicom.matching import Filter, Match, parse_match
-from minipacs.dimse.status import CANCEL, PENDING, find_failure, status_dataset
+from minipacs.dimse.status import (
+    CANCEL,
+    FIND_OUT_OF_RESOURCES,
+    PENDING,
+    find_failure,
+    status_dataset,
+)
 from minipacs.dimse.storage_scp import peer_of
 from minipacs.errors import MinipacsError, QueryError
 from minipacs.index.query import LEVELS, Level
@@ -70,7 +76,9 @@ def response_dataset(
     return ds
 
 
-def handle_find(event: Any, archive: Archive, ae_title: str) -> Iterator[tuple[int, Any]]:
+def handle_find(
+    event: Any, archive: Archive, ae_title: str
+) -> Iterator[tuple[int | Dataset, Any]]:
     """EVT_C_FIND for Patient Root and Study Root: pending per match, C-CANCEL honoured."""
     peer = peer_of(event)
     try:
@@ -87,11 +95,11 @@ def handle_find(event: Any, archive: Archive, ae_title: str) -> Iterator[tuple[i
         result = archive.find(lvl, filt, include=keys)
     except MinipacsError as exc:
         log.warning("C-FIND from %s refused: %s", peer, exc)
-        yield find_failure(exc).Status, None
+        yield find_failure(exc), None
         return
     except Exception as exc:  # a malformed identifier pydicom cannot decode
         log.warning("C-FIND from %s failed: %s", peer, exc)
-        yield status_dataset(0xC000, str(exc)).Status, None
+        yield status_dataset(0xC000, str(exc)), None
         return
     log.info("C-FIND %s from %s: %d matches%s", level, peer, len(result.matches),
              " (truncated)" if result.truncated else "")
@@ -100,3 +108,12 @@ def handle_find(event: Any, archive: Archive, ae_title: str) -> Iterator[tuple[i
             yield CANCEL, None
             return
         yield PENDING, response_dataset(match, requested, level, ae_title)
+    if result.truncated:
+        # PS3.4 C.4.1.1.4 has no "partial results" status. The matches sent are valid;
+        # the final 0xA700 (Refused: out of resources) tells the SCU the list is
+        # incomplete, and ErrorComment says what to do about it.
+        count = len(result.matches)
+        log.warning("C-FIND %s from %s: more than %d matches (max_query_results); sent the "
+                    "first %d and answered 0xA700", level, peer, count, count)
+        yield status_dataset(FIND_OUT_OF_RESOURCES,
+                             f"over {count} matches, first {count} sent: narrow the query"), None
