@@ -1,4 +1,5 @@
-"""`minipacs ae ...`: the remote AE registry from the command line.
+"""`minipacs ae ...` and `minipacs worklist ...`: the remote AE registry and the
+Modality Worklist from the command line.
 
 Registered by `cli.build_parser`; each command opens the archive's index the settings
 name, makes one registry call and prints the outcome.
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
 from minipacs.config import Settings
 from minipacs.errors import MinipacsError
+from minipacs.worklist import Worklist, WorklistItem
 
 AddSettingFlags = Callable[[argparse.ArgumentParser], None]
 
@@ -103,3 +105,95 @@ def add_ae_commands(
     rm.add_argument("ae_title", metavar="TITLE")
     add_setting_flags(rm)
     rm.set_defaults(func=cmd_ae_remove)
+
+
+# ---------------------------------------------------------------------- worklist
+def _worklist(settings: Settings) -> Worklist:
+    from minipacs.node import open_archive
+
+    archive = open_archive(settings)
+    return Worklist(archive.engine, archive.write_engine)
+
+
+_WORKLIST_OPTIONS = {
+    # flag: (field, help)
+    "--patient-name": ("patient_name", "Family^Given, e.g. 'Nguyễn^Văn An'"),
+    "--issuer": ("issuer_of_patient_id", "issuer of the patient ID"),
+    "--birth-date": ("patient_birth_date", "YYYYMMDD"),
+    "--sex": ("patient_sex", "M, F or O"),
+    "--accession": ("accession_number", "accession number of the order"),
+    "--referring": ("referring_physician_name", "referring physician, Family^Given"),
+    "--study-uid": ("study_instance_uid", "Study Instance UID (generated when absent)"),
+    "--procedure-id": ("requested_procedure_id", "defaults to the accession number"),
+    "--procedure": ("requested_procedure_description", "requested procedure description"),
+    "--modality": ("modality", "CT, MR, US, DX..."),
+    "--station-ae": ("scheduled_station_ae_title", "AE title of the modality to do it"),
+    "--date": ("scheduled_start_date", "scheduled start date, YYYYMMDD"),
+    "--time": ("scheduled_start_time", "scheduled start time, HHMM[SS]"),
+    "--performing": ("scheduled_performing_physician_name", "performing physician"),
+    "--step-description": ("scheduled_procedure_step_description", "step description"),
+    "--step-id": ("scheduled_procedure_step_id", "step ID (generated when absent); "
+                  "an existing ID updates that step"),
+}
+
+
+def cmd_worklist_add(args: argparse.Namespace, settings: Settings) -> int:
+    values = {field: getattr(args, field) for field, _ in _WORKLIST_OPTIONS.values()}
+    try:
+        item = _worklist(settings).put(WorklistItem(patient_id=args.patient_id, **values))
+    except MinipacsError as exc:
+        print(f"minipacs worklist add: {exc}")
+        return 2
+    print(f"scheduled {item.scheduled_procedure_step_id}: {item.patient_id} "
+          f"{item.modality} on {item.scheduled_station_ae_title or 'any station'} "
+          f"{item.scheduled_start_date} {item.scheduled_start_time}".rstrip())
+    return 0
+
+
+def cmd_worklist_list(args: argparse.Namespace, settings: Settings) -> int:
+    items = _worklist(settings).items(include_cancelled=args.all)
+    if not items:
+        print("the worklist is empty")
+    for item in items:
+        print(f"{item.scheduled_procedure_step_id:<16} {item.status:<9} "
+              f"{item.scheduled_start_date:<8} {item.scheduled_start_time:<6} "
+              f"{item.modality:<3} {item.scheduled_station_ae_title:<16} {item.patient_id} "
+              f"{item.patient_name} {item.accession_number}".rstrip())
+    return 0
+
+
+def cmd_worklist_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        _worklist(settings).cancel(args.step_id)
+    except MinipacsError as exc:
+        print(f"minipacs worklist cancel: {exc}")
+        return 1
+    print(f"cancelled {args.step_id}")
+    return 0
+
+
+def add_worklist_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], add_setting_flags: AddSettingFlags
+) -> None:
+    wl = sub.add_parser(
+        "worklist", help="manage Modality Worklist items (scheduled procedure steps)",
+        description="Scheduled procedure steps that modalities fetch with a worklist "
+        "C-FIND. Cancelled steps are kept but no longer offered.",
+    )
+    wl_sub = wl.add_subparsers(dest="worklist_command", required=True, metavar="ACTION")
+    add = wl_sub.add_parser("add", help="schedule a step (or update one with --step-id)")
+    add.add_argument("patient_id", metavar="PATIENT_ID")
+    for flag, (field, help_text) in _WORKLIST_OPTIONS.items():
+        add.add_argument(flag, dest=field, default="", help=help_text)
+    add_setting_flags(add)
+    add.set_defaults(func=cmd_worklist_add)
+
+    lst = wl_sub.add_parser("list", help="list scheduled steps")
+    lst.add_argument("--all", action="store_true", help="include cancelled steps")
+    add_setting_flags(lst)
+    lst.set_defaults(func=cmd_worklist_list)
+
+    cancel = wl_sub.add_parser("cancel", help="cancel a step")
+    cancel.add_argument("step_id", metavar="STEP_ID")
+    add_setting_flags(cancel)
+    cancel.set_defaults(func=cmd_worklist_cancel)

@@ -133,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(imp)
     imp.set_defaults(func=cmd_import)
 
-    from minipacs.admin_cli import add_ae_commands
+    from minipacs.admin_cli import add_ae_commands, add_worklist_commands
 
     add_ae_commands(sub, _add_setting_flags)
+    add_worklist_commands(sub, _add_setting_flags)
     return parser
 
 

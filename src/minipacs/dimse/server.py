@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -24,6 +27,8 @@ from minipacs.archive import Archive
 from minipacs.dimse.query_scp import handle_find
 from minipacs.dimse.retrieve_scp import handle_get, handle_move
 from minipacs.dimse.storage_scp import handle_store
+from minipacs.dimse.worklist_scp import handle_worklist_find
+from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +65,34 @@ def build_ae(ae_title: str) -> AE:
                   StudyRootQueryRetrieveInformationModelMove,
                   PatientRootQueryRetrieveInformationModelMove,
                   StudyRootQueryRetrieveInformationModelGet,
-                  PatientRootQueryRetrieveInformationModelGet):
+                  PatientRootQueryRetrieveInformationModelGet,
+                  ModalityWorklistInformationFind):
         ae.add_supported_context(model, ALL_TRANSFER_SYNTAXES)
     return ae
+
+
+def handle_any_find(
+    event: Any, archive: Archive, worklist: Worklist, ae_title: str
+) -> Iterator[tuple[int | Dataset, Any]]:
+    """pynetdicom raises one EVT_C_FIND for every FIND SOP class: route by SOP class."""
+    if event.request.AffectedSOPClassUID == ModalityWorklistInformationFind:
+        return handle_worklist_find(event, worklist, archive.max_query_results)
+    return handle_find(event, archive, ae_title)
 
 
 def start_dimse_server(
     archive: Archive, ae_title: str, host: str, port: int,
     registry: AERegistry | None = None,
+    worklist: Worklist | None = None,
 ) -> ThreadedAssociationServer:
     """Start accepting associations in background threads; port 0 picks a free port."""
     ae = build_ae(ae_title)
     registry = registry or AERegistry(archive.engine, archive.write_engine)
+    worklist = worklist or Worklist(archive.engine, archive.write_engine)
     handlers: list[Any] = [
         (evt.EVT_C_STORE, partial(handle_store, archive=archive)),
-        (evt.EVT_C_FIND, partial(handle_find, archive=archive, ae_title=ae_title)),
+        (evt.EVT_C_FIND, partial(handle_any_find, archive=archive, worklist=worklist,
+                                 ae_title=ae_title)),
         (evt.EVT_C_MOVE, partial(handle_move, archive=archive, registry=registry)),
         (evt.EVT_C_GET, partial(handle_get, archive=archive)),
     ]

@@ -142,3 +142,37 @@ class RemoteApplicationEntity(Base):
     # Send C-FIND/worklist answers transliterated to ASCII (Nguyễn → Nguyen).
     ascii_responses: Mapped[bool] = mapped_column(default=False)
     description: Mapped[str] = mapped_column(String(256), default="")
+
+
+class ScheduledProcedureStep(Base):
+    """A Modality Worklist item (PS3.4 Annex K): one scheduled procedure step of an order.
+
+    `status` is the SPS status (0040,0020): SCHEDULED until performed; CANCELLED items
+    stay for the record but are never offered to modalities."""
+
+    __tablename__ = "scheduled_procedure_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scheduled_procedure_step_id: Mapped[str] = mapped_column(String(16), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="SCHEDULED", index=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    patient_name_lower: Mapped[str] = mapped_column(String(324), default="", index=True)
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="", index=True)
+    referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    requested_procedure_id: Mapped[str] = mapped_column(String(16), default="")
+    requested_procedure_description: Mapped[str] = mapped_column(String(64), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="", index=True)
+    scheduled_station_ae_title: Mapped[str] = mapped_column(String(16), default="", index=True)
+    scheduled_start_date: Mapped[str] = mapped_column(String(8), default="", index=True)
+    scheduled_start_time: Mapped[str] = mapped_column(String(16), default="")
+    scheduled_performing_physician_name: Mapped[str] = mapped_column(String(324), default="")
+    scheduled_procedure_step_description: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, server_default=func.now(), onupdate=func.now()
+    )

@@ -212,3 +212,9 @@ def compile_query(level: Level, filt: Filter, *, limit: int, offset: int = 0) ->
     for match in filt.active():
         stmt = stmt.where(condition_for(match, level))
     return _order(stmt, level).limit(limit).offset(offset)
+
+
+def value_condition(column: Any, match: Match) -> ColumnElement[bool]:
+    """PS3.4 C.2.2.2 matching of one text column (single, list, wildcard, range,
+    universal), for other information models (e.g. the Modality Worklist) to share."""
+    return _string_condition(column, match)

@@ -1,7 +1,8 @@
-"""Admin HTTP API: the registry of remote DICOM AEs (`/admin/ae`).
+"""Admin HTTP API: remote DICOM AEs (`/admin/ae`) and the Modality Worklist
+(`/admin/worklist`).
 
-Routes translate JSON to one registry call and back; validation and storage live in
-`ae_registry`.
+Routes translate JSON to one service call and back; validation and storage live in
+`ae_registry` and `worklist`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field
 from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
 from minipacs.archive import Archive
 from minipacs.errors import NotFound
+from minipacs.worklist import Worklist, WorklistItem
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -84,3 +86,70 @@ def put_ae(ae_title: str, body: AEBody, registry: RegistryDep) -> dict[str, Any]
 def delete_ae(ae_title: str, registry: RegistryDep) -> Response:
     registry.remove(ae_title)
     return Response(status_code=204)
+
+
+# ---------------------------------------------------------------------- worklist
+def get_worklist(request: Request) -> Worklist:
+    """The app's Modality Worklist, built on the archive's index on first use."""
+    worklist: Worklist | None = getattr(request.app.state, "worklist", None)
+    if worklist is None:
+        archive: Archive = request.app.state.archive
+        worklist = Worklist(archive.engine, archive.write_engine)
+        request.app.state.worklist = worklist
+    return worklist
+
+
+WorklistDep = Annotated[Worklist, Depends(get_worklist)]
+
+
+class WorklistBody(BaseModel):
+    """A scheduled procedure step and its order, in DICOM formats (dates YYYYMMDD,
+    times HHMM[SS], names Family^Given)."""
+
+    patient_id: str
+    patient_name: str = ""
+    issuer_of_patient_id: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    accession_number: str = ""
+    referring_physician_name: str = ""
+    study_instance_uid: str = Field("", description="Generated when empty.")
+    requested_procedure_id: str = Field("", description="Defaults to the accession number.")
+    requested_procedure_description: str = ""
+    modality: str = ""
+    scheduled_station_ae_title: str = Field("", description="The modality's AE title.")
+    scheduled_start_date: str = ""
+    scheduled_start_time: str = ""
+    scheduled_performing_physician_name: str = ""
+    scheduled_procedure_step_description: str = ""
+
+
+def _item(body: WorklistBody, step_id: str = "") -> WorklistItem:
+    return WorklistItem(scheduled_procedure_step_id=step_id, **body.model_dump())
+
+
+@router.get("/worklist", summary="List worklist items (scheduled first by date/time)")
+def list_worklist(worklist: WorklistDep, include_cancelled: bool = False
+                  ) -> list[dict[str, str]]:
+    return [item.as_json() for item in worklist.items(include_cancelled=include_cancelled)]
+
+
+@router.post("/worklist", status_code=201, summary="Schedule a procedure step")
+def create_worklist_item(body: WorklistBody, worklist: WorklistDep) -> dict[str, str]:
+    return worklist.put(_item(body)).as_json()
+
+
+@router.get("/worklist/{step_id}", summary="One worklist item")
+def get_worklist_item(step_id: str, worklist: WorklistDep) -> dict[str, str]:
+    return worklist.get(step_id).as_json()
+
+
+@router.put("/worklist/{step_id}", summary="Create or update the step with this ID")
+def put_worklist_item(step_id: str, body: WorklistBody, worklist: WorklistDep
+                      ) -> dict[str, str]:
+    return worklist.put(_item(body, step_id)).as_json()
+
+
+@router.delete("/worklist/{step_id}", summary="Cancel a step: modalities no longer see it")
+def cancel_worklist_item(step_id: str, worklist: WorklistDep) -> dict[str, str]:
+    return worklist.cancel(step_id).as_json()

@@ -1,0 +1,115 @@
+"""Modality Worklist C-FIND SCP (PS3.4 Annex K): identifier → `Filter` → `Worklist.find`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from minipacs.dimse.query_scp import identifier_filter
+from minipacs.dimse.status import (
+    CANCEL,
+    FIND_OUT_OF_RESOURCES,
+    PENDING,
+    find_failure,
+    status_dataset,
+)
+from minipacs.dimse.storage_scp import peer_of
+from minipacs.errors import MinipacsError
+from minipacs.worklist import SPS_SEQUENCE, Worklist, WorklistItem
+
+log = logging.getLogger(__name__)
+
+_SPS_TAG = int(SPS_SEQUENCE, 16)
+
+
+def item_dataset(item: WorklistItem) -> Dataset:
+    """Every attribute minipacs keeps for a worklist item (PS3.4 Table K.6-1)."""
+    sps = Dataset()
+    sps.ScheduledStationAETitle = item.scheduled_station_ae_title
+    sps.ScheduledProcedureStepStartDate = item.scheduled_start_date
+    sps.ScheduledProcedureStepStartTime = item.scheduled_start_time
+    sps.Modality = item.modality
+    sps.ScheduledPerformingPhysicianName = item.scheduled_performing_physician_name
+    sps.ScheduledProcedureStepDescription = item.scheduled_procedure_step_description
+    sps.ScheduledProcedureStepID = item.scheduled_procedure_step_id
+    sps.ScheduledProcedureStepStatus = item.status
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.AccessionNumber = item.accession_number
+    ds.ReferringPhysicianName = item.referring_physician_name
+    ds.PatientName = item.patient_name
+    ds.PatientID = item.patient_id
+    ds.IssuerOfPatientID = item.issuer_of_patient_id
+    ds.PatientBirthDate = item.patient_birth_date
+    ds.PatientSex = item.patient_sex
+    ds.StudyInstanceUID = item.study_instance_uid
+    ds.RequestedProcedureID = item.requested_procedure_id
+    ds.RequestedProcedureDescription = item.requested_procedure_description
+    ds.ScheduledProcedureStepSequence = Sequence([sps])
+    return ds
+
+
+def _pick(source: Dataset, requested: list[DataElement]) -> Dataset:
+    """The requested keys of `source`; unknown ones come back empty (PS3.4 C.2.2.3)."""
+    out = Dataset()
+    for elem in requested:
+        if elem.tag in source:
+            value = source[elem.tag]
+            if elem.VR == "SQ" and elem.value:
+                # Return keys inside the sequence's one item; an empty sequence asks
+                # for the whole item (universal matching of a sequence).
+                wanted = list(elem.value[0])
+                value = DataElement(
+                    elem.tag, "SQ",
+                    Sequence([_pick(item, wanted) if wanted else item for item in value.value]),
+                )
+            out.add(value)
+        else:
+            out.add(DataElement(elem.tag, elem.VR, [] if elem.VR == "SQ" else None))
+    return out
+
+
+def response_dataset(item: WorklistItem, requested: list[DataElement]) -> Dataset:
+    ds = _pick(item_dataset(item), requested)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    return ds
+
+
+def handle_worklist_find(
+    event: Any, worklist: Worklist, max_results: int
+) -> Iterator[tuple[int | Dataset, Any]]:
+    """EVT_C_FIND on the Modality Worklist Information Model - FIND SOP class."""
+    peer = peer_of(event)
+    try:
+        filt, requested = identifier_filter(event.identifier)
+        items, ignored = worklist.find(filt, limit=max_results + 1)
+    except MinipacsError as exc:
+        log.warning("worklist C-FIND from %s refused: %s", peer, exc)
+        yield find_failure(exc), None
+        return
+    except Exception as exc:  # a malformed identifier pydicom cannot decode
+        log.warning("worklist C-FIND from %s failed: %s", peer, exc)
+        yield status_dataset(0xC000, str(exc)), None
+        return
+    if ignored:
+        log.info("worklist C-FIND from %s: no matching on %s (returned only)", peer,
+                 ", ".join(ignored))
+    truncated = len(items) > max_results
+    items = items[:max_results]
+    log.info("worklist C-FIND from %s: %d items%s", peer, len(items),
+             " (truncated)" if truncated else "")
+    for item in items:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield PENDING, response_dataset(item, requested)
+    if truncated:
+        log.warning("worklist C-FIND from %s: more than %d matches (max_query_results)",
+                    peer, max_results)
+        yield status_dataset(FIND_OUT_OF_RESOURCES,
+                             f"over {max_results} matches: narrow the query"), None
