@@ -9,6 +9,7 @@ worst an orphan blob that `minipacs verify` sweeps.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from minipacs.dicom.header import InstanceAttributes, ParsedInstance, parse_instance
 from minipacs.dicom.json_model import dumps, element, instance_json
 from minipacs.dicom.matching import Filter
-from minipacs.errors import Conflict, NotFound, QueryError, StorageError
+from minipacs.errors import Conflict, MinipacsError, NotFound, QueryError, StorageError
 from minipacs.index.database import create_schema, is_sqlite, session_factory
 from minipacs.index.models import AuditEvent, Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
@@ -625,6 +626,25 @@ class Archive:
                              Instance.instance_number, Instance.id)
         with self._read() as session:
             return [_record(*row) for row in session.execute(stmt)]
+
+    def verify_instance(self, sop_instance_uid: str) -> tuple[InstanceRecord | None, str]:
+        """Is this instance really stored? (record, "") when its blob is present and
+        hashes to the SHA-256 recorded at ingest; otherwise (record or None, reason).
+        Used for Storage Commitment (PS3.4 J.3.2.2), where a yes is a promise."""
+        record = self._existing(sop_instance_uid)
+        if record is None:
+            return None, "not in the archive"
+        digest = hashlib.sha256()
+        try:
+            for chunk in self.stream_instance(record):
+                digest.update(chunk)
+        except (MinipacsError, OSError) as exc:
+            return record, f"blob unreadable: {exc}"
+        if digest.hexdigest() != record.sha256:
+            log.error("instance %s: blob %s has sha256 %s, index says %s", sop_instance_uid,
+                      record.blob_key, digest.hexdigest(), record.sha256)
+            return record, "stored bytes do not match their recorded SHA-256"
+        return record, ""
 
 
 # ---------------------------------------------------------------------- helpers

@@ -15,6 +15,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -24,6 +25,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
+from minipacs.dimse.commitment_scp import handle_n_action
 from minipacs.dimse.query_scp import handle_find
 from minipacs.dimse.retrieve_scp import handle_get, handle_move
 from minipacs.dimse.storage_scp import handle_store
@@ -68,6 +70,7 @@ def build_ae(ae_title: str) -> AE:
                   PatientRootQueryRetrieveInformationModelGet,
                   ModalityWorklistInformationFind):
         ae.add_supported_context(model, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(StorageCommitmentPushModel, ALL_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -95,6 +98,7 @@ def start_dimse_server(
                                  ae_title=ae_title)),
         (evt.EVT_C_MOVE, partial(handle_move, archive=archive, registry=registry)),
         (evt.EVT_C_GET, partial(handle_get, archive=archive)),
+        (evt.EVT_N_ACTION, partial(handle_n_action, archive=archive, registry=registry)),
     ]
     server = ae.start_server((host, port), block=False, evt_handlers=handlers)
     assert server is not None  # block=False always returns the server
