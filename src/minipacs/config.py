@@ -72,6 +72,24 @@ class Settings(BaseSettings):
         "accept connections (for scripts and tests starting on port 0).",
     )
 
+    dicom_registered_aes_only: bool = Field(
+        False,
+        description="Accept DICOM associations only from calling AE titles in the AE "
+        "registry (minipacs ae add), from their host when pinned, and only for the "
+        "services their rights allow; others get A-ASSOCIATE-RJ.",
+    )
+    dicom_tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate: when set with DICOM_TLS_KEY, the DICOM port speaks "
+        "TLS (PS3.15 B.1 secure transport) instead of plain TCP.",
+    )
+    dicom_tls_key: Path | None = Field(None, description="PEM private key for DICOM_TLS_CERT.")
+    dicom_tls_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle: when set, DICOM TLS peers must present a certificate "
+        "it signed (and we check move destinations' certificates against it).",
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_fits_dicom(cls, value: str) -> str:

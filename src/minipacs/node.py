@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 from pathlib import Path
 
 import uvicorn
 
 from minipacs.archive import Archive
 from minipacs.config import Settings
-from minipacs.dimse.server import start_dimse_server
+from minipacs.dimse.server import start_dimse_server, tls_context
 from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
 from minipacs.storage import create_store
@@ -40,6 +41,16 @@ def load_samples(archive: Archive, sample_dir: Path) -> None:
              summary.stored, len(summary.rejected))
 
 
+def dicom_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for the DICOM port when a certificate and key are configured."""
+    if settings.dicom_tls_cert is None and settings.dicom_tls_key is None:
+        return None
+    if settings.dicom_tls_cert is None or settings.dicom_tls_key is None:
+        raise SystemExit("DICOM TLS needs both MINIPACS_DICOM_TLS_CERT and "
+                         "MINIPACS_DICOM_TLS_KEY (PEM files)")
+    return tls_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
+
+
 def bind_http(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -57,8 +68,11 @@ def serve(settings: Settings) -> None:
         load_samples(archive, settings.sample_dir)
     http_sock = bind_http(settings.http_host, settings.http_port)
     http_port = http_sock.getsockname()[1]
-    dimse = start_dimse_server(archive, settings.ae_title, settings.dicom_host,
-                               settings.dicom_port)
+    dimse = start_dimse_server(
+        archive, settings.ae_title, settings.dicom_host, settings.dicom_port,
+        registered_aes_only=settings.dicom_registered_aes_only,
+        ssl_context=dicom_tls_context(settings),
+    )
     dicom_port = dimse.server_address[1]
     app = create_app(archive, settings.model_copy(update={"http_port": http_port}))
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,

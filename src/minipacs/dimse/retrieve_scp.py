@@ -27,6 +27,7 @@ from pynetdicom.presentation import PresentationContext
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.transcode import transcode
+from minipacs.dimse.access import AccessPolicy
 from minipacs.dimse.status import CANCEL, PENDING, status_dataset
 from minipacs.dimse.storage_scp import peer_of
 from minipacs.errors import MinipacsError, NotAcceptable, QueryError
@@ -161,10 +162,11 @@ def destination_contexts(records: list[InstanceRecord]) -> list[PresentationCont
 
 
 def handle_move(
-    event: Any, archive: Archive, registry: AERegistry
+    event: Any, archive: Archive, registry: AERegistry, access: AccessPolicy | None = None
 ) -> Iterator[Any]:
     """EVT_C_MOVE: destination from the AE registry, then one C-STORE per instance."""
     peer = peer_of(event)
+    refused = access.refusal(event, "retrieve") if access is not None else None
     destination_title = event.move_destination
     if isinstance(destination_title, bytes):
         destination_title = destination_title.decode("ascii", "replace")
@@ -174,13 +176,15 @@ def handle_move(
                     "(minipacs ae add ...)", peer, destination_title)
         yield None, None  # pynetdicom answers 0xA801, move destination unknown
         return
+    records: list[InstanceRecord] = []
+    error: Dataset | None = refused
     try:
-        records = select_instances(event.identifier, archive)
-        error: tuple[int, str] | None = None
+        if refused is None:
+            records = select_instances(event.identifier, archive)
     except QueryError as exc:
-        records, error = [], (RETRIEVE_IDENTIFIER_MISMATCH, str(exc))
+        error = status_dataset(RETRIEVE_IDENTIFIER_MISMATCH, str(exc))
     except MinipacsError as exc:
-        records, error = [], (RETRIEVE_UNABLE_TO_PROCESS, str(exc))
+        error = status_dataset(RETRIEVE_UNABLE_TO_PROCESS, str(exc))
     store_assoc: dict[str, Any] = {}
 
     def remember(ev: Any) -> None:
@@ -191,9 +195,11 @@ def handle_move(
         "evt_handlers": [(evt.EVT_ACCEPTED, remember)],
     }
     if error is not None:
-        log.warning("C-MOVE from %s refused: %s", peer, error[1])
+        # pynetdicom needs a count before a status; it associates with the destination
+        # first (with Verification only, so nothing is sent).
+        log.warning("C-MOVE from %s refused: %s", peer, error.get("ErrorComment", ""))
         yield 1
-        yield status_dataset(*error), None
+        yield error, None
         return
     log.info("C-MOVE from %s: %d instances to %s (%s:%d)", peer, len(records),
              destination.ae_title, destination.host, destination.port)

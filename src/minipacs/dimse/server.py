@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -25,6 +27,13 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
+from minipacs.dimse.access import (
+    AccessPolicy,
+    guard_find,
+    guard_get,
+    guard_n_action,
+    guard_store,
+)
 from minipacs.dimse.commitment_scp import handle_n_action
 from minipacs.dimse.query_scp import handle_find
 from minipacs.dimse.retrieve_scp import handle_get, handle_move
@@ -87,20 +96,51 @@ def start_dimse_server(
     archive: Archive, ae_title: str, host: str, port: int,
     registry: AERegistry | None = None,
     worklist: Worklist | None = None,
+    *,
+    registered_aes_only: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ThreadedAssociationServer:
-    """Start accepting associations in background threads; port 0 picks a free port."""
+    """Start accepting associations in background threads; port 0 picks a free port.
+
+    `registered_aes_only` turns on access control (see `dimse.access`); `ssl_context`
+    makes the port speak TLS (PS3.15 B.1)."""
     ae = build_ae(ae_title)
     registry = registry or AERegistry(archive.engine, archive.write_engine)
     worklist = worklist or Worklist(archive.engine, archive.write_engine)
+    policy = AccessPolicy(registry, registered_aes_only)
+
+    def find_right(event: Any) -> str:
+        is_worklist = event.request.AffectedSOPClassUID == ModalityWorklistInformationFind
+        return "worklist" if is_worklist else "query"
+
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, partial(handle_store, archive=archive)),
-        (evt.EVT_C_FIND, partial(handle_any_find, archive=archive, worklist=worklist,
-                                 ae_title=ae_title)),
-        (evt.EVT_C_MOVE, partial(handle_move, archive=archive, registry=registry)),
-        (evt.EVT_C_GET, partial(handle_get, archive=archive)),
-        (evt.EVT_N_ACTION, partial(handle_n_action, archive=archive, registry=registry)),
+        (evt.EVT_REQUESTED, policy.on_requested),
+        (evt.EVT_C_STORE, guard_store(partial(handle_store, archive=archive), policy)),
+        (evt.EVT_C_FIND, guard_find(
+            partial(handle_any_find, archive=archive, worklist=worklist, ae_title=ae_title),
+            policy, find_right)),
+        (evt.EVT_C_MOVE, partial(handle_move, archive=archive, registry=registry,
+                                 access=policy)),
+        (evt.EVT_C_GET, guard_get(partial(handle_get, archive=archive), policy)),
+        (evt.EVT_N_ACTION, guard_n_action(
+            partial(handle_n_action, archive=archive, registry=registry), policy)),
     ]
-    server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+    server = ae.start_server((host, port), block=False, evt_handlers=handlers,
+                             ssl_context=ssl_context)
     assert server is not None  # block=False always returns the server
-    log.info("DICOM %s listening on %s:%d", ae_title, host, server.server_address[1])
+    log.info("DICOM %s listening on %s:%d%s%s", ae_title, host, server.server_address[1],
+             " (TLS)" if ssl_context else "",
+             ", registered AEs only" if registered_aes_only else "")
     return server
+
+
+def tls_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLContext:
+    """Server-side TLS for the DICOM port (PS3.15 B.1: TLS 1.2 or later). With `ca`,
+    peers must present a certificate it signed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    if ca is not None:
+        context.load_verify_locations(cafile=str(ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

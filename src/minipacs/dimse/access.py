@@ -1,0 +1,115 @@
+"""Who may associate, and which services each calling AE may use.
+
+With `dicom_registered_aes_only` on, an association from a calling AE title that is not
+in the registry (or, when the entry is pinned, not from its host) is rejected with
+A-ASSOCIATE-RJ: rejected-permanent, DICOM UL service-user, calling AE title not
+recognized (PS3.8 §9.3.4). A registered AE asking for a service outside its rights gets
+status 0x0124, Refused: Not Authorised (PS3.7 C.5.x general statuses).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from minipacs.ae_registry import AERegistry, RemoteAE
+from minipacs.dimse.status import status_dataset
+
+log = logging.getLogger(__name__)
+
+NOT_AUTHORISED = 0x0124
+# A-ASSOCIATE-RJ (PS3.8 Table 9-21): result, source, reason/diagnostic
+_REJECTED_PERMANENT = 0x01
+_SERVICE_USER = 0x01
+_CALLING_AE_NOT_RECOGNIZED = 0x03
+
+
+def _addresses(host: str) -> set[str]:
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return set()
+
+
+class AccessPolicy:
+    """Access decisions for one DICOM server; `enforce` False lets everyone do anything."""
+
+    def __init__(self, registry: AERegistry, enforce: bool) -> None:
+        self.registry = registry
+        self.enforce = enforce
+
+    def admission_problem(self, calling: str, address: str) -> str:
+        """Why an association from `calling` at `address` is refused ("" = admitted)."""
+        if not self.enforce:
+            return ""
+        ae = self.registry.get(calling)
+        if ae is None:
+            return f"calling AE title {calling!r} is not registered"
+        if ae.pin_ip and address not in _addresses(ae.host):
+            return f"{calling!r} is registered at {ae.host}, not {address}"
+        return ""
+
+    def on_requested(self, event: Any) -> None:
+        """EVT_REQUESTED: reject unknown or misplaced calling AEs before negotiation."""
+        calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
+        address = str(event.assoc.requestor.address)
+        problem = self.admission_problem(calling, address)
+        if problem:
+            log.warning("association from %s@%s rejected: %s", calling, address, problem)
+            event.assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER,
+                                         _CALLING_AE_NOT_RECOGNIZED)
+            # As pynetdicom does for its own rejections: stop the DUL once the
+            # A-ASSOCIATE-RJ is out, before the connection is closed.
+            event.assoc.kill()
+
+    def refusal(self, event: Any, right: str) -> Dataset | None:
+        """Status 0x0124 when the calling AE lacks `right`, else None."""
+        if not self.enforce:
+            return None
+        calling = str(event.assoc.requestor.ae_title).strip()
+        ae: RemoteAE | None = self.registry.get(calling)
+        if ae is not None and ae.may(right):
+            return None
+        log.warning("%s refused to %s: no '%s' right in the AE registry", right, calling,
+                    right)
+        return status_dataset(NOT_AUTHORISED, f"{calling} has no '{right}' right")
+
+
+def guard_store(handler: Callable[..., Any], policy: AccessPolicy) -> Callable[..., Any]:
+    def guarded(event: Any) -> Any:
+        return policy.refusal(event, "store") or handler(event)
+    return guarded
+
+
+def guard_find(handler: Callable[..., Iterator[Any]], policy: AccessPolicy,
+               right: Callable[[Any], str]) -> Callable[..., Iterator[Any]]:
+    def guarded(event: Any) -> Iterator[Any]:
+        refused = policy.refusal(event, right(event))
+        if refused is not None:
+            yield refused, None
+            return
+        yield from handler(event)
+    return guarded
+
+
+def guard_get(handler: Callable[..., Iterator[Any]], policy: AccessPolicy
+              ) -> Callable[..., Iterator[Any]]:
+    def guarded(event: Any) -> Iterator[Any]:
+        refused = policy.refusal(event, "retrieve")
+        if refused is not None:
+            yield 1  # pynetdicom wants a sub-operation count before any status
+            yield refused, None
+            return
+        yield from handler(event)
+    return guarded
+
+
+def guard_n_action(handler: Callable[..., Any], policy: AccessPolicy) -> Callable[..., Any]:
+    def guarded(event: Any) -> Any:
+        refused = policy.refusal(event, "commitment")
+        return (refused, None) if refused is not None else handler(event)
+    return guarded

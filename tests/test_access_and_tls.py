@@ -1,0 +1,148 @@
+"""Access control (registered calling AEs only, IP pinning, per-AE rights) and DICOM TLS."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from conftest import ServerProcess, require_tool
+from dimse_peers import run_dcmtk, storescu
+from factories import make_instance
+
+
+def _start(tmp_path: Path, *args: str) -> ServerProcess:
+    proc = ServerProcess(tmp_path / "data", ["--no-load-samples", *args])
+    proc.data_dir.mkdir()
+    return proc.start()
+
+
+@pytest.fixture
+def guarded_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = _start(tmp_path, "--dicom-registered-aes-only")
+    yield proc
+    proc.stop()
+
+
+def _register(server: ServerProcess, title: str, **options: object) -> None:
+    body = {"host": "127.0.0.1", "port": 104, **options}
+    response = httpx.put(f"{server.http_url}/admin/ae/{title}", json=body)
+    assert response.status_code == 200, response.text
+
+
+def _associate(server: ServerProcess, calling: str) -> tuple[bool, tuple[int, int, int]]:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
+    if assoc.is_established:
+        assoc.release()
+        return True, (0, 0, 0)
+    rj = assoc.acceptor.primitive
+    assert assoc.is_rejected and rj is not None
+    return False, (rj.result, rj.result_source, rj.diagnostic)
+
+
+def test_unknown_calling_ae_is_rejected_with_the_right_reason(
+    guarded_server: ServerProcess
+) -> None:
+    accepted, reason = _associate(guarded_server, "STRANGER")
+    # PS3.8 9.3.4: rejected-permanent, DICOM UL service-user, calling AE not recognized
+    assert (accepted, reason) == (False, (0x01, 0x01, 0x03))
+    echo = run_dcmtk("echoscu", "-aet", "STRANGER", "-aec", guarded_server.ae_title,
+                     "127.0.0.1", str(guarded_server.dicom_port))
+    assert echo.returncode != 0
+    assert "Calling AE Title Not Recognized" in echo.stdout + echo.stderr
+    assert "not registered" in guarded_server.log()
+    _register(guarded_server, "STRANGER")
+    assert _associate(guarded_server, "STRANGER")[0]
+
+
+def test_pinned_ae_is_accepted_only_from_its_host(guarded_server: ServerProcess) -> None:
+    _register(guarded_server, "PINNED", pin_ip=True)
+    assert _associate(guarded_server, "PINNED")[0]
+    _register(guarded_server, "PINNED", pin_ip=True, host="192.0.2.10")  # TEST-NET-1
+    assert _associate(guarded_server, "PINNED") == (False, (0x01, 0x01, 0x03))
+
+
+def test_rights_limit_what_a_registered_ae_may_do(
+    guarded_server: ServerProcess, tmp_path: Path
+) -> None:
+    _register(guarded_server, "VIEWER", rights=["query"])
+    path = tmp_path / "one.dcm"
+    study = generate_uid()
+    path.write_bytes(make_instance(study_uid=study))
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", guarded_server.dicom_port,
+                         ae_title=guarded_server.ae_title)
+    status = assoc.send_c_store(dcmread(path))
+    assoc.release()
+    assert status.Status == 0x0124  # Refused: Not Authorised
+    assert "no 'store' right" in status.ErrorComment
+    _register(guarded_server, "MODALITY", rights=["store"])
+    assert storescu(guarded_server, path, extra=("-aet", "MODALITY")).returncode == 0
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study
+    for calling, expected in (("VIEWER", [0xFF00, 0x0000]), ("MODALITY", [0x0124])):
+        ae = AE(ae_title=calling)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = ae.associate("127.0.0.1", guarded_server.dicom_port,
+                             ae_title=guarded_server.ae_title)
+        statuses = [s.Status for s, _ in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind)]
+        assoc.release()
+        assert statuses == expected, calling
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    return cert, key
+
+
+def test_dicom_tls_port_talks_to_tls_peers_only(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    server = _start(tmp_path, "--dicom-tls-cert", str(cert), "--dicom-tls-key", str(key))
+    try:
+        port = str(server.dicom_port)
+        dcmtk = run_dcmtk("echoscu", "+tla", "+cf", str(cert), "-aec", server.ae_title,
+                          "127.0.0.1", port)
+        assert dcmtk.returncode == 0, dcmtk.stdout + dcmtk.stderr
+        plain = run_dcmtk("echoscu", "-to", "5", "-aec", server.ae_title, "127.0.0.1", port)
+        assert plain.returncode != 0
+
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        ae = AE(ae_title="TLSFIND")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title,
+                             tls_args=(client, "localhost"))
+        assert assoc.is_established
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ""
+        statuses = [s.Status for s, _ in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind)]
+        assoc.release()
+        assert statuses == [0x0000]
+    finally:
+        server.stop()
