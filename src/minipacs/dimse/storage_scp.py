@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -19,8 +20,13 @@ def peer_of(event: Any) -> str:
     return f"{requestor.ae_title}@{requestor.address}"
 
 
-def handle_store(event: Any, archive: Archive) -> int | Dataset:
-    """EVT_C_STORE: success only once `ingest` returned, i.e. blob durable and row committed."""
+def handle_store(
+    event: Any, archive: Archive, repair: Callable[[Any, bytes], bytes | None] | None = None
+) -> int | Dataset:
+    """EVT_C_STORE: success only once `ingest` returned, i.e. blob durable and row committed.
+
+    `repair(event, part10)` may return corrected bytes (e.g. a relabelled character
+    set for this sender); the answer is then 0xB000, coercion of data elements."""
     peer = peer_of(event)
     try:
         # PS3.7 C-STORE: the dataset exactly as encoded by the sender, with file meta
@@ -29,8 +35,9 @@ def handle_store(event: Any, archive: Archive) -> int | Dataset:
     except Exception as exc:  # pynetdicom raises on a dataset it cannot frame
         log.warning("C-STORE from %s refused: could not read the dataset: %s", peer, exc)
         return status_dataset(0xC000, f"cannot read dataset: {exc}")
+    repaired = repair(event, data) if repair is not None else None
     try:
-        result = archive.ingest(data, received_from=peer)
+        result = archive.ingest(repaired or data, received_from=peer)
     except MinipacsError as exc:
         log.warning("C-STORE of %s from %s refused: %s",
                     event.request.AffectedSOPInstanceUID, peer, exc)
@@ -38,4 +45,7 @@ def handle_store(event: Any, archive: Archive) -> int | Dataset:
     if result.sop_instance_uid != str(event.request.AffectedSOPInstanceUID):
         log.warning("C-STORE from %s: AffectedSOPInstanceUID %s differs from dataset's %s",
                     peer, event.request.AffectedSOPInstanceUID, result.sop_instance_uid)
+    if repaired is not None:
+        # PS3.4 B.2.3: Warning, coercion of data elements.
+        return status_dataset(0xB000, "(0008,0005) set per this AE's registry entry")
     return SUCCESS
