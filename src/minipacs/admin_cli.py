@@ -10,19 +10,26 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from sqlalchemy import Engine
+
 from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
 from minipacs.config import Settings
 from minipacs.errors import MinipacsError
+from minipacs.index.database import create_index_engine
 from minipacs.worklist import Worklist, WorklistItem
 
 AddSettingFlags = Callable[[argparse.ArgumentParser], None]
 
 
-def _registry(settings: Settings) -> AERegistry:
-    from minipacs.node import open_archive
+def _engines(settings: Settings) -> tuple[Engine, Engine]:
+    """Reader and writer engines on the index; no blob store or servers are needed."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return (create_index_engine(settings.index_url),
+            create_index_engine(settings.index_url, writer=True))
 
-    archive = open_archive(settings)
-    return AERegistry(archive.engine, archive.write_engine)
+
+def _registry(settings: Settings) -> AERegistry:
+    return AERegistry(*_engines(settings))
 
 
 def cmd_ae_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,10 +116,7 @@ def add_ae_commands(
 
 # ---------------------------------------------------------------------- worklist
 def _worklist(settings: Settings) -> Worklist:
-    from minipacs.node import open_archive
-
-    archive = open_archive(settings)
-    return Worklist(archive.engine, archive.write_engine)
+    return Worklist(*_engines(settings))
 
 
 _WORKLIST_OPTIONS = {
