@@ -348,3 +348,38 @@ def test_cget_decompresses_for_a_peer_that_takes_only_implicit_little_endian(
     assert final.Status == 0x0000
     ((sop, (ts, _)),) = received.items()
     assert ts == ImplicitVRLittleEndian and sop in stored
+
+
+def test_ccancel_during_cget_stops_the_remaining_sub_operations(server: ServerProcess) -> None:
+    study, _, stored = _study(server, [ExplicitVRLittleEndian] * 4)
+    received: list[str] = []
+    assoc_box: dict[str, Any] = {}
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        if len(received) == 1:
+            # The cancel reaches the server before this C-STORE's response, so it is
+            # seen before the next sub-operation (PS3.7 9.3.2.3: cancel names the C-GET).
+            get_context = next(cx for cx in event.assoc.accepted_contexts
+                               if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+            assoc_box["assoc"].send_c_cancel(1, get_context.context_id)
+        return 0x0000
+
+    ae = AE(ae_title="RETCANCEL")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc_box["assoc"] = assoc
+    assert assoc.is_established
+    try:
+        responses = [status for status, _ in assoc.send_c_get(
+            _study_identifier(study), StudyRootQueryRetrieveInformationModelGet, msg_id=1)]
+    finally:
+        assoc.release()
+    final = responses[-1]
+    assert final.Status == 0xFE00
+    assert final.NumberOfCompletedSuboperations == 1
+    assert final.NumberOfRemainingSuboperations == 3
+    assert received == received[:1] and received[0] in stored
