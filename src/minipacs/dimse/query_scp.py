@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,27 @@ def response_dataset(
     return ds
 
 
+_CANCEL_CHECK_EVERY = 8
+_DRAIN_TIMEOUT = 0.5  # seconds
+
+
+def let_requests_in(assoc: Any) -> None:
+    """Give a C-CANCEL that has arrived the chance to be read (PS3.7 9.3.2.3).
+
+    pynetdicom's DUL reads the socket only when it has nothing left to send, so while
+    pending responses stream out a C-CANCEL could sit unread until the last one. Before
+    checking for a cancel, wait (at most half a second) until the outgoing queue is
+    drained and no incoming data is waiting."""
+    dul = getattr(assoc, "dul", None)
+    if dul is None or dul.socket is None:
+        return
+    deadline = time.monotonic() + _DRAIN_TIMEOUT
+    while time.monotonic() < deadline and (
+        not dul.to_provider_queue.empty() or not dul.event_queue.empty() or dul.socket.ready
+    ):
+        time.sleep(0.0005)
+
+
 def handle_find(
     event: Any, archive: Archive, ae_title: str
 ) -> Iterator[tuple[int | Dataset, Any]]:
@@ -103,7 +125,9 @@ def handle_find(
         return
     log.info("C-FIND %s from %s: %d matches%s", level, peer, len(result.matches),
              " (truncated)" if result.truncated else "")
-    for match in result.matches:
+    for number, match in enumerate(result.matches):
+        if number % _CANCEL_CHECK_EVERY == 0:
+            let_requests_in(event.assoc)
         if event.is_cancelled:
             yield CANCEL, None
             return

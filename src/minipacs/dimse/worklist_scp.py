@@ -10,7 +10,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from minipacs.dimse.query_scp import identifier_filter
+from minipacs.dimse.query_scp import identifier_filter, let_requests_in
 from minipacs.dimse.status import (
     CANCEL,
     FIND_OUT_OF_RESOURCES,
@@ -103,7 +103,9 @@ def handle_worklist_find(
     items = items[:max_results]
     log.info("worklist C-FIND from %s: %d items%s", peer, len(items),
              " (truncated)" if truncated else "")
-    for item in items:
+    for number, item in enumerate(items):
+        if number % 8 == 0:
+            let_requests_in(event.assoc)
         if event.is_cancelled:
             yield CANCEL, None
             return
