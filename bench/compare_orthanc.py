@@ -103,7 +103,8 @@ def start_orthanc(work: Path) -> Target:
         "HttpPort": http_port, "StorageDirectory": str(work / "storage"),
         "IndexDirectory": str(work / "index"), "Plugins": [str(ORTHANC_DICOMWEB)],
         "AuthenticationEnabled": False, "RemoteAccessAllowed": True,
-        "DicomCheckCalledAet": False, "DicomAlwaysAllowFind": True, "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "DicomCheckCalledAet": False, "DicomAlwaysAllowFind": True,
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "StorageCompression": False, "HttpCompressionEnabled": False,
     }
     (work / "orthanc.json").write_text(json.dumps(config))
