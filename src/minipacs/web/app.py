@@ -73,6 +73,11 @@ def create_app(archive: Archive, settings: Settings) -> FastAPI:
     def _health() -> dict[str, object]:
         return {"status": "ok", "version": __version__, **archive.counts()}
 
+    @app.get("/viewer", include_in_schema=False)
+    def _viewer_slash() -> RedirectResponse:
+        # The viewer's assets are relative URLs: they resolve only under /viewer/.
+        return RedirectResponse("/viewer/")
+
     if VIEWER_DIR.is_dir():
         app.mount("/viewer", StaticFiles(directory=VIEWER_DIR, html=True), name="viewer")
     return app
