@@ -185,7 +185,14 @@ export class StudyList {
       let studies;
       let warnings;
       if (modalities.length <= 1) {
-        const result = await this.client.searchStudies({ ...base, ModalitiesInStudy: modalities[0], limit: pageSize + 1, offset: page * pageSize }, aborter.signal);
+        const query = { ...base, ModalitiesInStudy: modalities[0], limit: pageSize + 1, offset: page * pageSize };
+        let result = await this.client.searchStudies(query, aborter.signal);
+        if (!result.items.length && query.PatientID && !query.IssuerOfPatientID) {
+          // Not a hospital patient ID: try it as a national ID (CCCD) or insurance number,
+          // which archives keep in OtherPatientIDsSequence (PS3.18 sequence matching).
+          const { PatientID, ...rest } = query;
+          result = await this.client.searchStudies({ ...rest, 'OtherPatientIDsSequence.PatientID': PatientID }, aborter.signal);
+        }
         studies = result.items;
         warnings = [result.warning];
       } else {
