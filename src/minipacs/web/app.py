@@ -22,7 +22,7 @@ from minipacs.errors import (
     QueryError,
     StorageError,
 )
-from minipacs.web import dicomweb, wado_pixels
+from minipacs.web import dicomweb, stow, wado_pixels
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def create_app(archive: Archive, settings: Settings) -> FastAPI:
 
     app.include_router(dicomweb.router)
     app.include_router(wado_pixels.router)
+    app.include_router(stow.router)
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:
