@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
-from minipacs.archive import Archive, InstanceRecord, QueryResult
+from minipacs.archive import SERIES_KEYS, STUDY_KEYS, Archive, InstanceRecord, QueryResult
 from minipacs.dicom.json_model import dumps, element, with_base_url
 from minipacs.dicom.matching import Filter, Match
 from minipacs.dicom.transcode import transcode
@@ -29,6 +29,10 @@ router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
 
 DICOM_JSON = "application/dicom+json"
 _GZIP_MIN = 1024
+# Response headers a browser viewer on another origin may read (CORS).
+EXPOSED_HEADERS = ["ETag", "Warning", "Content-Location", "Content-Type", "Content-Encoding",
+                   "X-Photometric-Interpretation", "X-Samples-Per-Pixel", "X-Bits-Allocated",
+                   "X-Pixel-Representation", "X-Planar-Configuration"]
 
 
 def get_archive(request: Request) -> Archive:
@@ -70,8 +74,18 @@ def _qido(request: Request, archive: Archive, level: Level, fixed: dict[str, str
     for key, uid in fixed.items():
         matches.append(Match(key, "single", (uid,), "UI"))
     filt = Filter(tuple(matches), fuzzy=query.filter.fuzzy)
+    include = query.include
+    if include != "all":
+        # PS3.18 Table 6.7.1-2a: searching series or instances across studies (or instances
+        # across a study's series) also returns the higher levels' attributes.
+        implied: tuple[str, ...] = ()
+        if level in ("SERIES", "IMAGE") and "0020000D" not in fixed:
+            implied += STUDY_KEYS
+        if level == "IMAGE" and "0020000E" not in fixed:
+            implied += SERIES_KEYS
+        include = tuple(dict.fromkeys((*include, *implied)))
     result: QueryResult = archive.find(
-        level, filt, include=query.include, limit=query.limit, offset=query.offset
+        level, filt, include=include, limit=query.limit, offset=query.offset
     )
     base = dicomweb_base(request)
     for model in result.matches:
