@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
+from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.uid import (
     JPEG2000Lossless,
@@ -66,10 +67,10 @@ def test_compressed_frames_are_decompressed_server_side(server: ServerProcess, s
     assert response.status_code == 200, response.text
     ((headers, data),) = multipart_parts(response)
     reference = make_instance(modality="MR", frames=2)  # same gradient, uncompressed
-    from pydicom import dcmread
     expected = dcmread(io.BytesIO(reference)).pixel_array[1].astype("<u2").tobytes()
     assert data == expected
-    assert headers["content-type"] == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    assert headers["content-type"] == ("application/octet-stream; "
+                                       "transfer-syntax=1.2.840.10008.1.2.1")
     assert headers["x-photometric-interpretation"] == "MONOCHROME2"
     assert headers["content-location"].endswith(item.path + "/frames/2")
 
