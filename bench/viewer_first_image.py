@@ -61,6 +61,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--waterfall", action="store_true",
+                        help="list the requests made before the first image")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-viewer-") as tmp:
         work = Path(tmp)
@@ -89,6 +91,10 @@ def main() -> None:
                     f"{H}.activeViewport && {H}.activeViewport.currentImageKind === 'pixels'",
                     timeout=60_000)
                 first = page.evaluate("performance.now()")
+                resources = page.evaluate(
+                    """() => performance.getEntriesByType('resource').map(
+                        e => [e.name.split('/').slice(-3).join('/').slice(0, 60),
+                              Math.round(e.startTime), Math.round(e.duration)])""")
                 page.wait_for_function(
                     f"{H}.loadedFrameCount >= {H}.totalFrameCount && {H}.totalFrameCount > 0",
                     timeout=600_000, polling=100)
@@ -109,6 +115,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+    if args.waterfall:
+        for name, start, duration in resources:
+            print(f"  {start:6d} ms +{duration:5d} ms  {name}")
     frame_times.sort()
     print(f"{args.slices} CT slices {args.size}x{args.size}, loopback, headless Chromium")
     print(f"first image on screen      {first:8.0f} ms after navigation start")
