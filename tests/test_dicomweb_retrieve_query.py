@@ -198,7 +198,7 @@ def test_wado_uri_returns_the_instance_or_a_rendered_image(server: ServerProcess
     ("change", "status"),
     [({"requestType": "WADOX"}, 400), ({"objectUID": "1.2.3.4.5.6.7"}, 404),
      ({"windowCenter": "40"}, 400), ({"contentType": "text/html"}, 406),
-     ({"studyUID": "bad uid"}, 400)],
+     ({"studyUID": "bad uid"}, 400), ({"anonymize": "yes"}, 400)],
 )
 def test_wado_uri_errors(server: ServerProcess, rle: Stored, change: dict[str, str],
                          status: int) -> None:

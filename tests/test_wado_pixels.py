@@ -12,6 +12,9 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
@@ -58,8 +61,9 @@ def test_uncompressed_frames_are_the_pixels_of_the_frames_asked_for(
     assert frames == [pixels[0].astype("<i2").tobytes(), pixels[2].astype("<i2").tobytes()]
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEGLosslessSV1, JPEG2000Lossless],
-                         ids=lambda ts: ts.name)
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLosslessSV1, JPEG2000Lossless,
+                                    ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian,
+                                    ImplicitVRLittleEndian], ids=lambda ts: ts.name)
 def test_compressed_frames_are_decompressed_server_side(server: ServerProcess, syntax: str
                                                        ) -> None:
     (item,) = store(server, make_instance(modality="MR", frames=2, transfer_syntax=syntax))
