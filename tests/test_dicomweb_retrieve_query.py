@@ -244,7 +244,9 @@ def test_openapi_describes_every_endpoint_and_parameter(server: ServerProcess) -
         "/dicom-web/studies/{study}/series/{series}/thumbnail", instance + "/thumbnail", "/wado",
     ]
     assert [p for p in expected if p not in spec["paths"]] == []
-    assert "post" in spec["paths"]["/dicom-web/studies"]
+    stow = spec["paths"]["/dicom-web/studies"]["post"]
+    assert 'multipart/related; type="application/dicom"' in stow["requestBody"]["content"]
+    assert {"202", "409", "413", "415"} <= set(stow["responses"])
     rendered = {p["name"] for p in spec["paths"][instance + "/rendered"]["get"]["parameters"]}
     assert {"window", "viewport", "quality"} <= rendered
     wado = {p["name"] for p in spec["paths"]["/wado"]["get"]["parameters"]}
