@@ -199,11 +199,15 @@ def test_rendered_colour_instance_is_rgb(server: ServerProcess) -> None:
 
 def test_rendered_series_and_study_have_one_part_per_instance(server: ServerProcess) -> None:
     study, series = generate_uid(), generate_uid()
+    no_pixels = make_instance(study_uid=study, modality="OT", Rows=None, Columns=None,
+                              PixelData=None, SamplesPerPixel=None, BitsAllocated=None,
+                              BitsStored=None, HighBit=None, PixelRepresentation=None,
+                              PhotometricInterpretation=None)
     store(server, *[make_instance(study_uid=study, series_uid=series, InstanceNumber=n)
-                    for n in (1, 2)], make_instance(study_uid=study, modality="MR"))
+                    for n in (1, 2)], make_instance(study_uid=study, modality="MR"), no_pixels)
     series_parts = multipart_parts(_get(server, f"/studies/{study}/series/{series}/rendered"))
     study_parts = multipart_parts(_get(server, f"/studies/{study}/rendered", "image/png"))
-    assert len(series_parts) == 2 and len(study_parts) == 3
+    assert len(series_parts) == 2 and len(study_parts) == 3  # the pixel-less one left out
     assert all(Image.open(io.BytesIO(d)).format == "PNG" for _, d in study_parts)
 
 
