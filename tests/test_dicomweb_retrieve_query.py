@@ -249,5 +249,7 @@ def test_openapi_describes_every_endpoint_and_parameter(server: ServerProcess) -
     assert {"202", "409", "413", "415"} <= set(stow["responses"])
     rendered = {p["name"] for p in spec["paths"][instance + "/rendered"]["get"]["parameters"]}
     assert {"window", "viewport", "quality"} <= rendered
+    qido = {p["name"] for p in spec["paths"]["/dicom-web/series"]["get"]["parameters"]}
+    assert {"limit", "offset", "fuzzymatching", "includefield"} <= qido
     wado = {p["name"] for p in spec["paths"]["/wado"]["get"]["parameters"]}
     assert {"requestType", "studyUID", "seriesUID", "objectUID", "contentType"} <= wado

@@ -192,6 +192,17 @@ def test_rendered_frames_viewport_quality_and_multiframe(server: ServerProcess, 
     assert [h["content-type"] for h, _ in parts] == ["image/jpeg"] * 3
 
 
+def test_dicomweb_client_retrieves_rendered_instances_and_frames(server: ServerProcess,
+                                                                 ct: Stored) -> None:
+    client = DICOMwebClient(url=server.dicomweb_url)
+    png = client.retrieve_instance_rendered(ct.study, ct.series, ct.sop,
+                                            media_types=("image/png",),
+                                            params={"viewport": "32,32"})
+    assert Image.open(io.BytesIO(png)).size == (32, 32)
+    jpeg = client.retrieve_instance_frames_rendered(ct.study, ct.series, ct.sop, [2])
+    assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
+
+
 def test_rendered_colour_instance_is_rgb(server: ServerProcess) -> None:
     (item,) = store(server, make_instance(modality="US", transfer_syntax=JPEGBaseline8Bit))
     assert _image(_get(server, item.path + "/rendered", "image/png")).mode == "RGB"
