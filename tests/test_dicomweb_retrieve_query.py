@@ -198,7 +198,7 @@ def test_wado_uri_returns_the_instance_or_a_rendered_image(server: ServerProcess
     ("change", "status"),
     [({"requestType": "WADOX"}, 400), ({"objectUID": "1.2.3.4.5.6.7"}, 404),
      ({"windowCenter": "40"}, 400), ({"contentType": "text/html"}, 406),
-     ({"studyUID": "bad uid"}, 400)],
+     ({"studyUID": "bad uid"}, 400), ({"anonymize": "yes"}, 400)],
 )
 def test_wado_uri_errors(server: ServerProcess, rle: Stored, change: dict[str, str],
                          status: int) -> None:
@@ -244,8 +244,12 @@ def test_openapi_describes_every_endpoint_and_parameter(server: ServerProcess) -
         "/dicom-web/studies/{study}/series/{series}/thumbnail", instance + "/thumbnail", "/wado",
     ]
     assert [p for p in expected if p not in spec["paths"]] == []
-    assert "post" in spec["paths"]["/dicom-web/studies"]
+    stow = spec["paths"]["/dicom-web/studies"]["post"]
+    assert 'multipart/related; type="application/dicom"' in stow["requestBody"]["content"]
+    assert {"202", "409", "413", "415"} <= set(stow["responses"])
     rendered = {p["name"] for p in spec["paths"][instance + "/rendered"]["get"]["parameters"]}
     assert {"window", "viewport", "quality"} <= rendered
+    qido = {p["name"] for p in spec["paths"]["/dicom-web/series"]["get"]["parameters"]}
+    assert {"limit", "offset", "fuzzymatching", "includefield"} <= qido
     wado = {p["name"] for p in spec["paths"]["/wado"]["get"]["parameters"]}
     assert {"requestType", "studyUID", "seriesUID", "objectUID", "contentType"} <= wado

@@ -161,3 +161,4 @@ def test_multipart_spooler_rejects_a_body_without_closing_boundary(tmp_path: Pat
     spooler.feed(b"--b\r\n\r\npartial")
     with pytest.raises(MultipartError, match="closing boundary"):
         spooler.finish()
+

@@ -12,6 +12,9 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
@@ -58,8 +61,9 @@ def test_uncompressed_frames_are_the_pixels_of_the_frames_asked_for(
     assert frames == [pixels[0].astype("<i2").tobytes(), pixels[2].astype("<i2").tobytes()]
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEGLosslessSV1, JPEG2000Lossless],
-                         ids=lambda ts: ts.name)
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLosslessSV1, JPEG2000Lossless,
+                                    ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian,
+                                    ImplicitVRLittleEndian], ids=lambda ts: ts.name)
 def test_compressed_frames_are_decompressed_server_side(server: ServerProcess, syntax: str
                                                        ) -> None:
     (item,) = store(server, make_instance(modality="MR", frames=2, transfer_syntax=syntax))
@@ -188,6 +192,17 @@ def test_rendered_frames_viewport_quality_and_multiframe(server: ServerProcess, 
     assert [h["content-type"] for h, _ in parts] == ["image/jpeg"] * 3
 
 
+def test_dicomweb_client_retrieves_rendered_instances_and_frames(server: ServerProcess,
+                                                                 ct: Stored) -> None:
+    client = DICOMwebClient(url=server.dicomweb_url)
+    png = client.retrieve_instance_rendered(ct.study, ct.series, ct.sop,
+                                            media_types=("image/png",),
+                                            params={"viewport": "32,32"})
+    assert Image.open(io.BytesIO(png)).size == (32, 32)
+    jpeg = client.retrieve_instance_frames_rendered(ct.study, ct.series, ct.sop, [2])
+    assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
+
+
 def test_rendered_colour_instance_is_rgb(server: ServerProcess) -> None:
     (item,) = store(server, make_instance(modality="US", transfer_syntax=JPEGBaseline8Bit))
     assert _image(_get(server, item.path + "/rendered", "image/png")).mode == "RGB"
@@ -195,11 +210,15 @@ def test_rendered_colour_instance_is_rgb(server: ServerProcess) -> None:
 
 def test_rendered_series_and_study_have_one_part_per_instance(server: ServerProcess) -> None:
     study, series = generate_uid(), generate_uid()
+    no_pixels = make_instance(study_uid=study, modality="OT", Rows=None, Columns=None,
+                              PixelData=None, SamplesPerPixel=None, BitsAllocated=None,
+                              BitsStored=None, HighBit=None, PixelRepresentation=None,
+                              PhotometricInterpretation=None)
     store(server, *[make_instance(study_uid=study, series_uid=series, InstanceNumber=n)
-                    for n in (1, 2)], make_instance(study_uid=study, modality="MR"))
+                    for n in (1, 2)], make_instance(study_uid=study, modality="MR"), no_pixels)
     series_parts = multipart_parts(_get(server, f"/studies/{study}/series/{series}/rendered"))
     study_parts = multipart_parts(_get(server, f"/studies/{study}/rendered", "image/png"))
-    assert len(series_parts) == 2 and len(study_parts) == 3
+    assert len(series_parts) == 2 and len(study_parts) == 3  # the pixel-less one left out
     assert all(Image.open(io.BytesIO(d)).format == "PNG" for _, d in study_parts)
 
 

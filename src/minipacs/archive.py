@@ -9,6 +9,7 @@ worst an orphan blob that `minipacs verify` sweeps.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -619,6 +620,14 @@ class Archive:
             self.store.put(self._derived_key(record, name), data)
         except StorageError as exc:
             log.warning("could not cache %s for %s: %s", name, record.sop_instance_uid, exc)
+
+    def open_instance(self, record: InstanceRecord) -> BinaryIO:
+        """The stored Part-10 file, open for reading (seekable); the caller closes it."""
+        fh = self.store.open(record.blob_key)
+        if fh.seekable():
+            return fh
+        with fh:
+            return io.BytesIO(fh.read())
 
     def delete_derived(self, study_instance_uid: str) -> None:
         """Drop every cached derived object of a study (after the study is deleted)."""

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.frames import (
     check_frame_numbers,
-    decode_frame,
+    decode_frame_from_file,
     element_value,
     encapsulated_frame,
     frame_count,
@@ -61,24 +61,26 @@ class Imaging:
         Raises `NotFound` for frame numbers the instance lacks, `NotAcceptable` when the
         stored syntax cannot be decoded.
         """
+        if decode:
+            parts = []
+            with self.archive.open_instance(record) as fh:
+                for number in numbers:
+                    frame, _ = decode_frame_from_file(fh, number)
+                    samples = frame.pixels.shape[2] if frame.pixels.ndim == 3 else 1
+                    parts.append(FramePart(number, frame.little_endian_bytes(),
+                                           frame.photometric_interpretation, samples,
+                                           frame.bits_allocated, frame.pixel_representation))
+                    fh.seek(0)
+            return parts
         ds = self.dataset(record)
         check_frame_numbers(ds, numbers)
-        parts = []
-        for number in numbers:
-            if decode:
-                frame = decode_frame(ds, number)
-                samples = frame.pixels.shape[2] if frame.pixels.ndim == 3 else 1
-                parts.append(FramePart(number, frame.little_endian_bytes(),
-                                       frame.photometric_interpretation, samples,
-                                       frame.bits_allocated, frame.pixel_representation))
-            else:
-                parts.append(FramePart(
-                    number, encapsulated_frame(ds, number),
-                    str(ds.get("PhotometricInterpretation", "")),
-                    int(ds.get("SamplesPerPixel", 1)), int(ds.get("BitsAllocated", 8)),
-                    int(ds.get("PixelRepresentation", 0)),
-                ))
-        return parts
+        return [
+            FramePart(number, encapsulated_frame(ds, number),
+                      str(ds.get("PhotometricInterpretation", "")),
+                      int(ds.get("SamplesPerPixel", 1)), int(ds.get("BitsAllocated", 8)),
+                      int(ds.get("PixelRepresentation", 0)))
+            for number in numbers
+        ]
 
     def bulkdata(self, record: InstanceRecord, tag: int) -> bytes:
         """Value of the element a BulkDataURI names (not Pixel Data: that goes by frames)."""
@@ -102,9 +104,9 @@ class Imaging:
         cached = self.archive.read_derived(record, name)
         if cached is not None:
             return cached
-        ds = self.dataset(record)
-        check_frame_numbers(ds, [number])
-        data = render_frame(decode_frame(ds, number), ds, options)
+        with self.archive.open_instance(record) as fh:
+            decoded, header = decode_frame_from_file(fh, number)
+        data = render_frame(decoded, header, options)
         self.archive.write_derived(record, name, data)
         return data
 

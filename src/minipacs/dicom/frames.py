@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
+from pydicom.pixels import pixel_array  # type: ignore[attr-defined]
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
     UID,
@@ -131,6 +132,45 @@ def decode_frame(ds: Dataset, number: int) -> DecodedFrame:
         pixel_representation=int(meta.get("pixel_representation",
                                           ds.get("PixelRepresentation", 0))),
     )
+
+
+def decode_frame_from_file(fh: BinaryIO, number: int) -> tuple[DecodedFrame, Dataset]:
+    """Decode frame `number` (1-based) of the Part-10 file open in `fh` (seekable), reading
+    only that frame for uncompressed data. Returns the frame and the header (no pixels).
+
+    Raises `NotFound` (no such frame, no pixel data) or `NotAcceptable` (cannot decode).
+    """
+    header = pydicom.dcmread(fh, stop_before_pixels=True)
+    if "Rows" not in header or "Columns" not in header:
+        raise NotFound(f"instance {header.get('SOPInstanceUID', '?')} has no pixel data")
+    try:
+        count = max(int(header.get("NumberOfFrames") or 1), 1)
+    except (TypeError, ValueError):
+        count = 1
+    if number < 1 or number > count:
+        raise NotFound(f"frame {number} does not exist: instance "
+                       f"{header.get('SOPInstanceUID', '?')} has {count} frame(s), numbered from 1")
+    ts = stored_transfer_syntax(header)
+    fh.seek(0)
+    if ts == DeflatedExplicitVRLittleEndian:
+        # The whole data set is deflated: no frame can be found without inflating it all.
+        full = pydicom.dcmread(fh)
+        return decode_frame(full, number), full
+    try:
+        arr = pixel_array(fh, index=number - 1)
+    except AttributeError as exc:  # pydicom: the data set has no Pixel Data element
+        raise NotFound(f"instance {header.get('SOPInstanceUID', '?')} has no pixel data") from exc
+    except Exception as exc:  # codecs raise assorted errors on streams they cannot read
+        raise NotAcceptable(
+            f"frame {number} of {header.get('SOPInstanceUID', '?')} ({ts.name}) could not be "
+            f"decoded: {exc}"
+        ) from exc
+    photometric = str(header.get("PhotometricInterpretation", ""))
+    if photometric.startswith("YBR") and arr.ndim == 3:
+        photometric = "RGB"  # pydicom converts YBR to RGB when decoding (as_rgb)
+    frame = DecodedFrame(arr, photometric, int(header.get("BitsAllocated", 8)),
+                         int(header.get("PixelRepresentation", 0)))
+    return frame, header
 
 
 def can_decode(transfer_syntax_uid: str) -> bool:

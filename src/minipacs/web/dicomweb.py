@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from minipacs.archive import SERIES_KEYS, STUDY_KEYS, Archive, InstanceRecord, QueryResult
@@ -112,7 +112,26 @@ def _retrieve_url(base: str, level: Level, model: dict[str, Any]) -> str:
     return url
 
 
-@router.get("/studies", summary="QIDO-RS: search for studies")
+def qido_parameters(
+    limit: Annotated[str | None, Query(description="Most matches to return (capped by "
+                                       "MINIPACS_MAX_QUERY_RESULTS)")] = None,
+    offset: Annotated[str | None, Query(description="Matches to skip, for paging")] = None,
+    fuzzymatching: Annotated[str | None, Query(
+        description="true: person names match ignoring case and diacritics (đ → d), from "
+        "the start of any name component")] = None,
+    includefield: Annotated[str | None, Query(
+        description="Extra attributes to return: keywords or tags, comma-separated, or "
+        "'all'")] = None,
+) -> None:
+    """Documents the QIDO-RS parameters in OpenAPI; `parse_qido` reads them (plus any
+    attribute key such as PatientName=nguyen* or 00100020=BN1) and reports bad values."""
+
+
+_QIDO = [Depends(qido_parameters)]
+
+
+@router.get("/studies", summary="QIDO-RS: search for studies",
+            dependencies=_QIDO)
 def search_studies(request: Request, archive: ArchiveDep) -> Response:
     """Attribute matching by keyword or tag (`PatientName=nguyen*`, `00100020=BN1`), date
     ranges (`StudyDate=20240101-`), UID lists, `fuzzymatching`, `includefield`, `limit`,
@@ -120,23 +139,27 @@ def search_studies(request: Request, archive: ArchiveDep) -> Response:
     return _qido(request, archive, "STUDY", {})
 
 
-@router.get("/series", summary="QIDO-RS: search for series in all studies")
+@router.get("/series", summary="QIDO-RS: search for series in all studies",
+            dependencies=_QIDO)
 def search_all_series(request: Request, archive: ArchiveDep) -> Response:
     return _qido(request, archive, "SERIES", {})
 
 
-@router.get("/instances", summary="QIDO-RS: search for instances in all studies")
+@router.get("/instances", summary="QIDO-RS: search for instances in all studies",
+            dependencies=_QIDO)
 def search_all_instances(request: Request, archive: ArchiveDep) -> Response:
     return _qido(request, archive, "IMAGE", {})
 
 
-@router.get("/studies/{study}/series", summary="QIDO-RS: search for a study's series")
+@router.get("/studies/{study}/series", summary="QIDO-RS: search for a study's series",
+            dependencies=_QIDO)
 def search_series(request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID")
                   ) -> Response:
     return _qido(request, archive, "SERIES", {"0020000D": check_uid(study, "StudyInstanceUID")})
 
 
-@router.get("/studies/{study}/instances", summary="QIDO-RS: search for a study's instances")
+@router.get("/studies/{study}/instances", summary="QIDO-RS: search for a study's instances",
+            dependencies=_QIDO)
 def search_study_instances(
     request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID")
 ) -> Response:
@@ -145,7 +168,7 @@ def search_study_instances(
 
 @router.get(
     "/studies/{study}/series/{series}/instances",
-    summary="QIDO-RS: search for a series' instances",
+    summary="QIDO-RS: search for a series' instances", dependencies=_QIDO,
 )
 def search_series_instances(
     request: Request,

@@ -177,7 +177,23 @@ def _too_large(size: int, limit: int) -> Response:
     )
 
 
-@router.post("/studies", summary="STOW-RS: store instances")
+# The body is read as a stream (not through a FastAPI body parameter), so describe it here.
+_OPENAPI: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {
+        'multipart/related; type="application/dicom"': {
+            "schema": {"type": "string", "format": "binary"}}}},
+    "responses": {
+        "202": {"description": "Some instances stored, some failed (see FailedSOPSequence)"},
+        "400": {"description": "Malformed multipart body"},
+        "409": {"description": "No instance stored (see FailedSOPSequence)"},
+        "413": {"description": "Body larger than MINIPACS_MAX_UPLOAD_BYTES"},
+        "415": {"description": "Content-Type is not multipart/related; "
+                               'type="application/dicom"'},
+    },
+}
+
+
+@router.post("/studies", summary="STOW-RS: store instances", openapi_extra=_OPENAPI)
 async def store_instances(request: Request) -> Response:
     """Body: multipart/related; type="application/dicom", one Part-10 instance per part.
     200 all stored, 202 some failed, 409 none stored (FailedSOPSequence says why),
@@ -185,7 +201,8 @@ async def store_instances(request: Request) -> Response:
     return await _store(request, None)
 
 
-@router.post("/studies/{study}", summary="STOW-RS: store instances into one study")
+@router.post("/studies/{study}", summary="STOW-RS: store instances into one study",
+             openapi_extra=_OPENAPI)
 async def store_study_instances(request: Request, study: str = _uid("StudyInstanceUID")
                                 ) -> Response:
     """As POST /studies; instances of another study fail with reason 0xA901."""

@@ -5,6 +5,7 @@ Translates HTTP to `Imaging` calls and back; the pixel work lives in `dicom/`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -20,11 +21,13 @@ from minipacs.dicom.render import (
     parse_viewport,
     parse_window,
 )
-from minipacs.errors import NotAcceptable, QueryError
+from minipacs.errors import NotAcceptable, NotFound, QueryError
 from minipacs.imaging import Imaging, describe_part
 from minipacs.web.dicomweb import ArchiveDep, _uid, check_uid, dicomweb_base
 from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
 from minipacs.web.negotiation import frame_choice, rendered_media_type
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/dicom-web", tags=["DICOMweb pixels"])
 
@@ -145,8 +148,19 @@ def _options(request: Request, accept: str | None, window: str | None, viewport:
 
 def _rendered_parts(imaging: Imaging, records: list[InstanceRecord], options: RenderOptions
                     ) -> Response:
-    """Rendered study/series: one part per instance (its first frame), PS3.18 §10.4.1.1.5."""
-    images = [imaging.rendered(record, None, options) for record in records]
+    """Rendered study/series: one part per instance with pixels (its first frame).
+
+    Instances without pixel data (SR, PDF...) or with pixels no codec here can decode
+    are left out; none left → `NotFound`."""
+    images = []
+    for record in records:
+        try:
+            images.append(imaging.rendered(record, None, options))
+        except (NotFound, NotAcceptable) as exc:
+            log.info("rendered %s: skipping %s: %s", record.series_instance_uid,
+                     record.sop_instance_uid, exc)
+    if not images:
+        raise NotFound("none of these instances has pixel data that can be rendered")
     boundary = new_boundary()
     return StreamingResponse(
         encode_parts((({"Content-Type": options.media_type}, [image]) for image in images),

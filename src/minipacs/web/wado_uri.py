@@ -55,6 +55,10 @@ def wado_uri(
     `transferSyntax`); image/jpeg and image/png render it (window, rows/columns, frame)."""
     if requestType != "WADO":
         raise QueryError(f"requestType={requestType!r} must be WADO")
+    if "anonymize" in request.query_params:
+        # Serving identified data to a client that asked for it de-identified is worse
+        # than refusing (the anonymize parameter of PS3.18 WADO-URI).
+        raise QueryError("anonymize is not supported: minipacs does not de-identify on the fly")
     record = archive.instances(check_uid(studyUID, "studyUID"), check_uid(seriesUID, "seriesUID"),
                                check_uid(objectUID, "objectUID"))[0]
     wanted = [t.split(";")[0].strip().lower() for t in (contentType or "image/jpeg").split(",")]
