@@ -116,6 +116,17 @@ def first_series_metadata(
     return candidates[0][2], candidates[0][3]
 
 
+def wait_for_rows_of_patient(page: Page, patient_id: str, count: int) -> None:
+    """Wait for the search's own answer (the list shown before it holds every study)."""
+    page.wait_for_function(
+        """([pid, count]) => {
+            const cells = [...document.querySelectorAll('[data-testid=study-row] [data-column=patient-id]')];
+            return cells.length === count && cells.every(c => c.textContent.trim() === pid);
+        }""",
+        arg=[patient_id, count],
+    )
+
+
 def fold(text: str) -> str:
     """What a user types without Vietnamese diacritics: 'Nguyễn^Văn An' → 'nguyen van an'."""
     text = text.replace("đ", "d").replace("Đ", "D").replace("^", " ")
@@ -171,9 +182,14 @@ def test_search_by_unaccented_name_finds_the_vietnamese_patient(
     page.fill("[data-testid=search-name]", fold(name))
     page.press("[data-testid=search-name]", "Enter")
     rows = page.locator("[data-testid=study-row]")
+    expected = dicomweb_json(server, "studies", PatientName=fold(name) + "*", fuzzymatching="true")
+    # Wait for the search's own answer: the list shown before it holds every study.
     page.wait_for_function(
-        "uid => [...document.querySelectorAll('[data-testid=study-row]')].some(r => r.dataset.studyUid === uid)",
-        arg=value(ct, "0020000D"),
+        """([uid, count]) => {
+            const rows = [...document.querySelectorAll('[data-testid=study-row]')];
+            return rows.length === count && rows.some(r => r.dataset.studyUid === uid);
+        }""",
+        arg=[value(ct, "0020000D"), len(expected)],
     )
     names = rows.locator("td[data-column=name]").all_inner_texts()
     assert names and all(fold(n) == fold(name) for n in names)
@@ -186,11 +202,11 @@ def test_search_by_patient_id_lists_studies_newest_first(server: Any, browser_pa
     page.goto(f"{server.http_url}/viewer/")
     page.fill("[data-testid=search-patient-id]", value(ct, "00100020"))
     page.press("[data-testid=search-patient-id]", "Enter")
-    page.wait_for_function("document.querySelectorAll('[data-testid=study-row]').length > 0")
+    expected = dicomweb_json(server, "studies", PatientID=value(ct, "00100020"))
+    wait_for_rows_of_patient(page, value(ct, "00100020"), len(expected))
     uids = page.eval_on_selector_all(
         "[data-testid=study-row]", "rows => rows.map(r => r.dataset.studyUid)"
     )
-    expected = dicomweb_json(server, "studies", PatientID=value(ct, "00100020"))
     expected.sort(
         key=lambda s: (value(s, "00080020") or "") + (value(s, "00080030") or ""), reverse=True
     )
@@ -208,12 +224,12 @@ def test_search_by_national_id_cccd_finds_the_patients_studies(
     page.goto(f"{server.http_url}/viewer/")
     page.fill("[data-testid=search-patient-id]", cccd)
     page.press("[data-testid=search-patient-id]", "Enter")
-    page.wait_for_function("document.querySelectorAll('[data-testid=study-row]').length > 0")
+    expected = dicomweb_json(server, "studies", PatientID=value(ct, "00100020"))
+    wait_for_rows_of_patient(page, value(ct, "00100020"), len(expected))
     uids = page.eval_on_selector_all(
         "[data-testid=study-row]", "rows => rows.map(r => r.dataset.studyUid)"
     )
     assert value(ct, "0020000D") in uids
-    expected = dicomweb_json(server, "studies", PatientID=value(ct, "00100020"))
     assert sorted(uids) == sorted(value(s, "0020000D") for s in expected)
 
 
