@@ -21,6 +21,6 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-echo "--- ruff"; .venv/bin/ruff check src tests sample_dicom
+echo "--- ruff"; .venv/bin/ruff check src tests sample_dicom bench
 echo "--- mypy"; .venv/bin/mypy
 echo "--- pytest"; exec .venv/bin/pytest "$@"

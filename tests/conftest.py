@@ -128,3 +128,15 @@ def settings(tmp_path: Path) -> Settings:
 def archive(settings: Settings) -> Archive:
     """An in-process archive on a fresh SQLite index and blob folder."""
     return open_archive(settings)
+
+
+@pytest.fixture(scope="session")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """An empty server with small limits (uploads, query results) and CORS for one origin."""
+    proc = ServerProcess(tmp_path_factory.mktemp("limited"), [
+        "--no-load-samples", "--max-upload-bytes", "300000", "--max-query-results", "2",
+        "--cors-origins", "https://viewer.example.org",
+    ])
+    proc.start()
+    yield proc
+    proc.stop()

@@ -54,9 +54,8 @@ def transcode(part10: bytes, target_ts: str) -> bytes:
         )
     try:
         if source not in _NATIVE and "PixelData" in ds:
-            # pylibjpeg / Pillow / RLE handlers, as installed. The SOP Instance UID stays:
-            # decompressing adds no loss, and a C-MOVE/C-GET peer must receive the
-            # instance it asked for (pydicom would otherwise generate a new UID).
+            # Same instance in another encoding: the SOP Instance UID must not change
+            # (pydicom would generate a new one by default).
             ds.decompress(generate_instance_uid=False)
         elif "PixelData" in ds and source == ExplicitVRBigEndian:
             # The value of OW pixel data is byte-swapped; pydicom keeps raw bytes.
