@@ -31,7 +31,12 @@ from minipacs.node import open_archive  # noqa: E402
 
 def require_tool(name: str) -> str:
     """Path of an external command; fails the test when it is not installed."""
-    path = shutil.which(name)
+    # pynetdicom installs its own findscu/getscu/... into the venv; the peers must be dcmtk's.
+    venv_bin = str(Path(sys.prefix) / "bin")
+    search = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin
+    )
+    path = shutil.which(name, path=search)
     if path is None:
         pytest.fail(f"{name} is not installed; run ./test.sh, which installs it (apt-get)")
     return path
