@@ -592,6 +592,11 @@ class Archive:
                            study_instance_uid=study_instance_uid[:64], detail=detail)
             )
 
+    def close(self) -> None:
+        """Release database connections (the archive is unusable afterwards)."""
+        self.engine.dispose()
+        self.write_engine.dispose()
+
 
 # ---------------------------------------------------------------------- helpers
 def _describe(study: str | None, series: str | None, sop: str | None) -> str:

@@ -61,6 +61,7 @@ def _configure_logging(level: str) -> None:
     )
     # pynetdicom narrates every PDU at INFO; keep its warnings and errors only.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_setting_flags(imp)
     imp.set_defaults(func=cmd_import)
+
+    from minipacs.maintenance_cli import add_commands as add_maintenance_commands
+
+    add_maintenance_commands(sub, _add_setting_flags)
     return parser
 
 
