@@ -22,7 +22,7 @@ from minipacs.errors import (
     QueryError,
     StorageError,
 )
-from minipacs.web import dicomweb
+from minipacs.web import dicomweb, retention
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def create_app(archive: Archive, settings: Settings) -> FastAPI:
         return JSONResponse({"error": str(exc)}, status_code=status)
 
     app.include_router(dicomweb.router)
+    app.include_router(retention.router)
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:
