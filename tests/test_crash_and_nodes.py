@@ -4,6 +4,7 @@ one blob store."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +147,14 @@ def test_two_nodes_ingesting_the_same_study_concurrently_keep_one_copy_of_everyt
         assert len(found) == 1
         assert found[0]["00201208"]["Value"] == [24]
         assert sorted(found[0]["00080061"]["Value"]) == ["CT", "MR"]
+    # Each node's spool (S3 storage) uploads in the background; reading node B's
+    # instances through node A's settings needs them in S3.
+    deadline = time.monotonic() + 120
+    for node in (node_a, node_b):
+        while httpx.get(f"{node.http_url}/admin/storage", timeout=30).json()[
+                "pending_uploads"]:
+            assert time.monotonic() < deadline, "spooled uploads never finished"
+            time.sleep(0.1)  # polling for the uploads, not waiting on time
     archive = open_archive(server_settings(node_a))
     try:
         for path in ct + mr + own_a + own_b:

@@ -103,7 +103,7 @@ def own_moto(tmp_path: Path) -> Iterator[MotoServer]:
     server.stop()
 
 
-def test_cstore_while_s3_is_down_fails_and_nothing_becomes_visible(
+def test_without_spool_cstore_while_s3_is_down_fails_and_nothing_becomes_visible(
     own_moto: MotoServer, tmp_path: Path
 ) -> None:
     """PS3.4 B.2.3: Refused, out of resources (A700) when the blob cannot be written."""
@@ -112,7 +112,7 @@ def test_cstore_while_s3_is_down_fails_and_nothing_becomes_visible(
     server = ServerProcess(data_dir, [
         "--no-load-samples", "--storage", "s3", "--s3-endpoint", own_moto.endpoint,
         "--s3-access-key", own_moto.access_key, "--s3-secret-key", own_moto.secret_key,
-        "--s3-bucket", "down-test",
+        "--s3-bucket", "down-test", "--no-s3-spool",
     ]).start()
     try:
         study = generate_uid()

@@ -596,6 +596,9 @@ class Archive:
         """Release database connections (the archive is unusable afterwards)."""
         self.engine.dispose()
         self.write_engine.dispose()
+        close = getattr(self.store, "close", None)  # stores with background work
+        if close is not None:
+            close()
 
     # ------------------------------------------------------------------ integrity
     def iter_instance_records(self, batch: int = 1000) -> Iterator[InstanceRecord]:
@@ -650,6 +653,16 @@ class Archive:
                            detail=f"SOP Instance {sop_instance_uid} removed from the index: "
                            f"{reason}")
             )
+
+    def pending_uploads(self) -> int:
+        """Blobs acknowledged from the local spool but not yet in object storage."""
+        pending = getattr(self.store, "pending", None)
+        return int(pending()) if pending is not None else 0
+
+    def wait_uploaded(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) for spooled blobs to reach object storage."""
+        wait = getattr(self.store, "wait_uploaded", None)
+        return bool(wait(timeout)) if wait is not None else True
 
 
 # ---------------------------------------------------------------------- helpers

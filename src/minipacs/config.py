@@ -71,6 +71,14 @@ class Settings(BaseSettings):
         description="When set, write the bound ports as JSON here once both servers "
         "accept connections (for scripts and tests starting on port 0).",
     )
+    s3_spool: bool = Field(
+        True,
+        description="With S3 storage, acknowledge once an instance is durable in "
+        "DATA_DIR/spool and indexed; upload to S3 in the background.",
+    )
+    s3_upload_workers: int = Field(
+        4, ge=1, le=64, description="Parallel uploads from the spool to S3."
+    )
 
     @field_validator("ae_title")
     @classmethod

@@ -109,6 +109,9 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     archive = open_archive(settings)
     try:
         summary = restore(archive, args.src, actor=_actor("restore"))
+        if not archive.wait_uploaded(timeout=3600):
+            print(f"{archive.pending_uploads()} blobs still wait in the spool; the next "
+                  "'minipacs serve' uploads them")
     finally:
         archive.close()
     print(f"restored {summary.blobs} instances ({summary.blob_bytes} bytes) from "

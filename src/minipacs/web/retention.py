@@ -1,4 +1,5 @@
-"""Admin API for retention: delete a whole study (rows and blobs together, audited).
+"""Admin API for retention and storage: delete a whole study (rows and blobs together,
+audited); how many spooled blobs still wait for their upload.
 
 DICOMweb (PS3.18) defines no delete transaction; this is an administrative route beside it.
 """
@@ -32,3 +33,8 @@ def delete_study(
     client = request.client.host if request.client else "?"
     deleted = archive.delete_study(study, actor=f"http:{client}")
     return {"study_instance_uid": study, "deleted_instances": deleted}
+
+
+@router.get("/storage", summary="Blob store state: uploads still waiting in the local spool")
+def storage_state(archive: Annotated[Archive, Depends(_archive)]) -> dict[str, object]:
+    return {"store": repr(archive.store), "pending_uploads": archive.pending_uploads()}
