@@ -127,6 +127,9 @@ class SpooledStore:
                 return
             if now is not None:
                 path.unlink()
+            elif uploaded is not None:
+                # Deleted (study deletion) while uploading: take the fresh object back out.
+                self.remote.delete(key)
             with self._lock:
                 self._pending.discard(key)
                 if not self._pending:
