@@ -20,7 +20,7 @@ from dimse_peers import dataset_bytes
 from factories import make_instance
 from minipacs.integrity import verify
 from minipacs.node import open_archive
-from test_integrity_backup import server_settings
+from node_tools import server_settings
 
 
 def push(server: ServerProcess, files: list[Path], acknowledged: list[Path],
@@ -32,7 +32,7 @@ def push(server: ServerProcess, files: list[Path], acknowledged: list[Path],
     ae = AE(ae_title="TESTPUSH")
     # A killed server closes its sockets, but a peer caught mid-handshake would wait out
     # pynetdicom's 30 s defaults; these bound how long a crash keeps the test waiting.
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
     for path in files[:1]:
         ds = dcmread(path, stop_before_pixels=True)
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)

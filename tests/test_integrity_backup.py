@@ -4,8 +4,6 @@ Every test runs on the backends of the run (SQLite + folder, or PostgreSQL + S3)
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -25,27 +23,7 @@ from minipacs.index.models import AuditEvent
 from minipacs.integrity import verify
 from minipacs.node import open_archive
 from minipacs.storage import instance_key
-
-
-def minipacs_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `minipacs <args>` on the archive `settings` describe."""
-    flags = ["--data-dir", str(settings.data_dir), "--no-load-samples"]
-    for name in ("database_url", "s3_endpoint", "s3_access_key", "s3_secret_key"):
-        if getattr(settings, name):
-            flags += ["--" + name.replace("_", "-"), str(getattr(settings, name))]
-    flags += ["--storage", settings.storage, "--s3-bucket", settings.s3_bucket]
-    return subprocess.run([sys.executable, "-m", "minipacs", *args, *flags],
-                          capture_output=True, text=True, timeout=300, check=False)
-
-
-def server_settings(server: ServerProcess) -> Settings:
-    """Settings naming the same index and blob store as a running server."""
-    values: dict[str, str] = {}
-    args = server.extra_args
-    for i, arg in enumerate(args[:-1]):
-        if arg.startswith("--") and not args[i + 1].startswith("--"):
-            values[arg[2:].replace("-", "_")] = args[i + 1]
-    return Settings(data_dir=server.data_dir, load_samples=False, **values)  # type: ignore[arg-type]
+from node_tools import minipacs_cli, server_settings
 
 
 def test_verify_finds_missing_corrupt_and_orphaned_blobs_and_rebuild_repairs_the_index(

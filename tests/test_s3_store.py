@@ -4,16 +4,13 @@ whose endpoint goes away."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from pydicom import dcmread
 from pydicom.uid import generate_uid
-from pynetdicom import AE
 
 from backends import Backends, MotoServer
 from conftest import ServerProcess
@@ -21,6 +18,7 @@ from dimse_peers import storescu
 from factories import make_instance
 from minipacs.errors import NotFound, StorageError
 from minipacs.storage.s3 import PART_SIZE, S3Store
+from node_tools import c_store_status
 from postgres_cluster import free_port
 
 
@@ -80,20 +78,6 @@ def test_unreachable_endpoint_is_a_storage_error_that_names_it() -> None:
     endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(StorageError, match=f"at {endpoint}.*S3 endpoint is up"):
         S3Store(endpoint, "k", "s", "minipacs", connect_timeout=1, retries=1)
-
-
-def c_store_status(server: ServerProcess, part10: bytes) -> int:
-    """Status of one C-STORE sent with pynetdicom."""
-    dataset = dcmread(io.BytesIO(part10))
-    ae = AE(ae_title="TESTSTORE")
-    ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
-    assert assoc.is_established, "association refused"
-    try:
-        status = assoc.send_c_store(dataset)
-    finally:
-        assoc.release()
-    return int(status.Status)
 
 
 @pytest.fixture

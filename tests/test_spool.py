@@ -19,7 +19,7 @@ from factories import make_instance
 from minipacs.storage import FilesystemStore
 from minipacs.storage.s3 import S3Store
 from minipacs.storage.spool import SpooledStore
-from test_s3_store import c_store_status
+from node_tools import c_store_status
 
 
 def test_spooled_blobs_are_uploaded_in_parallel_and_leave_the_spool(
