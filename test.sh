@@ -21,7 +21,7 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-echo "--- ruff"; .venv/bin/ruff check src tests sample_dicom
+echo "--- ruff"; .venv/bin/ruff check src tests sample_dicom bench
 echo "--- mypy"; .venv/bin/mypy
 # The suite runs twice: on the embedded backends (SQLite index, blob folder), then on the
 # production ones (a throwaway PostgreSQL cluster, a loopback S3 server), see tests/backends.py.

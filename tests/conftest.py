@@ -165,3 +165,17 @@ def backends(
                       tmp_path_factory.mktemp("backends"))
     yield chosen
     chosen.stop()
+
+
+@pytest.fixture(scope="session")
+def limited_server(
+    tmp_path_factory: pytest.TempPathFactory, backends: Backends
+) -> Iterator[ServerProcess]:
+    """An empty server with small limits (uploads, query results) and CORS for one origin."""
+    proc = ServerProcess(tmp_path_factory.mktemp("limited"), [
+        "--no-load-samples", "--max-upload-bytes", "300000", "--max-query-results", "2",
+        "--cors-origins", "https://viewer.example.org", *backends.server_args(),
+    ])
+    proc.start()
+    yield proc
+    proc.stop()

@@ -19,7 +19,9 @@ from factories import ENCODABLE_TRANSFER_SYNTAXES, make_instance
 
 def _wado(server: ServerProcess, study: str, series: str, sop: str) -> bytes:
     url = f"{server.dicomweb_url}/studies/{study}/series/{series}/instances/{sop}"
-    response = httpx.get(url, timeout=30)
+    # transfer-syntax=*: as stored (without it PS3.18 §8.7.3.5.2 means Explicit VR LE)
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    response = httpx.get(url, timeout=30, headers={"Accept": accept})
     assert response.status_code == 200, response.text
     boundary = response.headers["content-type"].split("boundary=")[1].split(";")[0]
     body = response.content

@@ -9,14 +9,16 @@ worst an orphan blob that `minipacs verify` sweeps.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -579,6 +581,7 @@ class Archive:
             )
         for record in records:
             self.store.delete(record.blob_key)
+        self.delete_derived(study_instance_uid)
         log.info("deleted study %s (%d instances) by %s", study_instance_uid, len(records),
                  actor or "?")
         return len(records)
@@ -591,6 +594,45 @@ class Archive:
                 AuditEvent(action=action[:32], actor=actor[:128], patient_id=patient_id[:64],
                            study_instance_uid=study_instance_uid[:64], detail=detail)
             )
+
+    # ------------------------------------------------------------------ derived objects
+    # Rendered images and thumbnails, cached as blobs next to (not inside) the instances.
+    # A name is a digest of what was derived (instance SHA-256 included) plus a suffix, so
+    # a replaced instance never serves a stale image and no client text becomes a key.
+    _DERIVED_NAME = re.compile(r"[0-9a-f]{16,64}\.[a-z0-9]{1,8}")
+
+    def _derived_key(self, record: InstanceRecord, name: str) -> str:
+        if not self._DERIVED_NAME.fullmatch(name):
+            raise ValueError(f"derived object name {name!r} must be a hex digest and a suffix")
+        return (f"derived/{record.study_instance_uid}/{record.series_instance_uid}/"
+                f"{record.sop_instance_uid}/{name}")
+
+    def read_derived(self, record: InstanceRecord, name: str) -> bytes | None:
+        """A cached derived object of `record`, or None when not cached."""
+        try:
+            return self.store.read(self._derived_key(record, name))
+        except NotFound:
+            return None
+
+    def write_derived(self, record: InstanceRecord, name: str, data: bytes) -> None:
+        """Cache a derived object; a failing store is logged, never fatal (it is a cache)."""
+        try:
+            self.store.put(self._derived_key(record, name), data)
+        except StorageError as exc:
+            log.warning("could not cache %s for %s: %s", name, record.sop_instance_uid, exc)
+
+    def open_instance(self, record: InstanceRecord) -> BinaryIO:
+        """The stored Part-10 file, open for reading (seekable); the caller closes it."""
+        fh = self.store.open(record.blob_key)
+        if fh.seekable():
+            return fh
+        with fh:
+            return io.BytesIO(fh.read())
+
+    def delete_derived(self, study_instance_uid: str) -> None:
+        """Drop every cached derived object of a study (after the study is deleted)."""
+        for key in list(self.store.keys(f"derived/{study_instance_uid}/")):
+            self.store.delete(key)
 
     def close(self) -> None:
         """Release database connections (the archive is unusable afterwards)."""

@@ -83,6 +83,9 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         console.print(f"[red]No such file or folder: {', '.join(map(str, missing))}")
         return 2
+    if settings.log_level != "DEBUG":
+        # One line per instance would scroll the progress bar away; the summary says it all.
+        logging.getLogger("minipacs.archive").setLevel(logging.WARNING)
     archive = open_archive(settings)
     files = list(iter_files(args.paths))
     with Progress(

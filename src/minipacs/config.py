@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         description="When set, write the bound ports as JSON here once both servers "
         "accept connections (for scripts and tests starting on port 0).",
     )
+    cors_origins: str = Field(
+        "",
+        description="Browser origins allowed to call the HTTP API from other sites (CORS), "
+        "comma-separated, e.g. https://ohif.example.org; '*' for any; empty: none.",
+    )
     s3_spool: bool = Field(
         True,
         description="With S3 storage, acknowledge once an instance is durable in "

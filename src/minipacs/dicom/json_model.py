@@ -108,7 +108,7 @@ def element(key: str, value: Any, vr: str | None = None) -> dict[str, Any]:
         return {"vr": vr}
     values = value if isinstance(value, list | tuple) else [value]
     if vr == "PN":
-        return {"vr": vr, "Value": [{"Alphabetic": str(v)} for v in values]}
+        return {"vr": vr, "Value": [_person_name(str(v)) for v in values]}
     if vr in _NUMBER_VRS:
         out: list[Any] = []
         for v in values:
@@ -121,6 +121,14 @@ def element(key: str, value: Any, vr: str | None = None) -> dict[str, Any]:
     if isinstance(value, str) and "\\" in value and vr not in {"LT", "ST", "UT"}:
         values = value.split("\\")
     return {"vr": vr, "Value": [str(v) for v in values]}
+
+
+def _person_name(value: str) -> dict[str, str]:
+    """PS3.18 F.2.2: a PN value's component groups (separated by '=') become the
+    Alphabetic, Ideographic and Phonetic members; empty groups are left out."""
+    groups = value.split("=")
+    names = ("Alphabetic", "Ideographic", "Phonetic")
+    return {name: group for name, group in zip(names, groups, strict=False) if group}
 
 
 def dumps(model: Any) -> str:

@@ -54,7 +54,9 @@ def transcode(part10: bytes, target_ts: str) -> bytes:
         )
     try:
         if source not in _NATIVE and "PixelData" in ds:
-            ds.decompress()  # pylibjpeg / Pillow / RLE handlers, as installed
+            # Same instance in another encoding: the SOP Instance UID must not change
+            # (pydicom would generate a new one by default).
+            ds.decompress(generate_instance_uid=False)
         elif "PixelData" in ds and source == ExplicitVRBigEndian:
             # The value of OW pixel data is byte-swapped; pydicom keeps raw bytes.
             arr = ds.pixel_array

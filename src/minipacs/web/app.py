@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -22,7 +23,7 @@ from minipacs.errors import (
     QueryError,
     StorageError,
 )
-from minipacs.web import dicomweb, retention
+from minipacs.web import dicomweb, retention, stow, wado_pixels, wado_uri
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,18 @@ def create_app(archive: Archive, settings: Settings) -> FastAPI:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return JSONResponse({"error": str(exc)}, status_code=status)
 
+    if settings.cors_origins.strip():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=dicomweb.EXPOSED_HEADERS,
+        )
     app.include_router(dicomweb.router)
+    app.include_router(wado_pixels.router)
+    app.include_router(stow.router)
+    app.include_router(wado_uri.router)
     app.include_router(retention.router)
 
     @app.get("/", include_in_schema=False)
@@ -73,6 +85,11 @@ def create_app(archive: Archive, settings: Settings) -> FastAPI:
     @app.get("/healthz", tags=["admin"], summary="Liveness and archive counts")
     def _health() -> dict[str, object]:
         return {"status": "ok", "version": __version__, **archive.counts()}
+
+    @app.get("/viewer", include_in_schema=False)
+    def _viewer_slash() -> RedirectResponse:
+        # The viewer's assets are relative URLs: they resolve only under /viewer/.
+        return RedirectResponse("/viewer/")
 
     if VIEWER_DIR.is_dir():
         app.mount("/viewer", StaticFiles(directory=VIEWER_DIR, html=True), name="viewer")

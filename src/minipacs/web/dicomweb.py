@@ -6,24 +6,33 @@ index or the blob store directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import gzip
+import hashlib
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from minipacs.archive import Archive, InstanceRecord, QueryResult
+from minipacs.archive import SERIES_KEYS, STUDY_KEYS, Archive, InstanceRecord, QueryResult
 from minipacs.dicom.json_model import dumps, element, with_base_url
 from minipacs.dicom.matching import Filter, Match
+from minipacs.dicom.transcode import transcode
 from minipacs.dicom.uids import is_safe_uid
 from minipacs.errors import NotAcceptable, QueryError
 from minipacs.index.query import Level
 from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
+from minipacs.web.negotiation import instance_transfer_syntax, parse_accept
 from minipacs.web.query_params import QidoQuery, parse_qido
 
 router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
 
 DICOM_JSON = "application/dicom+json"
+_GZIP_MIN = 1024
+# Response headers a browser viewer on another origin may read (CORS).
+EXPOSED_HEADERS = ["ETag", "Warning", "Content-Location", "Content-Type", "Content-Encoding",
+                   "X-Photometric-Interpretation", "X-Samples-Per-Pixel", "X-Bits-Allocated",
+                   "X-Pixel-Representation", "X-Planar-Configuration"]
 
 
 def get_archive(request: Request) -> Archive:
@@ -65,8 +74,18 @@ def _qido(request: Request, archive: Archive, level: Level, fixed: dict[str, str
     for key, uid in fixed.items():
         matches.append(Match(key, "single", (uid,), "UI"))
     filt = Filter(tuple(matches), fuzzy=query.filter.fuzzy)
+    include = query.include
+    if include != "all":
+        # PS3.18 Table 6.7.1-2a: searching series or instances across studies (or instances
+        # across a study's series) also returns the higher levels' attributes.
+        implied: tuple[str, ...] = ()
+        if level in ("SERIES", "IMAGE") and "0020000D" not in fixed:
+            implied += STUDY_KEYS
+        if level == "IMAGE" and "0020000E" not in fixed:
+            implied += SERIES_KEYS
+        include = tuple(dict.fromkeys((*include, *implied)))
     result: QueryResult = archive.find(
-        level, filt, include=query.include, limit=query.limit, offset=query.offset
+        level, filt, include=include, limit=query.limit, offset=query.offset
     )
     base = dicomweb_base(request)
     for model in result.matches:
@@ -78,7 +97,7 @@ def _qido(request: Request, archive: Archive, level: Level, fixed: dict[str, str
             '299 minipacs "The number of results exceeded the maximum supported; '
             'use limit and offset to page, or narrow the query"'
         )
-    return Response(dumps(result.matches), media_type=DICOM_JSON, headers=headers)
+    return json_response(request, dumps(result.matches), headers=headers)
 
 
 def _retrieve_url(base: str, level: Level, model: dict[str, Any]) -> str:
@@ -93,7 +112,26 @@ def _retrieve_url(base: str, level: Level, model: dict[str, Any]) -> str:
     return url
 
 
-@router.get("/studies", summary="QIDO-RS: search for studies")
+def qido_parameters(
+    limit: Annotated[str | None, Query(description="Most matches to return (capped by "
+                                       "MINIPACS_MAX_QUERY_RESULTS)")] = None,
+    offset: Annotated[str | None, Query(description="Matches to skip, for paging")] = None,
+    fuzzymatching: Annotated[str | None, Query(
+        description="true: person names match ignoring case and diacritics (đ → d), from "
+        "the start of any name component")] = None,
+    includefield: Annotated[str | None, Query(
+        description="Extra attributes to return: keywords or tags, comma-separated, or "
+        "'all'")] = None,
+) -> None:
+    """Documents the QIDO-RS parameters in OpenAPI; `parse_qido` reads them (plus any
+    attribute key such as PatientName=nguyen* or 00100020=BN1) and reports bad values."""
+
+
+_QIDO = [Depends(qido_parameters)]
+
+
+@router.get("/studies", summary="QIDO-RS: search for studies",
+            dependencies=_QIDO)
 def search_studies(request: Request, archive: ArchiveDep) -> Response:
     """Attribute matching by keyword or tag (`PatientName=nguyen*`, `00100020=BN1`), date
     ranges (`StudyDate=20240101-`), UID lists, `fuzzymatching`, `includefield`, `limit`,
@@ -101,23 +139,27 @@ def search_studies(request: Request, archive: ArchiveDep) -> Response:
     return _qido(request, archive, "STUDY", {})
 
 
-@router.get("/series", summary="QIDO-RS: search for series in all studies")
+@router.get("/series", summary="QIDO-RS: search for series in all studies",
+            dependencies=_QIDO)
 def search_all_series(request: Request, archive: ArchiveDep) -> Response:
     return _qido(request, archive, "SERIES", {})
 
 
-@router.get("/instances", summary="QIDO-RS: search for instances in all studies")
+@router.get("/instances", summary="QIDO-RS: search for instances in all studies",
+            dependencies=_QIDO)
 def search_all_instances(request: Request, archive: ArchiveDep) -> Response:
     return _qido(request, archive, "IMAGE", {})
 
 
-@router.get("/studies/{study}/series", summary="QIDO-RS: search for a study's series")
+@router.get("/studies/{study}/series", summary="QIDO-RS: search for a study's series",
+            dependencies=_QIDO)
 def search_series(request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID")
                   ) -> Response:
     return _qido(request, archive, "SERIES", {"0020000D": check_uid(study, "StudyInstanceUID")})
 
 
-@router.get("/studies/{study}/instances", summary="QIDO-RS: search for a study's instances")
+@router.get("/studies/{study}/instances", summary="QIDO-RS: search for a study's instances",
+            dependencies=_QIDO)
 def search_study_instances(
     request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID")
 ) -> Response:
@@ -126,7 +168,7 @@ def search_study_instances(
 
 @router.get(
     "/studies/{study}/series/{series}/instances",
-    summary="QIDO-RS: search for a series' instances",
+    summary="QIDO-RS: search for a series' instances", dependencies=_QIDO,
 )
 def search_series_instances(
     request: Request,
@@ -142,61 +184,33 @@ def search_series_instances(
 
 
 # ---------------------------------------------------------------------- WADO-RS
-def _requested_transfer_syntax(request: Request) -> str | None:
-    """The transfer syntax the Accept header asks for, or None for 'as stored'.
-
-    Only multipart/related; type="application/dicom" (or */*) is served here.
-    """
-    accept = request.headers.get("accept", "*/*")
-    wanted: str | None = None
-    acceptable = False
-    for media_range in accept.split(","):
-        params = [p.strip() for p in media_range.split(";")]
-        media = params[0].lower()
-        options = {}
-        for p in params[1:]:
-            name, _, value = p.partition("=")
-            options[name.strip().lower()] = value.strip().strip('"')
-        if media in ("*/*", "multipart/*") or (
-            media == "multipart/related"
-            and options.get("type", "application/dicom").lower() == "application/dicom"
-        ) or media == "application/dicom":
-            acceptable = True
-            ts = options.get("transfer-syntax")
-            if ts and ts != "*":
-                wanted = ts
-            else:
-                return None
-    if not acceptable:
-        raise NotAcceptable(
-            f"cannot serve instances as {accept!r}; ask for "
-            'multipart/related; type="application/dicom"'
-        )
-    return wanted
-
-
 def _retrieve(request: Request, archive: Archive, records: list[InstanceRecord]) -> Response:
-    wanted = _requested_transfer_syntax(request)
-    if wanted is not None:
-        mismatched = [r for r in records if r.transfer_syntax_uid != wanted]
-        if mismatched:
-            raise NotAcceptable(
-                f"instance {mismatched[0].sop_instance_uid} is stored as "
-                f"{mismatched[0].transfer_syntax_uid} and cannot be sent as {wanted}"
-            )
+    """Instances as multipart/related; type="application/dicom" in the negotiated syntax:
+    as stored for transfer-syntax=*, Explicit VR LE when none is named (PS3.18
+    §8.7.3.5.2), transcoded per instance when it is stored otherwise."""
+    target = instance_transfer_syntax(request.headers.get("accept"),
+                                      [r.transfer_syntax_uid for r in records])
     boundary = new_boundary()
 
-    def parts() -> Iterator[tuple[dict[str, str], Iterator[bytes]]]:
+    def parts() -> Iterator[tuple[dict[str, str], Iterable[bytes]]]:
         for record in records:
-            yield (
-                {"Content-Type": "application/dicom",
-                 "Content-Length": str(record.size)},
-                archive.stream_instance(record),
-            )
+            if target is None or record.transfer_syntax_uid == target:
+                yield (
+                    {"Content-Type": "application/dicom; transfer-syntax="
+                     + record.transfer_syntax_uid, "Content-Length": str(record.size)},
+                    archive.stream_instance(record),
+                )
+            else:
+                data = transcode(archive.read_instance(record), target)
+                yield (
+                    {"Content-Type": f"application/dicom; transfer-syntax={target}",
+                     "Content-Length": str(len(data))},
+                    (data,),
+                )
 
     return StreamingResponse(
         encode_parts(parts(), boundary),
-        media_type=multipart_content_type("application/dicom", boundary),
+        media_type=multipart_content_type("application/dicom", boundary, target),
     )
 
 
@@ -241,7 +255,32 @@ def retrieve_instance(
 
 def _metadata(request: Request, texts: list[str]) -> Response:
     body = with_base_url("[" + ",".join(texts) + "]", dicomweb_base(request))
-    return Response(body, media_type=DICOM_JSON)
+    return json_response(request, body, etag=True)
+
+
+def json_response(request: Request, body: str, *, etag: bool = False,
+                  headers: dict[str, str] | None = None) -> Response:
+    """application/dicom+json, gzip-compressed when the client accepts it; with an ETag
+    (and 304 on a matching If-None-Match, RFC 9110 §13.1.2) when `etag`."""
+    accept = request.headers.get("accept")
+    if accept and not any(r.media in ("*/*", "application/*", DICOM_JSON, "application/json")
+                          for r in parse_accept(accept)):
+        raise NotAcceptable(f"DICOM JSON is all we return here, and {accept!r} excludes it; "
+                            f"ask for {DICOM_JSON}")
+    out = dict(headers or {})
+    out["Vary"] = "Accept-Encoding"
+    data = body.encode("utf-8")
+    if etag:
+        tag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        out["ETag"] = tag
+        wanted = request.headers.get("if-none-match", "")
+        candidates = {c.strip().removeprefix("W/") for c in wanted.split(",")}
+        if tag in candidates or "*" in candidates:
+            return Response(status_code=304, headers=out)
+    if len(data) >= _GZIP_MIN and "gzip" in request.headers.get("accept-encoding", "").lower():
+        data = gzip.compress(data, compresslevel=5)
+        out["Content-Encoding"] = "gzip"
+    return Response(data, media_type=DICOM_JSON, headers=out)
 
 
 @router.get("/studies/{study}/metadata", summary="WADO-RS: metadata of a study")

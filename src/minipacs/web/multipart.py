@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 
 def new_boundary() -> str:
@@ -28,3 +31,140 @@ def encode_parts(
         yield from chunks
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode("ascii")
+
+
+@dataclass(frozen=True)
+class SpooledPart:
+    """One part of a request body, written to a file. Header names are lower-case."""
+
+    headers: dict[str, str]
+    path: Path
+    size: int
+
+
+class MultipartError(ValueError):
+    """The body is not a well-formed multipart message (RFC 2046 §5.1.1)."""
+
+
+class MultipartSpooler:
+    """Split a multipart body, fed chunk by chunk, into parts spooled to files.
+
+    Memory stays bounded by one chunk plus the delimiter length, however large the
+    body (a 1 GB STOW-RS upload never sits in memory).
+    """
+
+    _MAX_HEADER_BYTES = 64 * 1024
+
+    def __init__(self, boundary: str, folder: Path) -> None:
+        self._dash_boundary = b"--" + boundary.encode("latin-1")
+        self._delimiter = b"\r\n" + self._dash_boundary
+        self._folder = folder
+        self._buffer = bytearray()
+        self._state = "preamble"
+        self._current: tuple[dict[str, str], Path, BinaryIO] | None = None
+        self._written = 0
+        self.parts: list[SpooledPart] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        while self._step():
+            pass
+
+    def finish(self) -> list[SpooledPart]:
+        """The parts; raises `MultipartError` when the closing delimiter never came."""
+        if self._state != "end":
+            self._abort()
+            raise MultipartError("the multipart body ended before its closing boundary "
+                                 f"'{self._dash_boundary.decode('latin-1')}--'")
+        return self.parts
+
+    def _step(self) -> bool:
+        buf = self._buffer
+        if self._state == "preamble":
+            at = buf.find(self._dash_boundary)
+            if at < 0:
+                del buf[: max(0, len(buf) - len(self._dash_boundary))]
+                return False
+            del buf[: at + len(self._dash_boundary)]
+            self._state = "delimiter"
+            return True
+        if self._state == "delimiter":
+            if len(buf) < 2:
+                return False
+            if buf[:2] == b"--":
+                self._state = "end"
+                buf.clear()
+                return False
+            line_end = buf.find(b"\r\n")
+            if line_end < 0:
+                if len(buf) > self._MAX_HEADER_BYTES:
+                    raise MultipartError("garbage after a boundary delimiter")
+                return False
+            del buf[: line_end + 2]  # transport padding, then CRLF (RFC 2046 §5.1.1)
+            self._state = "headers"
+            return True
+        if self._state == "headers":
+            if buf[:2] == b"\r\n":
+                head, rest = b"", 2
+            else:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > self._MAX_HEADER_BYTES:
+                        raise MultipartError("part headers longer than 64 KiB")
+                    return False
+                head, rest = bytes(buf[:end]), end + 4
+            del buf[:rest]
+            self._open_part(head)
+            self._state = "body"
+            return True
+        if self._state == "body":
+            at = buf.find(self._delimiter)
+            if at < 0:
+                safe = len(buf) - len(self._delimiter) + 1
+                if safe > 0:
+                    self._write(bytes(buf[:safe]))
+                    del buf[:safe]
+                return False
+            self._write(bytes(buf[:at]))
+            del buf[: at + len(self._delimiter)]
+            self._close_part()
+            self._state = "delimiter"
+            return True
+        buf.clear()  # epilogue after the closing delimiter is ignored
+        return False
+
+    def _open_part(self, head: bytes) -> None:
+        headers: dict[str, str] = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        path = self._folder / f"part-{len(self.parts) + 1:05d}"
+        self._current = (headers, path, open(path, "wb"))  # closed in _close_part
+        self._written = 0
+
+    def _write(self, data: bytes) -> None:
+        if self._current is not None and data:
+            self._current[2].write(data)
+            self._written += len(data)
+
+    def _close_part(self) -> None:
+        if self._current is not None:
+            headers, path, fh = self._current
+            fh.close()
+            self.parts.append(SpooledPart(headers, path, self._written))
+            self._current = None
+
+    def _abort(self) -> None:
+        if self._current is not None:
+            self._current[2].close()
+            self._current = None
+
+
+def boundary_of(content_type: str) -> str | None:
+    """The boundary parameter of a multipart Content-Type, unquoted."""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "boundary":
+            return value.strip().strip('"') or None
+    return None

@@ -7,6 +7,7 @@ from typing import Literal
 
 from minipacs.dicom.json_model import tag_key
 from minipacs.dicom.matching import Filter, Match, parse_match
+from minipacs.dicom.uids import is_safe_uid
 from minipacs.errors import QueryError
 
 RESERVED = {"limit", "offset", "fuzzymatching", "includefield", "orderby"}
@@ -72,6 +73,13 @@ def parse_qido(items: list[tuple[str, str]]) -> QidoQuery:
     matches: list[Match] = [
         parse_match(key, value, fuzzy=fuzzy, list_sep=",") for key, value in raw_matches
     ]
+    for match in matches:
+        if match.vr == "UI":
+            for value in match.values:
+                if not is_safe_uid(value):
+                    raise QueryError(f"{match.keyword}={value[:80]!r} is not a UID (digits and "
+                                     "dots, at most 64 characters; no wildcards, PS3.4 "
+                                     "C.2.2.2.2)")
     return QidoQuery(
         Filter(tuple(matches), fuzzy=fuzzy),
         "all" if include_all else tuple(include),

@@ -1,0 +1,130 @@
+"""Viewer speed in headless Chromium: time to the first image of a large CT, prefetch
+time, and frame times while scrolling the prefetched stack.
+
+Generates a synthetic CT series (default 300 slices 512x512), imports it into a fresh
+minipacs, opens the study by deep link and reads the browser's performance clock.
+Prints numbers; asserts nothing. Needs Debian's chromium.
+
+    .venv/bin/python bench/viewer_first_image.py --slices 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from playwright.sync_api import sync_playwright
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+H = "window.minipacsViewer"
+
+
+def write_ct(folder: Path, slices: int, size: int) -> str:
+    study, series = generate_uid(), generate_uid()
+    yy, xx = np.mgrid[:size, :size]
+    cx = cy = size / 2
+    body = ((xx - cx) / (size * 0.42)) ** 2 + ((yy - cy) / (size * 0.3)) ** 2 < 1
+    for n in range(slices):
+        ds = Dataset()
+        ds.PatientName, ds.PatientID = "Bench^Viewer", "BENCHVIEW"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID, ds.SOPClassUID = generate_uid(), CTImageStorage
+        ds.Modality, ds.StudyDate, ds.SeriesNumber, ds.InstanceNumber = "CT", "20240101", 1, n + 1
+        ds.Rows = ds.Columns = size
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.PixelSpacing = [0.7, 0.7]
+        ds.ImagePositionPatient = [0, 0, n * 1.0]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        pixels = np.where(body, 1064 + (n % 50), 24).astype(np.int16)
+        ds.PixelData = pixels.tobytes()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.save_as(folder / f"{n:04d}.dcm", enforce_file_format=True)
+    return str(study)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--waterfall", action="store_true",
+                        help="list the requests made before the first image")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-viewer-") as tmp:
+        work = Path(tmp)
+        (work / "ct").mkdir()
+        study = write_ct(work / "ct", args.slices, args.size)
+        data = work / "data"
+        subprocess.run([sys.executable, "-m", "minipacs", "import", str(work / "ct"),
+                        "--data-dir", str(data), "--quiet", "--no-load-samples"],
+                       check=True, stdout=subprocess.DEVNULL)
+        ready = work / "ready.json"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "minipacs", "serve", "--data-dir", str(data),
+             "--http-port", "0", "--dicom-port", "0", "--no-load-samples",
+             "--log-level", "WARNING", "--ready-file", str(ready)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while not ready.exists():
+                time.sleep(0.05)
+            url = json.loads(ready.read_text())["url"]
+            chromium = shutil.which("chromium") or "/usr/bin/chromium"
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(f"{url}/viewer/?StudyInstanceUID={study}")
+                page.wait_for_function(
+                    f"{H}.activeViewport && {H}.activeViewport.currentImageKind === 'pixels'",
+                    timeout=60_000)
+                first = page.evaluate("performance.now()")
+                resources = page.evaluate(
+                    """() => performance.getEntriesByType('resource').map(
+                        e => [e.name.split('/').slice(-3).join('/').slice(0, 60),
+                              Math.round(e.startTime), Math.round(e.duration)])""")
+                page.wait_for_function(
+                    f"{H}.loadedFrameCount >= {H}.totalFrameCount && {H}.totalFrameCount > 0",
+                    timeout=600_000, polling=100)
+                prefetched = page.evaluate("performance.now()")
+                page.click("[data-testid=viewport-canvas]")
+                frame_times = page.evaluate(
+                    """async (n) => {
+                        const times = [];
+                        for (let i = 0; i < n; i++) {
+                          const t0 = performance.now();
+                          document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown'}));
+                          await new Promise(r => requestAnimationFrame(() => r()));
+                          times.push(performance.now() - t0);
+                        }
+                        return times;
+                    }""", min(args.slices - 1, 200))
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    if args.waterfall:
+        for name, start, duration in resources:
+            print(f"  {start:6d} ms +{duration:5d} ms  {name}")
+    frame_times.sort()
+    print(f"{args.slices} CT slices {args.size}x{args.size}, loopback, headless Chromium")
+    print(f"first image on screen      {first:8.0f} ms after navigation start")
+    print(f"whole series prefetched    {prefetched:8.0f} ms")
+    print(f"scroll, per image (median) {frame_times[len(frame_times) // 2]:8.1f} ms")
+    print(f"scroll, per image (p95)    {frame_times[int(len(frame_times) * 0.95)]:8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

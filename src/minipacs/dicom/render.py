@@ -1,0 +1,246 @@
+"""Rendering a frame for display (PS3.18 §8.3.5.1 rendered resources): pure pixel code.
+
+Grayscale: stored values → Modality LUT (Rescale Slope/Intercept or Modality LUT
+Sequence, PS3.3 C.11.1) → VOI LUT (window from the request or the header, PS3.3
+C.11.2.1.2; a VOI LUT Sequence; or the frame's own range) → 8 bits, MONOCHROME1
+inverted (PS3.3 C.7.6.3.1.2). Colour: YBR converted to RGB, PALETTE COLOR through its
+LUT, then scaled to 8 bits. Then the viewport (scale to fit, aspect kept) and JPEG/PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.pixels.processing import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    convert_color_space,
+)
+
+from minipacs.dicom.frames import DecodedFrame
+from minipacs.errors import NotAcceptable, QueryError
+
+VoiFunction = Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"]
+RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png")
+DEFAULT_QUALITY = 90
+_PIL_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG"}
+# PS3.18 §8.3.5.1.4: window=center,width,function with function in these (lower case).
+_FUNCTIONS: dict[str, VoiFunction] = {
+    "linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID",
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A VOI window in modality-output units (e.g. Hounsfield units for CT)."""
+
+    center: float
+    width: float
+    function: VoiFunction = "LINEAR"
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """Rendered size (the image is scaled to fit inside, aspect kept) and source region."""
+
+    width: int
+    height: int
+    region: tuple[int, int, int, int] | None = None  # sx, sy, sw, sh in source pixels
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    media_type: str = "image/jpeg"
+    window: Window | None = None
+    viewport: Viewport | None = None
+    quality: int = DEFAULT_QUALITY
+
+    def cache_token(self) -> str:
+        """A stable text naming these options, for the rendered-image cache key."""
+        return repr((self.media_type, self.window, self.viewport,
+                     self.quality if self.media_type == "image/jpeg" else None))
+
+
+def parse_window(text: str) -> Window:
+    """'center,width[,function]' (PS3.18 §8.3.5.1.4) → Window; `QueryError` names `window`."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise QueryError(f"window={text!r} must be center,width or center,width,function")
+    try:
+        center, width = float(parts[0]), float(parts[1])
+    except ValueError as exc:
+        raise QueryError(f"window={text!r}: center and width must be numbers") from exc
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise QueryError(f"window={text!r}: center and width must be finite")
+    function: VoiFunction = "LINEAR"
+    if len(parts) == 3:
+        name = parts[2].lower()
+        if name not in _FUNCTIONS:
+            raise QueryError(
+                f"window={text!r}: function {parts[2]!r} must be one of {', '.join(_FUNCTIONS)}"
+            )
+        function = _FUNCTIONS[name]
+    # PS3.3 C.11.2.1.2.1: Window Width >= 1 for LINEAR, > 0 for the others.
+    if (function == "LINEAR" and width < 1) or width <= 0:
+        raise QueryError(f"window={text!r}: width must be at least 1 (or > 0 for "
+                         "linear-exact and sigmoid)")
+    return Window(center, width, function)
+
+
+def parse_viewport(text: str) -> Viewport:
+    """'vw,vh' or 'vw,vh,sx,sy,sw,sh' (PS3.18 §8.3.5.1.3); `QueryError` names `viewport`."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 6):
+        raise QueryError(f"viewport={text!r} must be vw,vh or vw,vh,sx,sy,sw,sh")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError as exc:
+        raise QueryError(f"viewport={text!r}: values must be whole numbers") from exc
+    width, height = numbers[0], numbers[1]
+    if not (1 <= width <= 8192 and 1 <= height <= 8192):
+        raise QueryError(f"viewport={text!r}: vw and vh must be between 1 and 8192")
+    region = None
+    if len(numbers) == 6:
+        sx, sy, sw, sh = numbers[2:]
+        if sx < 0 or sy < 0 or sw <= 0 or sh <= 0:
+            raise QueryError(f"viewport={text!r}: sx, sy must be >= 0 and sw, sh > 0 "
+                             "(flipping is not supported)")
+        region = (sx, sy, sw, sh)
+    return Viewport(width, height, region)
+
+
+def parse_quality(text: str) -> int:
+    try:
+        quality = int(text)
+    except ValueError as exc:
+        raise QueryError(f"quality={text!r} must be a whole number from 1 to 100") from exc
+    if not 1 <= quality <= 100:
+        raise QueryError(f"quality={text!r} must be from 1 to 100")
+    return quality
+
+
+def apply_window(values: NDArray[Any], window: Window) -> NDArray[np.float64]:
+    """VOI LUT function of PS3.3 C.11.2.1.2 (LINEAR), C.11.2.1.3.2 (LINEAR_EXACT) and
+    C.11.2.1.3.1 (SIGMOID), output range 0..255."""
+    x = values.astype(np.float64)
+    c, w = window.center, window.width
+    if window.function == "SIGMOID":
+        return 255.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+    y: NDArray[Any]
+    if window.function == "LINEAR_EXACT":
+        y = ((x - c) / w + 0.5) * 255.0
+    else:
+        y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255.0 if w > 1 else (x > c - 0.5) * 255.0
+    return np.clip(y, 0.0, 255.0)
+
+
+def header_window(ds: Dataset) -> Window | None:
+    """The first window in the header (Window Center/Width, VOI LUT Function), if any."""
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None or center == "" or width == "":
+        return None
+    try:
+        c, w = float(_first(center)), float(_first(width))
+    except (TypeError, ValueError, IndexError):
+        return None
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"
+    if w <= 0 or (function == "LINEAR" and w < 1):
+        return None
+    return Window(c, w, function)  # type: ignore[arg-type]
+
+
+def _first(value: Any) -> Any:
+    """First value of a possibly multi-valued element (Window Center may hold several)."""
+    if isinstance(value, MultiValue | list | tuple):
+        return value[0]
+    return value
+
+
+def _stretch(values: NDArray[Any]) -> NDArray[np.float64]:
+    """Map the value range of the frame onto 0..255 (no window known)."""
+    x = values.astype(np.float64)
+    low, high = float(x.min()), float(x.max())
+    if high <= low:
+        return np.zeros_like(x)
+    return (x - low) * (255.0 / (high - low))
+
+
+def display_pixels(frame: DecodedFrame, ds: Dataset, window: Window | None = None
+                   ) -> NDArray[np.uint8]:
+    """8-bit display values of one decoded frame: (rows, cols) grey or (rows, cols, 3) RGB."""
+    pixels = frame.pixels
+    photometric = frame.photometric_interpretation.upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(pixels, ds)
+        return _to_8bit_colour(rgb, 16 if rgb.dtype.itemsize > 1 else 8)
+    if pixels.ndim == 3:
+        if photometric.startswith("YBR"):
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        return _to_8bit_colour(pixels, frame.bits_allocated)
+    values = apply_modality_lut(pixels, ds)
+    window = window or header_window(ds)
+    if window is not None:
+        out = apply_window(values, window)
+    elif "VOILUTSequence" in ds:
+        out = _stretch(apply_voi(values, ds))
+    else:
+        out = _stretch(values)
+    grey = np.rint(out).astype(np.uint8)
+    if photometric == "MONOCHROME1":
+        grey = 255 - grey  # PS3.3 C.7.6.3.1.2: minimum value is displayed white
+    return grey
+
+
+def _to_8bit_colour(pixels: NDArray[Any], bits: int) -> NDArray[np.uint8]:
+    if pixels.dtype == np.uint8:
+        return pixels
+    peak = float(pixels.max()) if pixels.size else 0.0
+    scale = 255.0 / ((1 << bits) - 1) if peak > 255 else 1.0
+    return np.clip(np.rint(pixels.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+
+
+def fit_viewport(image: Image.Image, viewport: Viewport | None) -> Image.Image:
+    """Crop to the viewport region, then scale to fit inside vw x vh keeping the aspect."""
+    if viewport is None:
+        return image
+    if viewport.region is not None:
+        sx, sy, sw, sh = viewport.region
+        image = image.crop((sx, sy, min(sx + sw, image.width), min(sy + sh, image.height)))
+        if image.width == 0 or image.height == 0:
+            raise QueryError("viewport region lies outside the image")
+    scale = min(viewport.width / image.width, viewport.height / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS if scale < 1 else
+                        Image.Resampling.BILINEAR)
+
+
+def encode_image(pixels: NDArray[np.uint8], options: RenderOptions) -> bytes:
+    """Encode display pixels as options.media_type, through the viewport."""
+    fmt = _PIL_FORMAT.get(options.media_type)
+    if fmt is None:
+        raise NotAcceptable(f"cannot render as {options.media_type}; offered: "
+                            + ", ".join(RENDERED_MEDIA_TYPES))
+    image = fit_viewport(Image.fromarray(pixels), options.viewport)
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buffer, format=fmt, quality=options.quality)
+    else:
+        image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def render_frame(frame: DecodedFrame, ds: Dataset, options: RenderOptions) -> bytes:
+    return encode_image(display_pixels(frame, ds, options.window), options)

@@ -1,0 +1,161 @@
+"""Pixels out of the archive: frames, rendered images and thumbnails (WADO-RS).
+
+A service next to `archive.py`: it reads instances and caches rendered images only
+through `Archive` (which owns the blob store), and leaves the pixel work to the pure
+modules `dicom/frames.py` and `dicom/render.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from minipacs.archive import Archive, InstanceRecord
+from minipacs.dicom.frames import (
+    check_frame_numbers,
+    decode_frame_from_file,
+    element_value,
+    encapsulated_frame,
+    frame_count,
+    read_dataset,
+)
+from minipacs.dicom.render import RenderOptions, Viewport, render_frame
+from minipacs.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_VIEWPORT = Viewport(128, 128)
+_SUFFIX = {"image/jpeg": "jpg", "image/png": "png"}
+
+
+@dataclass(frozen=True)
+class FramePart:
+    """One frame to send: its bytes and what they are (for the part headers)."""
+
+    number: int
+    data: bytes
+    photometric_interpretation: str
+    samples_per_pixel: int
+    bits_allocated: int
+    pixel_representation: int
+
+
+class Imaging:
+    """Frames, rendered images and thumbnails of stored instances."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+
+    def dataset(self, record: InstanceRecord) -> Dataset:
+        return read_dataset(self.archive.read_instance(record))
+
+    # ------------------------------------------------------------------ frames
+    def frames(self, record: InstanceRecord, numbers: list[int], *, decode: bool
+               ) -> list[FramePart]:
+        """Frames `numbers` (1-based) decoded to little-endian pixels, or as stored.
+
+        Raises `NotFound` for frame numbers the instance lacks, `NotAcceptable` when the
+        stored syntax cannot be decoded.
+        """
+        if decode:
+            parts = []
+            with self.archive.open_instance(record) as fh:
+                for number in numbers:
+                    frame, _ = decode_frame_from_file(fh, number)
+                    samples = frame.pixels.shape[2] if frame.pixels.ndim == 3 else 1
+                    parts.append(FramePart(number, frame.little_endian_bytes(),
+                                           frame.photometric_interpretation, samples,
+                                           frame.bits_allocated, frame.pixel_representation))
+                    fh.seek(0)
+            return parts
+        ds = self.dataset(record)
+        check_frame_numbers(ds, numbers)
+        return [
+            FramePart(number, encapsulated_frame(ds, number),
+                      str(ds.get("PhotometricInterpretation", "")),
+                      int(ds.get("SamplesPerPixel", 1)), int(ds.get("BitsAllocated", 8)),
+                      int(ds.get("PixelRepresentation", 0)))
+            for number in numbers
+        ]
+
+    def bulkdata(self, record: InstanceRecord, tag: int) -> bytes:
+        """Value of the element a BulkDataURI names (not Pixel Data: that goes by frames)."""
+        value = element_value(self.dataset(record), tag)
+        if value is None:
+            raise NotFound(f"instance {record.sop_instance_uid} has no bulk data element "
+                           f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
+        return value
+
+    def frame_count(self, record: InstanceRecord) -> int:
+        if record.number_of_frames:
+            return record.number_of_frames
+        return frame_count(self.dataset(record))
+
+    # ------------------------------------------------------------------ rendered
+    def rendered(self, record: InstanceRecord, frame: int | None, options: RenderOptions,
+                 *, kind: str = "rendered") -> bytes:
+        """One frame (the first when `frame` is None) rendered per `options`, cached."""
+        number = frame or 1
+        name = self._cache_name(record, kind, number, options)
+        cached = self.archive.read_derived(record, name)
+        if cached is not None:
+            return cached
+        with self.archive.open_instance(record) as fh:
+            decoded, header = decode_frame_from_file(fh, number)
+        data = render_frame(decoded, header, options)
+        self.archive.write_derived(record, name, data)
+        return data
+
+    def thumbnail(self, records: list[InstanceRecord], options: RenderOptions) -> bytes:
+        """A representative image of a study, series or instance: the middle instance of
+        its largest series, its middle frame (PS3.18 §10.4.1.1.4 leaves the choice to us).
+
+        Raises `NotFound` when none of the instances has pixel data.
+        """
+        if options.viewport is None:
+            options = RenderOptions(options.media_type, options.window, THUMBNAIL_VIEWPORT,
+                                    options.quality)
+        for record in _representatives(records):
+            try:
+                middle = (self.frame_count(record) + 1) // 2 if record.number_of_frames else 1
+                return self.rendered(record, middle, options, kind="thumbnail")
+            except NotFound:
+                continue  # no pixel data (SR, PDF...): try the next candidate
+        raise NotFound("none of the requested instances has pixel data to show")
+
+    def _cache_name(self, record: InstanceRecord, kind: str, frame: int,
+                    options: RenderOptions) -> str:
+        token = f"{kind}|{record.sha256}|{frame}|{options.cache_token()}"
+        digest = hashlib.sha256(token.encode()).hexdigest()[:40]
+        return f"{digest}.{_SUFFIX.get(options.media_type, 'bin')}"
+
+
+def _representatives(records: list[InstanceRecord]) -> list[InstanceRecord]:
+    """Candidates for a thumbnail, best first: the middle instance of the largest series,
+    then the rest of that series outwards, then the other series."""
+    by_series: dict[str, list[InstanceRecord]] = {}
+    for record in records:
+        by_series.setdefault(record.series_instance_uid, []).append(record)
+    ordered = sorted(by_series.values(), key=lambda rs: -len(rs))
+    out: list[InstanceRecord] = []
+    for series in ordered:
+        middle = (len(series) - 1) // 2
+        out.extend(sorted(series, key=lambda r: abs(series.index(r) - middle)))
+    return out
+
+
+def describe_part(part: FramePart) -> dict[str, Any]:
+    """Per-part headers that say what uncompressed pixels are (minipacs extension)."""
+    headers: dict[str, Any] = {
+        "X-Photometric-Interpretation": part.photometric_interpretation,
+        "X-Samples-Per-Pixel": str(part.samples_per_pixel),
+        "X-Bits-Allocated": str(part.bits_allocated),
+        "X-Pixel-Representation": str(part.pixel_representation),
+    }
+    if part.samples_per_pixel > 1:
+        headers["X-Planar-Configuration"] = "0"
+    return headers

@@ -1,0 +1,277 @@
+"""WADO-RS pixel resources (PS3.18 §10.4): frames, bulk data, rendered, thumbnails.
+
+Translates HTTP to `Imaging` calls and back; the pixel work lives in `dicom/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from minipacs.archive import Archive, InstanceRecord
+from minipacs.dicom.render import (
+    DEFAULT_QUALITY,
+    RENDERED_MEDIA_TYPES,
+    RenderOptions,
+    parse_quality,
+    parse_viewport,
+    parse_window,
+)
+from minipacs.errors import NotAcceptable, NotFound, QueryError
+from minipacs.imaging import Imaging, describe_part
+from minipacs.web.dicomweb import ArchiveDep, _uid, check_uid, dicomweb_base
+from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
+from minipacs.web.negotiation import frame_choice, rendered_media_type
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/dicom-web", tags=["DICOMweb pixels"])
+
+INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
+WindowQ = Annotated[str | None, Query(
+    description="VOI window: center,width[,function] in modality units (e.g. HU); "
+    "function linear (default), linear-exact or sigmoid (PS3.18 §8.3.5.1.4)")]
+ViewportQ = Annotated[str | None, Query(
+    description="vw,vh[,sx,sy,sw,sh]: scale to fit vw x vh (aspect kept), optionally "
+    "after cropping the source region sx,sy,sw,sh (PS3.18 §8.3.5.1.3)")]
+QualityQ = Annotated[str | None, Query(description="JPEG quality 1-100 (default 90)")]
+AcceptQ = Annotated[str | None, Query(
+    alias="accept", description="Media type, overriding the Accept header (image/jpeg, image/png)")]
+
+
+def _record(archive: Archive, study: str, series: str, instance: str) -> InstanceRecord:
+    return archive.instances(
+        check_uid(study, "StudyInstanceUID"), check_uid(series, "SeriesInstanceUID"),
+        check_uid(instance, "SOPInstanceUID"),
+    )[0]
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """'1,3,5' → [1, 3, 5]; `QueryError` naming the frame list when malformed."""
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError as exc:
+        raise QueryError(f"frame list {text!r} must be frame numbers separated by commas, "
+                         "e.g. 1,3,5") from exc
+    if any(n < 1 for n in numbers):
+        raise QueryError(f"frame list {text!r}: frame numbers start at 1")
+    return numbers
+
+
+# ---------------------------------------------------------------------- frames
+@router.get(INSTANCE + "/frames/{frames}", summary="WADO-RS: retrieve frames")
+def retrieve_frames(
+    request: Request, archive: ArchiveDep,
+    study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
+    instance: str = _uid("SOPInstanceUID"),
+    frames: str = Path(description="Frame numbers from 1, e.g. 1 or 1,3,5"),
+) -> Response:
+    """`Accept: multipart/related; type="application/octet-stream"` (default, also for
+    `*/*`) gives raw little-endian pixels, decompressed server-side, colour interleaved
+    (PlanarConfiguration 0) and YBR JPEG sources as RGB; each part says so in its
+    `X-Photometric-Interpretation`, `X-Samples-Per-Pixel`, `X-Bits-Allocated`,
+    `X-Pixel-Representation` headers. `type="image/jpeg"`, `image/jp2`, `image/jls`,
+    `image/x-dicom-rle`, ... or `transfer-syntax=*` give the bitstreams as stored."""
+    record = _record(archive, study, series, instance)
+    numbers = parse_frame_list(frames)
+    choice = frame_choice(request.headers.get("accept"), record.transfer_syntax_uid)
+    parts = Imaging(archive).frames(record, numbers, decode=choice.decode)
+    content_type = f"{choice.media}; transfer-syntax={choice.transfer_syntax}"
+    base = f"{dicomweb_base(request)}/studies/{study}/series/{series}/instances/{instance}"
+    if not choice.multipart:
+        if len(parts) != 1:
+            raise NotAcceptable(f"{len(parts)} frames need a multipart/related Accept type")
+        return Response(parts[0].data, media_type=content_type,
+                        headers=describe_part(parts[0]) if choice.decode else {})
+    boundary = new_boundary()
+
+    def body() -> Iterator[tuple[dict[str, str], Iterator[bytes]]]:
+        for part in parts:
+            headers = {"Content-Type": content_type,
+                       "Content-Location": f"{base}/frames/{part.number}",
+                       "Content-Length": str(len(part.data))}
+            if choice.decode:
+                headers.update(describe_part(part))
+            yield headers, iter((part.data,))
+
+    return StreamingResponse(
+        encode_parts(body(), boundary),
+        media_type=multipart_content_type(choice.media, boundary, choice.transfer_syntax),
+    )
+
+
+@router.get(INSTANCE + "/bulkdata/{tag}", summary="WADO-RS: retrieve bulk data")
+def retrieve_bulkdata(
+    request: Request, archive: ArchiveDep,
+    study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
+    instance: str = _uid("SOPInstanceUID"),
+    tag: str = Path(description="Tag as 8 hex digits, as in the metadata's BulkDataURI"),
+) -> Response:
+    """The value behind a BulkDataURI of the metadata, as multipart/related;
+    type="application/octet-stream". Pixel Data (7FE00010) is all frames, negotiated as
+    for /frames."""
+    record = _record(archive, study, series, instance)
+    if len(tag) != 8 or any(c not in "0123456789abcdefABCDEF" for c in tag):
+        raise QueryError(f"bulk data tag {tag[:20]!r} must be 8 hex digits, e.g. 7FE00010")
+    if tag.upper() == "7FE00010":
+        imaging = Imaging(archive)
+        numbers = list(range(1, imaging.frame_count(record) + 1))
+        return retrieve_frames(request, archive, study, series, instance,
+                               ",".join(map(str, numbers)))
+    data = Imaging(archive).bulkdata(record, int(tag, 16))
+    boundary = new_boundary()
+    path = INSTANCE.format(study=study, series=series, instance=instance)
+    url = f"{dicomweb_base(request)}{path}/bulkdata/{tag}"
+    headers = {"Content-Type": "application/octet-stream", "Content-Location": url,
+               "Content-Length": str(len(data))}
+    return StreamingResponse(
+        encode_parts([(headers, [data])], boundary),
+        media_type=multipart_content_type("application/octet-stream", boundary),
+    )
+
+
+# ---------------------------------------------------------------------- rendered
+def _options(request: Request, accept: str | None, window: str | None, viewport: str | None,
+             quality: str | None) -> RenderOptions:
+    media = rendered_media_type(accept or request.headers.get("accept"), RENDERED_MEDIA_TYPES)
+    return RenderOptions(
+        media_type=media,
+        window=parse_window(window) if window is not None else None,
+        viewport=parse_viewport(viewport) if viewport is not None else None,
+        quality=parse_quality(quality) if quality is not None else DEFAULT_QUALITY,
+    )
+
+
+def _rendered_parts(imaging: Imaging, records: list[InstanceRecord], options: RenderOptions
+                    ) -> Response:
+    """Rendered study/series: one part per instance with pixels (its first frame).
+
+    Instances without pixel data (SR, PDF...) or with pixels no codec here can decode
+    are left out; none left → `NotFound`."""
+    images = []
+    for record in records:
+        try:
+            images.append(imaging.rendered(record, None, options))
+        except (NotFound, NotAcceptable) as exc:
+            log.info("rendered %s: skipping %s: %s", record.series_instance_uid,
+                     record.sop_instance_uid, exc)
+    if not images:
+        raise NotFound("none of these instances has pixel data that can be rendered")
+    boundary = new_boundary()
+    return StreamingResponse(
+        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images),
+                     boundary),
+        media_type=multipart_content_type(options.media_type, boundary),
+    )
+
+
+@router.get("/studies/{study}/rendered", summary="WADO-RS: a study rendered")
+def render_study(
+    request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID"),
+    window: WindowQ = None, viewport: ViewportQ = None, quality: QualityQ = None,
+    accept: AcceptQ = None,
+) -> Response:
+    """multipart/related; type="image/jpeg" (or png): each instance's first frame."""
+    options = _options(request, accept, window, viewport, quality)
+    records = archive.instances(check_uid(study, "StudyInstanceUID"))
+    return _rendered_parts(Imaging(archive), records, options)
+
+
+@router.get("/studies/{study}/series/{series}/rendered", summary="WADO-RS: a series rendered")
+def render_series(
+    request: Request, archive: ArchiveDep,
+    study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
+    window: WindowQ = None, viewport: ViewportQ = None, quality: QualityQ = None,
+    accept: AcceptQ = None,
+) -> Response:
+    """multipart/related; type="image/jpeg" (or png): each instance's first frame."""
+    options = _options(request, accept, window, viewport, quality)
+    records = archive.instances(check_uid(study, "StudyInstanceUID"),
+                                check_uid(series, "SeriesInstanceUID"))
+    return _rendered_parts(Imaging(archive), records, options)
+
+
+@router.get(INSTANCE + "/rendered", summary="WADO-RS: an instance rendered (first frame)")
+def render_instance(
+    request: Request, archive: ArchiveDep,
+    study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
+    instance: str = _uid("SOPInstanceUID"),
+    window: WindowQ = None, viewport: ViewportQ = None, quality: QualityQ = None,
+    accept: AcceptQ = None,
+) -> Response:
+    """image/jpeg (default) or image/png with Modality LUT, VOI LUT (window from the
+    request, else the header, else the pixel range), MONOCHROME1 inverted."""
+    options = _options(request, accept, window, viewport, quality)
+    record = _record(archive, study, series, instance)
+    return Response(Imaging(archive).rendered(record, None, options),
+                    media_type=options.media_type)
+
+
+@router.get(INSTANCE + "/frames/{frames}/rendered", summary="WADO-RS: a frame rendered")
+def render_frames(
+    request: Request, archive: ArchiveDep,
+    study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
+    instance: str = _uid("SOPInstanceUID"),
+    frames: str = Path(description="Frame numbers from 1, e.g. 1 or 1,3,5"),
+    window: WindowQ = None, viewport: ViewportQ = None, quality: QualityQ = None,
+    accept: AcceptQ = None,
+) -> Response:
+    """One frame: a single image; several (`1,3,5`): multipart/related of images."""
+    options = _options(request, accept, window, viewport, quality)
+    record = _record(archive, study, series, instance)
+    numbers = parse_frame_list(frames)
+    imaging = Imaging(archive)
+    images = [imaging.rendered(record, n, options) for n in numbers]
+    if len(images) == 1:
+        return Response(images[0], media_type=options.media_type)
+    boundary = new_boundary()
+    return StreamingResponse(
+        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images),
+                     boundary),
+        media_type=multipart_content_type(options.media_type, boundary),
+    )
+
+
+# ---------------------------------------------------------------------- thumbnails
+def _thumbnail(request: Request, archive: Archive, records: list[InstanceRecord],
+               viewport: str | None, accept: str | None) -> Response:
+    options = _options(request, accept, None, viewport, None)
+    return Response(Imaging(archive).thumbnail(records, options), media_type=options.media_type,
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/studies/{study}/thumbnail", summary="WADO-RS: thumbnail of a study")
+def study_thumbnail(
+    request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID"),
+    viewport: ViewportQ = None, accept: AcceptQ = None,
+) -> Response:
+    """The middle image of the study's largest series, 128x128 unless `viewport`."""
+    return _thumbnail(request, archive, archive.instances(check_uid(study, "StudyInstanceUID")),
+                      viewport, accept)
+
+
+@router.get("/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: series thumbnail")
+def series_thumbnail(
+    request: Request, archive: ArchiveDep,
+    study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
+    viewport: ViewportQ = None, accept: AcceptQ = None,
+) -> Response:
+    """The middle image of the series, 128x128 unless `viewport`."""
+    records = archive.instances(check_uid(study, "StudyInstanceUID"),
+                                check_uid(series, "SeriesInstanceUID"))
+    return _thumbnail(request, archive, records, viewport, accept)
+
+
+@router.get(INSTANCE + "/thumbnail", summary="WADO-RS: instance thumbnail")
+def instance_thumbnail(
+    request: Request, archive: ArchiveDep,
+    study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
+    instance: str = _uid("SOPInstanceUID"), viewport: ViewportQ = None, accept: AcceptQ = None,
+) -> Response:
+    """The middle frame of the instance, 128x128 unless `viewport`."""
+    return _thumbnail(request, archive, [_record(archive, study, series, instance)], viewport,
+                      accept)

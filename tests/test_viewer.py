@@ -1,0 +1,490 @@
+# ruff: noqa: E501  -- JavaScript snippets for the page are kept on one line each
+"""The web viewer in a real browser against a real minipacs with the sample studies.
+
+Expected values come from the server's own DICOMweb answers (QIDO, metadata), never
+from numbers copied out of sample_dicom, so the tests follow the samples if they change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import unicodedata
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from conftest import ServerProcess
+
+H = "window.minipacsViewer"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "viewer"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+# ---- fixtures (move to conftest.py if other browser tests appear) -----------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of the module's own holding only sample_dicom/: other tests add studies
+    (with shared accession numbers) to the session server, which would change what the
+    study list and the EMR links show."""
+    proc = ServerProcess(tmp_path_factory.mktemp("viewer-server")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed; run ./test.sh, which installs it (apt-get)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh page in its own context (empty localStorage), 1280×800, failing on JS errors.
+
+    Each test's last screen is saved to test-artifacts/viewer/<test>.png to look at."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(15_000)
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
+    context.close()
+    assert not errors, f"JavaScript errors in the viewer: {errors}"
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def dicomweb_json(server: Any, path: str, **query: str) -> list[dict[str, Any]]:
+    url = f"{server.http_url}/dicom-web/{path}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    request = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+    return json.loads(body) if body.strip() else []
+
+
+def value(dataset: dict[str, Any], tag: str) -> Any:
+    values = dataset.get(tag, {}).get("Value", [])
+    return values[0] if values else None
+
+
+def study_with_modality(server: Any, modality: str) -> dict[str, Any]:
+    studies = dicomweb_json(server, "studies", ModalitiesInStudy=modality, includefield="all")
+    assert studies, f"no sample study with modality {modality}"
+    return studies[0]
+
+
+def first_series_metadata(
+    server: Any, study_uid: str, *, multiframe: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The largest image series of a study (or its first multi-frame one) and its metadata."""
+    candidates = []
+    for series in dicomweb_json(server, f"studies/{study_uid}/series", includefield="all"):
+        series_uid = value(series, "0020000E")
+        metadata = dicomweb_json(server, f"studies/{study_uid}/series/{series_uid}/metadata")
+        frames = sum(int(value(m, "00280008") or 1) for m in metadata)
+        if multiframe and not any(int(value(m, "00280008") or 1) > 1 for m in metadata):
+            continue
+        candidates.append((frames, value(series, "00200011") or 0, series, metadata))
+    assert candidates, f"study {study_uid} has no {'multi-frame ' if multiframe else ''}series"
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+    return candidates[0][2], candidates[0][3]
+
+
+def wait_for_rows_of_patient(page: Page, patient_id: str, count: int) -> None:
+    """Wait for the search's own answer (the list shown before it holds every study)."""
+    page.wait_for_function(
+        """([pid, count]) => {
+            const cells = [...document.querySelectorAll('[data-testid=study-row] [data-column=patient-id]')];
+            return cells.length === count && cells.every(c => c.textContent.trim() === pid);
+        }""",
+        arg=[patient_id, count],
+    )
+
+
+def fold(text: str) -> str:
+    """What a user types without Vietnamese diacritics: 'Nguyễn^Văn An' → 'nguyen van an'."""
+    text = text.replace("đ", "d").replace("Đ", "D").replace("^", " ")
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(c for c in decomposed if unicodedata.category(c) != "Mn").lower().strip()
+
+
+def state(page: Page, name: str) -> Any:
+    return page.evaluate(f"{H}.{name}")
+
+
+def wait_for_first_image(page: Page) -> None:
+    page.wait_for_function(
+        f"{H}.page === 'viewer' && {H}.activeViewport.currentImageKind === 'pixels'"
+    )
+
+
+def wait_for_render(page: Page) -> None:
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def canvas_pixels(page: Page) -> list[int]:
+    """Red channel of a 9×9 grid over the active viewport's canvas."""
+    return page.evaluate(
+        """() => {
+          const c = document.querySelector('.viewport.active [data-testid=viewport-canvas]');
+          const ctx = c.getContext('2d');
+          const out = [];
+          for (let i = 1; i < 10; i++) for (let j = 1; j < 10; j++) {
+            out.push(ctx.getImageData(Math.floor(c.width * i / 10), Math.floor(c.height * j / 10), 1, 1).data[0]);
+          }
+          return out;
+        }"""
+    )
+
+
+def viewport_centre(page: Page) -> tuple[float, float]:
+    box = page.locator(".viewport.active [data-testid=viewport-canvas]").bounding_box()
+    assert box is not None
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+# ---- study list -------------------------------------------------------------------------------
+
+
+def test_search_by_unaccented_name_finds_the_vietnamese_patient(
+    server: Any, browser_page: Page
+) -> None:
+    ct = study_with_modality(server, "CT")
+    name = value(ct, "00100010")["Alphabetic"]
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/")
+    page.fill("[data-testid=search-name]", fold(name))
+    page.press("[data-testid=search-name]", "Enter")
+    rows = page.locator("[data-testid=study-row]")
+    expected = dicomweb_json(server, "studies", PatientName=fold(name) + "*", fuzzymatching="true")
+    # Wait for the search's own answer: the list shown before it holds every study.
+    page.wait_for_function(
+        """([uid, count]) => {
+            const rows = [...document.querySelectorAll('[data-testid=study-row]')];
+            return rows.length === count && rows.some(r => r.dataset.studyUid === uid);
+        }""",
+        arg=[value(ct, "0020000D"), len(expected)],
+    )
+    names = rows.locator("td[data-column=name]").all_inner_texts()
+    assert names and all(fold(n) == fold(name) for n in names)
+    assert name.split("^")[0] in names[0]  # shown with its diacritics
+
+
+def test_search_by_patient_id_lists_studies_newest_first(server: Any, browser_page: Page) -> None:
+    ct = study_with_modality(server, "CT")
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/")
+    page.fill("[data-testid=search-patient-id]", value(ct, "00100020"))
+    page.press("[data-testid=search-patient-id]", "Enter")
+    expected = dicomweb_json(server, "studies", PatientID=value(ct, "00100020"))
+    wait_for_rows_of_patient(page, value(ct, "00100020"), len(expected))
+    uids = page.eval_on_selector_all(
+        "[data-testid=study-row]", "rows => rows.map(r => r.dataset.studyUid)"
+    )
+    expected.sort(
+        key=lambda s: (value(s, "00080020") or "") + (value(s, "00080030") or ""), reverse=True
+    )
+    assert uids == [value(s, "0020000D") for s in expected]
+
+
+def test_search_by_national_id_cccd_finds_the_patients_studies(
+    server: Any, browser_page: Page
+) -> None:
+    ct = dicomweb_json(server, "studies", ModalitiesInStudy="CT", includefield="00101002")[0]
+    items = ct["00101002"]["Value"]
+    cccd = next(i["00100020"]["Value"][0] for i in items
+                if i.get("00100021", {}).get("Value") == ["CCCD"])
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/")
+    page.fill("[data-testid=search-patient-id]", cccd)
+    page.press("[data-testid=search-patient-id]", "Enter")
+    expected = dicomweb_json(server, "studies", PatientID=value(ct, "00100020"))
+    wait_for_rows_of_patient(page, value(ct, "00100020"), len(expected))
+    uids = page.eval_on_selector_all(
+        "[data-testid=study-row]", "rows => rows.map(r => r.dataset.studyUid)"
+    )
+    assert value(ct, "0020000D") in uids
+    assert sorted(uids) == sorted(value(s, "0020000D") for s in expected)
+
+
+def test_clicking_a_study_opens_the_viewer_and_back_returns_to_the_list(
+    server: Any, browser_page: Page
+) -> None:
+    ct = study_with_modality(server, "CT")
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/")
+    page.click(f"[data-testid=study-row][data-study-uid='{value(ct, '0020000D')}']")
+    wait_for_first_image(page)
+    assert state(page, "studyInstanceUID") == value(ct, "0020000D")
+    assert f"StudyInstanceUID={value(ct, '0020000D')}" in page.url
+    page.go_back()
+    page.wait_for_function(f"{H}.page === 'list'")
+    assert page.locator("[data-testid=study-row]").count() > 0
+
+
+# ---- EMR links ------------------------------------------------------------------------------------
+
+
+def test_deep_link_by_study_instance_uid_opens_the_study(server: Any, browser_page: Page) -> None:
+    mr = study_with_modality(server, "MR")
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(mr, '0020000D')}")
+    wait_for_first_image(page)
+    assert state(page, "studyInstanceUID") == value(mr, "0020000D")
+    assert fold(value(mr, "00100010")["Alphabetic"]) == fold(
+        page.inner_text(".viewport.active [data-testid=overlay-patient-name]")
+    )
+
+
+def test_iid_study_link_by_accession_number_opens_the_study(
+    server: Any, browser_page: Page
+) -> None:
+    ct = study_with_modality(server, "CT")
+    accession = urllib.parse.quote(value(ct, "00080050"))
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/?requestType=STUDY&accessionNumber={accession}")
+    wait_for_first_image(page)
+    assert state(page, "studyInstanceUID") == value(ct, "0020000D")
+
+
+def test_iid_study_link_with_two_accession_numbers_lists_both(
+    server: Any, browser_page: Page
+) -> None:
+    ct = study_with_modality(server, "CT")
+    mr = study_with_modality(server, "MR")
+    accessions = ",".join(urllib.parse.quote(value(s, "00080050")) for s in (ct, mr))
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/?requestType=STUDY&accessionNumber={accessions}")
+    page.wait_for_function("document.querySelectorAll('[data-testid=study-row]').length === 2")
+    uids = set(
+        page.eval_on_selector_all(
+            "[data-testid=study-row]", "rows => rows.map(r => r.dataset.studyUid)"
+        )
+    )
+    assert uids == {value(ct, "0020000D"), value(mr, "0020000D")}
+
+
+def test_iid_patient_link_lists_only_that_patients_studies(server: Any, browser_page: Page) -> None:
+    ct = study_with_modality(server, "CT")
+    patient_id = value(ct, "00100020")
+    page = browser_page
+    page.goto(
+        f"{server.http_url}/viewer/?requestType=PATIENT&patientID={urllib.parse.quote(patient_id)}"
+    )
+    page.wait_for_function("document.querySelectorAll('[data-testid=study-row]').length > 0")
+    ids = page.locator("[data-testid=study-row] td[data-column=patient-id]").all_inner_texts()
+    assert set(ids) == {patient_id}
+    assert len(ids) == len(dicomweb_json(server, "studies", PatientID=patient_id))
+
+
+# ---- image display and tools ------------------------------------------------------------------------
+
+
+def test_wheel_scroll_changes_the_image_number(server: Any, browser_page: Page) -> None:
+    ct = study_with_modality(server, "CT")
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
+    wait_for_first_image(page)
+    count = state(page, "imageCount")
+    assert count > 3
+    assert state(page, "imageNumber") == 1
+    page.mouse.move(*viewport_centre(page))
+    for _ in range(3):
+        page.mouse.wheel(0, 100)
+    page.wait_for_function(f"{H}.imageNumber === 4")
+    page.wait_for_function(
+        "() => document.querySelector('.viewport.active [data-testid=image-number]').textContent.includes('4/')"
+    )
+    page.keyboard.press("End")
+    assert state(page, "imageNumber") == count
+    page.keyboard.press("Home")
+    assert state(page, "imageNumber") == 1
+
+
+def test_window_level_drag_changes_window_and_canvas_pixels(
+    server: Any, browser_page: Page
+) -> None:
+    ct = study_with_modality(server, "CT")
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
+    wait_for_first_image(page)
+    wait_for_render(page)
+    centre, width = state(page, "windowCenter"), state(page, "windowWidth")
+    before = canvas_pixels(page)
+    x, y = viewport_centre(page)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 60, y + 90, steps=6)
+    page.mouse.up()
+    wait_for_render(page)
+    assert state(page, "windowCenter") > centre
+    assert state(page, "windowWidth") > width
+    assert canvas_pixels(page) != before
+
+
+def test_length_measurement_is_in_mm_from_pixel_spacing(server: Any, browser_page: Page) -> None:
+    ct = study_with_modality(server, "CT")
+    _, metadata = first_series_metadata(server, value(ct, "0020000D"))
+    spacing = [
+        float(v) for v in metadata[0]["00280030"]["Value"]
+    ]  # row spacing, column spacing (mm)
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
+    wait_for_first_image(page)
+    page.click("[data-testid=tool-length]")
+    start = page.evaluate(f"{H}.imageToClient(40, 50)")
+    end = page.evaluate(f"{H}.imageToClient(100, 130)")
+    page.mouse.move(start["x"], start["y"])
+    page.mouse.down()
+    page.mouse.move(end["x"], end["y"], steps=5)
+    page.mouse.up()
+    page.wait_for_function(f"{H}.lastMeasurement !== null")
+    # Mouse positions land on whole CSS pixels: read back where they fell in the image.
+    a = page.evaluate(f"{H}.clientToImage({start['x']}, {start['y']})")
+    b = page.evaluate(f"{H}.clientToImage({end['x']}, {end['y']})")
+    expected = math.hypot((b["x"] - a["x"]) * spacing[1], (b["y"] - a["y"]) * spacing[0])
+    measurement = state(page, "lastMeasurement")
+    assert measurement["unit"] == "mm"
+    assert measurement["value"] == pytest.approx(expected, rel=1e-3)
+    assert expected == pytest.approx(math.hypot(60 * spacing[1], 80 * spacing[0]), rel=0.02)
+    label = page.locator(".viewport.active [data-testid=measurement-label]").first.text_content()
+    assert label is not None and "mm" in label
+
+
+def test_multiframe_cine_advances_frames(server: Any, browser_page: Page) -> None:
+    us = study_with_modality(server, "US")
+    series, metadata = first_series_metadata(server, value(us, "0020000D"), multiframe=True)
+    frames = int(value(metadata[0], "00280008"))
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(us, '0020000D')}")
+    page.wait_for_function(f"{H}.page === 'viewer' && {H}.imageCount > 0")
+    page.click(f"[data-testid=series-thumbnail][data-series-uid='{value(series, '0020000E')}']")
+    page.wait_for_function(
+        f"{H}.imageCount === {frames} && {H}.activeViewport.currentImageKind === 'pixels'"
+    )
+    first = state(page, "cineFrame")
+    page.click("[data-testid=action-cine]")
+    page.wait_for_function(f"{H}.cinePlaying && {H}.cineFramesShown >= 3")
+    assert state(page, "cineFrame") != first
+    page.keyboard.press("c")
+    page.wait_for_function(f"!{H}.cinePlaying")
+
+
+def test_language_switch_changes_text_and_is_remembered(server: Any, browser_page: Page) -> None:
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/")
+    assert state(page, "lang") == "vi"
+    submit = page.locator("[data-testid=search-submit]")
+    assert submit.inner_text() == "Tìm kiếm"
+    page.click("[data-testid=language-switch]")
+    assert submit.inner_text() == "Search"
+    assert page.evaluate("document.documentElement.lang") == "en"
+    page.reload()
+    assert state(page, "lang") == "en"
+    assert submit.inner_text() == "Search"
+
+
+# ---- pure modules, run in the browser that loads them ------------------------------------------
+
+
+def test_voi_linear_window_follows_the_ps33_formula(server: Any, browser_page: Page) -> None:
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/")
+    values = page.evaluate(
+        """async () => {
+          const { voiValue } = await import('./js/lut.js');
+          // PS3.3 §C.11.2.1.2.1 with c = 40, w = 80: below c - 0.5 - (w-1)/2 = 0 is black,
+          // above c - 0.5 + (w-1)/2 = 79 is white, linear in between.
+          return [voiValue(0, 40, 80), voiValue(79.5, 40, 80), voiValue(39.5, 40, 80)];
+        }"""
+    )
+    assert values[0] == 0
+    assert values[1] == 255
+    assert values[2] == pytest.approx(127.5)
+
+
+def test_multipart_parser_keeps_binary_bodies_intact(server: Any, browser_page: Page) -> None:
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/")
+    bodies = page.evaluate(
+        """async () => {
+          const { parseMultipart } = await import('./js/multipart.js');
+          const enc = new TextEncoder();
+          // The first body contains CR LF "--" bytes that are not a boundary.
+          const body = new Uint8Array([
+            ...enc.encode('--b1\\r\\nContent-Type: application/octet-stream\\r\\n\\r\\n'), 0, 13, 10, 45, 45, 255,
+            ...enc.encode('\\r\\n--b1\\r\\nContent-Type: application/octet-stream\\r\\n\\r\\n'), 7,
+            ...enc.encode('\\r\\n--b1--\\r\\n'),
+          ]);
+          return parseMultipart(body, 'b1').map((part) => Array.from(part.body));
+        }"""
+    )
+    assert bodies == [[0, 13, 10, 45, 45, 255], [7]]
+
+
+def test_zip_writer_output_opens_with_python_zipfile(server: Any, browser_page: Page) -> None:
+    import base64
+    import io
+    import zipfile
+
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/")
+    encoded = page.evaluate(
+        """async () => {
+          const { buildZip } = await import('./js/zip.js');
+          const blob = buildZip([
+            { name: 'S001_CT/IM00001.dcm', data: new TextEncoder().encode('DICM-ish bytes') },
+            { name: 'Nguyễn/ảnh.txt', data: new Uint8Array(1000).fill(7) },
+          ]);
+          const bytes = new Uint8Array(await blob.arrayBuffer());
+          let binary = '';
+          for (const b of bytes) binary += String.fromCharCode(b);
+          return btoa(binary);
+        }"""
+    )
+    archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(encoded)))
+    assert archive.testzip() is None  # CRC-32 of every entry checks out
+    assert archive.namelist() == ["S001_CT/IM00001.dcm", "Nguyễn/ảnh.txt"]
+    assert archive.read("Nguyễn/ảnh.txt") == bytes([7]) * 1000
+
+
+def test_download_zip_holds_every_instance_of_the_study(server: Any, browser_page: Page) -> None:
+    import zipfile
+
+    ct = study_with_modality(server, "CT")
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
+    page.wait_for_function(f"{H}.page === 'viewer' && {H}.imageCount > 0")
+    with page.expect_download() as download:
+        page.click("[data-testid=action-download]")
+    path = download.value.path()
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        assert len(archive.namelist()) == int(value(ct, "00201208"))
+        assert all(name.endswith(".dcm") for name in archive.namelist())

@@ -1,0 +1,168 @@
+// The DICOMweb (PS3.18) requests the viewer makes: QIDO-RS searches, WADO-RS metadata,
+// frames, rendered and thumbnail, and study retrieve. Nothing here is minipacs-specific.
+
+import { responseParts } from './multipart.js';
+
+/** Uncompressed frames: Explicit VR Little Endian (PS3.18 §8.7.3.5.2). */
+export const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1';
+export const DICOM_JSON_ACCEPT = 'application/dicom+json';
+// "*": instances as stored, no transcoding (PS3.18 §8.7.3.5.2); the plain form is the retry.
+export const STUDY_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*';
+export const STUDY_ACCEPT_PLAIN = 'multipart/related; type="application/dicom"';
+export const RENDERED_ACCEPT = 'image/png, image/jpeg;q=0.9';
+export const THUMBNAIL_ACCEPT = 'image/jpeg, image/png;q=0.9';
+
+export class HttpError extends Error {
+  constructor(status, url, detail = '') {
+    super(`HTTP ${status} for ${url}${detail ? `: ${detail}` : ''}`);
+    this.status = status;
+    this.url = url;
+  }
+}
+
+/** Default base: `?server=` on the page URL, else `/dicom-web` next to `/viewer/`. */
+export function defaultBaseUrl(location) {
+  const override = new URL(location.href).searchParams.get('server');
+  return new URL(override || '../dicom-web', location.href).href.replace(/\/+$/, '');
+}
+
+export class DicomWebClient {
+  /** @param {string} baseUrl absolute DICOMweb base URL, no trailing slash */
+  constructor(baseUrl) {
+    this.baseUrl = baseUrl;
+  }
+
+  url(path, query) {
+    const url = new URL(`${this.baseUrl}/${path}`);
+    for (const [name, value] of Object.entries(query ?? {})) {
+      if (value !== undefined && value !== null && value !== '') url.searchParams.set(name, String(value));
+    }
+    return url.href;
+  }
+
+  async request(url, accept, signal) {
+    const response = await fetch(url, { headers: { Accept: accept }, signal, credentials: 'same-origin' });
+    if (!response.ok) {
+      let detail = '';
+      try {
+        detail = (await response.text()).slice(0, 300);
+      } catch {
+        // The body is only a courtesy for the message.
+      }
+      throw new HttpError(response.status, url, detail);
+    }
+    return response;
+  }
+
+  async json(url, signal) {
+    const response = await this.request(url, DICOM_JSON_ACCEPT, signal);
+    // 204 No Content: a search without matches (PS3.18 §10.6.3.2 allows it).
+    if (response.status === 204) return { items: [], warning: response.headers.get('warning') };
+    const textBody = await response.text();
+    return { items: textBody.trim() ? JSON.parse(textBody) : [], warning: response.headers.get('warning') };
+  }
+
+  /**
+   * QIDO-RS SearchForStudies (PS3.18 §10.6).
+   * @param {Object<string,string|number>} query matching keys and limit/offset/fuzzymatching
+   * @returns {Promise<{items: object[], warning: string|null}>}
+   */
+  searchStudies(query, signal) {
+    return this.json(this.url('studies', { includefield: 'all', ...query }), signal);
+  }
+
+  /** QIDO-RS SearchForSeries within a study. */
+  async searchSeries(studyUid, signal) {
+    const { items } = await this.json(this.url(`studies/${enc(studyUid)}/series`, { includefield: 'all' }), signal);
+    return items;
+  }
+
+  /** WADO-RS series metadata: one DICOM JSON object per instance, bulk data as BulkDataURI. */
+  async seriesMetadata(studyUid, seriesUid, signal) {
+    const { items } = await this.json(this.url(`studies/${enc(studyUid)}/series/${enc(seriesUid)}/metadata`), signal);
+    return items;
+  }
+
+  /**
+   * WADO-RS RetrieveFrames, uncompressed little endian.
+   * @param {number} frameNumber 1-based
+   * @returns {Promise<Uint8Array>} the frame's pixel bytes
+   */
+  async frame(studyUid, seriesUid, sopUid, frameNumber, signal) {
+    const url = this.url(`studies/${enc(studyUid)}/series/${enc(seriesUid)}/instances/${enc(sopUid)}/frames/${frameNumber}`);
+    const response = await this.request(url, FRAME_ACCEPT, signal);
+    const parts = await responseParts(response);
+    if (!parts.length) throw new Error(`no part in the frames response for ${url}`);
+    return parts[0].body;
+  }
+
+  /** WADO-RS rendered frame (server-windowed PNG/JPEG), as an ImageBitmap. */
+  async renderedFrame(studyUid, seriesUid, sopUid, frameNumber, signal) {
+    const base = `studies/${enc(studyUid)}/series/${enc(seriesUid)}/instances/${enc(sopUid)}`;
+    let response;
+    try {
+      response = await this.request(this.url(`${base}/frames/${frameNumber}/rendered`), RENDERED_ACCEPT, signal);
+    } catch (error) {
+      if (frameNumber !== 1 || error.name === 'AbortError') throw error;
+      response = await this.request(this.url(`${base}/rendered`), RENDERED_ACCEPT, signal);
+    }
+    return createImageBitmap(await response.blob());
+  }
+
+  /** WADO-RS series thumbnail (PS3.18 §9.7), as an object URL. */
+  async seriesThumbnail(studyUid, seriesUid, signal) {
+    const url = this.url(`studies/${enc(studyUid)}/series/${enc(seriesUid)}/thumbnail`);
+    const response = await this.request(url, THUMBNAIL_ACCEPT, signal);
+    const blob = await response.blob();
+    if (!blob.type.startsWith('image/')) throw new Error(`thumbnail answered ${blob.type || 'no type'}, not an image`);
+    return URL.createObjectURL(blob);
+  }
+
+  /**
+   * WADO-RS RetrieveStudy as Part-10 instances, streaming so the caller can show progress.
+   * @param {(bytesReceived:number) => void} onProgress
+   * @returns {Promise<{headers: Object<string,string>, body: Uint8Array}[]>}
+   */
+  async retrieveStudy(studyUid, onProgress, signal) {
+    const url = this.url(`studies/${enc(studyUid)}`);
+    const response = await this.requestPart10(url, signal);
+    return responseParts(await withProgress(response, onProgress));
+  }
+
+  async requestPart10(url, signal) {
+    try {
+      return await this.request(url, STUDY_ACCEPT, signal);
+    } catch (error) {
+      if (!(error instanceof HttpError) || error.status !== 406) throw error;
+      return this.request(url, STUDY_ACCEPT_PLAIN, signal);
+    }
+  }
+
+  /** WADO-RS RetrieveInstance, one Part-10 file. */
+  async retrieveInstance(studyUid, seriesUid, sopUid, signal) {
+    const url = this.url(`studies/${enc(studyUid)}/series/${enc(seriesUid)}/instances/${enc(sopUid)}`);
+    const parts = await responseParts(await this.requestPart10(url, signal));
+    if (!parts.length) throw new Error(`no part in the instance response for ${url}`);
+    return parts[0].body;
+  }
+}
+
+function enc(uid) {
+  return encodeURIComponent(uid);
+}
+
+// Re-wrap a response so reading its body reports the bytes received so far.
+async function withProgress(response, onProgress) {
+  if (!response.body || !onProgress) return response;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    received += value.byteLength;
+    onProgress(received);
+  }
+  return new Response(new Blob(chunks), { headers: response.headers, status: response.status });
+}

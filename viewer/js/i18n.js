@@ -1,0 +1,423 @@
+// Every user-visible string of the viewer, in Vietnamese (default) and English.
+// Elements carry data-i18n (text), data-i18n-title (tooltip) or
+// data-i18n-placeholder; applyTranslations() fills them in.
+
+const STORAGE_KEY = 'minipacs.lang';
+const LANGUAGES = ['vi', 'en'];
+
+const STRINGS = {
+  vi: {
+    'app.title': 'minipacs – Xem ảnh',
+    'lang.switch': 'English',
+    'lang.switch.title': 'Chuyển sang tiếng Anh',
+
+    'search.title': 'Tìm ca chụp',
+    'search.name': 'Họ tên bệnh nhân',
+    'search.name.placeholder': 'vd: nguyen van an',
+    'search.patientId': 'Mã BN / CCCD',
+    'search.patientId.placeholder': 'Mã bệnh nhân hoặc số CCCD',
+    'search.accession': 'Số phiếu chỉ định',
+    'search.dateRange': 'Ngày chụp',
+    'search.date.all': 'Tất cả',
+    'search.date.today': 'Hôm nay',
+    'search.date.7d': '7 ngày qua',
+    'search.date.30d': '30 ngày qua',
+    'search.date.custom': 'Chọn khoảng…',
+    'search.dateFrom': 'Từ ngày',
+    'search.dateTo': 'Đến ngày',
+    'search.modality': 'Loại máy',
+    'search.modality.all': 'Tất cả',
+    'search.submit': 'Tìm kiếm',
+    'search.clear': 'Xoá bộ lọc',
+    'search.searching': 'Đang tìm…',
+    'search.noResults': 'Không tìm thấy ca chụp nào.',
+    'search.count': 'Kết quả {from}–{to}',
+    'search.countMore': 'Kết quả {from}–{to} (còn nữa)',
+    'search.countNone': '0 kết quả',
+    'search.truncated': 'Máy chủ báo kết quả đã bị cắt bớt: {warning}',
+    'search.prev': '‹ Trang trước',
+    'search.next': 'Trang sau ›',
+    'search.page': 'Trang {page}',
+    'search.linked': 'Các ca chụp được yêu cầu từ EMR',
+    'search.linkedNone': 'Không tìm thấy ca chụp nào theo liên kết.',
+
+    'col.name': 'Họ tên',
+    'col.patientId': 'Mã BN',
+    'col.birthDate': 'Ngày sinh',
+    'col.sex': 'Giới',
+    'col.studyDate': 'Ngày chụp',
+    'col.modality': 'Máy',
+    'col.description': 'Mô tả',
+    'col.accession': 'Số phiếu',
+    'col.counts': 'Loạt/Ảnh',
+
+    'sex.M': 'Nam',
+    'sex.F': 'Nữ',
+    'sex.O': 'Khác',
+    'age.Y': '{n} tuổi',
+    'age.M': '{n} tháng',
+    'age.W': '{n} tuần',
+    'age.D': '{n} ngày',
+
+    'viewer.back': '‹ Danh sách',
+    'viewer.back.title': 'Quay lại danh sách ca chụp',
+    'viewer.series': 'Loạt ảnh',
+    'viewer.image': '{n} ảnh',
+    'viewer.images': '{n} ảnh',
+    'viewer.frames': '{n} khung',
+    'viewer.loadingStudy': 'Đang tải ca chụp…',
+    'viewer.loading': 'Đang tải…',
+    'viewer.loadProgress': 'Đã tải {loaded}/{total}',
+    'viewer.empty': 'Kéo một loạt ảnh vào đây',
+    'viewer.studyNotFound': 'Không tìm thấy ca chụp {uid}.',
+    'viewer.noSeries': 'Ca chụp không có loạt ảnh nào.',
+    'viewer.renderedFallback': 'ảnh do máy chủ dựng',
+    'viewer.frameFailed': 'Không tải được ảnh',
+
+    'tool.wl': 'Cửa sổ/Mức (W)',
+    'tool.wl.label': 'W/L',
+    'tool.zoom': 'Phóng to (Z)',
+    'tool.zoom.label': 'Phóng',
+    'tool.pan': 'Di chuyển (P)',
+    'tool.pan.label': 'Dời',
+    'tool.scroll': 'Cuộn ảnh (S)',
+    'tool.scroll.label': 'Cuộn',
+    'tool.length': 'Đo chiều dài (L)',
+    'tool.length.label': 'Dài',
+    'tool.angle': 'Đo góc (A)',
+    'tool.angle.label': 'Góc',
+    'tool.roiEllipse': 'Vùng đo hình elip (R)',
+    'tool.roiEllipse.label': 'Elip',
+    'tool.roiRect': 'Vùng đo hình chữ nhật (Shift+R)',
+    'tool.roiRect.label': 'HCN',
+    'action.presets': 'Cửa sổ mẫu',
+    'action.presets.title': 'Cửa sổ mẫu cho CT (phím 1–6)',
+    'action.presets.default': 'Mặc định (theo ảnh)',
+    'preset.brain': 'Não',
+    'preset.subdural': 'Máu tụ dưới màng cứng',
+    'preset.lung': 'Phổi',
+    'preset.mediastinum': 'Trung thất',
+    'preset.abdomen': 'Bụng',
+    'preset.bone': 'Xương',
+    'action.invert': 'Đảo màu (I)',
+    'action.invert.label': 'Đảo',
+    'action.fit': 'Vừa khung (F)',
+    'action.fit.label': 'Vừa',
+    'action.oneToOne': 'Kích thước thật 1:1',
+    'action.reset': 'Đặt lại (Backspace)',
+    'action.reset.label': 'Đặt lại',
+    'action.rotate': 'Xoay 90° (T)',
+    'action.flipH': 'Lật ngang (H)',
+    'action.flipV': 'Lật dọc (V)',
+    'action.cine': 'Chạy/dừng cine (C)',
+    'action.fps': 'Số khung/giây',
+    'action.layout': 'Bố cục',
+    'action.layout1x1': 'Bố cục 1×1',
+    'action.layout1x2': 'Bố cục 1×2',
+    'action.layout2x2': 'Bố cục 2×2',
+    'action.clear': 'Xoá các phép đo trên ảnh',
+    'action.clear.label': 'Xoá đo',
+    'action.tags': 'Xem thẻ DICOM',
+    'action.tags.label': 'Thẻ DICOM',
+    'action.download': 'Tải ca chụp (ZIP)',
+    'action.download.label': 'Tải ZIP',
+    'action.export': 'Xuất ảnh đang xem (PNG)',
+    'action.export.label': 'Xuất PNG',
+    'action.help': 'Phím tắt (?)',
+
+    'overlay.im': 'Ảnh: {n}/{total}',
+    'overlay.series': 'Loạt: {n}',
+    'overlay.slice': 'Vị trí: {loc} mm',
+    'overlay.thickness': 'Dày: {t} mm',
+    'overlay.wl': 'W: {w} L: {c}',
+    'overlay.zoom': 'Phóng: {z}×',
+    'overlay.value': 'Giá trị: {v}',
+    'overlay.uncalibrated': 'Đo theo mặt phẳng đầu thu (chưa hiệu chỉnh)',
+    'overlay.noSpacing': 'Không có khoảng cách điểm ảnh: đo bằng px',
+
+    'measure.uncalibrated': '(mặt phẳng đầu thu)',
+    'measure.mean': 'TB',
+    'measure.sd': 'ĐLC',
+    'measure.area': 'DT',
+
+    'tags.title': 'Thẻ DICOM của ảnh hiện tại',
+    'tags.filter': 'Lọc theo thẻ, tên hoặc giá trị',
+    'tags.tag': 'Thẻ',
+    'tags.name': 'Tên',
+    'tags.vr': 'VR',
+    'tags.value': 'Giá trị',
+    'tags.bulk': '(dữ liệu lớn)',
+    'tags.none': 'Chưa có ảnh nào trong khung đang chọn.',
+    'modal.close': 'Đóng (Esc)',
+
+    'download.preparing': 'Đang tải ca chụp… {mb} MB',
+    'download.zipping': 'Đang đóng gói ZIP…',
+    'download.done': 'Đã tải xong {n} ảnh.',
+    'download.failed': 'Tải ca chụp thất bại: {error}',
+
+    'help.title': 'Phím tắt',
+    'help.mouse': 'Chuột trái: công cụ đang chọn · Chuột giữa: di chuyển · Chuột phải: phóng to · Lăn chuột: cuộn ảnh · Ctrl+lăn: phóng to · Nhấp đúp: phóng to khung',
+    'help.keys.tools': 'W cửa sổ/mức · Z phóng · P di chuyển · S cuộn · L đo dài · A đo góc · R vùng elip · Shift+R vùng chữ nhật',
+    'help.keys.image': 'I đảo màu · F vừa khung · T xoay 90° · H lật ngang · V lật dọc · Backspace đặt lại · 1–6 cửa sổ mẫu CT',
+    'help.keys.stack': '↑/↓ ảnh trước/sau · PageUp/PageDown 10 ảnh · Home/End ảnh đầu/cuối · C chạy cine',
+    'help.keys.other': 'Esc huỷ đo/đóng hộp thoại · Delete xoá các phép đo · ? trợ giúp',
+
+    'error.network': 'Lỗi kết nối máy chủ: {error}',
+    'error.http': 'Máy chủ trả lỗi {status} cho {url}',
+    'error.auth': 'Cần đăng nhập để xem ảnh (HTTP {status}).',
+  },
+  en: {
+    'app.title': 'minipacs – Viewer',
+    'lang.switch': 'Tiếng Việt',
+    'lang.switch.title': 'Switch to Vietnamese',
+
+    'search.title': 'Find studies',
+    'search.name': 'Patient name',
+    'search.name.placeholder': 'e.g. nguyen van an',
+    'search.patientId': 'Patient ID / CCCD',
+    'search.patientId.placeholder': 'Patient ID or citizen ID (CCCD)',
+    'search.accession': 'Accession number',
+    'search.dateRange': 'Study date',
+    'search.date.all': 'Any date',
+    'search.date.today': 'Today',
+    'search.date.7d': 'Last 7 days',
+    'search.date.30d': 'Last 30 days',
+    'search.date.custom': 'Custom range…',
+    'search.dateFrom': 'From',
+    'search.dateTo': 'To',
+    'search.modality': 'Modality',
+    'search.modality.all': 'All',
+    'search.submit': 'Search',
+    'search.clear': 'Clear filters',
+    'search.searching': 'Searching…',
+    'search.noResults': 'No studies found.',
+    'search.count': 'Results {from}–{to}',
+    'search.countMore': 'Results {from}–{to} (more available)',
+    'search.countNone': '0 results',
+    'search.truncated': 'The server says the results were truncated: {warning}',
+    'search.prev': '‹ Previous',
+    'search.next': 'Next ›',
+    'search.page': 'Page {page}',
+    'search.linked': 'Studies requested by the EMR',
+    'search.linkedNone': 'No study matches the link.',
+
+    'col.name': 'Name',
+    'col.patientId': 'Patient ID',
+    'col.birthDate': 'Birth date',
+    'col.sex': 'Sex',
+    'col.studyDate': 'Study date',
+    'col.modality': 'Modality',
+    'col.description': 'Description',
+    'col.accession': 'Accession',
+    'col.counts': 'Series/Images',
+
+    'sex.M': 'M',
+    'sex.F': 'F',
+    'sex.O': 'Other',
+    'age.Y': '{n} y',
+    'age.M': '{n} mo',
+    'age.W': '{n} wk',
+    'age.D': '{n} d',
+
+    'viewer.back': '‹ Study list',
+    'viewer.back.title': 'Back to the study list',
+    'viewer.series': 'Series',
+    'viewer.image': '{n} image',
+    'viewer.images': '{n} images',
+    'viewer.frames': '{n} frames',
+    'viewer.loadingStudy': 'Loading study…',
+    'viewer.loading': 'Loading…',
+    'viewer.loadProgress': 'Loaded {loaded}/{total}',
+    'viewer.empty': 'Drag a series here',
+    'viewer.studyNotFound': 'Study {uid} was not found.',
+    'viewer.noSeries': 'The study has no series.',
+    'viewer.renderedFallback': 'server-rendered image',
+    'viewer.frameFailed': 'Image could not be loaded',
+
+    'tool.wl': 'Window/Level (W)',
+    'tool.wl.label': 'W/L',
+    'tool.zoom': 'Zoom (Z)',
+    'tool.zoom.label': 'Zoom',
+    'tool.pan': 'Pan (P)',
+    'tool.pan.label': 'Pan',
+    'tool.scroll': 'Scroll stack (S)',
+    'tool.scroll.label': 'Scroll',
+    'tool.length': 'Length (L)',
+    'tool.length.label': 'Length',
+    'tool.angle': 'Angle (A)',
+    'tool.angle.label': 'Angle',
+    'tool.roiEllipse': 'Elliptical ROI (R)',
+    'tool.roiEllipse.label': 'Ellipse',
+    'tool.roiRect': 'Rectangular ROI (Shift+R)',
+    'tool.roiRect.label': 'Rect',
+    'action.presets': 'Presets',
+    'action.presets.title': 'CT window presets (keys 1–6)',
+    'action.presets.default': 'Default (from image)',
+    'preset.brain': 'Brain',
+    'preset.subdural': 'Subdural',
+    'preset.lung': 'Lung',
+    'preset.mediastinum': 'Mediastinum',
+    'preset.abdomen': 'Abdomen',
+    'preset.bone': 'Bone',
+    'action.invert': 'Invert (I)',
+    'action.invert.label': 'Invert',
+    'action.fit': 'Fit to window (F)',
+    'action.fit.label': 'Fit',
+    'action.oneToOne': 'Actual size 1:1',
+    'action.reset': 'Reset (Backspace)',
+    'action.reset.label': 'Reset',
+    'action.rotate': 'Rotate 90° (T)',
+    'action.flipH': 'Flip horizontal (H)',
+    'action.flipV': 'Flip vertical (V)',
+    'action.cine': 'Play/stop cine (C)',
+    'action.fps': 'Frames per second',
+    'action.layout': 'Layout',
+    'action.layout1x1': 'Layout 1×1',
+    'action.layout1x2': 'Layout 1×2',
+    'action.layout2x2': 'Layout 2×2',
+    'action.clear': 'Clear measurements on this image',
+    'action.clear.label': 'Clear',
+    'action.tags': 'DICOM tag browser',
+    'action.tags.label': 'DICOM tags',
+    'action.download': 'Download study (ZIP)',
+    'action.download.label': 'Download ZIP',
+    'action.export': 'Export viewport (PNG)',
+    'action.export.label': 'Export PNG',
+    'action.help': 'Keyboard shortcuts (?)',
+
+    'overlay.im': 'Im: {n}/{total}',
+    'overlay.series': 'Se: {n}',
+    'overlay.slice': 'Loc: {loc} mm',
+    'overlay.thickness': 'Thick: {t} mm',
+    'overlay.wl': 'W: {w} L: {c}',
+    'overlay.zoom': 'Zoom: {z}×',
+    'overlay.value': 'Val: {v}',
+    'overlay.uncalibrated': 'Measured in the imager plane (uncalibrated)',
+    'overlay.noSpacing': 'No pixel spacing: measuring in px',
+
+    'measure.uncalibrated': '(imager plane)',
+    'measure.mean': 'Mean',
+    'measure.sd': 'SD',
+    'measure.area': 'Area',
+
+    'tags.title': 'DICOM tags of the current image',
+    'tags.filter': 'Filter by tag, name or value',
+    'tags.tag': 'Tag',
+    'tags.name': 'Name',
+    'tags.vr': 'VR',
+    'tags.value': 'Value',
+    'tags.bulk': '(bulk data)',
+    'tags.none': 'No image in the active viewport.',
+    'modal.close': 'Close (Esc)',
+
+    'download.preparing': 'Downloading study… {mb} MB',
+    'download.zipping': 'Building ZIP…',
+    'download.done': 'Downloaded {n} images.',
+    'download.failed': 'Study download failed: {error}',
+
+    'help.title': 'Keyboard shortcuts',
+    'help.mouse': 'Left mouse: active tool · Middle: pan · Right: zoom · Wheel: scroll stack · Ctrl+wheel: zoom · Double-click: maximise viewport',
+    'help.keys.tools': 'W window/level · Z zoom · P pan · S scroll · L length · A angle · R elliptical ROI · Shift+R rectangular ROI',
+    'help.keys.image': 'I invert · F fit · T rotate 90° · H flip horizontal · V flip vertical · Backspace reset · 1–6 CT presets',
+    'help.keys.stack': '↑/↓ previous/next image · PageUp/PageDown 10 images · Home/End first/last · C cine',
+    'help.keys.other': 'Esc cancel measurement/close dialog · Delete clear measurements · ? help',
+
+    'error.network': 'Cannot reach the server: {error}',
+    'error.http': 'The server answered {status} for {url}',
+    'error.auth': 'Sign-in required to view images (HTTP {status}).',
+  },
+};
+
+let currentLang = readStoredLang();
+const listeners = new Set();
+
+function readStoredLang() {
+  try {
+    const stored = localStorage.getItem(STORAGE_KEY);
+    if (LANGUAGES.includes(stored)) return stored;
+  } catch {
+    // localStorage can be unavailable (privacy mode); fall back to the default.
+  }
+  return 'vi';
+}
+
+export function getLang() {
+  return currentLang;
+}
+
+/** Switch language, remember it, re-translate the document and notify listeners. */
+export function setLang(lang) {
+  if (!LANGUAGES.includes(lang)) throw new Error(`unknown language "${lang}"; use one of ${LANGUAGES.join(', ')}`);
+  currentLang = lang;
+  try {
+    localStorage.setItem(STORAGE_KEY, lang);
+  } catch {
+    // Not remembered, but the switch still applies to this page.
+  }
+  if (typeof document !== 'undefined') applyTranslations(document);
+  for (const listener of listeners) listener(lang);
+}
+
+export function otherLang() {
+  return currentLang === 'vi' ? 'en' : 'vi';
+}
+
+export function onLangChange(listener) {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+/** Translate `key`, replacing {name} placeholders with `params.name`. */
+export function t(key, params = {}) {
+  const text = STRINGS[currentLang][key] ?? STRINGS.vi[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (match, name) => (name in params ? String(params[name]) : match));
+}
+
+export function applyTranslations(root) {
+  root.documentElement?.setAttribute('lang', currentLang);
+  if (root.title !== undefined) root.title = t('app.title');
+  for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll('[data-i18n-title]')) el.title = t(el.dataset.i18nTitle);
+  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
+}
+
+/** DICOM DA "YYYYMMDD" → "dd/mm/yyyy" (vi) or "yyyy-mm-dd" (en); other text is returned as is. */
+export function formatDicomDate(da) {
+  if (!da) return '';
+  const m = /^(\d{4})(\d{2})(\d{2})$/.exec(String(da).trim());
+  if (!m) return String(da);
+  const [, y, mo, d] = m;
+  return currentLang === 'vi' ? `${d}/${mo}/${y}` : `${y}-${mo}-${d}`;
+}
+
+/** DICOM TM "HHMMSS.frac" → "HH:MM". */
+export function formatDicomTime(tm) {
+  if (!tm) return '';
+  const m = /^(\d{2})(\d{2})?(\d{2})?/.exec(String(tm).trim());
+  if (!m) return String(tm);
+  return `${m[1]}:${m[2] ?? '00'}`;
+}
+
+export function formatSex(code) {
+  if (!code) return '';
+  const key = `sex.${String(code).trim().toUpperCase()}`;
+  const text = t(key);
+  return text === key ? code : text;
+}
+
+/** DICOM AS "055Y" → "55 tuổi" / "55 y". */
+export function formatAge(as) {
+  const m = /^(\d{1,3})([DWMY])$/.exec(String(as ?? '').trim().toUpperCase());
+  if (!m) return as ? String(as) : '';
+  return t(`age.${m[2]}`, { n: Number(m[1]) });
+}
+
+/** Number formatting with the language's decimal separator. */
+export function formatNumber(value, digits = 1) {
+  if (value === null || value === undefined || Number.isNaN(value)) return '';
+  return Number(value).toLocaleString(currentLang === 'vi' ? 'vi-VN' : 'en-US', {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+    useGrouping: false,
+  });
+}

@@ -1,0 +1,200 @@
+// Start-up: language, DICOMweb client, the two pages (study list, study viewer), URL
+// routing (EMR links, back/forward) and the read-only test hooks on window.minipacsViewer.
+
+import { DicomWebClient, HttpError, defaultBaseUrl } from './dicomweb.js';
+import { TAG, text } from './dicomjson.js';
+import { applyTranslations, getLang, onLangChange, otherLang, setLang, t } from './i18n.js';
+import { listLink, parseViewerLink, studyLink } from './links.js';
+import { StudyList } from './studylist.js';
+import { StudyViewer } from './studyviewer.js';
+import { showStatus } from './status.js';
+
+const client = new DicomWebClient(defaultBaseUrl(window.location));
+const listView = document.getElementById('study-list-view');
+const viewerView = document.getElementById('study-viewer-view');
+
+function describeError(error) {
+  if (error instanceof HttpError) {
+    if (error.status === 401 || error.status === 403) return t('error.auth', { status: error.status });
+    return t('error.http', { status: error.status, url: error.url });
+  }
+  return t('error.network', { error: error?.message ?? String(error) });
+}
+
+function onError(error) {
+  console.error(error);
+  showStatus(describeError(error), 'error', 10000);
+}
+
+let openedFromList = false;
+let listKey = null;
+
+function showPage(page) {
+  if (page !== 'viewer') for (const viewport of viewer.viewports) viewport.stopCine();
+  listView.hidden = page !== 'list';
+  viewerView.hidden = page !== 'viewer';
+  document.body.dataset.page = page;
+}
+
+async function openStudy(studyUid) {
+  showPage('viewer');
+  try {
+    await viewer.open(studyUid);
+  } catch (error) {
+    onError(error);
+  }
+}
+
+function openFromList(studyUid) {
+  history.pushState({ page: 'viewer' }, '', studyLink(window.location.href, studyUid));
+  openedFromList = true;
+  openStudy(studyUid);
+}
+
+function backToList() {
+  if (openedFromList) {
+    history.back();
+    return;
+  }
+  history.pushState({ page: 'list' }, '', listLink(window.location.href));
+  route();
+}
+
+/** Studies named by an EMR STUDY link: one QIDO per UID and per accession number. */
+async function resolveLinkedStudies(link) {
+  const queries = [
+    ...link.studyUids.map((uid) => ({ StudyInstanceUID: uid })),
+    ...link.accessionNumbers.map((accession) => ({ AccessionNumber: accession })),
+  ];
+  const results = await Promise.all(queries.map((query) => client.searchStudies(query).then((r) => r.items)));
+  const byUid = new Map();
+  for (const study of results.flat()) byUid.set(text(study, TAG.StudyInstanceUID), study);
+  return [...byUid.values()];
+}
+
+async function route() {
+  const link = parseViewerLink(new URL(window.location.href).searchParams);
+  const key = window.location.search;
+  try {
+    if (link.kind === 'study') {
+      await openStudy(link.studyUid);
+      return;
+    }
+    if (link.kind === 'studies') {
+      const studies = await resolveLinkedStudies(link);
+      if (studies.length === 1) {
+        await openStudy(text(studies[0], TAG.StudyInstanceUID));
+        return;
+      }
+      showPage('list');
+      listKey = key;
+      studyList.showLinked(studies);
+      return;
+    }
+    showPage('list');
+    // Back from the viewer: the list is still as the user left it.
+    if (listKey === key) return;
+    listKey = key;
+    if (link.kind === 'patient') await studyList.showPatient(link);
+    else await studyList.search(0);
+  } catch (error) {
+    onError(error);
+  }
+}
+
+applyTranslations(document);
+const studyList = new StudyList(client, openFromList, onError);
+const viewer = new StudyViewer(client, { onBack: backToList, onError });
+
+const langButton = document.getElementById('lang-switch');
+langButton.addEventListener('click', () => setLang(otherLang()));
+onLangChange(() => {
+  studyList.relabel();
+  viewer.relabel();
+});
+
+window.addEventListener('popstate', () => {
+  openedFromList = false;
+  route();
+});
+
+// Read-only state for automated tests and integrators' smoke checks.
+function activeSnapshot() {
+  return viewer.active.snapshot();
+}
+const hooks = {
+  get page() {
+    return document.body.dataset.page ?? 'list';
+  },
+  get lang() {
+    return getLang();
+  },
+  get dicomWebBase() {
+    return client.baseUrl;
+  },
+  get studyInstanceUID() {
+    return viewerView.hidden ? null : viewer.studyUid;
+  },
+  get resultCount() {
+    return studyList.studies.length;
+  },
+  get tool() {
+    return viewer.tool;
+  },
+  get layout() {
+    return viewer.layout;
+  },
+  get activeViewportIndex() {
+    return viewer.activeIndex;
+  },
+  get viewports() {
+    return viewer.viewports.map((vp) => vp.snapshot());
+  },
+  get activeViewport() {
+    return activeSnapshot();
+  },
+  get imageIndex() {
+    return activeSnapshot().imageIndex;
+  },
+  get imageNumber() {
+    return activeSnapshot().imageNumber;
+  },
+  get imageCount() {
+    return activeSnapshot().imageCount;
+  },
+  get windowCenter() {
+    return activeSnapshot().windowCenter;
+  },
+  get windowWidth() {
+    return activeSnapshot().windowWidth;
+  },
+  get loadedFrameCount() {
+    return activeSnapshot().loadedFrameCount;
+  },
+  get totalFrameCount() {
+    return activeSnapshot().totalFrameCount;
+  },
+  get cinePlaying() {
+    return activeSnapshot().cinePlaying;
+  },
+  /** 1-based frame (stack position) shown in the active viewport, e.g. during cine. */
+  get cineFrame() {
+    return activeSnapshot().imageNumber;
+  },
+  get cineFramesShown() {
+    return activeSnapshot().cineFramesShown;
+  },
+  get lastMeasurement() {
+    return viewer.lastMeasurement ? { ...viewer.lastMeasurement } : null;
+  },
+  /** Client (page) coordinates of image pixel position (x = column, y = row). */
+  imageToClient(x, y, viewportIndex = viewer.activeIndex) {
+    return viewer.viewports[viewportIndex].imageToClient({ x, y });
+  },
+  clientToImage(x, y, viewportIndex = viewer.activeIndex) {
+    return viewer.viewports[viewportIndex].clientToImage(x, y);
+  },
+};
+window.minipacsViewer = Object.freeze(hooks);
+
+route();
