@@ -32,18 +32,7 @@ from minipacs.storage.filesystem import FilesystemStore
 log = logging.getLogger(__name__)
 
 _RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
-# Spool files live flat in one folder, the key's slashes spelled as this character (never
-# in a key: keys are validated UIDs, dots and fixed words). One file and one directory
-# fsync per instance, instead of new study/series folders to create and fsync each time.
-_SEP = "!"
 
-
-def _name(key: str) -> str:
-    return key.replace("/", _SEP)
-
-
-def _key(name: str) -> str:
-    return name.replace(_SEP, "/")
 
 
 class SpooledStore:
@@ -58,8 +47,8 @@ class SpooledStore:
         self._pending: set[str] = set()
         self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
-        for name in spool.keys():  # resume what a crash or stop left behind
-            self._enqueue(_key(name))
+        for key in spool.keys():  # resume what a crash or stop left behind
+            self._enqueue(key)
         if self._pending:
             log.info("resuming %d pending uploads from %s", len(self._pending), spool.root)
         self._workers = [
@@ -116,7 +105,7 @@ class SpooledStore:
                     self._stopping.wait(delay)
 
     def _upload(self, key: str) -> None:
-        path = self.spool.root / _name(key)
+        path = self.spool.root / key
         try:
             before = os.stat(path)
         except FileNotFoundError:  # deleted (or replaced and uploaded) meanwhile
@@ -156,12 +145,12 @@ class SpooledStore:
     # ---------------------------------------------------------------- BlobStore
     def put(self, key: str, data: bytes | Path) -> None:
         with self._key_lock(key):
-            self.spool.put(_name(key), data)
+            self.spool.put(key, data)
             self._enqueue(key)
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return self.spool.open(_name(key))
+            return self.spool.open(key)
         except NotFound:
             return self.remote.open(key)
 
@@ -171,7 +160,7 @@ class SpooledStore:
 
     def iter_chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         try:
-            fh = self.spool.open(_name(key))
+            fh = self.spool.open(key)
         except NotFound:
             return self.remote.iter_chunks(key, chunk_size)
 
@@ -183,21 +172,21 @@ class SpooledStore:
         return chunks()
 
     def exists(self, key: str) -> bool:
-        return self.spool.exists(_name(key)) or self.remote.exists(key)
+        return self.spool.exists(key) or self.remote.exists(key)
 
     def stat(self, key: str) -> BlobStat:
         try:
-            return BlobStat(key, self.spool.stat(_name(key)).size)
+            return BlobStat(key, self.spool.stat(key).size)
         except NotFound:
             return self.remote.stat(key)
 
     def delete(self, key: str) -> None:
         with self._key_lock(key):
-            self.spool.delete(_name(key))
+            self.spool.delete(key)
         self.remote.delete(key)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        spooled = {_key(name) for name in self.spool.keys(_name(prefix))}
+        spooled = set(self.spool.keys(prefix))
         yield from sorted(spooled)
         for key in self.remote.keys(prefix):
             if key not in spooled:
