@@ -24,9 +24,10 @@ from minipacs.errors import NotFound, StorageError
 from minipacs.storage.base import BlobStat
 from minipacs.storage.keys import check_key
 
-# Objects above this go up in parts of this size (S3's minimum part is 5 MiB), so a
-# multi-frame instance of hundreds of MB never sits in memory whole.
-PART_SIZE = 16 * 1024 * 1024
+# Objects above this go up in parts of this size, S3's minimum, so a multi-frame instance
+# of hundreds of MB never sits in memory whole: the client holds one part (and its
+# signature hash) per upload at a time.
+PART_SIZE = 5 * 1024 * 1024
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 
 
