@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need (Debian packages, a Python venv), then run them all:
 # lint (ruff), types (mypy), and the pytest suite against real servers.
-# Extra arguments go to pytest, e.g. ./test.sh -k cfind -x
+# Extra arguments go to both pytest runs, e.g. ./test.sh -k cfind -x
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,4 +23,7 @@ python=${PYTHON:-python3}
 
 echo "--- ruff"; .venv/bin/ruff check src tests sample_dicom bench
 echo "--- mypy"; .venv/bin/mypy
-echo "--- pytest"; exec .venv/bin/pytest "$@"
+# The suite runs twice: on the embedded backends (SQLite index, blob folder), then on the
+# production ones (a throwaway PostgreSQL cluster, a loopback S3 server), see tests/backends.py.
+echo "--- pytest (SQLite, folder)"; .venv/bin/pytest "$@"
+echo "--- pytest (PostgreSQL, S3)"; exec .venv/bin/pytest --db postgres --blobs s3 "$@"

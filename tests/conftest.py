@@ -24,6 +24,7 @@ REPO = TESTS_DIR.parent
 SAMPLE_DIR = REPO / "sample_dicom"
 sys.path.insert(0, str(TESTS_DIR))
 
+from backends import Backends  # noqa: E402
 from minipacs.archive import Archive  # noqa: E402
 from minipacs.config import Settings  # noqa: E402
 from minipacs.node import open_archive  # noqa: E402
@@ -106,18 +107,20 @@ class ServerProcess:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, backends: Backends
+) -> Iterator[ServerProcess]:
     """One server for the session, with sample_dicom/ loaded. Tests add data with
     their own fresh UIDs, so they do not disturb each other."""
-    proc = ServerProcess(tmp_path_factory.mktemp("server")).start()
+    proc = ServerProcess(tmp_path_factory.mktemp("server"), backends.server_args()).start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def empty_server(tmp_path: Path) -> Iterator[ServerProcess]:
+def empty_server(tmp_path: Path, backends: Backends) -> Iterator[ServerProcess]:
     """A server of its own with an empty archive (no samples)."""
-    proc = ServerProcess(tmp_path / "data", ["--no-load-samples"])
+    proc = ServerProcess(tmp_path / "data", ["--no-load-samples", *backends.server_args()])
     proc.data_dir.mkdir()
     proc.start()
     yield proc
@@ -125,22 +128,58 @@ def empty_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", load_samples=False)
+def settings(tmp_path: Path, backends: Backends) -> Settings:
+    """Settings of a fresh archive on the backends the run asks for (--db, --blobs)."""
+    return Settings(data_dir=tmp_path / "data", load_samples=False, **backends.settings())
 
 
 @pytest.fixture
-def archive(settings: Settings) -> Archive:
-    """An in-process archive on a fresh SQLite index and blob folder."""
-    return open_archive(settings)
+def archive(settings: Settings) -> Iterator[Archive]:
+    """An in-process archive on a fresh index (SQLite or PostgreSQL) and blob store."""
+    opened = open_archive(settings)
+    yield opened
+    opened.close()
+
+
+# ------------------------------------------------------------ backends (--db, --blobs)
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db", choices=("sqlite", "postgres"),
+        default=os.environ.get("MINIPACS_TEST_DB", "sqlite"),
+        help="index every archive and server fixture uses: a SQLite file (default) or a "
+        "fresh database in a throwaway PostgreSQL cluster",
+    )
+    parser.addoption(
+        "--blobs", choices=("folder", "s3"),
+        default=os.environ.get("MINIPACS_TEST_BLOBS", "folder"),
+        help="blob store of every archive and server fixture: a folder (default) or a "
+        "fresh bucket on a loopback S3 server (moto_server)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"minipacs backends: index {config.getoption('--db')}, " \
+        f"blobs {config.getoption('--blobs')}"
 
 
 @pytest.fixture(scope="session")
-def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def backends(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backends]:
+    chosen = Backends(request.config.getoption("--db"), request.config.getoption("--blobs"),
+                      tmp_path_factory.mktemp("backends"))
+    yield chosen
+    chosen.stop()
+
+
+@pytest.fixture(scope="session")
+def limited_server(
+    tmp_path_factory: pytest.TempPathFactory, backends: Backends
+) -> Iterator[ServerProcess]:
     """An empty server with small limits (uploads, query results) and CORS for one origin."""
     proc = ServerProcess(tmp_path_factory.mktemp("limited"), [
         "--no-load-samples", "--max-upload-bytes", "300000", "--max-query-results", "2",
-        "--cors-origins", "https://viewer.example.org",
+        "--cors-origins", "https://viewer.example.org", *backends.server_args(),
     ])
     proc.start()
     yield proc

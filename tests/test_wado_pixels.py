@@ -25,6 +25,8 @@ from pydicom.uid import (
 from conftest import ServerProcess
 from dicomweb_peers import Stored, multipart_parts, store
 from factories import make_instance
+from minipacs.node import open_archive
+from node_tools import server_settings
 
 RAW_ACCEPT = ('multipart/related; type="application/octet-stream"; '
               "transfer-syntax=1.2.840.10008.1.2.1")
@@ -250,7 +252,12 @@ def test_thumbnails_are_small_jpegs_of_the_middle_image_and_are_cached(
     assert _image(study_thumb).size == (100, 128)
     assert study_thumb.content == series_thumb.content == middle.content
     assert middle.content != _get(server, items[0].path + "/thumbnail").content
-    cached = list((server.data_dir / "blobs" / "derived" / study).rglob("*.jpg"))
+    # Through the server's own blob store (folder or S3, whichever the run uses).
+    archive = open_archive(server_settings(server))
+    try:
+        cached = [k for k in archive.store.keys(f"derived/{study}/") if k.endswith(".jpg")]
+    finally:
+        archive.close()
     assert len(cached) == 2  # the middle instance's thumbnail once, the first's once
     assert _image(_get(server, f"/studies/{study}/thumbnail", viewport="64,64")).size == (50, 64)
 

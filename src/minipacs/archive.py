@@ -688,6 +688,78 @@ class Archive:
             return record, "stored bytes do not match their recorded SHA-256"
         return record, ""
 
+    def close(self) -> None:
+        """Release database connections (the archive is unusable afterwards)."""
+        self.engine.dispose()
+        self.write_engine.dispose()
+        close = getattr(self.store, "close", None)  # stores with background work
+        if close is not None:
+            close()
+
+    # ------------------------------------------------------------------ integrity
+    def iter_instance_records(self, batch: int = 1000) -> Iterator[InstanceRecord]:
+        """Every indexed instance, in insertion order, `batch` rows per query."""
+        last = 0
+        while True:
+            stmt = (
+                select(Instance, Series, Study, Patient)
+                .join(Series, Instance.series_pk == Series.id)
+                .join(Study, Series.study_pk == Study.id)
+                .join(Patient, Study.patient_pk == Patient.id)
+                .where(Instance.id > last)
+                .order_by(Instance.id)
+                .limit(batch)
+            )
+            with self._read() as session:
+                rows = session.execute(stmt).all()
+                records = [(row[0].id, _record(*row)) for row in rows]
+            if not records:
+                return
+            last = records[-1][0]
+            yield from (record for _pk, record in records)
+
+    def index_blob(self, key: str, *, actor: str = "") -> IngestResult:
+        """Index an instance from a blob already in the store (`verify --rebuild-index`).
+
+        The blob is the source of truth: its header fills the rows, its hash the sha256.
+        Raises `InvalidInstance` when the blob is not a DICOM instance.
+        """
+        parsed = parse_instance(self.store.read(key))
+        metadata = dumps(instance_json(parsed.dataset, parsed.attributes))
+        replaced = self._index_instance(parsed, key, metadata, actor or "verify")
+        a = parsed.attributes
+        self.audit("reindex", actor, a.patient_id, a.study_instance_uid,
+                   f"SOP Instance {a.sop_instance_uid} indexed from blob {key}")
+        return self._result(parsed, "stored" if replaced is None else "replaced")
+
+    def forget_instance(self, sop_instance_uid: str, *, actor: str = "", reason: str = ""
+                        ) -> None:
+        """Remove an instance's row (not its blob), and its series and study when emptied.
+
+        For rows whose blob is gone: an index row must never point at a missing blob.
+        """
+        record = self.instances(sop_instance_uid=sop_instance_uid)[0]
+        with self._write_lock, self._write() as session, session.begin():
+            session.execute(delete(Instance).where(Instance.sop_instance_uid == sop_instance_uid))
+            session.flush()
+            _drop_if_empty(session, record.series_instance_uid)
+            session.add(
+                AuditEvent(action="forget", actor=actor[:128], patient_id=record.patient_id,
+                           study_instance_uid=record.study_instance_uid,
+                           detail=f"SOP Instance {sop_instance_uid} removed from the index: "
+                           f"{reason}")
+            )
+
+    def pending_uploads(self) -> int:
+        """Blobs acknowledged from the local spool but not yet in object storage."""
+        pending = getattr(self.store, "pending", None)
+        return int(pending()) if pending is not None else 0
+
+    def wait_uploaded(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) for spooled blobs to reach object storage."""
+        wait = getattr(self.store, "wait_uploaded", None)
+        return bool(wait(timeout)) if wait is not None else True
+
 
 # ---------------------------------------------------------------------- helpers
 def _describe(study: str | None, series: str | None, sop: str | None) -> str:

@@ -61,6 +61,7 @@ def _configure_logging(level: str) -> None:
     )
     # pynetdicom narrates every PDU at INFO; keep its warnings and errors only.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -140,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ae_commands(sub, _add_setting_flags)
     add_worklist_commands(sub, _add_setting_flags)
+
+    from minipacs.maintenance_cli import add_commands as add_maintenance_commands
+
+    add_maintenance_commands(sub, _add_setting_flags)
     return parser
 
 

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the HTTP API from other sites (CORS), "
         "comma-separated, e.g. https://ohif.example.org; '*' for any; empty: none.",
     )
+    s3_spool: bool = Field(
+        True,
+        description="With S3 storage, acknowledge once an instance is durable in "
+        "DATA_DIR/spool and indexed; upload to S3 in the background.",
+    )
+    s3_upload_workers: int = Field(
+        4, ge=1, le=64, description="Parallel uploads from the spool to S3."
+    )
 
     dicom_registered_aes_only: bool = Field(
         False,

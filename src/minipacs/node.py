@@ -94,9 +94,12 @@ def serve(settings: Settings) -> None:
             flush=True,
         )
         if settings.ready_file:
-            settings.ready_file.write_text(
+            # Written aside then renamed: a poller never reads a half-written file.
+            partial = settings.ready_file.with_name(settings.ready_file.name + ".partial")
+            partial.write_text(
                 json.dumps({"dicom_port": dicom_port, "http_port": http_port, "url": base})
             )
+            partial.replace(settings.ready_file)
 
     original_startup = server.startup
 

@@ -16,5 +16,10 @@ def create_store(settings: Settings) -> BlobStore:
         from minipacs.storage.s3 import S3Store  # imported lazily: only S3 deployments need it
 
         store: BlobStore = S3Store.from_settings(settings)
+        if settings.s3_spool:
+            from minipacs.storage.spool import SpooledStore
+
+            spool = FilesystemStore(settings.data_dir / "spool")
+            return SpooledStore(spool, store, workers=settings.s3_upload_workers)
         return store
     return FilesystemStore(settings.blob_dir)

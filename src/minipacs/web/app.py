@@ -23,7 +23,7 @@ from minipacs.errors import (
     QueryError,
     StorageError,
 )
-from minipacs.web import admin, dicomweb, stow, wado_pixels, wado_uri
+from minipacs.web import admin, dicomweb, retention, stow, wado_pixels, wado_uri
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def create_app(archive: Archive, settings: Settings) -> FastAPI:
     app.include_router(stow.router)
     app.include_router(wado_uri.router)
     app.include_router(admin.router)
+    app.include_router(retention.router)
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:

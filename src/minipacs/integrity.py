@@ -1,0 +1,93 @@
+"""`minipacs verify`: do the index and the blobs still agree, byte for byte?
+
+The blobs are the source of truth. Every index row is checked against its blob (present,
+same SHA-256); every instance blob without a row is an orphan. `rebuild_index=True`
+repairs the index from the blobs: orphans are indexed from their own headers, rows whose
+blob is gone are removed (both audited). Corrupt blobs are only reported: their bytes
+no longer match what was acknowledged, so the fix is a restore from backup, not a re-index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from minipacs.archive import Archive
+from minipacs.errors import MinipacsError, NotFound
+
+log = logging.getLogger(__name__)
+
+INSTANCE_PREFIX = "studies/"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    checked: int
+    missing: list[str] = field(default_factory=list)  # blob keys indexed but gone
+    corrupt: list[str] = field(default_factory=list)  # blob keys whose SHA-256 differs
+    orphans: list[str] = field(default_factory=list)  # blob keys no row points at
+    reindexed: list[str] = field(default_factory=list)  # orphans now indexed
+    forgotten: list[str] = field(default_factory=list)  # rows removed (blob missing)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (key, why) not DICOM
+
+    @property
+    def healthy(self) -> bool:
+        """True when nothing is wrong any more (after repairs, if any were made)."""
+        unrepaired_missing = set(self.missing) - set(self.forgotten)
+        unrepaired_orphans = set(self.orphans) - set(self.reindexed)
+        return not (unrepaired_missing or self.corrupt or unrepaired_orphans)
+
+
+def _sha256(archive: Archive, key: str) -> str:
+    digest = hashlib.sha256()
+    for chunk in archive.store.iter_chunks(key):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(
+    archive: Archive,
+    *,
+    rebuild_index: bool = False,
+    actor: str = "verify",
+    on_progress: Callable[[str], None] | None = None,
+) -> VerifyReport:
+    """Re-hash every indexed blob, list orphan blobs; with `rebuild_index`, repair."""
+    report = VerifyReport(checked=0)
+    indexed: dict[str, str] = {}
+    checked = 0
+    for record in archive.iter_instance_records():
+        indexed[record.blob_key] = record.sop_instance_uid
+        checked += 1
+        try:
+            actual = _sha256(archive, record.blob_key)
+        except NotFound:
+            report.missing.append(record.blob_key)
+            if rebuild_index:
+                archive.forget_instance(record.sop_instance_uid, actor=actor,
+                                        reason=f"blob {record.blob_key} is missing")
+                report.forgotten.append(record.blob_key)
+        else:
+            if actual != record.sha256:
+                log.error("blob %s is corrupt: sha256 %s, index says %s", record.blob_key,
+                          actual, record.sha256)
+                report.corrupt.append(record.blob_key)
+        if on_progress is not None:
+            on_progress(record.blob_key)
+    for key in archive.store.keys(INSTANCE_PREFIX):
+        if key in indexed or not key.endswith(".dcm"):
+            continue
+        report.orphans.append(key)
+        if rebuild_index:
+            try:
+                archive.index_blob(key, actor=actor)
+            except MinipacsError as exc:
+                report.unreadable.append((key, str(exc)))
+            else:
+                report.reindexed.append(key)
+    return VerifyReport(
+        checked, report.missing, report.corrupt, report.orphans, report.reindexed,
+        report.forgotten, report.unreadable,
+    )

@@ -1,0 +1,193 @@
+"""A local spool in front of a slow blob store (S3): fast, durable acknowledgement.
+
+`put` writes the blob durably to a local folder (temp + fsync + rename, like the folder
+store) and returns; the archive then commits the index and the door acknowledges. Worker
+threads upload spooled blobs to the remote store in parallel, check the object's size, and
+only then remove the local copy. Until then reads are served from the spool. Spooled
+blobs left by a crash or a stop are queued again when the store is opened, so an upload
+is never lost, only delayed.
+
+Object stores answer each request in milliseconds, not microseconds; for many small
+instances this keeps C-STORE at local-disk speed (see bench/ingest_bench.py).
+
+The spool is per node: on a multi-node deployment another node sees a just-received
+instance in queries at once but can read its bytes only after the upload (seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from minipacs.errors import MinipacsError, NotFound
+from minipacs.storage.base import BlobStat, BlobStore
+from minipacs.storage.filesystem import FilesystemStore
+
+log = logging.getLogger(__name__)
+
+_RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+
+
+
+class SpooledStore:
+    def __init__(self, spool: FilesystemStore, remote: BlobStore, *, workers: int = 4) -> None:
+        self.spool = spool
+        self.remote = remote
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()  # guards _pending
+        # A spool file's replacement (put) vs. its removal after upload, per key; striped
+        # so that puts of different keys never wait on each other's fsync.
+        self._key_locks = [threading.Lock() for _ in range(64)]
+        self._pending: set[str] = set()
+        self._idle = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        for key in spool.keys():  # resume what a crash or stop left behind
+            self._enqueue(key)
+        if self._pending:
+            log.info("resuming %d pending uploads from %s", len(self._pending), spool.root)
+        self._workers = [
+            threading.Thread(target=self._work, name=f"s3-upload-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def __repr__(self) -> str:
+        return f"SpooledStore({self.spool!r} -> {self.remote!r})"
+
+    # ---------------------------------------------------------------- uploads
+    def _key_lock(self, key: str) -> threading.Lock:
+        return self._key_locks[hash(key) % len(self._key_locks)]
+
+    def _enqueue(self, key: str) -> None:
+        with self._lock:
+            if key in self._pending:
+                return
+            self._pending.add(key)
+        self._queue.put(key)
+
+    def pending(self) -> int:
+        """Blobs durable in the spool but not yet uploaded."""
+        with self._lock:
+            return len(self._pending)
+
+    def wait_uploaded(self, timeout: float) -> bool:
+        """Block until the spool is empty (True) or `timeout` seconds passed (False)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+            return True
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            key = self._queue.get()
+            if key is None:
+                return
+            attempt = 0
+            while not self._stopping.is_set():
+                try:
+                    self._upload(key)
+                    break
+                except MinipacsError as exc:
+                    delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
+                    log.warning("upload of %s failed (%s); retrying in %ss", key, exc, delay)
+                    attempt += 1
+                    self._stopping.wait(delay)
+
+    def _upload(self, key: str) -> None:
+        path = self.spool.root / key
+        try:
+            before = os.stat(path)
+        except FileNotFoundError:  # deleted (or replaced and uploaded) meanwhile
+            self._done(key, path, None)
+            return
+        self.remote.put(key, path)
+        if self.remote.stat(key).size != before.st_size:
+            raise MinipacsError(f"uploaded {key} but the object's size differs from the spool")
+        self._done(key, path, before)
+
+    def _done(self, key: str, path: Path, uploaded: os.stat_result | None) -> None:
+        with self._key_lock(key):
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+            if now is not None and uploaded is not None and (
+                now.st_ino, now.st_mtime_ns) != (uploaded.st_ino, uploaded.st_mtime_ns):
+                self._queue.put(key)  # replaced while uploading: upload the new bytes
+                return
+            if now is not None:
+                path.unlink()
+            elif uploaded is not None:
+                # Deleted (study deletion) while uploading: take the fresh object back out.
+                self.remote.delete(key)
+            with self._lock:
+                self._pending.discard(key)
+                if not self._pending:
+                    self._idle.notify_all()
+
+    def close(self) -> None:
+        """Stop the workers; what is still spooled is uploaded on the next start."""
+        self._stopping.set()
+        for _ in self._workers:
+            self._queue.put(None)
+
+    # ---------------------------------------------------------------- BlobStore
+    def put(self, key: str, data: bytes | Path) -> None:
+        with self._key_lock(key):
+            self.spool.put(key, data)
+            self._enqueue(key)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self.spool.open(key)
+        except NotFound:
+            return self.remote.open(key)
+
+    def read(self, key: str) -> bytes:
+        with self.open(key) as fh:
+            return fh.read()
+
+    def iter_chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        try:
+            fh = self.spool.open(key)
+        except NotFound:
+            return self.remote.iter_chunks(key, chunk_size)
+
+        def chunks() -> Iterator[bytes]:
+            with fh:
+                while chunk := fh.read(chunk_size):
+                    yield chunk
+
+        return chunks()
+
+    def exists(self, key: str) -> bool:
+        return self.spool.exists(key) or self.remote.exists(key)
+
+    def stat(self, key: str) -> BlobStat:
+        try:
+            return BlobStat(key, self.spool.stat(key).size)
+        except NotFound:
+            return self.remote.stat(key)
+
+    def delete(self, key: str) -> None:
+        with self._key_lock(key):
+            self.spool.delete(key)
+        self.remote.delete(key)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        spooled = set(self.spool.keys(prefix))
+        yield from sorted(spooled)
+        for key in self.remote.keys(prefix):
+            if key not in spooled:
+                yield key
