@@ -95,3 +95,13 @@ def test_instance_key_and_check_key() -> None:
     for bad in ("../x", "/abs", "a//b", "a/./b", "a\\b"):
         with pytest.raises(ValueError):
             check_key(bad)
+
+
+def test_auth_on_is_refused_until_accounts_exist() -> None:
+    from pydantic import ValidationError
+
+    from minipacs.config import Settings
+
+    with pytest.raises(ValidationError, match="not implemented yet"):
+        Settings(auth="on")
+    assert Settings(auth="off").auth == "off"

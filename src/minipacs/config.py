@@ -47,7 +47,10 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("minipacs", description="S3/MinIO bucket (created when missing).")
     s3_secure: bool = Field(False, description="Use HTTPS to reach the S3 endpoint.")
     s3_region: str | None = Field(None, description="S3 region, when the endpoint needs one.")
-    auth: Literal["off", "on"] = Field("off", description="Require accounts on the HTTP API.")
+    auth: Literal["off", "on"] = Field(
+        "off",
+        description="Require accounts on the HTTP API ('on' is refused until accounts exist).",
+    )
     load_samples: bool = Field(
         True, description="On first start with an empty archive, import SAMPLE_DIR."
     )
@@ -102,6 +105,19 @@ class Settings(BaseSettings):
         description="PEM CA bundle: when set, DICOM TLS peers must present a certificate "
         "it signed (and we check move destinations' certificates against it).",
     )
+
+    @field_validator("auth")
+    @classmethod
+    def _auth_not_yet_available(cls, value: str) -> str:
+        # Fail closed: accepting 'on' while nothing checks accounts would leave an admin
+        # believing the HTTP API is protected when it is not.
+        if value == "on":
+            raise ValueError(
+                "accounts are not implemented yet, so MINIPACS_AUTH=on cannot be honoured; "
+                "run with auth off on a trusted network, or behind a reverse proxy that "
+                "authenticates (protect /admin especially)"
+            )
+        return value
 
     @field_validator("ae_title")
     @classmethod
