@@ -15,6 +15,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # t
 from conftest import ServerProcess
 from dimse_peers import storescu
 from factories import make_instance
+from node_tools import minipacs_cli, server_settings
 from retrieve_peers import start_store_scp
 
 
@@ -78,11 +79,8 @@ def test_ae_added_with_the_cli_is_a_move_destination_for_the_running_server(
 ) -> None:
     scp = start_store_scp()
     try:
-        added = subprocess.run(
-            [sys.executable, "-m", "minipacs", "ae", "add", scp.ae_title, "127.0.0.1",
-             str(scp.port), "--data-dir", str(empty_server.data_dir)],
-            capture_output=True, text=True, timeout=60, check=False,
-        )
+        added = minipacs_cli(server_settings(empty_server), "ae", "add", scp.ae_title,
+                             "127.0.0.1", str(scp.port))
         assert added.returncode == 0, added.stdout + added.stderr
         study = generate_uid()
         path = tmp_path / "one.dcm"

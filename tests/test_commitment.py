@@ -4,10 +4,12 @@ everything else is listed as failed with the reason; reports reach the requester
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydicom import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
@@ -21,6 +23,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from conftest import ServerProcess
 from dimse_peers import storescu
 from factories import make_instance
+from minipacs.node import open_archive
+from node_tools import server_settings
 from retrieve_peers import register_ae
 
 
@@ -131,10 +135,15 @@ def test_instance_whose_stored_bytes_changed_is_not_committed(
     empty_server: ServerProcess, tmp_path: Path
 ) -> None:
     (ref,) = _stored(empty_server, tmp_path, 1)
-    (blob,) = list((empty_server.data_dir / "blobs").rglob(f"{ref[1]}.dcm"))
-    data = bytearray(blob.read_bytes())
+    # Through the server's own blob store (folder or S3), once any spooled upload is done.
+    while httpx.get(f"{empty_server.http_url}/admin/storage").json()["pending_uploads"]:
+        time.sleep(0.05)
+    archive = open_archive(server_settings(empty_server).model_copy(update={"s3_spool": False}))
+    (record,) = archive.instances(sop_instance_uid=ref[1])
+    data = bytearray(archive.store.read(record.blob_key))
     data[-1] ^= 0xFF  # one flipped bit of pixel data: still DICOM, no longer what was sent
-    blob.write_bytes(bytes(data))
+    archive.store.put(record.blob_key, bytes(data))
+    archive.close()
     reports = Reports()
     _commit(empty_server, _request(ref), reports)
     event_type, info = reports.wait()

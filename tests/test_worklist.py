@@ -4,7 +4,6 @@ and pynetdicom as a modality would."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -16,6 +15,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 
 from conftest import ServerProcess
 from dimse_peers import run_dcmtk
+from node_tools import minipacs_cli, server_settings
 
 
 def _station() -> str:
@@ -149,12 +149,10 @@ def test_cli_schedules_and_cancels_items_the_running_server_offers(
 ) -> None:
     station = _station()
 
+    settings = server_settings(empty_server)  # the server's own index, SQLite or PostgreSQL
+
     def minipacs(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "minipacs", "worklist", *args, "--data-dir",
-             str(empty_server.data_dir)],
-            capture_output=True, text=True, timeout=60, check=False,
-        )
+        return minipacs_cli(settings, "worklist", *args)
 
     added = minipacs("add", "CLI-PAT", "--patient-name", "Trần^Thị Bích Ngọc",
                      "--modality", "MR", "--station-ae", station, "--date", "20250402",
