@@ -95,6 +95,10 @@ def main() -> None:
                     f"{H}.activeViewport && {H}.activeViewport.currentImageKind === 'pixels'",
                     timeout=60_000)
                 first = page.evaluate("performance.now()")
+                nav = page.evaluate(
+                    """() => { const n = performance.getEntriesByType('navigation')[0];
+                        return [Math.round(n.responseEnd), Math.round(n.domInteractive),
+                                Math.round(n.domContentLoadedEventStart)]; }""")
                 resources = page.evaluate(
                     """() => performance.getEntriesByType('resource').map(
                         e => [e.name.split('/').slice(-3).join('/').slice(0, 60),
@@ -120,6 +124,8 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     if args.waterfall:
+        print(f"  document: response end {nav[0]} ms, interactive {nav[1]} ms, "
+              f"DOMContentLoaded {nav[2]} ms")
         for name, start, duration in resources:
             print(f"  {start:6d} ms +{duration:5d} ms  {name}")
     frame_times.sort()
