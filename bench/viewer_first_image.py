@@ -86,6 +86,7 @@ def main() -> None:
             # A hospital's server has been up for hours: warm its query path once first
             # (imports, SQL compilation caches) so the number is the viewer's, not a cold start.
             httpx.get(f"{url}/dicom-web/studies", params={"includefield": "all"}, timeout=60)
+            httpx.get(f"{url}/viewer/js/main.js", timeout=60)  # and its static-file path
             chromium = shutil.which("chromium") or "/usr/bin/chromium"
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, args=ARGS)
