@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.config import Settings
 from minipacs.dimse.server import start_dimse_server, tls_context
@@ -17,6 +18,7 @@ from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
 from minipacs.storage import create_store
 from minipacs.web.app import create_app
+from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +70,19 @@ def serve(settings: Settings) -> None:
         load_samples(archive, settings.sample_dir)
     http_sock = bind_http(settings.http_host, settings.http_port)
     http_port = http_sock.getsockname()[1]
+    # One registry and one worklist per node, shared by both doors (built once: each
+    # construction would otherwise re-run the schema upgrade and own its sessions).
+    registry = AERegistry(archive.engine, archive.write_engine)
+    worklist = Worklist(archive.engine, archive.write_engine)
     dimse = start_dimse_server(
         archive, settings.ae_title, settings.dicom_host, settings.dicom_port,
+        registry, worklist,
         registered_aes_only=settings.dicom_registered_aes_only,
         ssl_context=dicom_tls_context(settings),
     )
     dicom_port = dimse.server_address[1]
-    app = create_app(archive, settings.model_copy(update={"http_port": http_port}))
+    app = create_app(archive, settings.model_copy(update={"http_port": http_port}),
+                     registry=registry, worklist=worklist)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

@@ -95,8 +95,8 @@ def handle_any_find(
 
 def start_dimse_server(
     archive: Archive, ae_title: str, host: str, port: int,
-    registry: AERegistry | None = None,
-    worklist: Worklist | None = None,
+    registry: AERegistry,
+    worklist: Worklist,
     *,
     registered_aes_only: bool = False,
     ssl_context: ssl.SSLContext | None = None,
@@ -106,8 +106,6 @@ def start_dimse_server(
     `registered_aes_only` turns on access control (see `dimse.access`); `ssl_context`
     makes the port speak TLS (PS3.15 B.1)."""
     ae = build_ae(ae_title)
-    registry = registry or AERegistry(archive.engine, archive.write_engine)
-    worklist = worklist or Worklist(archive.engine, archive.write_engine)
     policy = AccessPolicy(registry, registered_aes_only)
 
     def find_right(event: Any) -> str:

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
-from minipacs.archive import Archive
 from minipacs.errors import NotFound
 from minipacs.worklist import Worklist, WorklistItem
 
@@ -21,12 +20,8 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 def get_registry(request: Request) -> AERegistry:
-    """The app's AE registry, built on the archive's index on first use."""
-    registry: AERegistry | None = getattr(request.app.state, "ae_registry", None)
-    if registry is None:
-        archive: Archive = request.app.state.archive
-        registry = AERegistry(archive.engine, archive.write_engine)
-        request.app.state.ae_registry = registry
+    """The node's AE registry (the one the DIMSE door uses too)."""
+    registry: AERegistry = request.app.state.ae_registry
     return registry
 
 
@@ -90,12 +85,8 @@ def delete_ae(ae_title: str, registry: RegistryDep) -> Response:
 
 # ---------------------------------------------------------------------- worklist
 def get_worklist(request: Request) -> Worklist:
-    """The app's Modality Worklist, built on the archive's index on first use."""
-    worklist: Worklist | None = getattr(request.app.state, "worklist", None)
-    if worklist is None:
-        archive: Archive = request.app.state.archive
-        worklist = Worklist(archive.engine, archive.write_engine)
-        request.app.state.worklist = worklist
+    """The node's Modality Worklist (the one the DIMSE door uses too)."""
+    worklist: Worklist = request.app.state.worklist
     return worklist
 
 

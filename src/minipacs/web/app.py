@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from minipacs import __version__
+from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.config import Settings
 from minipacs.errors import (
@@ -24,6 +25,7 @@ from minipacs.errors import (
     StorageError,
 )
 from minipacs.web import admin, dicomweb, retention, stow, wado_pixels, wado_uri
+from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,9 @@ def status_for(exc: MinipacsError) -> int:
     return 500
 
 
-def create_app(archive: Archive, settings: Settings) -> FastAPI:
+def create_app(
+    archive: Archive, settings: Settings, *, registry: AERegistry, worklist: Worklist
+) -> FastAPI:
     app = FastAPI(
         title="minipacs",
         version=__version__,
@@ -56,6 +60,8 @@ def create_app(archive: Archive, settings: Settings) -> FastAPI:
     )
     app.state.archive = archive
     app.state.settings = settings
+    app.state.ae_registry = registry
+    app.state.worklist = worklist
 
     @app.exception_handler(MinipacsError)
     def _core_error(request: Request, exc: MinipacsError) -> JSONResponse:
