@@ -193,3 +193,13 @@ def test_delete_study_removes_rows_and_blobs(archive: Archive) -> None:
     assert archive.delete_study(study, actor="admin") == 2
     assert archive.counts()["instances"] == 0
     assert list(archive.store.keys()) == []
+
+
+def test_blob_keys_by_prefix_list_only_that_folder(archive: Archive) -> None:
+    study = generate_uid()
+    archive.ingest(make_instance(study_uid=study))
+    archive.ingest(make_instance())
+    keys = list(archive.store.keys(f"studies/{study}/"))
+    assert len(keys) == 1 and keys[0].startswith(f"studies/{study}/series/")
+    assert len(list(archive.store.keys("studies/"))) == 2
+    assert list(archive.store.keys("nothing-here/")) == []

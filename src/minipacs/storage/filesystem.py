@@ -104,7 +104,13 @@ class FilesystemStore:
             raise StorageError(f"could not delete blob {key}: {exc}") from exc
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        for path in sorted(self.root.rglob("*")):
+        # Walk only the folder the prefix names ("derived/<study>/" is one study's
+        # folder), not the whole archive; the startswith check below does the rest.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / check_key(folder) if folder else self.root
+        if not start.is_dir():
+            return
+        for path in sorted(start.rglob("*")):
             if path.is_file() and not path.name.endswith(_TMP_SUFFIX):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
