@@ -273,6 +273,38 @@ def test_iid_study_link_by_accession_number_opens_the_study(
     assert state(page, "studyInstanceUID") == value(ct, "0020000D")
 
 
+def test_emr_link_asks_for_each_thing_once_and_thumbnails_after_the_image(
+    server: Any, browser_page: Page
+) -> None:
+    # early.js starts the link's requests before the rest of the viewer has loaded; the
+    # viewer must take those answers, not ask again, and leave the server-rendered
+    # thumbnails until the first image is in.
+    ct = study_with_modality(server, "CT")
+    accession = urllib.parse.quote(value(ct, "00080050"))
+    events: list[tuple[str, str]] = []
+    page = browser_page
+    page.on("request", lambda r: events.append(("asked", r.url)))
+    page.on("requestfinished", lambda r: events.append(("done", r.url)))
+    page.goto(f"{server.http_url}/viewer/?requestType=STUDY&accessionNumber={accession}")
+    wait_for_first_image(page)
+    page.wait_for_selector(".series-thumb img")
+    asked = [urllib.parse.unquote(url) for kind, url in events if kind == "asked"]
+    study = value(ct, "0020000D")
+
+    def count(fragment: str) -> int:
+        return sum(fragment in url for url in asked)
+
+    assert count(f"AccessionNumber={value(ct, '00080050')}") == 1
+    assert count(f"StudyInstanceUID={study}") == 1
+    assert count(f"/studies/{study}/series?") == 1
+    assert count("/metadata") == 1
+    first_frame_done = next(
+        i for i, (kind, url) in enumerate(events) if kind == "done" and "/frames/" in url
+    )
+    first_thumbnail = next(i for i, (_, url) in enumerate(events) if url.endswith("/thumbnail"))
+    assert first_frame_done < first_thumbnail
+
+
 def test_iid_study_link_with_two_accession_numbers_lists_both(
     server: Any, browser_page: Page
 ) -> None:
@@ -446,6 +478,27 @@ def test_multipart_parser_keeps_binary_bodies_intact(server: Any, browser_page: 
         }"""
     )
     assert bodies == [[0, 13, 10, 45, 45, 255], [7]]
+
+
+def test_multipart_parser_trusts_a_part_length_only_where_the_delimiter_is(
+    server: Any, browser_page: Page
+) -> None:
+    page = browser_page
+    page.goto(f"{server.http_url}/viewer/")
+    bodies = page.evaluate(
+        """async () => {
+          const { parseMultipart } = await import('./js/multipart.js');
+          const enc = new TextEncoder();
+          const part = (length, bytes) => [
+            ...enc.encode(`--b1\\r\\nContent-Length: ${length}\\r\\n\\r\\n`), ...bytes, ...enc.encode('\\r\\n')];
+          // Right length: the body is taken whole, even bytes that look like a delimiter.
+          const right = new Uint8Array([...part(8, enc.encode('a\\r\\n--b1z')), ...enc.encode('--b1--')]);
+          // Wrong length (no delimiter there): the parser scans instead of trusting it.
+          const wrong = new Uint8Array([...part(2, [1, 2, 3, 4]), ...enc.encode('--b1--')]);
+          return [right, wrong].map((b) => parseMultipart(b, 'b1').map((p) => Array.from(p.body)));
+        }"""
+    )
+    assert bodies == [[list(b"a\r\n--b1z")], [[1, 2, 3, 4]]]
 
 
 def test_zip_writer_output_opens_with_python_zipfile(server: Any, browser_page: Page) -> None:

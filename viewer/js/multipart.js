@@ -34,6 +34,15 @@ export function indexOfBytes(haystack, needle, from = 0) {
   return -1;
 }
 
+/** Whether `needle` occurs in `haystack` exactly at `at`. */
+function bytesAt(haystack, needle, at) {
+  if (at < 0 || at + needle.length > haystack.length) return false;
+  for (let j = 0; j < needle.length; j++) {
+    if (haystack[at + j] !== needle[j]) return false;
+  }
+  return true;
+}
+
 function parseHeaders(bytes) {
   const headers = {};
   for (const line of latin1.decode(bytes).split('\r\n')) {
@@ -67,7 +76,12 @@ export function parseMultipart(body, boundary) {
     const headerStart = bytes[position] === 13 && bytes[position + 1] === 10 ? position + 2 : position;
     const headers = parseHeaders(bytes.subarray(headerStart, headersEnd));
     const bodyStart = headersEnd + 4;
-    const bodyEnd = indexOfBytes(bytes, nextDelimiter, bodyStart);
+    // A part that states its length (minipacs's frames do) is not scanned byte by byte:
+    // a 512×512 CT frame is half a megabyte. The delimiter must still be where it says.
+    const length = Number(headers['content-length'] ?? Number.NaN);
+    const bodyEnd = Number.isSafeInteger(length) && length >= 0 && bytesAt(bytes, nextDelimiter, bodyStart + length)
+      ? bodyStart + length
+      : indexOfBytes(bytes, nextDelimiter, bodyStart);
     if (bodyEnd < 0) {
       // Tolerate a body that was cut short of its closing delimiter.
       parts.push({ headers, body: bytes.subarray(bodyStart) });
