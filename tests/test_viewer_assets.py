@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 VIEWER = Path(__file__).resolve().parent.parent / "viewer"
 
 
 def test_index_preloads_exactly_the_modules_that_exist() -> None:
     html = (VIEWER / "index.html").read_text()
-    preloaded = set(re.findall(r'rel="modulepreload" href="js/([^"]+)"', html))
-    modules = {p.name for p in (VIEWER / "js").glob("*.js")} - {"main.js"}
-    assert preloaded == modules
+    preloaded = re.findall(r'rel="modulepreload" href="js/([^"]+)"', html)
+    scripts = re.findall(r'<script type="module"(?: async)? src="js/([^"]+)"', html)
+    assert scripts == ["early.js", "main.js"]
+    assert len(preloaded) == len(set(preloaded))
+    modules = {p.name for p in (VIEWER / "js").glob("*.js")}
+    assert set(preloaded) | set(scripts) == modules
+    assert not set(preloaded) & set(scripts)
 
 
 def test_every_relative_import_points_at_a_module() -> None:
     for module in (VIEWER / "js").glob("*.js"):
         for target in re.findall(r"""from\s+['"](\./[^'"]+)['"]""", module.read_text()):
             assert (module.parent / target).resolve().is_file(), f"{module.name} → {target}"
+
+
+def test_viewer_files_are_revalidated_and_unchanged_ones_cost_a_304(server: Any) -> None:
+    url = f"{server.http_url}/viewer/js/main.js"
+    first = httpx.get(url)
+    assert first.status_code == 200
+    assert first.headers["cache-control"] == "no-cache"
+    assert first.text == (VIEWER / "js" / "main.js").read_text()
+    again = httpx.get(url, headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    assert again.content == b""

@@ -84,6 +84,11 @@ export function number(dataset, tag, fallback = undefined) {
   return Number.isFinite(n) ? n : fallback;
 }
 
+/** Series datasets in SeriesNumber order (no number last), as a new array. */
+export function sortSeries(series) {
+  return [...series].sort((a, b) => number(a, TAG.SeriesNumber, 1e9) - number(b, TAG.SeriesNumber, 1e9));
+}
+
 /** All values as numbers; non-numeric entries are dropped. */
 export function numbers(dataset, tag) {
   return values(dataset, tag)

@@ -1,6 +1,7 @@
 // The DICOMweb (PS3.18) requests the viewer makes: QIDO-RS searches, WADO-RS metadata,
 // frames, rendered and thumbnail, and study retrieve. Nothing here is minipacs-specific.
 
+import { TAG, sortSeries, text } from './dicomjson.js';
 import { responseParts } from './multipart.js';
 
 /** Uncompressed frames: Explicit VR Little Endian (PS3.18 §8.7.3.5.2). */
@@ -11,6 +12,10 @@ export const STUDY_ACCEPT = 'multipart/related; type="application/dicom"; transf
 export const STUDY_ACCEPT_PLAIN = 'multipart/related; type="application/dicom"';
 export const RENDERED_ACCEPT = 'image/png, image/jpeg;q=0.9';
 export const THUMBNAIL_ACCEPT = 'image/jpeg, image/png;q=0.9';
+
+// JSON answers started by warm() and not yet taken, by URL. Module-level so that every
+// client on the page (early.js's and main.js's) shares them.
+const early = new Map();
 
 export class HttpError extends Error {
   constructor(status, url, detail = '') {
@@ -55,6 +60,15 @@ export class DicomWebClient {
   }
 
   async json(url, signal) {
+    const started = early.get(url);
+    if (started) {
+      early.delete(url);
+      return started;
+    }
+    return this.fetchJson(url, signal);
+  }
+
+  async fetchJson(url, signal) {
     const response = await this.request(url, DICOM_JSON_ACCEPT, signal);
     // 204 No Content: a search without matches (PS3.18 §10.6.3.2 allows it).
     if (response.status === 204) return { items: [], warning: response.headers.get('warning') };
@@ -63,23 +77,60 @@ export class DicomWebClient {
   }
 
   /**
+   * Start a JSON request now, before anything asks for it; the next json() call for the
+   * same URL takes its answer instead of asking again.
+   */
+  warm(url) {
+    if (!early.has(url)) {
+      const promise = this.fetchJson(url);
+      // Nobody may ever take it: a failure then is not an error worth reporting.
+      promise.catch(() => {});
+      early.set(url, promise);
+    }
+    return early.get(url);
+  }
+
+  /**
+   * Ask for what opening a study needs first (the study, its series, the first series'
+   * metadata) while the rest of the viewer is still loading.
+   */
+  async warmStudy(studyUid) {
+    this.warm(this.studiesUrl({ StudyInstanceUID: studyUid }));
+    const { items } = await this.warm(this.seriesUrl(studyUid));
+    const first = sortSeries(items)[0];
+    if (first) this.warm(this.metadataUrl(studyUid, text(first, TAG.SeriesInstanceUID)));
+  }
+
+  studiesUrl(query) {
+    return this.url('studies', { includefield: 'all', ...query });
+  }
+
+  seriesUrl(studyUid) {
+    return this.url(`studies/${enc(studyUid)}/series`, { includefield: 'all' });
+  }
+
+  metadataUrl(studyUid, seriesUid) {
+    return this.url(`studies/${enc(studyUid)}/series/${enc(seriesUid)}/metadata`);
+  }
+
+  /**
    * QIDO-RS SearchForStudies (PS3.18 §10.6).
    * @param {Object<string,string|number>} query matching keys and limit/offset/fuzzymatching
    * @returns {Promise<{items: object[], warning: string|null}>}
    */
   searchStudies(query, signal) {
-    return this.json(this.url('studies', { includefield: 'all', ...query }), signal);
+    return this.json(this.studiesUrl(query), signal);
   }
 
   /** QIDO-RS SearchForSeries within a study. */
   async searchSeries(studyUid, signal) {
-    const { items } = await this.json(this.url(`studies/${enc(studyUid)}/series`, { includefield: 'all' }), signal);
+    const { items } = await this.json(this.seriesUrl(studyUid), signal);
     return items;
   }
 
   /** WADO-RS series metadata: one DICOM JSON object per instance, bulk data as BulkDataURI. */
   async seriesMetadata(studyUid, seriesUid, signal) {
-    const { items } = await this.json(this.url(`studies/${enc(studyUid)}/series/${enc(seriesUid)}/metadata`), signal);
+    const { items } = await this.json(this.metadataUrl(studyUid, seriesUid), signal);
     return items;
   }
 

@@ -3,6 +3,8 @@
 // upperDateTime, mostRecentResults, modalitiesInStudy) and the simple forms
 // ?StudyInstanceUID=, ?AccessionNumber=, ?PatientID=.
 
+import { TAG, text } from './dicomjson.js';
+
 function param(params, name) {
   const wanted = name.toLowerCase();
   for (const [key, value] of params) {
@@ -86,4 +88,20 @@ export function listLink(currentHref) {
   const server = current.searchParams.get('server');
   if (server) next.searchParams.set('server', server);
   return next.href;
+}
+
+/**
+ * Studies named by a STUDY link: one search per UID and per accession number, merged.
+ * @param {{studyUids:string[], accessionNumbers:string[]}} link
+ * @param {(query: Object<string,string>) => Promise<object[]>} search a QIDO-RS study search
+ */
+export async function resolveLinkedStudies(link, search) {
+  const queries = [
+    ...link.studyUids.map((uid) => ({ StudyInstanceUID: uid })),
+    ...link.accessionNumbers.map((accession) => ({ AccessionNumber: accession })),
+  ];
+  const results = await Promise.all(queries.map(search));
+  const byUid = new Map();
+  for (const study of results.flat()) byUid.set(text(study, TAG.StudyInstanceUID), study);
+  return [...byUid.values()];
 }

@@ -4,7 +4,7 @@
 import { DicomWebClient, HttpError, defaultBaseUrl } from './dicomweb.js';
 import { TAG, text } from './dicomjson.js';
 import { applyTranslations, getLang, onLangChange, otherLang, setLang, t } from './i18n.js';
-import { listLink, parseViewerLink, studyLink } from './links.js';
+import { listLink, parseViewerLink, resolveLinkedStudies, studyLink } from './links.js';
 import { StudyList } from './studylist.js';
 import { StudyViewer } from './studyviewer.js';
 import { showStatus } from './status.js';
@@ -60,18 +60,6 @@ function backToList() {
   route();
 }
 
-/** Studies named by an EMR STUDY link: one QIDO per UID and per accession number. */
-async function resolveLinkedStudies(link) {
-  const queries = [
-    ...link.studyUids.map((uid) => ({ StudyInstanceUID: uid })),
-    ...link.accessionNumbers.map((accession) => ({ AccessionNumber: accession })),
-  ];
-  const results = await Promise.all(queries.map((query) => client.searchStudies(query).then((r) => r.items)));
-  const byUid = new Map();
-  for (const study of results.flat()) byUid.set(text(study, TAG.StudyInstanceUID), study);
-  return [...byUid.values()];
-}
-
 async function route() {
   const link = parseViewerLink(new URL(window.location.href).searchParams);
   const key = window.location.search;
@@ -81,7 +69,7 @@ async function route() {
       return;
     }
     if (link.kind === 'studies') {
-      const studies = await resolveLinkedStudies(link);
+      const studies = await resolveLinkedStudies(link, (query) => client.searchStudies(query).then((r) => r.items));
       if (studies.length === 1) {
         await openStudy(text(studies[0], TAG.StudyInstanceUID));
         return;

@@ -1,7 +1,7 @@
 // The study viewer page: series panel, toolbar, 1×1 / 1×2 / 2×2 viewports, keyboard
 // shortcuts, tag browser, ZIP download and PNG export.
 
-import { TAG, number, patientName, text } from './dicomjson.js';
+import { TAG, patientName, sortSeries, text } from './dicomjson.js';
 import { formatDicomDate, formatSex, formatNumber, t } from './i18n.js';
 import { RequestScheduler, SeriesFrames } from './frames.js';
 import { buildStack } from './stack.js';
@@ -87,7 +87,7 @@ export class StudyViewer {
 
   // ---- opening a study ----------------------------------------------------------------
 
-  /** Show the study; resolves when its first image is requested. */
+  /** Show the study; resolves when its first images are in and the thumbnails asked for. */
   async open(studyUid) {
     if (this.studyUid === studyUid && this.seriesInfo.length) return;
     const token = ++this.openToken;
@@ -106,7 +106,7 @@ export class StudyViewer {
       this.header.textContent = t('viewer.studyNotFound', { uid: studyUid });
       return;
     }
-    this.seriesInfo = [...series].sort((a, b) => number(a, TAG.SeriesNumber, 1e9) - number(b, TAG.SeriesNumber, 1e9));
+    this.seriesInfo = sortSeries(series);
     this.renderHeader();
     this.seriesPanel.render(this.seriesInfo);
     if (!this.seriesInfo.length) {
@@ -114,7 +114,19 @@ export class StudyViewer {
       return;
     }
     await this.fillEmptyViewports();
+    // The server renders thumbnails: ask once the first images are in, not alongside them.
+    await this.firstImagesLoaded();
+    if (token !== this.openToken) return;
     this.seriesPanel.loadThumbnails(this.client, studyUid, this.seriesInfo, (uid) => this.getSeries(uid), () => token === this.openToken);
+  }
+
+  /** Resolves when each visible viewport's image has loaded (or failed), or after 3 s. */
+  firstImagesLoaded() {
+    const loads = this.viewports
+      .slice(0, LAYOUTS[this.layout])
+      .filter((viewport) => viewport.frames)
+      .map((viewport) => viewport.frames.load(viewport.imageIndex).catch(() => {}));
+    return Promise.race([Promise.all(loads), new Promise((resolve) => setTimeout(resolve, 3000))]);
   }
 
   /** Forget the current study: stop loading and free the pixels. */

@@ -1,0 +1,22 @@
+// Loaded before everything else and run as soon as it arrives (an async module with few
+// imports): when the page is an EMR link to a study, the study's first DICOMweb requests
+// go out while the rest of the viewer's modules are still loading. main.js's client takes
+// the answers (DicomWebClient.warm). It only starts requests; it shows nothing.
+
+import { DicomWebClient, defaultBaseUrl } from './dicomweb.js';
+import { parseViewerLink, resolveLinkedStudies } from './links.js';
+import { TAG, text } from './dicomjson.js';
+
+async function warmLink(client, link) {
+  if (link.kind === 'study') {
+    await client.warmStudy(link.studyUid);
+  } else if (link.kind === 'studies') {
+    const studies = await resolveLinkedStudies(link, (query) => client.warm(client.studiesUrl(query)).then((r) => r.items));
+    if (studies.length === 1) await client.warmStudy(text(studies[0], TAG.StudyInstanceUID));
+  }
+}
+
+const client = new DicomWebClient(defaultBaseUrl(window.location));
+warmLink(client, parseViewerLink(new URL(window.location.href).searchParams)).catch(() => {
+  // main.js asks again and reports the failure in its own words.
+});
