@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from minipacs import __version__
 from minipacs.ae_registry import AERegistry
@@ -48,6 +51,18 @@ def status_for(exc: MinipacsError) -> int:
         if isinstance(exc, cls):
             return status
     return 500
+
+
+class ViewerFiles(StaticFiles):
+    """The viewer's files with `Cache-Control: no-cache`: the browser revalidates each
+    load (an unchanged file costs a 304), so after an upgrade no radiologist runs
+    yesterday's modules against today's server, as heuristic caching would allow."""
+
+    def file_response(self, full_path: Any, stat_result: os.stat_result, scope: Scope,
+                      status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def create_app(
@@ -99,5 +114,5 @@ def create_app(
         return RedirectResponse("/viewer/")
 
     if VIEWER_DIR.is_dir():
-        app.mount("/viewer", StaticFiles(directory=VIEWER_DIR, html=True), name="viewer")
+        app.mount("/viewer", ViewerFiles(directory=VIEWER_DIR, html=True), name="viewer")
     return app
