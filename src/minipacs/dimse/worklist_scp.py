@@ -10,7 +10,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from minipacs.dimse.query_scp import identifier_filter, let_requests_in
+from minipacs.dimse.query_scp import identifier_filter, let_requests_in, pick_requested
 from minipacs.dimse.status import (
     CANCEL,
     FIND_OUT_OF_RESOURCES,
@@ -54,28 +54,8 @@ def item_dataset(item: WorklistItem) -> Dataset:
     return ds
 
 
-def _pick(source: Dataset, requested: list[DataElement]) -> Dataset:
-    """The requested keys of `source`; unknown ones come back empty (PS3.4 C.2.2.3)."""
-    out = Dataset()
-    for elem in requested:
-        if elem.tag in source:
-            value = source[elem.tag]
-            if elem.VR == "SQ" and elem.value:
-                # Return keys inside the sequence's one item; an empty sequence asks
-                # for the whole item (universal matching of a sequence).
-                wanted = list(elem.value[0])
-                value = DataElement(
-                    elem.tag, "SQ",
-                    Sequence([_pick(item, wanted) if wanted else item for item in value.value]),
-                )
-            out.add(value)
-        else:
-            out.add(DataElement(elem.tag, elem.VR, [] if elem.VR == "SQ" else None))
-    return out
-
-
 def response_dataset(item: WorklistItem, requested: list[DataElement]) -> Dataset:
-    ds = _pick(item_dataset(item), requested)
+    ds = pick_requested(item_dataset(item), requested)
     ds.SpecificCharacterSet = "ISO_IR 192"
     return ds
 
