@@ -105,12 +105,26 @@ def item_matches(item: JsonItem, matches: Sequence[Match], depth: int) -> bool:
 
 
 def keep_matching_items(model: dict[str, Any], keys: Sequence[SequenceKey]) -> None:
-    """Reduce each matched sequence in a result to the items that matched (C.2.2.2.6:
-    the response carries the sequence of matching items)."""
+    """Reduce each matched sequence in a result to the items that matched, nested
+    sequences too (C.2.2.2.6: the response carries the sequence of matching items)."""
     for key in keys:
-        stored = model.get(key.sequence)
-        if stored and stored.get("Value"):
-            model[key.sequence] = {**stored, "Value": matching_items(stored, key.matches, 1)}
+        if model.get(key.sequence):
+            model[key.sequence] = _reduced(model[key.sequence], key.matches, 1)
+
+
+def _reduced(sequence: dict[str, Any], matches: Sequence[Match], depth: int) -> dict[str, Any]:
+    if not sequence.get("Value"):
+        return sequence
+    nested: dict[str, list[Match]] = {}
+    for match in matches:
+        parts = match.key.split(".")
+        if len(parts) > depth + 1:
+            nested.setdefault(parts[depth], []).append(match)
+    kept = [
+        {**item, **{tag: _reduced(item[tag], group, depth + 1) for tag, group in nested.items()}}
+        for item in matching_items(sequence, matches, depth)
+    ]
+    return {**sequence, "Value": kept}
 
 
 def element_matches(match: Match, element: dict[str, Any] | None) -> bool:
