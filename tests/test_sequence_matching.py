@@ -234,6 +234,10 @@ def test_series_level_request_attributes_and_relational_study_level(
         search_filters={"RequestAttributesSequence.ScheduledProcedureStepID": "SPS-A",
                         "PatientID": stored.patient_id})
     assert [s["0020000E"]["Value"][0] for s in series_qido] == [stored.series_a]
+    # PS3.18 Table 6.7.1-2a: a series search returns RequestAttributesSequence unasked.
+    (item,) = series_qido[0]["00400275"]["Value"]
+    assert item["00401001"]["Value"] == [requested]
+    assert item["00400009"]["Value"] == ["SPS-A"]
 
 
 def _find_status(server: ServerProcess, query: Dataset) -> tuple[int, str]:

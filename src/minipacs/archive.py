@@ -56,8 +56,9 @@ STUDY_KEYS = (
 )
 SERIES_KEYS = (
     "00080005", "00080021", "00080031", "00080060", "0008103E", "00180015", "0020000D",
-    "0020000E", "00200011", "00201209",
+    "0020000E", "00200011", "00201209", "00400275",
 )
+REQUEST_ATTRIBUTES = "00400275"  # RequestAttributesSequence, kept by the series row
 INSTANCE_KEYS = (
     "00080005", "00080016", "00080018", "00080056", "0020000D", "0020000E", "00200013",
     "00280008", "00280010", "00280011", "00280100",
@@ -449,7 +450,8 @@ class Archive:
                 for key, value in study_part.items():
                     if include == "all" or key in include:
                         model.setdefault(key, value)
-            kept = _add_sequences(model, extra_keys, [series, study, patient])
+            kept = _add_sequences(model, [*extra_keys, REQUEST_ATTRIBUTES],
+                                  [series, study, patient])
             _add_extra(model, [k for k in extra_keys if k not in kept], samples.get(series.id))
             out.append(dict(sorted(model.items())))
         return out
