@@ -56,16 +56,22 @@ def _items(*items: dict[str, Any]) -> dict[str, Any]:
 
 
 def _json_ref(sop_class: str, uid: str) -> dict[str, Any]:
-    return {"00081150": {"vr": "UI", "Value": [sop_class]},
-            "00081155": {"vr": "UI", "Value": [uid]}}
+    return {
+        "00081150": {"vr": "UI", "Value": [sop_class]},
+        "00081155": {"vr": "UI", "Value": [uid]},
+    }
 
 
 def test_engine_needs_one_item_to_match_every_key_of_the_query_item() -> None:
     stored = _items(_json_ref("1.1", "9.1"), _json_ref("1.2", "9.2"))
-    same = _sequence_key(ReferencedStudySequence__ReferencedSOPClassUID="1.2",
-                         ReferencedStudySequence__ReferencedSOPInstanceUID="9.2")
-    crossed = _sequence_key(ReferencedStudySequence__ReferencedSOPClassUID="1.1",
-                            ReferencedStudySequence__ReferencedSOPInstanceUID="9.2")
+    same = _sequence_key(
+        ReferencedStudySequence__ReferencedSOPClassUID="1.2",
+        ReferencedStudySequence__ReferencedSOPInstanceUID="9.2",
+    )
+    crossed = _sequence_key(
+        ReferencedStudySequence__ReferencedSOPClassUID="1.1",
+        ReferencedStudySequence__ReferencedSOPInstanceUID="9.2",
+    )
     listed = _sequence_key(ReferencedStudySequence__ReferencedSOPInstanceUID="9.7\\9.1")
     assert dataset_matches(stored, same)
     assert not dataset_matches(stored, crossed)
@@ -75,18 +81,39 @@ def test_engine_needs_one_item_to_match_every_key_of_the_query_item() -> None:
 
 
 def test_engine_matches_names_case_insensitively_and_nested_sequences() -> None:
-    named = {"00400275": {"vr": "SQ", "Value": [{
-        "00321032": {"vr": "PN", "Value": [{"Alphabetic": "Lê^Văn Tám"}]},
-        "00400008": {"vr": "SQ", "Value": [
-            {"00080100": {"vr": "SH", "Value": ["P1"]},
-             "00080102": {"vr": "SH", "Value": ["99LOCAL"]}}]},
-    }]}}
+    named = {
+        "00400275": {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00321032": {"vr": "PN", "Value": [{"Alphabetic": "Lê^Văn Tám"}]},
+                    "00400008": {
+                        "vr": "SQ",
+                        "Value": [
+                            {
+                                "00080100": {"vr": "SH", "Value": ["P1"]},
+                                "00080102": {"vr": "SH", "Value": ["99LOCAL"]},
+                            }
+                        ],
+                    },
+                }
+            ],
+        }
+    }
     by_name = _sequence_key(RequestAttributesSequence__RequestingPhysician="LÊ^VĂN*")
     assert dataset_matches(named, by_name)
-    nested = Match(_key("RequestAttributesSequence.ScheduledProtocolCodeSequence.CodeValue"),
-                   "single", ("P1",), "SH")
-    other = Match(_key("RequestAttributesSequence.ScheduledProtocolCodeSequence.CodeValue"),
-                  "single", ("P2",), "SH")
+    nested = Match(
+        _key("RequestAttributesSequence.ScheduledProtocolCodeSequence.CodeValue"),
+        "single",
+        ("P1",),
+        "SH",
+    )
+    other = Match(
+        _key("RequestAttributesSequence.ScheduledProtocolCodeSequence.CodeValue"),
+        "single",
+        ("P2",),
+        "SH",
+    )
     assert dataset_matches(named, SequenceKey("00400275", (nested,)))
     assert not dataset_matches(named, SequenceKey("00400275", (other,)))
 
@@ -101,9 +128,14 @@ def referencing(archive: Archive) -> tuple[str, list[str], str]:
     for day in range(6, 0, -1):
         study = generate_uid()
         refs = [_ref(referenced)] if day % 2 == 0 else [_ref(generate_uid())]
-        archive.ingest(make_instance(study_uid=study, patient_id=patient,
-                                     study_date=f"2024010{day}",
-                                     ReferencedStudySequence=refs))
+        archive.ingest(
+            make_instance(
+                study_uid=study,
+                patient_id=patient,
+                study_date=f"2024010{day}",
+                ReferencedStudySequence=refs,
+            )
+        )
         studies.append(study)
     return patient, studies, referenced
 
@@ -138,10 +170,44 @@ def test_sequence_keys_match_at_every_level(
     assert images[0]["00081110"]["Value"][0]["00081155"]["Value"] == [referenced]
 
 
+def test_series_sequence_keys_match_patients_and_studies_relationally(archive: Archive) -> None:
+    patient, study, step = (
+        "SQS-" + generate_uid()[-10:],
+        generate_uid(),
+        "SPS-" + generate_uid()[-8:],
+    )
+    archive.ingest(
+        make_instance(
+            patient_id=patient,
+            study_uid=study,
+            RequestAttributesSequence=[
+                {"ScheduledProcedureStepID": step, "RequestedProcedureID": "RP1"}
+            ],
+        )
+    )
+    archive.ingest(make_instance(patient_id=patient))  # another study, no request
+    filt = _filter(
+        RequestAttributesSequence__ScheduledProcedureStepID=step,
+        RequestAttributesSequence__RequestedProcedureID="RP?",
+    )
+    (found,) = archive.find("PATIENT", filt).matches
+    assert found["00100020"]["Value"] == [patient]
+    assert _uids(archive.find("STUDY", filt).matches) == [study]
+    other_request = _filter(
+        RequestAttributesSequence__ScheduledProcedureStepID=step,
+        RequestAttributesSequence__RequestedProcedureID="RP2",
+    )
+    assert archive.find("PATIENT", other_request).matches == []
+
+
 def test_referenced_patient_sequence_is_kept_at_the_patient_level(archive: Archive) -> None:
     patient, reference = "SQR-" + generate_uid()[-10:], generate_uid()
-    archive.ingest(make_instance(patient_id=patient, ReferencedPatientSequence=[
-        _ref(reference, "1.2.840.10008.3.1.2.1.1")]))
+    archive.ingest(
+        make_instance(
+            patient_id=patient,
+            ReferencedPatientSequence=[_ref(reference, "1.2.840.10008.3.1.2.1.1")],
+        )
+    )
     filt = _filter(ReferencedPatientSequence__ReferencedSOPInstanceUID=reference)
     (found,) = archive.find("PATIENT", filt, include=["00081120"]).matches
     assert found["00100020"]["Value"] == [patient]
@@ -170,16 +236,20 @@ def test_rows_indexed_before_sequences_were_kept_are_filled_by_rebuild_index(
     archive: Archive, settings: Settings
 ) -> None:
     study, referenced = generate_uid(), generate_uid()
-    archive.ingest(make_instance(study_uid=study, ReferencedStudySequence=[_ref(referenced)],
-                                 ProcedureCodeSequence=[{"CodeValue": "X1",
-                                                         "CodingSchemeDesignator": "99L",
-                                                         "CodeMeaning": "x"}]))
+    archive.ingest(
+        make_instance(
+            study_uid=study,
+            ReferencedStudySequence=[_ref(referenced)],
+            ProcedureCodeSequence=[
+                {"CodeValue": "X1", "CodingSchemeDesignator": "99L", "CodeMeaning": "x"}
+            ],
+        )
+    )
     filt = _filter(ReferencedStudySequence__ReferencedSOPInstanceUID=referenced)
     _forget_sequences(archive)
     assert archive.find("STUDY", filt).matches == []  # not derived yet: cannot match
     # ... but a return key still comes back, from the stored instance metadata.
-    (old,) = archive.find("STUDY", _filter(StudyInstanceUID=study), include=["00081032"]
-                          ).matches
+    (old,) = archive.find("STUDY", _filter(StudyInstanceUID=study), include=["00081032"]).matches
     assert old["00081032"]["Value"][0]["00080100"]["Value"] == ["X1"]
 
     rebuilt = minipacs_cli(settings, "verify", "--rebuild-index")
@@ -194,27 +264,42 @@ def test_upgrade_to_0003_fills_sequences_of_rows_indexed_at_0002(settings: Setti
     engine = create_index_engine(settings.index_url, writer=True)
     upgrade(engine, "0002")
     study, series, referenced = generate_uid(), generate_uid(), generate_uid()
-    metadata = {"00081110": {"vr": "SQ", "Value": [_json_ref("1.2.3", referenced)]},
-                "00400275": {"vr": "SQ", "Value": [
-                    {"00401001": {"vr": "SH", "Value": ["RP-OLD"]}}]}}
+    metadata = {
+        "00081110": {"vr": "SQ", "Value": [_json_ref("1.2.3", referenced)]},
+        "00400275": {"vr": "SQ", "Value": [{"00401001": {"vr": "SH", "Value": ["RP-OLD"]}}]},
+    }
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO patients (id, patient_id, issuer_of_patient_id, patient_name, "
-            "patient_name_lower, patient_name_folded, patient_birth_date, patient_sex, "
-            "other_patient_ids) VALUES (1, 'OLD-1', '', '', '', '', '', '', '')"))
-        connection.execute(text(
-            "INSERT INTO studies (id, study_instance_uid, patient_pk, study_date, study_time, "
-            "accession_number, study_id, study_description, referring_physician_name) "
-            "VALUES (1, :uid, 1, '', '', '', '', '', '')"), {"uid": study})
-        connection.execute(text(
-            "INSERT INTO series (id, series_instance_uid, study_pk, modality, "
-            "series_description, series_date, series_time, body_part_examined) "
-            "VALUES (1, :uid, 1, 'CT', '', '', '', '')"), {"uid": series})
-        connection.execute(text(
-            "INSERT INTO instances (id, sop_instance_uid, series_pk, sop_class_uid, "
-            "transfer_syntax_uid, blob_key, size, sha256, metadata_json, received_from) "
-            "VALUES (1, :uid, 1, '1.2', '1.2.840.10008.1.2.1', 'k', 1, 'x', :meta, '')"),
-            {"uid": generate_uid(), "meta": json.dumps(metadata)})
+        connection.execute(
+            text(
+                "INSERT INTO patients (id, patient_id, issuer_of_patient_id, patient_name, "
+                "patient_name_lower, patient_name_folded, patient_birth_date, patient_sex, "
+                "other_patient_ids) VALUES (1, 'OLD-1', '', '', '', '', '', '', '')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO studies (id, study_instance_uid, patient_pk, study_date, study_time, "
+                "accession_number, study_id, study_description, referring_physician_name) "
+                "VALUES (1, :uid, 1, '', '', '', '', '', '')"
+            ),
+            {"uid": study},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO series (id, series_instance_uid, study_pk, modality, "
+                "series_description, series_date, series_time, body_part_examined) "
+                "VALUES (1, :uid, 1, 'CT', '', '', '', '')"
+            ),
+            {"uid": series},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO instances (id, sop_instance_uid, series_pk, sop_class_uid, "
+                "transfer_syntax_uid, blob_key, size, sha256, metadata_json, received_from) "
+                "VALUES (1, :uid, 1, '1.2', '1.2.840.10008.1.2.1', 'k', 1, 'x', :meta, '')"
+            ),
+            {"uid": generate_uid(), "meta": json.dumps(metadata)},
+        )
     upgrade(engine)
     with engine.connect() as connection:
         kept = dict(connection.execute(select(Study.id, Study.sequences_json)).all())
@@ -226,11 +311,13 @@ def test_upgrade_to_0003_fills_sequences_of_rows_indexed_at_0002(settings: Setti
     assert json.loads(patient_kept) == {}
     archive = open_archive(settings)
     try:
-        found = archive.find("STUDY", _filter(
-            ReferencedStudySequence__ReferencedSOPInstanceUID=referenced))
+        found = archive.find(
+            "STUDY", _filter(ReferencedStudySequence__ReferencedSOPInstanceUID=referenced)
+        )
         assert _uids(found.matches) == [study]
-        found = archive.find("STUDY", _filter(
-            RequestAttributesSequence__RequestedProcedureID="RP-OLD"))
+        found = archive.find(
+            "STUDY", _filter(RequestAttributesSequence__RequestedProcedureID="RP-OLD")
+        )
         assert _uids(found.matches) == [study]
     finally:
         archive.close()
@@ -245,15 +332,20 @@ def test_restoring_a_backup_made_before_sequences_were_kept_derives_them(
     for table in ("patients", "studies", "series"):  # as a 0002 backup has them
         path = tmp_path / "backup" / "index" / f"{table}.jsonl"
         rows = [json.loads(line) for line in path.read_text().splitlines()]
-        path.write_text("".join(
-            json.dumps({k: v for k, v in row.items() if k != "sequences_json"}) + "\n"
-            for row in rows))
-    restored = open_archive(Settings(data_dir=tmp_path / "restored", load_samples=False,
-                                     **backends.settings()))
+        path.write_text(
+            "".join(
+                json.dumps({k: v for k, v in row.items() if k != "sequences_json"}) + "\n"
+                for row in rows
+            )
+        )
+    restored = open_archive(
+        Settings(data_dir=tmp_path / "restored", load_samples=False, **backends.settings())
+    )
     try:
         restore(restored, tmp_path / "backup")
-        found = restored.find("STUDY", _filter(
-            ReferencedStudySequence__ReferencedSOPInstanceUID=referenced))
+        found = restored.find(
+            "STUDY", _filter(ReferencedStudySequence__ReferencedSOPInstanceUID=referenced)
+        )
         assert _uids(found.matches) == [study]
     finally:
         restored.close()

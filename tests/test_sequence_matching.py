@@ -55,24 +55,43 @@ def stored(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> A
     series_a = generate_uid()
     instances = [
         make_instance(
-            study_uid=a, series_uid=series_a, patient_id=patient, study_date="20240102",
+            study_uid=a,
+            series_uid=series_a,
+            patient_id=patient,
+            study_date="20240102",
             ReferencedStudySequence=[
                 {"ReferencedSOPClassUID": DETACHED_STUDY, "ReferencedSOPInstanceUID": ref_a1},
-                {"ReferencedSOPClassUID": SecondaryCaptureImageStorage,
-                 "ReferencedSOPInstanceUID": ref_a2},
+                {
+                    "ReferencedSOPClassUID": SecondaryCaptureImageStorage,
+                    "ReferencedSOPInstanceUID": ref_a2,
+                },
             ],
-            ProcedureCodeSequence=[{"CodeValue": "24627-2", "CodingSchemeDesignator": "LN",
-                                    "CodeMeaning": "CT ngực"}],
-            RequestAttributesSequence=[{"RequestedProcedureID": "RP-" + patient[-6:],
-                                        "ScheduledProcedureStepID": "SPS-A",
-                                        "AccessionNumber": "ACC-A"}],
+            ProcedureCodeSequence=[
+                {"CodeValue": "24627-2", "CodingSchemeDesignator": "LN", "CodeMeaning": "CT ngực"}
+            ],
+            RequestAttributesSequence=[
+                {
+                    "RequestedProcedureID": "RP-" + patient[-6:],
+                    "ScheduledProcedureStepID": "SPS-A",
+                    "AccessionNumber": "ACC-A",
+                }
+            ],
         ),
         make_instance(
-            study_uid=b, patient_id=patient, study_date="20240101", modality="MR",
-            ReferencedStudySequence=[{"ReferencedSOPClassUID": DETACHED_STUDY,
-                                      "ReferencedSOPInstanceUID": ref_b}],
-            ProcedureCodeSequence=[{"CodeValue": "36643-5", "CodingSchemeDesignator": "LN",
-                                    "CodeMeaning": "XR chest 2 views"}],
+            study_uid=b,
+            patient_id=patient,
+            study_date="20240101",
+            modality="MR",
+            ReferencedStudySequence=[
+                {"ReferencedSOPClassUID": DETACHED_STUDY, "ReferencedSOPInstanceUID": ref_b}
+            ],
+            ProcedureCodeSequence=[
+                {
+                    "CodeValue": "36643-5",
+                    "CodingSchemeDesignator": "LN",
+                    "CodeMeaning": "XR chest 2 views",
+                }
+            ],
         ),
         make_instance(study_uid=c, patient_id=patient, study_date="20231231"),
     ]
@@ -92,9 +111,22 @@ def _findscu(server: ServerProcess, tmp_path: Path, model: str, *keys: str) -> l
     args: list[str] = []
     for key in keys:
         args += ["-k", key]
-    result = run_dcmtk("findscu", model, "-aec", server.ae_title, "-X", "-od", str(out),
-                       "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", *args,
-                       "127.0.0.1", str(server.dicom_port))
+    result = run_dcmtk(
+        "findscu",
+        model,
+        "-aec",
+        server.ae_title,
+        "-X",
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "StudyInstanceUID",
+        *args,
+        "127.0.0.1",
+        str(server.dicom_port),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
 
@@ -112,15 +144,25 @@ def _qido(server: ServerProcess, **filters: str) -> set[str]:
 def test_findscu_matches_a_referenced_study_and_misses_an_unknown_one(
     server: ServerProcess, stored: Archive3, tmp_path: Path, model: str
 ) -> None:
-    hit = _findscu(server, tmp_path, model, f"PatientID={stored.patient_id}",
-                   f"ReferencedStudySequence[0].ReferencedSOPInstanceUID={stored.ref_a2}")
+    hit = _findscu(
+        server,
+        tmp_path,
+        model,
+        f"PatientID={stored.patient_id}",
+        f"ReferencedStudySequence[0].ReferencedSOPInstanceUID={stored.ref_a2}",
+    )
     assert _studies(hit) == {stored.study_a}
-    miss = _findscu(server, tmp_path, model,
-                    f"ReferencedStudySequence[0].ReferencedSOPInstanceUID={generate_uid()}")
+    miss = _findscu(
+        server,
+        tmp_path,
+        model,
+        f"ReferencedStudySequence[0].ReferencedSOPInstanceUID={generate_uid()}",
+    )
     assert miss == []
     # The same query through QIDO-RS, by keyword path and by tag path:
-    assert _qido(server, **{"ReferencedStudySequence.ReferencedSOPInstanceUID":
-                            stored.ref_a2}) == {stored.study_a}
+    assert _qido(server, **{"ReferencedStudySequence.ReferencedSOPInstanceUID": stored.ref_a2}) == {
+        stored.study_a
+    }
     assert _qido(server, **{"00081110.00081155": stored.ref_a2}) == {stored.study_a}
 
 
@@ -128,44 +170,64 @@ def test_keys_of_one_query_item_must_match_in_the_same_stored_item(
     server: ServerProcess, stored: Archive3, tmp_path: Path
 ) -> None:
     # A holds (Detached, ref_a1) and (SC, ref_a2): SC with ref_a1 is in no one item.
-    crossed = ("ReferencedStudySequence[0].ReferencedSOPClassUID="
-               f"{SecondaryCaptureImageStorage}",
-               f"ReferencedStudySequence[0].ReferencedSOPInstanceUID={stored.ref_a1}")
+    crossed = (
+        f"ReferencedStudySequence[0].ReferencedSOPClassUID={SecondaryCaptureImageStorage}",
+        f"ReferencedStudySequence[0].ReferencedSOPInstanceUID={stored.ref_a1}",
+    )
     assert _findscu(server, tmp_path, "-S", *crossed) == []
-    assert _qido(server, **{"ReferencedStudySequence.ReferencedSOPClassUID":
-                            SecondaryCaptureImageStorage,
-                            "ReferencedStudySequence.ReferencedSOPInstanceUID":
-                            stored.ref_a1}) == set()
-    together = ("ReferencedStudySequence[0].ReferencedSOPClassUID="
-                f"{SecondaryCaptureImageStorage}",
-                f"ReferencedStudySequence[0].ReferencedSOPInstanceUID={stored.ref_a2}")
+    assert (
+        _qido(
+            server,
+            **{
+                "ReferencedStudySequence.ReferencedSOPClassUID": SecondaryCaptureImageStorage,
+                "ReferencedStudySequence.ReferencedSOPInstanceUID": stored.ref_a1,
+            },
+        )
+        == set()
+    )
+    together = (
+        f"ReferencedStudySequence[0].ReferencedSOPClassUID={SecondaryCaptureImageStorage}",
+        f"ReferencedStudySequence[0].ReferencedSOPInstanceUID={stored.ref_a2}",
+    )
     (found,) = _findscu(server, tmp_path, "-P", *together)
     assert found.StudyInstanceUID == stored.study_a
     # The response carries the matching item only, with the requested attributes.
     (item,) = found.ReferencedStudySequence
     assert (item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID) == (
-        SecondaryCaptureImageStorage, stored.ref_a2)
+        SecondaryCaptureImageStorage,
+        stored.ref_a2,
+    )
 
 
 def test_wildcards_and_lists_inside_a_code_sequence_item(
     server: ServerProcess, stored: Archive3, tmp_path: Path
 ) -> None:
     scoped = f"PatientID={stored.patient_id}"
-    wildcard = _findscu(server, tmp_path, "-S", scoped,
-                        "ProcedureCodeSequence[0].CodeMeaning=CT ng*",
-                        "ProcedureCodeSequence[0].CodingSchemeDesignator=LN")
+    wildcard = _findscu(
+        server,
+        tmp_path,
+        "-S",
+        scoped,
+        "ProcedureCodeSequence[0].CodeMeaning=CT ng*",
+        "ProcedureCodeSequence[0].CodingSchemeDesignator=LN",
+    )
     assert _studies(wildcard) == {stored.study_a}
     assert wildcard[0].ProcedureCodeSequence[0].CodeMeaning == "CT ngực"
-    by_scheme = _findscu(server, tmp_path, "-S", scoped,
-                         "ProcedureCodeSequence[0].CodingSchemeDesignator=LN")
+    by_scheme = _findscu(
+        server, tmp_path, "-S", scoped, "ProcedureCodeSequence[0].CodingSchemeDesignator=LN"
+    )
     assert _studies(by_scheme) == {stored.study_a, stored.study_b}
-    assert _qido(server, PatientID=stored.patient_id,
-                 **{"ProcedureCodeSequence.CodeValue": "24627-2"}) == {stored.study_a}
-    assert _qido(server, PatientID=stored.patient_id,
-                 **{"ProcedureCodeSequence.CodeMeaning": "XR*"}) == {stored.study_b}
+    assert _qido(
+        server, PatientID=stored.patient_id, **{"ProcedureCodeSequence.CodeValue": "24627-2"}
+    ) == {stored.study_a}
+    assert _qido(
+        server, PatientID=stored.patient_id, **{"ProcedureCodeSequence.CodeMeaning": "XR*"}
+    ) == {stored.study_b}
     # Matching is case-sensitive outside person names (PS3.4 C.2.2.2.4).
-    assert _findscu(server, tmp_path, "-S", scoped,
-                    "ProcedureCodeSequence[0].CodeMeaning=ct ng*") == []
+    assert (
+        _findscu(server, tmp_path, "-S", scoped, "ProcedureCodeSequence[0].CodeMeaning=ct ng*")
+        == []
+    )
 
 
 def test_empty_sequence_key_returns_the_stored_items_exactly(
@@ -180,12 +242,15 @@ def test_empty_sequence_key_returns_the_stored_items_exactly(
     found = {str(ds.StudyInstanceUID): ds for ds in c_find(server, query)}
     assert set(found) == {stored.study_a, stored.study_b, stored.study_c}
     a = found[stored.study_a]
-    assert [(i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID)
-            for i in a.ReferencedStudySequence] == [
-        (DETACHED_STUDY, stored.ref_a1), (SecondaryCaptureImageStorage, stored.ref_a2)]
+    assert [
+        (i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID) for i in a.ReferencedStudySequence
+    ] == [(DETACHED_STUDY, stored.ref_a1), (SecondaryCaptureImageStorage, stored.ref_a2)]
     (code,) = a.ProcedureCodeSequence
     assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == (
-        "24627-2", "LN", "CT ngực")
+        "24627-2",
+        "LN",
+        "CT ngực",
+    )
     assert len(found[stored.study_b].ReferencedStudySequence) == 1
     assert "ReferencedStudySequence" in found[stored.study_c]
     assert len(found[stored.study_c].ReferencedStudySequence) == 0
@@ -194,20 +259,26 @@ def test_empty_sequence_key_returns_the_stored_items_exactly(
     query.ReferencedStudySequence = Sequence([_item(ReferencedSOPInstanceUID="")])
     query.StudyInstanceUID = stored.study_a
     (a,) = c_find(server, query)
-    assert [list(i.keys()) for i in a.ReferencedStudySequence] == [
-        [0x00081155], [0x00081155]]
+    assert [list(i.keys()) for i in a.ReferencedStudySequence] == [[0x00081155], [0x00081155]]
 
 
 def test_qido_returns_the_sequence_when_asked_with_includefield(
     server: ServerProcess, stored: Archive3
 ) -> None:
-    response = httpx.get(f"{server.dicomweb_url}/studies", params={
-        "PatientID": stored.patient_id, "StudyInstanceUID": stored.study_a,
-        "includefield": "ReferencedStudySequence,ProcedureCodeSequence.CodeValue"})
+    response = httpx.get(
+        f"{server.dicomweb_url}/studies",
+        params={
+            "PatientID": stored.patient_id,
+            "StudyInstanceUID": stored.study_a,
+            "includefield": "ReferencedStudySequence,ProcedureCodeSequence.CodeValue",
+        },
+    )
     assert response.status_code == 200, response.text
     (study,) = response.json()
     assert [i["00081155"]["Value"][0] for i in study["00081110"]["Value"]] == [
-        stored.ref_a1, stored.ref_a2]
+        stored.ref_a1,
+        stored.ref_a2,
+    ]
     assert study["00081032"]["Value"][0]["00080104"]["Value"] == ["CT ngực"]
 
 
@@ -218,21 +289,27 @@ def test_series_level_request_attributes_and_relational_study_level(
     query = Dataset()
     query.QueryRetrieveLevel = "SERIES"
     query.SeriesInstanceUID = ""
-    query.RequestAttributesSequence = Sequence([_item(RequestedProcedureID=requested,
-                                                      ScheduledProcedureStepID="")])
+    query.RequestAttributesSequence = Sequence(
+        [_item(RequestedProcedureID=requested, ScheduledProcedureStepID="")]
+    )
     (series,) = c_find(server, query)
     assert series.SeriesInstanceUID == stored.series_a
     (item,) = series.RequestAttributesSequence
     assert (item.RequestedProcedureID, item.ScheduledProcedureStepID) == (requested, "SPS-A")
     # Keys of a lower level match at a higher one (relational), as for columns.
-    at_study = _findscu(server, tmp_path, "-S",
-                        f"RequestAttributesSequence[0].RequestedProcedureID={requested}")
+    at_study = _findscu(
+        server, tmp_path, "-S", f"RequestAttributesSequence[0].RequestedProcedureID={requested}"
+    )
     assert _studies(at_study) == {stored.study_a}
-    assert _qido(server, **{"RequestAttributesSequence.RequestedProcedureID": requested}
-                 ) == {stored.study_a}
+    assert _qido(server, **{"RequestAttributesSequence.RequestedProcedureID": requested}) == {
+        stored.study_a
+    }
     series_qido = DICOMwebClient(url=server.dicomweb_url).search_for_series(
-        search_filters={"RequestAttributesSequence.ScheduledProcedureStepID": "SPS-A",
-                        "PatientID": stored.patient_id})
+        search_filters={
+            "RequestAttributesSequence.ScheduledProcedureStepID": "SPS-A",
+            "PatientID": stored.patient_id,
+        }
+    )
     assert [s["0020000E"]["Value"][0] for s in series_qido] == [stored.series_a]
     # PS3.18 Table 6.7.1-2a: a series search returns RequestAttributesSequence unasked.
     (item,) = series_qido[0]["00400275"]["Value"]
@@ -260,13 +337,16 @@ def test_unsupported_sequence_keys_are_refused_naming_the_key(server: ServerProc
     query.ReferencedImageSequence = Sequence([_item(ReferencedSOPInstanceUID="1.2.3")])
     status, comment = _find_status(server, query)
     assert status == 0xA900 and "ReferencedImageSequence" in comment
-    qido = httpx.get(f"{server.dicomweb_url}/studies",
-                     params={"ReferencedImageSequence.ReferencedSOPInstanceUID": "1.2.3"})
+    qido = httpx.get(
+        f"{server.dicomweb_url}/studies",
+        params={"ReferencedImageSequence.ReferencedSOPInstanceUID": "1.2.3"},
+    )
     assert qido.status_code == 400 and "ReferencedImageSequence" in qido.json()["error"]
 
     del query.ReferencedImageSequence
-    query.ReferencedStudySequence = Sequence([_item(ReferencedSOPInstanceUID="1.2.3"),
-                                              _item(ReferencedSOPInstanceUID="1.2.4")])
+    query.ReferencedStudySequence = Sequence(
+        [_item(ReferencedSOPInstanceUID="1.2.3"), _item(ReferencedSOPInstanceUID="1.2.4")]
+    )
     status, comment = _find_status(server, query)
     assert status == 0xA900 and "ReferencedStudySequence" in comment
 
@@ -274,13 +354,14 @@ def test_unsupported_sequence_keys_are_refused_naming_the_key(server: ServerProc
 def test_findscu_response_files_hold_what_pynetdicom_sees(
     server: ServerProcess, stored: Archive3, tmp_path: Path
 ) -> None:
-    responses = _findscu(server, tmp_path, "-S", f"PatientID={stored.patient_id}",
-                         "ReferencedStudySequence")
+    responses = _findscu(
+        server, tmp_path, "-S", f"PatientID={stored.patient_id}", "ReferencedStudySequence"
+    )
     by_study = {str(ds.StudyInstanceUID): ds for ds in responses}
     assert set(by_study) == {stored.study_a, stored.study_b, stored.study_c}
-    assert [str(i.ReferencedSOPInstanceUID)
-            for i in by_study[stored.study_a].ReferencedStudySequence] == [
-        stored.ref_a1, stored.ref_a2]
+    assert [
+        str(i.ReferencedSOPInstanceUID) for i in by_study[stored.study_a].ReferencedStudySequence
+    ] == [stored.ref_a1, stored.ref_a2]
     raw = io.BytesIO()
     by_study[stored.study_b].save_as(raw)
     assert stored.ref_b.encode() in raw.getvalue()

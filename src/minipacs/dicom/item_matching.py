@@ -60,12 +60,15 @@ def check_sequence_key(key: SequenceKey) -> None:
     a value on a sequence itself, or a number compared other than by value or list."""
     for match in key.matches:
         if match.vr == "SQ":
-            raise QueryError(f"{match.keyword} is a sequence: give the attributes of its "
-                             "item (e.g. Sequence.Attribute=value)")
+            raise QueryError(
+                f"{match.keyword} is a sequence: give the attributes of its "
+                "item (e.g. Sequence.Attribute=value)"
+            )
         if match.vr in _NUMBER_VRS:
             if match.kind not in ("single", "list"):
-                raise QueryError(f"{match.keyword}: {match.kind} matching is not supported "
-                                 "on numbers")
+                raise QueryError(
+                    f"{match.keyword}: {match.kind} matching is not supported on numbers"
+                )
             for value in match.values:
                 try:
                     float(value)
@@ -99,9 +102,7 @@ def item_matches(item: JsonItem, matches: Sequence[Match], depth: int) -> bool:
         else:
             nested.setdefault(parts[depth], []).append(match)
     # Recursive sequence matching: some item of each nested sequence matches its keys.
-    return all(
-        matching_items(item.get(tag), group, depth + 1) for tag, group in nested.items()
-    )
+    return all(matching_items(item.get(tag), group, depth + 1) for tag, group in nested.items())
 
 
 def keep_matching_items(model: dict[str, Any], keys: Sequence[SequenceKey]) -> None:
@@ -195,7 +196,5 @@ def _person_name(value: Any) -> str:
 @lru_cache(maxsize=256)
 def _wildcard(value: str, prefix: str = "", suffix: str = "") -> re.Pattern[str]:
     """DICOM wildcard (``*`` any run, ``?`` one character) as an anchored regex."""
-    body = "".join(
-        ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in value
-    )
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in value)
     return re.compile(prefix + body + suffix, re.DOTALL)

@@ -18,11 +18,10 @@ from minipacs.dicom.matching import Filter, Match, like_pattern
 from minipacs.dicom.names import fold_text, lower_name
 from minipacs.errors import QueryError
 from minipacs.index.levels import DEPTH as _DEPTH
-from minipacs.index.levels import LEVELS, Level
+from minipacs.index.levels import LEVELS as LEVELS  # re-exported: doors import them here
+from minipacs.index.levels import Level as Level
 from minipacs.index.models import Instance, Patient, Series, Study
 from minipacs.index.sequences import INDEXED_SEQUENCES, ROWS_KEEPING, prefilter
-
-__all__ = ["LEVELS", "CompiledQuery", "Level", "compile_query", "value_condition"]
 
 AnySelect = Select[*tuple[Any, ...]]
 

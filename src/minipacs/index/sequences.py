@@ -142,7 +142,9 @@ def _rows_matching(
 
 
 def _row_matches(
-    row: Row[Any], level: Level, key: SequenceKey,
+    row: Row[Any],
+    level: Level,
+    key: SequenceKey,
     below: dict[str, dict[int, list[dict[str, Any]]]],
 ) -> bool:
     owner = INDEXED_SEQUENCES[key.sequence]
@@ -165,8 +167,11 @@ def _lower_sequences(
     elif owner is Study:
         stmt = select(Study.patient_pk, Study.sequences_json).where(Study.patient_pk.in_(ids))
     else:
-        stmt = (select(Study.patient_pk, Series.sequences_json)
-                .join(Study, Series.study_pk == Study.id).where(Study.patient_pk.in_(ids)))
+        stmt = (
+            select(Study.patient_pk, Series.sequences_json)
+            .join(Study, Series.study_pk == Study.id)
+            .where(Study.patient_pk.in_(ids))
+        )
     stmt = stmt.where(prefilter(key, owner.sequences_json))
     out: dict[int, list[dict[str, Any]]] = {}
     for parent, text in session.execute(stmt):
@@ -195,7 +200,7 @@ def refresh_sequences(session: Session, *, only_missing: bool = False) -> int:
             newest = newest.where(table.sequences_json.is_(None))
         pairs = session.execute(newest).all()
         for start in range(0, len(pairs), 500):
-            owner_of = {instance_pk: pk for pk, instance_pk in pairs[start:start + 500]}
+            owner_of = {instance_pk: pk for pk, instance_pk in pairs[start : start + 500]}
             rows = session.execute(
                 select(Instance.id, Instance.metadata_json, table.sequences_json)
                 .join(Series, Instance.series_pk == Series.id)
@@ -207,7 +212,10 @@ def refresh_sequences(session: Session, *, only_missing: bool = False) -> int:
                 sequences = entity_sequences(json.loads(metadata))
                 text = getattr(sequences, level.lower())
                 if text != current:
-                    session.execute(update(table).where(table.id == owner_of[instance_pk])
-                                    .values(sequences_json=text))
+                    session.execute(
+                        update(table)
+                        .where(table.id == owner_of[instance_pk])
+                        .values(sequences_json=text)
+                    )
                     changed += 1
     return changed
