@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 from pydicom.uid import generate_uid
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from factories import make_instance
 from minipacs.archive import Archive
 from minipacs.config import Settings
 from minipacs.index.database import create_index_engine
-from minipacs.index.models import Base
 from minipacs.index.schema import (
     BASELINE,
     current_revision,
@@ -44,11 +43,14 @@ def test_index_made_before_migrations_is_stamped_as_baseline_then_upgraded(
     settings: Settings,
 ) -> None:
     engine = create_index_engine(settings.index_url, writer=True)
-    # What the foundation did before migrations: create_all of its own five tables
-    # (tables added since then arrive through later revisions).
-    foundation = ("patients", "studies", "series", "instances", "audit_events")
-    Base.metadata.create_all(engine, tables=[Base.metadata.tables[t] for t in foundation])
+    # What the foundation did before migrations: create_all of its own five tables, as
+    # they were then (revision 0001; columns added since arrive through later revisions).
+    upgrade(engine, BASELINE)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
     assert "alembic_version" not in inspect(engine).get_table_names()
+    assert set(inspect(engine).get_table_names()) == {
+        "patients", "studies", "series", "instances", "audit_events"}
     upgrade(engine)
     assert current_revision(engine) == head_revision()
     assert head_revision() >= BASELINE

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence
+from pydicom.uid import UID
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 
 from conftest import ServerProcess
 from dimse_peers import run_dcmtk
+from minipacs.worklist import DETACHED_STUDY_MANAGEMENT
 from node_tools import minipacs_cli, server_settings
 
 
@@ -166,3 +169,128 @@ def test_cli_schedules_and_cancels_items_the_running_server_offers(
     assert _mwl_find(empty_server, _sps_query(station)) == []
     bad = minipacs("add", "CLI-PAT", "--date", "tomorrow")
     assert bad.returncode == 2 and "tomorrow" in bad.stdout
+
+
+def _coded_item(server: ServerProcess, station: str, code_value: str, meaning: str,
+                **fields: Any) -> dict[str, Any]:
+    return _schedule(server, scheduled_station_ae_title=station, **{
+        "referenced_studies": [{"sop_instance_uid": "1.2.826.0.1.3680043.8.498." +
+                                str(uuid.uuid4().int)[:20]}],
+        "requested_procedure_codes": [
+            {"code_value": code_value, "coding_scheme_designator": "LN",
+             "code_meaning": meaning},
+            {"code_value": "RPID-" + code_value[:5], "coding_scheme_designator": "99BV",
+             "code_meaning": "mã nội bộ"}],
+        "scheduled_protocol_codes": [{"code_value": "P-" + code_value[:5],
+                                      "coding_scheme_designator": "99BV",
+                                      "code_meaning": "Giao thức " + meaning}],
+        **fields})
+
+
+def _findscu_worklist(server: ServerProcess, tmp_path: Path, *keys: str) -> list[Dataset]:
+    out = tmp_path / f"wl{len(list(tmp_path.iterdir()))}"
+    out.mkdir()
+    args: list[str] = []
+    for key in keys:
+        args += ["-k", key]
+    result = run_dcmtk("findscu", "-W", "-aec", server.ae_title, "-X", "-od", str(out),
+                       "-k", "SpecificCharacterSet=ISO_IR 192", "-k", "PatientID",
+                       "-k", "ScheduledProcedureStepSequence[0].ScheduledStationAETitle",
+                       *args, "127.0.0.1", str(server.dicom_port))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
+
+
+def test_findscu_worklist_matches_and_returns_referenced_study_and_code_sequences(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    station = _station()
+    chest = _coded_item(server, station, "24627-2", "CT ngực")
+    head = _coded_item(server, station, "24725-4", "CT đầu")
+    scoped = f"ScheduledProcedureStepSequence[0].ScheduledStationAETitle={station}"
+
+    by_code = _findscu_worklist(server, tmp_path, scoped,
+                                "RequestedProcedureCodeSequence[0].CodeValue=24627-2",
+                                "RequestedProcedureCodeSequence[0].CodingSchemeDesignator=LN",
+                                "RequestedProcedureCodeSequence[0].CodeMeaning",
+                                "ReferencedStudySequence")
+    (found,) = by_code
+    assert found.PatientID == chest["patient_id"]
+    (code,) = found.RequestedProcedureCodeSequence  # the matching item, asked attributes
+    assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == (
+        "24627-2", "LN", "CT ngực")
+    (ref,) = found.ReferencedStudySequence  # an empty sequence: the whole stored items
+    assert ref.ReferencedSOPInstanceUID == chest["referenced_studies"][0]["sop_instance_uid"]
+    assert ref.ReferencedSOPClassUID == "1.2.840.10008.3.1.2.3.1"
+
+    # Keys of one item must match in the same stored item: 24627-2 is LN, not 99BV.
+    assert _findscu_worklist(
+        server, tmp_path, scoped, "RequestedProcedureCodeSequence[0].CodeValue=24627-2",
+        "RequestedProcedureCodeSequence[0].CodingSchemeDesignator=99BV") == []
+
+    by_reference = _findscu_worklist(
+        server, tmp_path, "ReferencedStudySequence[0].ReferencedSOPInstanceUID="
+        + head["referenced_studies"][0]["sop_instance_uid"])
+    assert [ds.PatientID for ds in by_reference] == [head["patient_id"]]
+
+    # ScheduledProtocolCodeSequence sits inside the step: nested sequence matching.
+    by_protocol = _findscu_worklist(
+        server, tmp_path, scoped,
+        "ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence[0].CodeMeaning="
+        "Giao thức CT đ*",
+        "RequestedProcedureCodeSequence")
+    (found,) = by_protocol
+    assert found.PatientID == head["patient_id"]
+    (step,) = found.ScheduledProcedureStepSequence
+    assert step.ScheduledStationAETitle == station
+    (protocol,) = step.ScheduledProtocolCodeSequence  # only the attribute asked for
+    assert list(protocol.keys()) == [0x00080104]
+    assert protocol.CodeMeaning == "Giao thức CT đầu"
+    assert [c.CodeValue for c in found.RequestedProcedureCodeSequence] == [
+        "24725-4", "RPID-24725"]
+
+
+def test_worklist_item_sequences_through_the_api_and_pynetdicom(server: ServerProcess) -> None:
+    station = _station()
+    item = _coded_item(server, station, "30745-4", "XQ ngực")
+    fetched = httpx.get(f"{server.http_url}/admin/worklist/"
+                        f"{item['scheduled_procedure_step_id']}").json()
+    assert fetched["requested_procedure_codes"][0]["code_meaning"] == "XQ ngực"
+    assert fetched["scheduled_protocol_codes"] == item["scheduled_protocol_codes"]
+    query = _sps_query(station)
+    query.ReferencedStudySequence = Sequence([])
+    query.RequestedProcedureCodeSequence = Sequence([Dataset()])
+    (found,) = _mwl_find(server, query)
+    assert [c.CodeValue for c in found.RequestedProcedureCodeSequence] == [
+        "30745-4", "RPID-30745"]
+    assert len(found.ReferencedStudySequence) == 1
+
+    bad = httpx.post(f"{server.http_url}/admin/worklist", json={
+        "patient_id": "X", "requested_procedure_codes": [{"code_value": "1",
+                                                          "coding_scheme_designator": ""}],
+        "referenced_studies": [{"sop_instance_uid": "not-a-uid"}]})
+    assert bad.status_code == 400
+    assert "coding scheme" in bad.json()["error"] and "not-a-uid" in bad.json()["error"]
+
+
+def test_cli_schedules_an_item_with_codes_and_a_referenced_study(
+    empty_server: ServerProcess
+) -> None:
+    station, referenced = _station(), "1.2.826.0.1.3680043.8.498.4711"
+    added = minipacs_cli(server_settings(empty_server), "worklist", "add", "CLI-SEQ",
+                         "--station-ae", station, "--procedure-code", "24627-2", "LN",
+                         "CT Chest", "--protocol-code", "P1", "99BV", "Không cản quang",
+                         "--referenced-study", referenced)
+    assert added.returncode == 0, added.stdout + added.stderr
+    query = _sps_query(station)
+    query.ReferencedStudySequence = Sequence([Dataset()])
+    query.ReferencedStudySequence[0].ReferencedSOPInstanceUID = referenced
+    query.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence = Sequence([])
+    (found,) = _mwl_find(empty_server, query)
+    assert found.PatientID == "CLI-SEQ"
+    assert found.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence[
+        0].CodeMeaning == "Không cản quang"
+
+
+def test_default_class_of_a_referenced_study_is_detached_study_management() -> None:
+    assert UID(DETACHED_STUDY_MANAGEMENT).name == "Detached Study Management SOP Class"

@@ -16,7 +16,7 @@ from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
 from minipacs.config import Settings
 from minipacs.errors import MinipacsError
 from minipacs.index.database import create_index_engine
-from minipacs.worklist import Worklist, WorklistItem
+from minipacs.worklist import Code, ReferencedStudy, Worklist, WorklistItem
 
 AddSettingFlags = Callable[[argparse.ArgumentParser], None]
 
@@ -143,8 +143,14 @@ _WORKLIST_OPTIONS = {
 
 def cmd_worklist_add(args: argparse.Namespace, settings: Settings) -> int:
     values = {field: getattr(args, field) for field, _ in _WORKLIST_OPTIONS.values()}
+    item = WorklistItem(
+        patient_id=args.patient_id, **values,
+        referenced_studies=tuple(ReferencedStudy(uid) for uid in args.referenced_study),
+        requested_procedure_codes=tuple(Code(*c) for c in args.procedure_code),
+        scheduled_protocol_codes=tuple(Code(*c) for c in args.protocol_code),
+    )
     try:
-        item = _worklist(settings).put(WorklistItem(patient_id=args.patient_id, **values))
+        item = _worklist(settings).put(item)
     except MinipacsError as exc:
         print(f"minipacs worklist add: {exc}")
         return 2
@@ -189,6 +195,15 @@ def add_worklist_commands(
     add.add_argument("patient_id", metavar="PATIENT_ID")
     for flag, (field, help_text) in _WORKLIST_OPTIONS.items():
         add.add_argument(flag, dest=field, default="", help=help_text)
+    code = ("VALUE", "SCHEME", "MEANING")
+    add.add_argument("--procedure-code", nargs=3, action="append", default=[], metavar=code,
+                     help="a RequestedProcedureCodeSequence item, e.g. 24627-2 LN 'CT Chest' "
+                     "(repeatable)")
+    add.add_argument("--protocol-code", nargs=3, action="append", default=[], metavar=code,
+                     help="a ScheduledProtocolCodeSequence item of the step (repeatable)")
+    add.add_argument("--referenced-study", action="append", default=[], metavar="UID",
+                     help="a ReferencedStudySequence item: the study's instance UID "
+                     "(SOP class Detached Study Management; repeatable)")
     add_setting_flags(add)
     add.set_defaults(func=cmd_worklist_add)
 

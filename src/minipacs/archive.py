@@ -26,12 +26,21 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from minipacs.dicom.header import InstanceAttributes, ParsedInstance, parse_instance
+from minipacs.dicom.item_matching import keep_matching_items
 from minipacs.dicom.json_model import dumps, element, instance_json
 from minipacs.dicom.matching import Filter
 from minipacs.errors import Conflict, MinipacsError, NotFound, QueryError, StorageError
 from minipacs.index.database import create_schema, is_sqlite, session_factory
 from minipacs.index.models import AuditEvent, Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
+from minipacs.index.sequences import (
+    INDEXED_SEQUENCES,
+    EntitySequences,
+    entity_sequences,
+    matching_rows,
+    refresh_sequences,
+    stored,
+)
 from minipacs.storage import BlobStore, instance_key
 
 log = logging.getLogger(__name__)
@@ -47,8 +56,9 @@ STUDY_KEYS = (
 )
 SERIES_KEYS = (
     "00080005", "00080021", "00080031", "00080060", "0008103E", "00180015", "0020000D",
-    "0020000E", "00200011", "00201209",
+    "0020000E", "00200011", "00201209", "00400275",
 )
+REQUEST_ATTRIBUTES = "00400275"  # RequestAttributesSequence, kept by the series row
 INSTANCE_KEYS = (
     "00080005", "00080016", "00080018", "00080056", "0020000D", "0020000E", "00200013",
     "00280008", "00280010", "00280011", "00280100",
@@ -61,6 +71,7 @@ PATIENT_KEYS = (
 STUDY_ALL_EXTRA = (
     "00101002", "00101010", "00101020", "00101030", "00102160", "00104000", "00080080",
     "00080081", "00081032", "00081060", "00321032", "00321060", "00080201", "00081080",
+    "00081110", "00081120",
 )
 SERIES_ALL_EXTRA = (
     "00080070", "00081090", "00081010", "00080080", "00180050", "00185100", "00400244",
@@ -159,8 +170,7 @@ class Archive:
             attrs.study_instance_uid, attrs.series_instance_uid, attrs.sop_instance_uid
         )
         self.store.put(key, parsed.part10 if parsed.part10 is not None else source)
-        metadata = dumps(instance_json(parsed.dataset, attrs))
-        replaced = self._index_instance(parsed, key, metadata, received_from)
+        replaced = self._index_instance(parsed, key, _derive(parsed), received_from)
         if replaced is not None and replaced.blob_key != key:
             self.store.delete(replaced.blob_key)
         status: IngestStatus = "stored"
@@ -187,7 +197,7 @@ class Archive:
         return records[0] if records else None
 
     def _index_instance(
-        self, parsed: ParsedInstance, key: str, metadata: str, received_from: str
+        self, parsed: ParsedInstance, key: str, derived: _Derived, received_from: str
     ) -> InstanceRecord | None:
         """Upsert patient → study → series → instance in one transaction.
 
@@ -198,7 +208,7 @@ class Archive:
         for attempt in range(_INDEX_ATTEMPTS):
             try:
                 with self._write_lock, self._write() as session, session.begin():
-                    return self._upsert(session, parsed, key, metadata, received_from)
+                    return self._upsert(session, parsed, key, derived, received_from)
             except (IntegrityError, OperationalError) as exc:
                 last_error = exc
                 log.debug("index attempt %d for %s failed: %s", attempt + 1,
@@ -209,7 +219,7 @@ class Archive:
         )
 
     def _upsert(
-        self, session: Session, parsed: ParsedInstance, key: str, metadata: str,
+        self, session: Session, parsed: ParsedInstance, key: str, derived: _Derived,
         received_from: str,
     ) -> InstanceRecord | None:
         a = parsed.attributes
@@ -223,6 +233,7 @@ class Archive:
             patient = Patient(patient_id=a.patient_id, issuer_of_patient_id=a.issuer_of_patient_id)
             session.add(patient)
         _update_patient(patient, a)
+        patient.sequences_json = derived.sequences.patient
         session.flush()
 
         study = session.scalars(
@@ -232,6 +243,7 @@ class Archive:
             study = Study(study_instance_uid=a.study_instance_uid, patient_pk=patient.id)
             session.add(study)
         _update_study(study, a, patient.id)
+        study.sequences_json = derived.sequences.study
         session.flush()
 
         series = session.scalars(
@@ -241,6 +253,7 @@ class Archive:
             series = Series(series_instance_uid=a.series_instance_uid, study_pk=study.id)
             session.add(series)
         _update_series(series, a, study.id)
+        series.sequences_json = derived.sequences.series
         session.flush()
 
         instance = session.scalars(
@@ -269,7 +282,7 @@ class Archive:
         instance.blob_key = key
         instance.size = parsed.size
         instance.sha256 = parsed.sha256
-        instance.metadata_json = metadata
+        instance.metadata_json = derived.metadata
         instance.received_from = received_from[:128]
         if replaced is not None:
             session.flush()
@@ -292,22 +305,32 @@ class Archive:
         level's own, or "all". At most `limit` (capped by max_query_results) are returned.
         """
         cap = min(limit or self.max_query_results, self.max_query_results)
-        stmt = compile_query(level, filt, limit=cap + 1, offset=max(offset, 0))
+        query = compile_query(level, filt)
         with self._read() as session:
-            rows = session.execute(stmt).all()
+            if query.sequence_keys:
+                rows: Sequence[Any] = matching_rows(session, query.statement, level,
+                                                    query.sequence_keys, limit=cap + 1,
+                                                    offset=max(offset, 0))
+            else:
+                rows = session.execute(
+                    query.statement.limit(cap + 1).offset(max(offset, 0))).all()
             truncated = len(rows) > cap
             rows = rows[:cap]
             if level == "PATIENT":
-                matches = self._patient_matches(session, [r[0] for r in rows])
+                matches = self._patient_matches(session, [r[0] for r in rows], include)
             elif level == "STUDY":
                 matches = self._study_matches(session, rows, include)
             elif level == "SERIES":
                 matches = self._series_matches(session, rows, include)
             else:
                 matches = self._instance_matches(rows, include)
+        for model in matches:
+            keep_matching_items(model, query.sequence_keys)
         return QueryResult(matches, truncated)
 
-    def _patient_matches(self, session: Session, patients: list[Patient]) -> list[dict[str, Any]]:
+    def _patient_matches(
+        self, session: Session, patients: list[Patient], include: Include
+    ) -> list[dict[str, Any]]:
         ids = [p.id for p in patients]
         counts: dict[int, tuple[int, int, int]] = {}
         if ids:
@@ -331,6 +354,7 @@ class Archive:
             model["00201200"] = element("00201200", n_studies)
             model["00201202"] = element("00201202", n_series)
             model["00201204"] = element("00201204", n_instances)
+            _add_sequences(model, _extra_keys(include, PATIENT_KEYS, ()), [p])
             out.append(model)
         return out
 
@@ -379,7 +403,8 @@ class Archive:
                     "00201208": element("00201208", n_instances),
                 }
             )
-            _add_extra(model, extra_keys, samples.get(study.id))
+            kept = _add_sequences(model, extra_keys, [study, patient])
+            _add_extra(model, [k for k in extra_keys if k not in kept], samples.get(study.id))
             out.append(dict(sorted(model.items())))
         return out
 
@@ -425,7 +450,9 @@ class Archive:
                 for key, value in study_part.items():
                     if include == "all" or key in include:
                         model.setdefault(key, value)
-            _add_extra(model, extra_keys, samples.get(series.id))
+            kept = _add_sequences(model, [*extra_keys, REQUEST_ATTRIBUTES],
+                                  [series, study, patient])
+            _add_extra(model, [k for k in extra_keys if k not in kept], samples.get(series.id))
             out.append(dict(sorted(model.items())))
         return out
 
@@ -725,12 +752,21 @@ class Archive:
         Raises `InvalidInstance` when the blob is not a DICOM instance.
         """
         parsed = parse_instance(self.store.read(key))
-        metadata = dumps(instance_json(parsed.dataset, parsed.attributes))
-        replaced = self._index_instance(parsed, key, metadata, actor or "verify")
+        replaced = self._index_instance(parsed, key, _derive(parsed), actor or "verify")
         a = parsed.attributes
         self.audit("reindex", actor, a.patient_id, a.study_instance_uid,
                    f"SOP Instance {a.sop_instance_uid} indexed from blob {key}")
         return self._result(parsed, "stored" if replaced is None else "replaced")
+
+    def refresh_sequences(self, *, only_missing: bool = False) -> int:
+        """Re-derive the sequences patients, studies and series keep for sequence
+        matching from their instances' stored metadata (`verify --rebuild-index`; rows
+        restored from an older backup). Returns the number of rows that changed."""
+        with self._write_lock, self._write() as session, session.begin():
+            changed = refresh_sequences(session, only_missing=only_missing)
+        if changed:
+            log.info("kept sequences of %d patient/study/series rows re-derived", changed)
+        return changed
 
     def forget_instance(self, sop_instance_uid: str, *, actor: str = "", reason: str = ""
                         ) -> None:
@@ -762,6 +798,20 @@ class Archive:
 
 
 # ---------------------------------------------------------------------- helpers
+@dataclass(frozen=True)
+class _Derived:
+    """What ingest computes once from the header: the instance's DICOM JSON text and
+    the sequences its patient, study and series rows keep."""
+
+    metadata: str
+    sequences: EntitySequences
+
+
+def _derive(parsed: ParsedInstance) -> _Derived:
+    model = instance_json(parsed.dataset, parsed.attributes)
+    return _Derived(dumps(model), entity_sequences(model))
+
+
 def _describe(study: str | None, series: str | None, sop: str | None) -> str:
     if sop:
         return f"instance {sop}"
@@ -856,3 +906,23 @@ def _add_extra(model: dict[str, Any], keys: list[str], sample: dict[str, Any] | 
             continue
         if sample is not None and key in sample:
             model[key] = sample[key]
+
+
+_LEVEL_OF_ROW: dict[type, Level] = {Patient: "PATIENT", Study: "STUDY", Series: "SERIES"}
+
+
+def _add_sequences(model: dict[str, Any], keys: list[str], rows: list[Any]) -> set[str]:
+    """Fill requested indexed sequences from the rows that keep them (the same values
+    sequence matching uses). Returns the keys answered, present or not; a row indexed
+    before sequences were kept answers none (its sample instance's JSON will)."""
+    answered: set[str] = set()
+    for row in rows:
+        sequences = stored(row.sequences_json)
+        if sequences is None:
+            continue
+        for key in keys:
+            if INDEXED_SEQUENCES.get(key) == _LEVEL_OF_ROW[type(row)]:
+                answered.add(key)
+                if key in sequences:
+                    model[key] = sequences[key]
+    return answered

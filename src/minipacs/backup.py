@@ -201,6 +201,8 @@ def restore(archive: Archive, src: Path, *, actor: str = "restore") -> BackupSum
         except MinipacsError as exc:
             log.error("blob %s changed after the backup snapshot and cannot be indexed: %s",
                       key, exc)
+    # A backup made before revision 0003 has no kept sequences: derive them.
+    archive.refresh_sequences(only_missing=True)
     archive.audit("restore", actor, detail=f"restored {len(instance_rows)} instances from "
                   f"{src} (backup of {manifest.get('created_at')})")
     log.info("restored %d instances from %s", len(instance_rows), src)

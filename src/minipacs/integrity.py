@@ -3,7 +3,9 @@
 The blobs are the source of truth. Every index row is checked against its blob (present,
 same SHA-256); every instance blob without a row is an orphan. `rebuild_index=True`
 repairs the index from the blobs: orphans are indexed from their own headers, rows whose
-blob is gone are removed (both audited). Corrupt blobs are only reported: their bytes
+blob is gone are removed (both audited), and the sequences patients, studies and series
+keep for sequence matching are re-derived from the stored instance metadata (filling rows
+restored from a backup made before they were kept). Corrupt blobs are only reported: their bytes
 no longer match what was acknowledged, so the fix is a restore from backup, not a re-index.
 """
 
@@ -31,6 +33,7 @@ class VerifyReport:
     reindexed: list[str] = field(default_factory=list)  # orphans now indexed
     forgotten: list[str] = field(default_factory=list)  # rows removed (blob missing)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (key, why) not DICOM
+    resequenced: int = 0  # patient/study/series rows whose kept sequences changed
 
     @property
     def healthy(self) -> bool:
@@ -87,7 +90,8 @@ def verify(
                 report.unreadable.append((key, str(exc)))
             else:
                 report.reindexed.append(key)
+    resequenced = archive.refresh_sequences() if rebuild_index else 0
     return VerifyReport(
         checked, report.missing, report.corrupt, report.orphans, report.reindexed,
-        report.forgotten, report.unreadable,
+        report.forgotten, report.unreadable, resequenced,
     )

@@ -81,6 +81,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  orphan   {key}{done}")
     for key, why in report.unreadable:
         print(f"  unreadable {key}: {why}")
+    if args.rebuild_index:
+        print(f"sequences re-derived for {report.resequenced} rows (patients, studies, series)")
     if not report.healthy and not args.rebuild_index and (report.missing or report.orphans):
         print("run 'minipacs verify --rebuild-index' to repair the index from the blobs")
     return 0 if report.healthy else 1
@@ -172,7 +174,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     verify.add_argument(
         "--rebuild-index", action="store_true",
         help="repair the index from the blobs (the source of truth): index orphaned blobs "
-        "from their headers, remove rows whose blob is gone (audited)",
+        "from their headers, remove rows whose blob is gone (audited), re-derive the "
+        "sequences kept for sequence matching from the stored metadata",
     )
     add_setting_flags(verify)
     verify.set_defaults(func=cmd_verify)

@@ -2,11 +2,13 @@
 
 Items are created, updated and cancelled by the admin API and the CLI (later by the EMR
 order flow); the worklist C-FIND SCP reads them through `Worklist.find`, which shares
-the matching rules (`Filter`, `value_condition`) with C-FIND and QIDO-RS.
+the matching rules (`Filter`, `value_condition`, and sequence matching over DICOM JSON
+from `dicom.item_matching`) with C-FIND and QIDO-RS.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -19,6 +21,13 @@ from sqlalchemy import ColumnElement, Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from minipacs.ae_registry import check_ae_title
+from minipacs.dicom.item_matching import (
+    SequenceKey,
+    check_sequence_key,
+    dataset_matches,
+    sequence_keys,
+)
+from minipacs.dicom.json_model import dumps, element, tag_key
 from minipacs.dicom.matching import Filter, Match, like_pattern
 from minipacs.dicom.names import lower_name
 from minipacs.dicom.uids import is_safe_uid
@@ -26,6 +35,7 @@ from minipacs.errors import InvalidRequest, NotFound
 from minipacs.index.database import create_schema, session_factory
 from minipacs.index.models import ScheduledProcedureStep
 from minipacs.index.query import value_condition
+from minipacs.index.sequences import prefilter
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,32 @@ _COLUMNS: dict[str, Any] = {
 }
 PATIENT_NAME = "00100010"
 MATCHING_KEYS = (PATIENT_NAME, *_COLUMNS)
+# Sequences an item keeps as DICOM JSON (`sequences_json`), matched item by item.
+REFERENCED_STUDIES = tag_key("ReferencedStudySequence")
+REQUESTED_PROCEDURE_CODES = tag_key("RequestedProcedureCodeSequence")
+SCHEDULED_PROTOCOL_CODES = tag_key("ScheduledProtocolCodeSequence")  # inside the SPS item
+_KEPT_SEQUENCES = {REFERENCED_STUDIES, REQUESTED_PROCEDURE_CODES, SPS_SEQUENCE}
+# What a reference to a study usually names as its SOP class: Detached Study Management
+# (retired, but still what order systems send; pydicom's UID dictionary names it so).
+DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
+_YIELD = 200
+
+
+@dataclass(frozen=True)
+class Code:
+    """One item of a code sequence (PS3.3 Table 8.8-1: Code Sequence Macro)."""
+
+    code_value: str
+    coding_scheme_designator: str
+    code_meaning: str = ""
+
+
+@dataclass(frozen=True)
+class ReferencedStudy:
+    """One item of ReferencedStudySequence (SOP Instance Reference Macro)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str = DETACHED_STUDY_MANAGEMENT
 
 
 @dataclass(frozen=True)
@@ -78,12 +114,18 @@ class WorklistItem:
     scheduled_start_time: str = ""
     scheduled_performing_physician_name: str = ""
     scheduled_procedure_step_description: str = ""
+    referenced_studies: tuple[ReferencedStudy, ...] = ()
+    requested_procedure_codes: tuple[Code, ...] = ()
+    scheduled_protocol_codes: tuple[Code, ...] = ()
 
-    def as_json(self) -> dict[str, str]:
+    def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 ITEM_FIELDS = tuple(f.name for f in fields(WorklistItem))
+_SEQUENCE_FIELDS = ("referenced_studies", "requested_procedure_codes",
+                    "scheduled_protocol_codes")
+COLUMN_FIELDS = tuple(name for name in ITEM_FIELDS if name not in _SEQUENCE_FIELDS)
 
 
 def validated(item: WorklistItem) -> WorklistItem:
@@ -105,6 +147,13 @@ def validated(item: WorklistItem) -> WorklistItem:
                         ("requested_procedure_id", 16), ("modality", 16)):
         if len(getattr(item, name)) > limit:
             problems.append(f"{name} is longer than {limit} characters")
+    for ref in item.referenced_studies:
+        for uid in (ref.sop_instance_uid, ref.sop_class_uid):
+            if not is_safe_uid(uid):
+                problems.append(f"referenced study UID {uid!r} is not a UID")
+    for name in ("requested_procedure_codes", "scheduled_protocol_codes"):
+        for code in getattr(item, name):
+            problems.extend(f"{name}: {problem}" for problem in _code_problems(code))
     if problems:
         raise InvalidRequest("worklist item: " + "; ".join(problems))
     if item.scheduled_station_ae_title:
@@ -140,9 +189,10 @@ class Worklist:
             if row is None:
                 row = ScheduledProcedureStep()
                 session.add(row)
-            for name in ITEM_FIELDS:
+            for name in COLUMN_FIELDS:
                 setattr(row, name, getattr(item, name))
             row.patient_name_lower = lower_name(item.patient_name)
+            row.sequences_json = dumps(sequences_model(item))
         log.info("worklist item %s %s for patient %s on %s", item.scheduled_procedure_step_id,
                  item.status, item.patient_id, item.scheduled_station_ae_title or "any station")
         return item
@@ -172,21 +222,109 @@ class Worklist:
 
     def find(self, filt: Filter, *, limit: int) -> tuple[list[WorklistItem], list[str]]:
         """Scheduled (not cancelled) items matching `filt`, at most `limit`, and the
-        keywords whose values were ignored because matching on them is not supported."""
+        keywords whose values were ignored because matching on them is not supported.
+
+        Keys on the items of kept sequences are narrowed in SQL and decided in Python
+        (`kept_sequence_keys`) while rows stream in order, before the limit applies."""
         stmt = select(ScheduledProcedureStep).where(
             ScheduledProcedureStep.status != CANCELLED)
         ignored = []
+        on_items = []
         for match in filt.active():
             condition = _condition(match)
-            if condition is None:
-                ignored.append(match.keyword)
-            else:
+            if condition is not None:
                 stmt = stmt.where(condition)
+            elif _is_kept(match.key):
+                on_items.append(match)
+            else:
+                ignored.append(match.keyword)
+        keys = sequence_keys(on_items)
+        for key in keys:
+            check_sequence_key(key)
+            stmt = stmt.where(prefilter(key, ScheduledProcedureStep.sequences_json))
         stmt = stmt.order_by(ScheduledProcedureStep.scheduled_start_date,
                              ScheduledProcedureStep.scheduled_start_time,
-                             ScheduledProcedureStep.id).limit(limit)
+                             ScheduledProcedureStep.id)
         with self._read() as session:
-            return [_item(row) for row in session.scalars(stmt)], ignored
+            if not keys:
+                return [_item(row) for row in session.scalars(stmt.limit(limit))], ignored
+            found: list[WorklistItem] = []
+            rows = session.scalars(stmt.execution_options(yield_per=_YIELD))
+            try:
+                for row in rows:
+                    model = json.loads(row.sequences_json or "{}")
+                    if all(dataset_matches(model, key) for key in keys):
+                        found.append(_item(row))
+                        if len(found) >= limit:
+                            break
+            finally:
+                rows.close()
+            return found, ignored
+
+
+def kept_sequence_keys(filt: Filter) -> tuple[SequenceKey, ...]:
+    """The sequence keys of `filt` that `Worklist.find` matched on kept sequences."""
+    return sequence_keys(
+        m for m in filt.active() if _condition(m) is None and _is_kept(m.key))
+
+
+def _is_kept(key: str) -> bool:
+    parts = key.split(".")
+    if parts[0] == SPS_SEQUENCE:  # the step is the row: only its protocol codes are JSON
+        return len(parts) > 2 and parts[1] == SCHEDULED_PROTOCOL_CODES
+    return len(parts) > 1 and parts[0] in _KEPT_SEQUENCES
+
+
+def _code_problems(code: Code) -> list[str]:
+    problems = []
+    if not code.code_value.strip() or not code.coding_scheme_designator.strip():
+        problems.append(f"code {code.code_value!r} needs a code value and a coding scheme "
+                        "designator (e.g. 24627-2 and LN)")
+    for name, limit in (("code_value", 16), ("coding_scheme_designator", 16),
+                        ("code_meaning", 64)):
+        if len(getattr(code, name)) > limit:
+            problems.append(f"{name} {getattr(code, name)!r} is longer than {limit} "
+                            "characters")
+    return problems
+
+
+def _code_json(code: Code) -> dict[str, Any]:
+    return {"00080100": element("00080100", code.code_value),
+            "00080102": element("00080102", code.coding_scheme_designator),
+            "00080104": element("00080104", code.code_meaning)}
+
+
+def _sequence(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"vr": "SQ", "Value": items}
+
+
+def sequences_model(item: WorklistItem) -> dict[str, Any]:
+    """The item's sequences as DICOM JSON, shaped as in a worklist response:
+    ReferencedStudySequence, RequestedProcedureCodeSequence, and the one
+    ScheduledProcedureStepSequence item holding ScheduledProtocolCodeSequence."""
+    model: dict[str, Any] = {}
+    if item.referenced_studies:
+        model[REFERENCED_STUDIES] = _sequence([
+            {"00081150": element("00081150", ref.sop_class_uid),
+             "00081155": element("00081155", ref.sop_instance_uid)}
+            for ref in item.referenced_studies])
+    if item.requested_procedure_codes:
+        model[REQUESTED_PROCEDURE_CODES] = _sequence(
+            [_code_json(c) for c in item.requested_procedure_codes])
+    if item.scheduled_protocol_codes:
+        model[SPS_SEQUENCE] = _sequence([{SCHEDULED_PROTOCOL_CODES: _sequence(
+            [_code_json(c) for c in item.scheduled_protocol_codes])}])
+    return model
+
+
+def _text(item: dict[str, Any], tag: str) -> str:
+    values = item.get(tag, {}).get("Value") or [""]
+    return str(values[0])
+
+
+def _codes(sequence: dict[str, Any] | None) -> tuple[Code, ...]:
+    return tuple(Code(_text(i, "00080100"), _text(i, "00080102"), _text(i, "00080104"))
+                 for i in (sequence or {}).get("Value", []))
 
 
 def _condition(match: Match) -> ColumnElement[bool] | None:
@@ -203,4 +341,13 @@ def _condition(match: Match) -> ColumnElement[bool] | None:
 
 
 def _item(row: ScheduledProcedureStep) -> WorklistItem:
-    return WorklistItem(**{name: getattr(row, name) for name in ITEM_FIELDS})
+    model = json.loads(row.sequences_json or "{}")
+    steps = (model.get(SPS_SEQUENCE) or {}).get("Value") or [{}]
+    return WorklistItem(
+        **{name: getattr(row, name) for name in COLUMN_FIELDS},
+        referenced_studies=tuple(
+            ReferencedStudy(_text(i, "00081155"), _text(i, "00081150"))
+            for i in (model.get(REFERENCED_STUDIES) or {}).get("Value", [])),
+        requested_procedure_codes=_codes(model.get(REQUESTED_PROCEDURE_CODES)),
+        scheduled_protocol_codes=_codes(steps[0].get(SCHEDULED_PROTOCOL_CODES)),
+    )

@@ -10,6 +10,7 @@ from typing import Any
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 
 from minipacs.archive import Archive
 from minipacs.dicom.json_model import dataset_from_json
@@ -42,24 +43,52 @@ def _element_text(elem: DataElement) -> str:
 
 
 def identifier_filter(identifier: Dataset) -> tuple[Filter, list[DataElement]]:
-    """Matching keys and return keys of a C-FIND identifier (PS3.4 C.2.2.1)."""
+    """Matching keys and return keys of a C-FIND identifier (PS3.4 C.2.2.1).
+
+    A sequence key's item keys become matches keyed ``SEQUENCE.ITEM`` (deeper for
+    nested sequences); raises `QueryError` for a sequence key with more than one item."""
     matches: list[Match] = []
     requested: list[DataElement] = []
     for elem in identifier:
         if elem.tag in _NOT_KEYS or elem.tag.group == 0x0000:
             continue
         requested.append(elem)
-        key = f"{int(elem.tag):08X}"
-        if elem.VR == "SQ":
-            # Sequence matching (C.2.2.2.6): the one item's non-empty keys must match.
-            for item in elem.value or []:
-                for sub in item:
-                    text = _element_text(sub)
-                    if text:
-                        matches.append(parse_match(f"{key}.{int(sub.tag):08X}", text))
-            continue
-        matches.append(parse_match(key, _element_text(elem)))
+        matches.extend(_element_matches(elem, f"{int(elem.tag):08X}"))
     return Filter(tuple(matches)), requested
+
+
+def _element_matches(elem: DataElement, key: str) -> list[Match]:
+    if elem.VR != "SQ":
+        return [parse_match(key, _element_text(elem))]
+    items = list(elem.value or [])
+    if len(items) > 1:
+        raise QueryError(f"{elem.keyword or key} has {len(items)} items; a sequence key "
+                         "has one item (PS3.4 C.2.2.2.6)")
+    # Sequence matching (C.2.2.2.6): the keys of the one item, recursively.
+    return [m for item in items for sub in item
+            for m in _element_matches(sub, f"{key}.{int(sub.tag):08X}")]
+
+
+def pick_requested(source: Dataset, requested: list[DataElement]) -> Dataset:
+    """The requested keys of `source`; unknown ones come back empty (PS3.4 C.2.2.3).
+
+    A sequence key with an item that lists attributes returns each stored item with
+    just those (recursively); an empty sequence or empty item returns whole items."""
+    out = Dataset()
+    for elem in requested:
+        if elem.tag in source:
+            value = source[elem.tag]
+            if elem.VR == "SQ" and elem.value and value.VR == "SQ":
+                wanted = list(elem.value[0])
+                value = DataElement(
+                    elem.tag, "SQ",
+                    Sequence([pick_requested(item, wanted) if wanted else item
+                              for item in value.value]),
+                )
+            out.add(value)
+        else:
+            out.add(DataElement(elem.tag, elem.VR, [] if elem.VR == "SQ" else None))
+    return out
 
 
 def response_dataset(
@@ -67,10 +96,8 @@ def response_dataset(
 ) -> Dataset:
     """The pending-response identifier: exactly the requested keys, filled when known."""
     wanted = {f"{int(e.tag):08X}" for e in requested}
-    ds = dataset_from_json({k: v for k, v in match.items() if k in wanted})
-    for elem in requested:
-        if elem.tag not in ds:
-            ds.add(DataElement(elem.tag, elem.VR, [] if elem.VR == "SQ" else None))
+    ds = pick_requested(dataset_from_json({k: v for k, v in match.items() if k in wanted}),
+                        requested)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.QueryRetrieveLevel = level
     ds.RetrieveAETitle = ae_title

@@ -10,7 +10,9 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from minipacs.dimse.query_scp import identifier_filter, let_requests_in
+from minipacs.dicom.item_matching import SequenceKey, keep_matching_items
+from minipacs.dicom.json_model import dataset_from_json
+from minipacs.dimse.query_scp import identifier_filter, let_requests_in, pick_requested
 from minipacs.dimse.status import (
     CANCEL,
     FIND_OUT_OF_RESOURCES,
@@ -20,15 +22,24 @@ from minipacs.dimse.status import (
 )
 from minipacs.dimse.storage_scp import peer_of
 from minipacs.errors import MinipacsError
-from minipacs.worklist import SPS_SEQUENCE, Worklist, WorklistItem
+from minipacs.worklist import (
+    Worklist,
+    WorklistItem,
+    kept_sequence_keys,
+    sequences_model,
+)
 
 log = logging.getLogger(__name__)
 
-_SPS_TAG = int(SPS_SEQUENCE, 16)
 
-
-def item_dataset(item: WorklistItem) -> Dataset:
-    """Every attribute minipacs keeps for a worklist item (PS3.4 Table K.6-1)."""
+def item_dataset(item: WorklistItem, matched: tuple[SequenceKey, ...] = ()) -> Dataset:
+    """Every attribute minipacs keeps for a worklist item (PS3.4 Table K.6-1); sequences
+    that `matched` keys matched hold only their matching items (PS3.4 C.2.2.2.6)."""
+    model = sequences_model(item)
+    keep_matching_items(model, matched)
+    kept = dataset_from_json(model)
+    step = kept.ScheduledProcedureStepSequence[0] if kept.get(
+        "ScheduledProcedureStepSequence") else Dataset()
     sps = Dataset()
     sps.ScheduledStationAETitle = item.scheduled_station_ae_title
     sps.ScheduledProcedureStepStartDate = item.scheduled_start_date
@@ -38,6 +49,7 @@ def item_dataset(item: WorklistItem) -> Dataset:
     sps.ScheduledProcedureStepDescription = item.scheduled_procedure_step_description
     sps.ScheduledProcedureStepID = item.scheduled_procedure_step_id
     sps.ScheduledProcedureStepStatus = item.status
+    sps.ScheduledProtocolCodeSequence = step.get("ScheduledProtocolCodeSequence", Sequence())
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.AccessionNumber = item.accession_number
@@ -50,32 +62,15 @@ def item_dataset(item: WorklistItem) -> Dataset:
     ds.StudyInstanceUID = item.study_instance_uid
     ds.RequestedProcedureID = item.requested_procedure_id
     ds.RequestedProcedureDescription = item.requested_procedure_description
+    ds.RequestedProcedureCodeSequence = kept.get("RequestedProcedureCodeSequence", Sequence())
+    ds.ReferencedStudySequence = kept.get("ReferencedStudySequence", Sequence())
     ds.ScheduledProcedureStepSequence = Sequence([sps])
     return ds
 
 
-def _pick(source: Dataset, requested: list[DataElement]) -> Dataset:
-    """The requested keys of `source`; unknown ones come back empty (PS3.4 C.2.2.3)."""
-    out = Dataset()
-    for elem in requested:
-        if elem.tag in source:
-            value = source[elem.tag]
-            if elem.VR == "SQ" and elem.value:
-                # Return keys inside the sequence's one item; an empty sequence asks
-                # for the whole item (universal matching of a sequence).
-                wanted = list(elem.value[0])
-                value = DataElement(
-                    elem.tag, "SQ",
-                    Sequence([_pick(item, wanted) if wanted else item for item in value.value]),
-                )
-            out.add(value)
-        else:
-            out.add(DataElement(elem.tag, elem.VR, [] if elem.VR == "SQ" else None))
-    return out
-
-
-def response_dataset(item: WorklistItem, requested: list[DataElement]) -> Dataset:
-    ds = _pick(item_dataset(item), requested)
+def response_dataset(item: WorklistItem, requested: list[DataElement],
+                     matched: tuple[SequenceKey, ...] = ()) -> Dataset:
+    ds = pick_requested(item_dataset(item, matched), requested)
     ds.SpecificCharacterSet = "ISO_IR 192"
     return ds
 
@@ -88,6 +83,7 @@ def handle_worklist_find(
     try:
         filt, requested = identifier_filter(event.identifier)
         items, ignored = worklist.find(filt, limit=max_results + 1)
+        matched = kept_sequence_keys(filt)
     except MinipacsError as exc:
         log.warning("worklist C-FIND from %s refused: %s", peer, exc)
         yield find_failure(exc), None
@@ -109,7 +105,7 @@ def handle_worklist_find(
         if event.is_cancelled:
             yield CANCEL, None
             return
-        yield PENDING, response_dataset(item, requested)
+        yield PENDING, response_dataset(item, requested, matched)
     if truncated:
         log.warning("worklist C-FIND from %s: more than %d matches (max_query_results)",
                     peer, max_results)

@@ -40,6 +40,8 @@ class Patient(Base):
     # Backslash-delimited, with a leading and trailing backslash: "\\079...\\DN47...\\",
     # so one LIKE '%\\ID\\%' finds a national ID (CCCD) or insurance number.
     other_patient_ids: Mapped[str] = mapped_column(String(1024), default="")
+    # The patient's indexed sequences as DICOM JSON (index/sequences.py); NULL: not derived.
+    sequences_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     studies: Mapped[list[Study]] = relationship(back_populates="patient")
 
@@ -57,6 +59,8 @@ class Study(Base):
     study_id: Mapped[str] = mapped_column(String(16), default="")
     study_description: Mapped[str] = mapped_column(String(256), default="")
     referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
+    # The study's indexed sequences as DICOM JSON (index/sequences.py); NULL: not derived.
+    sequences_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, server_default=func.now(), onupdate=func.now()
@@ -78,6 +82,8 @@ class Series(Base):
     series_date: Mapped[str] = mapped_column(String(8), default="")
     series_time: Mapped[str] = mapped_column(String(16), default="")
     body_part_examined: Mapped[str] = mapped_column(String(64), default="")
+    # The series' indexed sequences as DICOM JSON (index/sequences.py); NULL: not derived.
+    sequences_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(back_populates="series")
@@ -172,6 +178,9 @@ class ScheduledProcedureStep(Base):
     scheduled_start_time: Mapped[str] = mapped_column(String(16), default="")
     scheduled_performing_physician_name: Mapped[str] = mapped_column(String(324), default="")
     scheduled_procedure_step_description: Mapped[str] = mapped_column(String(64), default="")
+    # ReferencedStudySequence, RequestedProcedureCodeSequence and, inside the one
+    # ScheduledProcedureStepSequence item, ScheduledProtocolCodeSequence, as DICOM JSON.
+    sequences_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, server_default=func.now(), onupdate=func.now()

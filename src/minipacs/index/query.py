@@ -1,25 +1,29 @@
 """Compile a `Filter` (PS3.4 C.2.2.2 matching) into SQL over the index tables.
 
-One compiler serves C-FIND and QIDO-RS, so both doors return the same matches.
+One compiler serves C-FIND and QIDO-RS, so both doors return the same matches. Keys on
+the items of indexed sequences are narrowed in SQL and decided in Python while the rows
+stream (`index/sequences.py`); `CompiledQuery.sequence_keys` lists them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, literal, or_, select, true
 from sqlalchemy.orm import InstrumentedAttribute
 
+from minipacs.dicom.item_matching import SequenceKey, check_sequence_key, sequence_keys
 from minipacs.dicom.matching import Filter, Match, like_pattern
 from minipacs.dicom.names import fold_text, lower_name
 from minipacs.errors import QueryError
+from minipacs.index.levels import DEPTH as _DEPTH
+from minipacs.index.levels import LEVELS as LEVELS  # re-exported: doors import them here
+from minipacs.index.levels import Level as Level
 from minipacs.index.models import Instance, Patient, Series, Study
+from minipacs.index.sequences import INDEXED_SEQUENCES, ROWS_KEEPING, prefilter
 
 AnySelect = Select[*tuple[Any, ...]]
-Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
-LEVELS: tuple[Level, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-_DEPTH = {level: i for i, level in enumerate(LEVELS)}
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ _INTEGER_COLUMNS = {"00200011", "00200013", "00280010", "00280011", "00280100", 
 
 
 def is_matchable(key: str) -> bool:
-    return key in COLUMNS or key in SPECIAL_KEYS
+    return key in COLUMNS or key in SPECIAL_KEYS or key.split(".")[0] in INDEXED_SEQUENCES
 
 
 def _string_condition(column: Any, match: Match) -> ColumnElement[bool]:
@@ -206,12 +210,37 @@ def _order(stmt: AnySelect, level: Level) -> AnySelect:
     return stmt.order_by(Series.id, Instance.instance_number, Instance.id)
 
 
-def compile_query(level: Level, filt: Filter, *, limit: int, offset: int = 0) -> AnySelect:
-    """SELECT for the rows at `level` that match every active match of `filt`."""
+@dataclass(frozen=True)
+class CompiledQuery:
+    """`statement`: the rows at a level matching every key SQL can decide, in query
+    order, without limit or offset. `sequence_keys`: keys on sequence items, still to be
+    checked (`index.sequences.matching_rows`) before paging."""
+
+    statement: AnySelect
+    sequence_keys: tuple[SequenceKey, ...]
+
+
+def compile_query(level: Level, filt: Filter) -> CompiledQuery:
+    """The query for the rows at `level` that match every active match of `filt`.
+
+    Raises `QueryError` naming a key that cannot be matched (PS3.4 C.4.1.2.3: an SCP
+    refuses rather than ignore a matching key it does not support)."""
     stmt = base_select(level)
+    on_items: list[Match] = []
     for match in filt.active():
-        stmt = stmt.where(condition_for(match, level))
-    return _order(stmt, level).limit(limit).offset(offset)
+        if "." in match.key and match.key not in SPECIAL_KEYS:
+            on_items.append(match)
+        else:
+            stmt = stmt.where(condition_for(match, level))
+    keys = sequence_keys(on_items)
+    for key in keys:
+        owner = INDEXED_SEQUENCES.get(key.sequence)
+        if owner is None:
+            raise QueryError(f"matching on {key.matches[0].keyword} is not supported")
+        check_sequence_key(key)
+        column = ROWS_KEEPING[owner].sequences_json
+        stmt = stmt.where(_below(level, owner, prefilter(key, column)))
+    return CompiledQuery(_order(stmt, level), keys)
 
 
 def value_condition(column: Any, match: Match) -> ColumnElement[bool]:

@@ -14,7 +14,13 @@ from pydantic import BaseModel, Field
 
 from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
 from minipacs.errors import NotFound
-from minipacs.worklist import Worklist, WorklistItem
+from minipacs.worklist import (
+    DETACHED_STUDY_MANAGEMENT,
+    Code,
+    ReferencedStudy,
+    Worklist,
+    WorklistItem,
+)
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -93,6 +99,23 @@ def get_worklist(request: Request) -> Worklist:
 WorklistDep = Annotated[Worklist, Depends(get_worklist)]
 
 
+class CodeBody(BaseModel):
+    """A coded entry (PS3.3 Code Sequence Macro), e.g. LOINC 24627-2 "CT Chest"."""
+
+    code_value: str = Field(description="CodeValue (0008,0100), at most 16 characters.")
+    coding_scheme_designator: str = Field(
+        description="CodingSchemeDesignator (0008,0102): LN, DCM, SCT, 99LOCAL...")
+    code_meaning: str = Field("", description="CodeMeaning (0008,0104), at most 64.")
+
+
+class ReferencedStudyBody(BaseModel):
+    """One item of ReferencedStudySequence (0008,1110)."""
+
+    sop_instance_uid: str = Field(description="The referenced study's instance UID.")
+    sop_class_uid: str = Field(DETACHED_STUDY_MANAGEMENT,
+                               description="Defaults to Detached Study Management.")
+
+
 class WorklistBody(BaseModel):
     """A scheduled procedure step and its order, in DICOM formats (dates YYYYMMDD,
     times HHMM[SS], names Family^Given)."""
@@ -113,34 +136,51 @@ class WorklistBody(BaseModel):
     scheduled_start_time: str = ""
     scheduled_performing_physician_name: str = ""
     scheduled_procedure_step_description: str = ""
+    referenced_studies: list[ReferencedStudyBody] = Field(
+        default_factory=list, description="ReferencedStudySequence items.")
+    requested_procedure_codes: list[CodeBody] = Field(
+        default_factory=list, description="RequestedProcedureCodeSequence items.")
+    scheduled_protocol_codes: list[CodeBody] = Field(
+        default_factory=list,
+        description="ScheduledProtocolCodeSequence items (in the scheduled step).")
 
 
 def _item(body: WorklistBody, step_id: str = "") -> WorklistItem:
-    return WorklistItem(scheduled_procedure_step_id=step_id, **body.model_dump())
+    fields = body.model_dump(exclude={"referenced_studies", "requested_procedure_codes",
+                                      "scheduled_protocol_codes"})
+    return WorklistItem(
+        scheduled_procedure_step_id=step_id, **fields,
+        referenced_studies=tuple(ReferencedStudy(**r.model_dump())
+                                 for r in body.referenced_studies),
+        requested_procedure_codes=tuple(Code(**c.model_dump())
+                                        for c in body.requested_procedure_codes),
+        scheduled_protocol_codes=tuple(Code(**c.model_dump())
+                                       for c in body.scheduled_protocol_codes),
+    )
 
 
 @router.get("/worklist", summary="List worklist items (scheduled first by date/time)")
 def list_worklist(worklist: WorklistDep, include_cancelled: bool = False
-                  ) -> list[dict[str, str]]:
+                  ) -> list[dict[str, Any]]:
     return [item.as_json() for item in worklist.items(include_cancelled=include_cancelled)]
 
 
 @router.post("/worklist", status_code=201, summary="Schedule a procedure step")
-def create_worklist_item(body: WorklistBody, worklist: WorklistDep) -> dict[str, str]:
+def create_worklist_item(body: WorklistBody, worklist: WorklistDep) -> dict[str, Any]:
     return worklist.put(_item(body)).as_json()
 
 
 @router.get("/worklist/{step_id}", summary="One worklist item")
-def get_worklist_item(step_id: str, worklist: WorklistDep) -> dict[str, str]:
+def get_worklist_item(step_id: str, worklist: WorklistDep) -> dict[str, Any]:
     return worklist.get(step_id).as_json()
 
 
 @router.put("/worklist/{step_id}", summary="Create or update the step with this ID")
 def put_worklist_item(step_id: str, body: WorklistBody, worklist: WorklistDep
-                      ) -> dict[str, str]:
+                      ) -> dict[str, Any]:
     return worklist.put(_item(body, step_id)).as_json()
 
 
 @router.delete("/worklist/{step_id}", summary="Cancel a step: modalities no longer see it")
-def cancel_worklist_item(step_id: str, worklist: WorklistDep) -> dict[str, str]:
+def cancel_worklist_item(step_id: str, worklist: WorklistDep) -> dict[str, Any]:
     return worklist.cancel(step_id).as_json()

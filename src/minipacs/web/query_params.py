@@ -65,7 +65,8 @@ def parse_qido(items: list[tuple[str, str]]) -> QidoQuery:
                 if field.lower() == "all":
                     include_all = True
                 elif field:
-                    include.append(_attribute_key(field))
+                    # A path into a sequence (Seq.Attr) returns the whole sequence.
+                    include.append(_attribute_key(field).split(".")[0])
         elif lname == "orderby":
             continue  # PS3.18 leaves ordering to the origin server; we sort newest first
         else:
