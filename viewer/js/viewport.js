@@ -25,6 +25,11 @@ export function headerWindow(meta) {
   return { center: centers[0], width: widths[0] };
 }
 
+/** Run `callback` after the browser has painted the next frame. */
+function afterNextPaint(callback) {
+  requestAnimationFrame(() => setTimeout(callback, 0));
+}
+
 export class Viewport {
   /**
    * @param {HTMLElement} element empty container
@@ -96,7 +101,9 @@ export class Viewport {
     this.slider.max = String(Math.max(1, series.stack.length));
     this.slider.hidden = series.stack.length <= 1;
     this.imageIndex = Math.min(Math.max(0, startIndex), Math.max(0, series.stack.length - 1));
-    this.frames.load(this.imageIndex).then(() => this.frames.prefetchAround(this.imageIndex));
+    // Background prefetch starts once the first image has been drawn: its responses are
+    // decoded on this thread and would otherwise delay that first paint.
+    this.frames.load(this.imageIndex).then(() => afterNextPaint(() => this.frames.prefetchAround(this.imageIndex)));
     this.updateProgress();
     this.fit();
     this.hooks.onChange(this);
