@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import re
 import threading
@@ -27,19 +26,24 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from minipacs.dicom.header import InstanceAttributes, ParsedInstance, parse_instance
 from minipacs.dicom.item_matching import keep_matching_items
-from minipacs.dicom.json_model import dumps, element, instance_json
+from minipacs.dicom.json_model import dumps, instance_json
 from minipacs.dicom.matching import Filter
 from minipacs.errors import Conflict, MinipacsError, NotFound, QueryError, StorageError
 from minipacs.index.database import create_schema, is_sqlite, session_factory
 from minipacs.index.models import AuditEvent, Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
 from minipacs.index.sequences import (
-    INDEXED_SEQUENCES,
     EntitySequences,
     entity_sequences,
     matching_rows,
     refresh_sequences,
-    stored,
+)
+from minipacs.query_results import (
+    Include,
+    instance_matches,
+    patient_matches,
+    series_matches,
+    study_matches,
 )
 from minipacs.storage import BlobStore, instance_key
 
@@ -47,37 +51,6 @@ log = logging.getLogger(__name__)
 
 IngestStatus = Literal["stored", "duplicate", "replaced"]
 _INDEX_ATTEMPTS = 5
-
-# Attributes each query level returns by itself (PS3.18 Table 6.7.1-2, PS3.4 C.6.1.1).
-STUDY_KEYS = (
-    "00080005", "00080020", "00080030", "00080050", "00080056", "00080061", "00080090",
-    "00081030", "00100010", "00100020", "00100021", "00100030", "00100040", "0020000D",
-    "00200010", "00201206", "00201208",
-)
-SERIES_KEYS = (
-    "00080005", "00080021", "00080031", "00080060", "0008103E", "00180015", "0020000D",
-    "0020000E", "00200011", "00201209", "00400275",
-)
-REQUEST_ATTRIBUTES = "00400275"  # RequestAttributesSequence, kept by the series row
-INSTANCE_KEYS = (
-    "00080005", "00080016", "00080018", "00080056", "0020000D", "0020000E", "00200013",
-    "00280008", "00280010", "00280011", "00280100",
-)
-PATIENT_KEYS = (
-    "00080005", "00100010", "00100020", "00100021", "00100030", "00100040", "00201200",
-    "00201202", "00201204",
-)
-# Patient/study module attributes added for includefield=all at the study level.
-STUDY_ALL_EXTRA = (
-    "00101002", "00101010", "00101020", "00101030", "00102160", "00104000", "00080080",
-    "00080081", "00081032", "00081060", "00321032", "00321060", "00080201", "00081080",
-    "00081110", "00081120",
-)
-SERIES_ALL_EXTRA = (
-    "00080070", "00081090", "00081010", "00080080", "00180050", "00185100", "00400244",
-    "00400245", "00200060", "00400275",
-)
-
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -114,7 +87,6 @@ class QueryResult:
     truncated: bool
 
 
-Include = Sequence[str] | Literal["all"]
 
 
 class Archive:
@@ -317,193 +289,16 @@ class Archive:
             truncated = len(rows) > cap
             rows = rows[:cap]
             if level == "PATIENT":
-                matches = self._patient_matches(session, [r[0] for r in rows], include)
+                matches = patient_matches(session, [r[0] for r in rows], include)
             elif level == "STUDY":
-                matches = self._study_matches(session, rows, include)
+                matches = study_matches(session, rows, include)
             elif level == "SERIES":
-                matches = self._series_matches(session, rows, include)
+                matches = series_matches(session, rows, include)
             else:
-                matches = self._instance_matches(rows, include)
+                matches = instance_matches(rows, include)
         for model in matches:
             keep_matching_items(model, query.sequence_keys)
         return QueryResult(matches, truncated)
-
-    def _patient_matches(
-        self, session: Session, patients: list[Patient], include: Include
-    ) -> list[dict[str, Any]]:
-        ids = [p.id for p in patients]
-        counts: dict[int, tuple[int, int, int]] = {}
-        if ids:
-            stmt = (
-                select(
-                    Study.patient_pk,
-                    func.count(func.distinct(Study.id)),
-                    func.count(func.distinct(Series.id)),
-                    func.count(Instance.id),
-                )
-                .join(Series, Series.study_pk == Study.id)
-                .join(Instance, Instance.series_pk == Series.id)
-                .where(Study.patient_pk.in_(ids))
-                .group_by(Study.patient_pk)
-            )
-            counts = {row[0]: (row[1], row[2], row[3]) for row in session.execute(stmt)}
-        out = []
-        for p in patients:
-            n_studies, n_series, n_instances = counts.get(p.id, (0, 0, 0))
-            model = _patient_json(p)
-            model["00201200"] = element("00201200", n_studies)
-            model["00201202"] = element("00201202", n_series)
-            model["00201204"] = element("00201204", n_instances)
-            _add_sequences(model, _extra_keys(include, PATIENT_KEYS, ()), [p])
-            out.append(model)
-        return out
-
-    def _study_matches(
-        self, session: Session, rows: Sequence[Any], include: Include
-    ) -> list[dict[str, Any]]:
-        study_ids = [row[0].id for row in rows]
-        stats: dict[int, tuple[int, int]] = {}
-        modalities: dict[int, list[str]] = {}
-        if study_ids:
-            count_stmt = (
-                select(
-                    Series.study_pk, func.count(func.distinct(Series.id)), func.count(Instance.id)
-                )
-                .join(Instance, Instance.series_pk == Series.id)
-                .where(Series.study_pk.in_(study_ids))
-                .group_by(Series.study_pk)
-            )
-            stats = {r[0]: (r[1], r[2]) for r in session.execute(count_stmt)}
-            mod_stmt = (
-                select(Series.study_pk, Series.modality)
-                .where(Series.study_pk.in_(study_ids))
-                .distinct()
-            )
-            for study_pk, modality in session.execute(mod_stmt):
-                if modality:
-                    modalities.setdefault(study_pk, []).append(modality)
-        extra_keys = _extra_keys(include, STUDY_KEYS, STUDY_ALL_EXTRA)
-        samples = self._sample_metadata(session, Series.study_pk, study_ids) if extra_keys else {}
-        out = []
-        for study, patient in rows:
-            n_series, n_instances = stats.get(study.id, (0, 0))
-            model = _patient_json(patient)
-            model.update(
-                {
-                    "00080020": element("00080020", study.study_date),
-                    "00080030": element("00080030", study.study_time),
-                    "00080050": element("00080050", study.accession_number),
-                    "00080056": element("00080056", "ONLINE"),
-                    "00080061": element("00080061", sorted(modalities.get(study.id, []))),
-                    "00080090": element("00080090", study.referring_physician_name),
-                    "00081030": element("00081030", study.study_description),
-                    "0020000D": element("0020000D", study.study_instance_uid),
-                    "00200010": element("00200010", study.study_id),
-                    "00201206": element("00201206", n_series),
-                    "00201208": element("00201208", n_instances),
-                }
-            )
-            kept = _add_sequences(model, extra_keys, [study, patient])
-            _add_extra(model, [k for k in extra_keys if k not in kept], samples.get(study.id))
-            out.append(dict(sorted(model.items())))
-        return out
-
-    def _series_matches(
-        self, session: Session, rows: Sequence[Any], include: Include
-    ) -> list[dict[str, Any]]:
-        series_ids = [row[0].id for row in rows]
-        counts: dict[int, int] = {}
-        if series_ids:
-            stmt = (
-                select(Instance.series_pk, func.count(Instance.id))
-                .where(Instance.series_pk.in_(series_ids))
-                .group_by(Instance.series_pk)
-            )
-            counts = {r[0]: r[1] for r in session.execute(stmt)}
-        extra_keys = _extra_keys(include, SERIES_KEYS, SERIES_ALL_EXTRA)
-        samples = self._sample_metadata(session, Series.id, series_ids) if extra_keys else {}
-        out = []
-        for series, study, patient in rows:
-            model: dict[str, Any] = {
-                "00080005": element("00080005", "ISO_IR 192"),
-                "00080021": element("00080021", series.series_date),
-                "00080031": element("00080031", series.series_time),
-                "00080060": element("00080060", series.modality),
-                "0008103E": element("0008103E", series.series_description),
-                "00180015": element("00180015", series.body_part_examined),
-                "0020000D": element("0020000D", study.study_instance_uid),
-                "0020000E": element("0020000E", series.series_instance_uid),
-                "00200011": element("00200011", series.series_number),
-                "00201209": element("00201209", counts.get(series.id, 0)),
-            }
-            if include == "all" or any(k in include for k in STUDY_KEYS):
-                study_part = _patient_json(patient)
-                study_part.update(
-                    {
-                        "00080020": element("00080020", study.study_date),
-                        "00080030": element("00080030", study.study_time),
-                        "00080050": element("00080050", study.accession_number),
-                        "00081030": element("00081030", study.study_description),
-                        "00200010": element("00200010", study.study_id),
-                    }
-                )
-                for key, value in study_part.items():
-                    if include == "all" or key in include:
-                        model.setdefault(key, value)
-            kept = _add_sequences(model, [*extra_keys, REQUEST_ATTRIBUTES],
-                                  [series, study, patient])
-            _add_extra(model, [k for k in extra_keys if k not in kept], samples.get(series.id))
-            out.append(dict(sorted(model.items())))
-        return out
-
-    def _instance_matches(self, rows: Sequence[Any], include: Include) -> list[dict[str, Any]]:
-        extra_keys = _extra_keys(include, INSTANCE_KEYS, ())
-        out = []
-        for instance, series, study, _patient in rows:
-            model: dict[str, Any] = {
-                "00080005": element("00080005", "ISO_IR 192"),
-                "00080016": element("00080016", instance.sop_class_uid),
-                "00080018": element("00080018", instance.sop_instance_uid),
-                "00080056": element("00080056", "ONLINE"),
-                "0020000D": element("0020000D", study.study_instance_uid),
-                "0020000E": element("0020000E", series.series_instance_uid),
-                "00200013": element("00200013", instance.instance_number),
-                "00280008": element("00280008", instance.number_of_frames),
-                "00280010": element("00280010", instance.rows),
-                "00280011": element("00280011", instance.columns),
-                "00280100": element("00280100", instance.bits_allocated),
-                "00020010": element("00020010", instance.transfer_syntax_uid),
-            }
-            if extra_keys or include == "all":
-                stored = json.loads(instance.metadata_json)
-                if include == "all":
-                    for key, value in stored.items():
-                        if "BulkDataURI" not in value and "InlineBinary" not in value:
-                            model.setdefault(key, value)
-                _add_extra(model, extra_keys, stored)
-            out.append(dict(sorted(model.items())))
-        return out
-
-    def _sample_metadata(
-        self, session: Session, group_column: Any, ids: list[int]
-    ) -> dict[int, dict[str, Any]]:
-        """One stored instance's JSON per study or series, for attributes without a column."""
-        if not ids:
-            return {}
-        stmt = (
-            select(group_column, func.min(Instance.id))
-            .select_from(Instance)
-            .join(Series, Instance.series_pk == Series.id)
-            .where(group_column.in_(ids))
-            .group_by(group_column)
-        )
-        first = {row[1]: row[0] for row in session.execute(stmt)}
-        if not first:
-            return {}
-        texts = session.execute(
-            select(Instance.id, Instance.metadata_json).where(Instance.id.in_(list(first)))
-        )
-        return {first[iid]: json.loads(text) for iid, text in texts}
 
     # ------------------------------------------------------------------ retrieve
     def instances(
@@ -881,48 +676,3 @@ def _record(instance: Instance, series: Series, study: Study, patient: Patient) 
         number_of_frames=instance.number_of_frames,
         instance_number=instance.instance_number,
     )
-
-
-def _patient_json(patient: Patient) -> dict[str, Any]:
-    return {
-        "00080005": element("00080005", "ISO_IR 192"),
-        "00100010": element("00100010", patient.patient_name),
-        "00100020": element("00100020", patient.patient_id),
-        "00100021": element("00100021", patient.issuer_of_patient_id),
-        "00100030": element("00100030", patient.patient_birth_date),
-        "00100040": element("00100040", patient.patient_sex),
-    }
-
-
-def _extra_keys(include: Include, own: tuple[str, ...], all_extra: tuple[str, ...]) -> list[str]:
-    if include == "all":
-        return [k for k in all_extra if k not in own]
-    return [k for k in include if k not in own]
-
-
-def _add_extra(model: dict[str, Any], keys: list[str], sample: dict[str, Any] | None) -> None:
-    for key in keys:
-        if key in model:
-            continue
-        if sample is not None and key in sample:
-            model[key] = sample[key]
-
-
-_LEVEL_OF_ROW: dict[type, Level] = {Patient: "PATIENT", Study: "STUDY", Series: "SERIES"}
-
-
-def _add_sequences(model: dict[str, Any], keys: list[str], rows: list[Any]) -> set[str]:
-    """Fill requested indexed sequences from the rows that keep them (the same values
-    sequence matching uses). Returns the keys answered, present or not; a row indexed
-    before sequences were kept answers none (its sample instance's JSON will)."""
-    answered: set[str] = set()
-    for row in rows:
-        sequences = stored(row.sequences_json)
-        if sequences is None:
-            continue
-        for key in keys:
-            if INDEXED_SEQUENCES.get(key) == _LEVEL_OF_ROW[type(row)]:
-                answered.add(key)
-                if key in sequences:
-                    model[key] = sequences[key]
-    return answered

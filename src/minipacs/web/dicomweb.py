@@ -14,13 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from minipacs.archive import SERIES_KEYS, STUDY_KEYS, Archive, InstanceRecord, QueryResult
+from minipacs.archive import Archive, InstanceRecord, QueryResult
 from minipacs.dicom.json_model import dumps, element, with_base_url
 from minipacs.dicom.matching import Filter, Match
 from minipacs.dicom.transcode import transcode
 from minipacs.dicom.uids import is_safe_uid
 from minipacs.errors import NotAcceptable, QueryError
 from minipacs.index.query import Level
+from minipacs.query_results import SERIES_KEYS, STUDY_KEYS
 from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
 from minipacs.web.negotiation import instance_transfer_syntax, parse_accept
 from minipacs.web.query_params import QidoQuery, parse_qido
