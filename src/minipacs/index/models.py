@@ -37,8 +37,8 @@ class Patient(Base):
     patient_name_folded: Mapped[str] = mapped_column(String(324), default="", index=True)
     patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
     patient_sex: Mapped[str] = mapped_column(String(16), default="")
-    # Backslash-delimited, with a leading and trailing backslash: "\\079...\\DN47...\\",
-    # so one LIKE '%\\ID\\%' finds a national ID (CCCD) or insurance number.
+    # "|"-delimited, with a leading and trailing "|": "|079...|DN47...|", so one
+    # LIKE '%|ID|%' finds a national ID (CCCD) or insurance number.
     other_patient_ids: Mapped[str] = mapped_column(String(1024), default="")
     # The patient's indexed sequences as DICOM JSON (index/sequences.py); NULL: not derived.
     sequences_json: Mapped[str | None] = mapped_column(Text, nullable=True)
