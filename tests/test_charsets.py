@@ -149,3 +149,40 @@ def test_ascii_responses_go_only_to_the_ae_that_asked_for_them(
     assert _stored_name(server, patient_id) == NAME  # others still get UTF-8
     stored = dcmread(io.BytesIO(path.read_bytes()))
     assert str(stored.PatientName) == NAME
+
+
+def _find_as(server: ServerProcess, calling: str, identifier: Dataset) -> list[Dataset]:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
+    assert assoc.is_established
+    try:
+        responses = list(assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind))
+    finally:
+        assoc.release()
+    assert responses[-1][0].Status == 0x0000
+    return [ds for status, ds in responses if status.Status in (0xFF00, 0xFF01)]
+
+
+def test_unlabelled_utf8_query_from_an_ae_with_a_default_charset_finds_its_patient(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # A modality that stores without (0008,0005) also queries without it: its "Nguyễn*"
+    # must be read in its registered charset, like what it stored.
+    calling = _title("NQ")
+    register_ae(server, calling, 104, default_charset="ISO_IR 192")
+    patient_id = "CS-QRY-" + calling
+    assert _send(server, _raw_utf8_instance(tmp_path, patient_id, label=None),
+                 calling).Status == 0xB000
+
+    def query() -> Dataset:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.PatientID = patient_id
+        ds[0x00100010] = DataElement(0x00100010, "PN", "Nguyễn^Văn*".encode())
+        return ds
+
+    (match,) = _find_as(server, calling, query())
+    assert str(match.PatientName) == NAME
+    # The same bytes from an AE without the option are read as the default repertoire.
+    assert _find_as(server, "PLAINAE", query()) == []

@@ -49,13 +49,19 @@ def relabel_charset(part10: bytes, default: str, remap_from: str = "", remap_to:
     fixed = charset_fix(current, default, remap_from, remap_to)
     if fixed is None:
         return None
-    ds.SpecificCharacterSet = fixed[0] if len(fixed) == 1 else fixed
-    # pydicom re-encodes text when the character set changed since reading; these
-    # bytes already are in the new one, so declare it the original: written verbatim.
-    _declare_original_charset(ds, ds.SpecificCharacterSet)
+    relabel_dataset(ds, fixed)
     out = io.BytesIO()
     dcmwrite(out, ds, enforce_file_format=True)
     return out.getvalue()
+
+
+def relabel_dataset(ds: Dataset, charset: list[str]) -> None:
+    """Label a data set read from bytes with `charset`, the one its text bytes are
+    really in: text not decoded yet will be decoded in it, and written back verbatim
+    (pydicom re-encodes text whose character set changed since reading, so the new one
+    is declared the original)."""
+    ds.SpecificCharacterSet = charset[0] if len(charset) == 1 else charset
+    _declare_original_charset(ds, ds.SpecificCharacterSet)
 
 
 def _declare_original_charset(ds: Dataset, charset: str | list[str]) -> None:

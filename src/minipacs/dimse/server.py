@@ -35,7 +35,7 @@ from minipacs.dimse.access import (
     guard_store,
 )
 from minipacs.dimse.commitment_scp import handle_n_action
-from minipacs.dimse.peer_options import ascii_for_ascii_peers, charset_repair
+from minipacs.dimse.peer_options import charset_repair, peer_charsets
 from minipacs.dimse.query_scp import handle_find
 from minipacs.dimse.retrieve_scp import handle_get, handle_move
 from minipacs.dimse.storage_scp import handle_store
@@ -116,7 +116,7 @@ def start_dimse_server(
         (evt.EVT_REQUESTED, policy.on_requested),
         (evt.EVT_C_STORE, guard_store(
             partial(handle_store, archive=archive, repair=charset_repair(registry)), policy)),
-        (evt.EVT_C_FIND, guard_find(ascii_for_ascii_peers(
+        (evt.EVT_C_FIND, guard_find(peer_charsets(
             partial(handle_any_find, archive=archive, worklist=worklist, ae_title=ae_title),
             registry), policy, find_right)),
         (evt.EVT_C_MOVE, partial(handle_move, archive=archive, registry=registry,
