@@ -36,11 +36,12 @@ def dataset_bytes(part10: bytes) -> bytes:
     return part10[144 + group_length:]
 
 
-def c_find(server: ServerProcess, identifier: Dataset, model: str = "S") -> list[Dataset]:
+def c_find(server: ServerProcess, identifier: Dataset, model: str = "S",
+           calling: str = "TESTFIND") -> list[Dataset]:
     """All pending identifiers of one C-FIND with pynetdicom; asserts final success."""
     sop_class = (StudyRootQueryRetrieveInformationModelFind if model == "S"
                  else PatientRootQueryRetrieveInformationModelFind)
-    ae = AE(ae_title="TESTFIND")
+    ae = AE(ae_title=calling)
     ae.add_requested_context(sop_class)
     assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
     assert assoc.is_established, "association refused"

@@ -151,19 +151,6 @@ def test_ascii_responses_go_only_to_the_ae_that_asked_for_them(
     assert str(stored.PatientName) == NAME
 
 
-def _find_as(server: ServerProcess, calling: str, identifier: Dataset) -> list[Dataset]:
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
-    assert assoc.is_established
-    try:
-        responses = list(assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind))
-    finally:
-        assoc.release()
-    assert responses[-1][0].Status == 0x0000
-    return [ds for status, ds in responses if status.Status in (0xFF00, 0xFF01)]
-
-
 def test_unlabelled_utf8_query_from_an_ae_with_a_default_charset_finds_its_patient(
     server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -182,7 +169,7 @@ def test_unlabelled_utf8_query_from_an_ae_with_a_default_charset_finds_its_patie
         ds[0x00100010] = DataElement(0x00100010, "PN", "Nguyễn^Văn*".encode())
         return ds
 
-    (match,) = _find_as(server, calling, query())
+    (match,) = c_find(server, query(), calling=calling)
     assert str(match.PatientName) == NAME
     # The same bytes from an AE without the option are read as the default repertoire.
-    assert _find_as(server, "PLAINAE", query()) == []
+    assert c_find(server, query(), calling="PLAINAE") == []
