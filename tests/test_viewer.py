@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 import unicodedata
 import urllib.parse
 import urllib.request
@@ -273,16 +274,26 @@ def test_iid_study_link_by_accession_number_opens_the_study(
     assert state(page, "studyInstanceUID") == value(ct, "0020000D")
 
 
+@pytest.mark.parametrize("early_js_delay", [0.0, 0.6], ids=["early-first", "viewer-first"])
 def test_emr_link_asks_for_each_thing_once_and_thumbnails_after_the_image(
-    server: Any, browser_page: Page
+    server: Any, browser_page: Page, early_js_delay: float
 ) -> None:
     # early.js starts the link's requests before the rest of the viewer has loaded; the
     # viewer must take those answers, not ask again, and leave the server-rendered
-    # thumbnails until the first image is in.
+    # thumbnails until the first image is in. The two modules may run in either order
+    # (a slow machine once ran main.js first and the study search went out twice), so
+    # the second case holds early.js back until the viewer has started asking.
     ct = study_with_modality(server, "CT")
     accession = urllib.parse.quote(value(ct, "00080050"))
     events: list[tuple[str, str]] = []
     page = browser_page
+    if early_js_delay:
+
+        def hold_back(route: Any) -> None:
+            time.sleep(early_js_delay)
+            route.continue_()
+
+        page.route("**/js/early.js", hold_back)
     page.on("request", lambda r: events.append(("asked", r.url)))
     page.on("requestfinished", lambda r: events.append(("done", r.url)))
     page.goto(f"{server.http_url}/viewer/?requestType=STUDY&accessionNumber={accession}")

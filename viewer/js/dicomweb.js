@@ -13,9 +13,14 @@ export const STUDY_ACCEPT_PLAIN = 'multipart/related; type="application/dicom"';
 export const RENDERED_ACCEPT = 'image/png, image/jpeg;q=0.9';
 export const THUMBNAIL_ACCEPT = 'image/jpeg, image/png;q=0.9';
 
-// JSON answers started by warm() and not yet taken, by URL. Module-level so that every
-// client on the page (early.js's and main.js's) shares them.
+// JSON answers started by warm() and not yet taken, by URL; the viewer's own JSON requests
+// still in flight, by URL; and whether the viewer has asked for anything yet. Module-level
+// so that every client on the page (early.js's and main.js's) shares them. early.js and
+// main.js are separate modules and either may run first: warm() gives way as soon as the
+// viewer asks for itself, so nothing is ever asked twice.
 const early = new Map();
+const inFlight = new Map();
+let viewerAsked = false;
 
 export class HttpError extends Error {
   constructor(status, url, detail = '') {
@@ -60,12 +65,19 @@ export class DicomWebClient {
   }
 
   async json(url, signal) {
+    viewerAsked = true;
     const started = early.get(url);
     if (started) {
       early.delete(url);
       return started;
     }
-    return this.fetchJson(url, signal);
+    const promise = this.fetchJson(url, signal);
+    inFlight.set(url, promise);
+    promise.then(
+      () => inFlight.delete(url),
+      () => inFlight.delete(url),
+    );
+    return promise;
   }
 
   async fetchJson(url, signal) {
@@ -78,9 +90,13 @@ export class DicomWebClient {
 
   /**
    * Start a JSON request now, before anything asks for it; the next json() call for the
-   * same URL takes its answer instead of asking again.
+   * same URL takes its answer instead of asking again. Once the viewer asks for itself,
+   * warming stops (it would race the viewer's own requests): warm() then shares the
+   * viewer's request for the same URL if one is in flight, and otherwise rejects.
    */
   warm(url) {
+    if (inFlight.has(url)) return inFlight.get(url);
+    if (viewerAsked && !early.has(url)) return Promise.reject(new Error('the viewer is already asking'));
     if (!early.has(url)) {
       const promise = this.fetchJson(url);
       // Nobody may ever take it: a failure then is not an error worth reporting.
@@ -95,10 +111,11 @@ export class DicomWebClient {
    * metadata) while the rest of the viewer is still loading.
    */
   async warmStudy(studyUid) {
-    this.warm(this.studiesUrl({ StudyInstanceUID: studyUid }));
+    // A refusal (the viewer got there first) needs no handling: the viewer asks itself.
+    this.warm(this.studiesUrl({ StudyInstanceUID: studyUid })).catch(() => {});
     const { items } = await this.warm(this.seriesUrl(studyUid));
     const first = sortSeries(items)[0];
-    if (first) this.warm(this.metadataUrl(studyUid, text(first, TAG.SeriesInstanceUID)));
+    if (first) this.warm(this.metadataUrl(studyUid, text(first, TAG.SeriesInstanceUID))).catch(() => {});
   }
 
   studiesUrl(query) {
