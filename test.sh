@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 apt_packages=()
 command -v storescu >/dev/null 2>&1 || apt_packages+=(dcmtk)
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+command -v firefox-esr >/dev/null 2>&1 || apt_packages+=(firefox-esr)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_packages+=(postgresql)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing Debian packages: ${apt_packages[*]}"

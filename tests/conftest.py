@@ -184,3 +184,13 @@ def limited_server(
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of the module's own holding only sample_dicom/: other tests add studies
+    (with shared accession numbers) to the session server, which would change what the
+    study list and the EMR links show."""
+    proc = ServerProcess(tmp_path_factory.mktemp("viewer-server")).start()
+    yield proc
+    proc.stop()

@@ -7,24 +7,34 @@ from numbers copied out of sample_dicom, so the tests follow the samples if they
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
-import unicodedata
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from conftest import ServerProcess
+from viewer_support import (
+    ARTIFACTS,
+    H,
+    canvas_pixels,
+    dicomweb_json,
+    first_series_metadata,
+    fold,
+    state,
+    study_with_modality,
+    value,
+    viewport_centre,
+    wait_for_first_image,
+    wait_for_render,
+    wait_for_rows_of_patient,
+)
 
-H = "window.minipacsViewer"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "viewer"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -35,17 +45,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-# ---- fixtures (move to conftest.py if other browser tests appear) -----------------------
+# ---- fixtures -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server of the module's own holding only sample_dicom/: other tests add studies
-    (with shared accession numbers) to the session server, which would change what the
-    study list and the EMR links show."""
-    proc = ServerProcess(tmp_path_factory.mktemp("viewer-server")).start()
-    yield proc
-    proc.stop()
+def server(viewer_server: ServerProcess) -> ServerProcess:
+    return viewer_server
 
 
 @pytest.fixture(scope="session")
@@ -74,100 +79,6 @@ def browser_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[P
     page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
     context.close()
     assert not errors, f"JavaScript errors in the viewer: {errors}"
-
-
-# ---- helpers ------------------------------------------------------------------------------
-
-
-def dicomweb_json(server: Any, path: str, **query: str) -> list[dict[str, Any]]:
-    url = f"{server.http_url}/dicom-web/{path}"
-    if query:
-        url += "?" + urllib.parse.urlencode(query)
-    request = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = response.read()
-    return json.loads(body) if body.strip() else []
-
-
-def value(dataset: dict[str, Any], tag: str) -> Any:
-    values = dataset.get(tag, {}).get("Value", [])
-    return values[0] if values else None
-
-
-def study_with_modality(server: Any, modality: str) -> dict[str, Any]:
-    studies = dicomweb_json(server, "studies", ModalitiesInStudy=modality, includefield="all")
-    assert studies, f"no sample study with modality {modality}"
-    return studies[0]
-
-
-def first_series_metadata(
-    server: Any, study_uid: str, *, multiframe: bool = False
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The largest image series of a study (or its first multi-frame one) and its metadata."""
-    candidates = []
-    for series in dicomweb_json(server, f"studies/{study_uid}/series", includefield="all"):
-        series_uid = value(series, "0020000E")
-        metadata = dicomweb_json(server, f"studies/{study_uid}/series/{series_uid}/metadata")
-        frames = sum(int(value(m, "00280008") or 1) for m in metadata)
-        if multiframe and not any(int(value(m, "00280008") or 1) > 1 for m in metadata):
-            continue
-        candidates.append((frames, value(series, "00200011") or 0, series, metadata))
-    assert candidates, f"study {study_uid} has no {'multi-frame ' if multiframe else ''}series"
-    candidates.sort(key=lambda c: (-c[0], c[1]))
-    return candidates[0][2], candidates[0][3]
-
-
-def wait_for_rows_of_patient(page: Page, patient_id: str, count: int) -> None:
-    """Wait for the search's own answer (the list shown before it holds every study)."""
-    page.wait_for_function(
-        """([pid, count]) => {
-            const cells = [...document.querySelectorAll('[data-testid=study-row] [data-column=patient-id]')];
-            return cells.length === count && cells.every(c => c.textContent.trim() === pid);
-        }""",
-        arg=[patient_id, count],
-    )
-
-
-def fold(text: str) -> str:
-    """What a user types without Vietnamese diacritics: 'Nguyễn^Văn An' → 'nguyen van an'."""
-    text = text.replace("đ", "d").replace("Đ", "D").replace("^", " ")
-    decomposed = unicodedata.normalize("NFD", text)
-    return "".join(c for c in decomposed if unicodedata.category(c) != "Mn").lower().strip()
-
-
-def state(page: Page, name: str) -> Any:
-    return page.evaluate(f"{H}.{name}")
-
-
-def wait_for_first_image(page: Page) -> None:
-    page.wait_for_function(
-        f"{H}.page === 'viewer' && {H}.activeViewport.currentImageKind === 'pixels'"
-    )
-
-
-def wait_for_render(page: Page) -> None:
-    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-
-
-def canvas_pixels(page: Page) -> list[int]:
-    """Red channel of a 9×9 grid over the active viewport's canvas."""
-    return page.evaluate(
-        """() => {
-          const c = document.querySelector('.viewport.active [data-testid=viewport-canvas]');
-          const ctx = c.getContext('2d');
-          const out = [];
-          for (let i = 1; i < 10; i++) for (let j = 1; j < 10; j++) {
-            out.push(ctx.getImageData(Math.floor(c.width * i / 10), Math.floor(c.height * j / 10), 1, 1).data[0]);
-          }
-          return out;
-        }"""
-    )
-
-
-def viewport_centre(page: Page) -> tuple[float, float]:
-    box = page.locator(".viewport.active [data-testid=viewport-canvas]").bounding_box()
-    assert box is not None
-    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
 # ---- study list -------------------------------------------------------------------------------
