@@ -349,3 +349,75 @@ def test_restoring_a_backup_made_before_sequences_were_kept_derives_them(
         assert _uids(found.matches) == [study]
     finally:
         restored.close()
+
+
+# ---------------------------------------------------------------------- other patient IDs
+def _other_ids(archive: Archive, patient_id: str) -> list[tuple[str, str]]:
+    (found,) = archive.find(
+        "PATIENT", _filter(PatientID=patient_id), include=["00101002"]
+    ).matches
+    return [
+        (item["00100020"]["Value"][0], item["00100021"]["Value"][0])
+        for item in found["00101002"]["Value"]
+    ]
+
+
+def test_a_patient_gathers_other_ids_from_every_study_and_rebuild_agrees(
+    archive: Archive,
+) -> None:
+    cccd = {"PatientID": "079204001234", "IssuerOfPatientID": "CCCD"}
+    bhyt = {"PatientID": "DN4790123456789", "IssuerOfPatientID": "BHYT"}
+    archive.ingest(make_instance(patient_id="P-OID", OtherPatientIDsSequence=[cccd]))
+    archive.ingest(make_instance(patient_id="P-OID", OtherPatientIDsSequence=[bhyt, cccd]))
+    archive.ingest(make_instance(patient_id="P-OID"))  # a modality that sends none
+    assert _other_ids(archive, "P-OID") == [
+        ("079204001234", "CCCD"),
+        ("DN4790123456789", "BHYT"),
+    ]
+    filt = _filter(
+        OtherPatientIDsSequence__PatientID="079204001234",
+        OtherPatientIDsSequence__IssuerOfPatientID="CCCD",
+    )
+    assert len(archive.find("STUDY", filt).matches) == 3
+    crossed = _filter(
+        OtherPatientIDsSequence__PatientID="079204001234",
+        OtherPatientIDsSequence__IssuerOfPatientID="BHYT",
+    )
+    assert archive.find("STUDY", crossed).matches == []
+    # What ingest gathered is what re-deriving from the stored metadata gives.
+    assert archive.refresh_sequences() == 0
+    _forget_sequences(archive)
+    assert archive.refresh_sequences() > 0
+    assert _other_ids(archive, "P-OID") == [
+        ("079204001234", "CCCD"),
+        ("DN4790123456789", "BHYT"),
+    ]
+
+
+def test_upgrade_to_0004_gathers_other_ids_of_rows_kept_at_0003(
+    archive: Archive, settings: Settings
+) -> None:
+    cccd = {"PatientID": "001099008877", "IssuerOfPatientID": "CCCD"}
+    bhyt = {"PatientID": "HC4010011223344", "IssuerOfPatientID": "BHYT"}
+    archive.ingest(make_instance(patient_id="P-0003", OtherPatientIDsSequence=[cccd]))
+    archive.ingest(make_instance(patient_id="P-0003", OtherPatientIDsSequence=[bhyt]))
+    # As revision 0003 left such a patient: sequences kept, OtherPatientIDsSequence not.
+    with archive.write_engine.begin() as connection:
+        connection.execute(update(Patient).values(sequences_json="{}"))
+        connection.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    filt = _filter(
+        OtherPatientIDsSequence__PatientID="HC4010011223344",
+        OtherPatientIDsSequence__IssuerOfPatientID="BHYT",
+    )
+    assert archive.find("STUDY", filt).matches == []
+    engine = create_index_engine(settings.index_url, writer=True)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    assert len(archive.find("STUDY", filt).matches) == 2
+    assert _other_ids(archive, "P-0003") == [
+        ("001099008877", "CCCD"),
+        ("HC4010011223344", "BHYT"),
+    ]
+    assert archive.refresh_sequences() == 0  # the migration derived what ingest would

@@ -365,3 +365,79 @@ def test_findscu_response_files_hold_what_pynetdicom_sees(
     raw = io.BytesIO()
     by_study[stored.study_b].save_as(raw)
     assert stored.ref_b.encode() in raw.getvalue()
+
+
+# ---------------------------------------------------------------------- other patient IDs
+def test_other_patient_ids_match_an_issuer_and_number_in_the_same_item(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # A national ID (CCCD) and an insurance number arrive on different studies of one
+    # patient; the patient keeps both. Another patient holds the same digits, but as an
+    # insurance number, and a CCCD of other digits: a query for that number *as a CCCD*
+    # must find only the first patient (both keys hold in one item, PS3.4 C.2.2.2.6).
+    number = "0791" + generate_uid()[-8:].replace(".", "0")
+    insurance = "DN4" + number[-10:]
+    first, second = "OID-" + generate_uid()[-10:], "OID-" + generate_uid()[-10:]
+    first_a, first_b, second_a = generate_uid(), generate_uid(), generate_uid()
+    cccd = {"PatientID": number, "IssuerOfPatientID": "CCCD", "TypeOfPatientID": "TEXT"}
+    bhyt = {"PatientID": insurance, "IssuerOfPatientID": "BHYT", "TypeOfPatientID": "TEXT"}
+    instances = [
+        make_instance(study_uid=first_a, patient_id=first, study_date="20240101",
+                      OtherPatientIDsSequence=[cccd]),
+        make_instance(study_uid=first_b, patient_id=first, study_date="20240201",
+                      OtherPatientIDsSequence=[bhyt]),
+        make_instance(study_uid=second_a, patient_id=second, study_date="20240301",
+                      OtherPatientIDsSequence=[
+                          {"PatientID": number, "IssuerOfPatientID": "BHYT"},
+                          {"PatientID": "001" + number[3:], "IssuerOfPatientID": "CCCD"},
+                      ]),
+    ]
+    files = []
+    for n, data in enumerate(instances):
+        path = tmp_path / f"oid{n}.dcm"
+        path.write_bytes(data)
+        files.append(path)
+    assert storescu(server, *files).returncode == 0
+
+    as_cccd = (
+        f"OtherPatientIDsSequence[0].PatientID={number}",
+        "OtherPatientIDsSequence[0].IssuerOfPatientID=CCCD",
+    )
+    for model in ("-S", "-P"):
+        assert _studies(_findscu(server, tmp_path, model, *as_cccd)) == {first_a, first_b}
+    # The number alone (the patient's column of other IDs) finds both patients.
+    alone = _findscu(server, tmp_path, "-S", f"OtherPatientIDsSequence[0].PatientID={number}")
+    assert _studies(alone) == {first_a, first_b, second_a}
+    # Wildcards within the item: any CCCD starting with 001 is the second patient's.
+    wild = _findscu(
+        server,
+        tmp_path,
+        "-S",
+        "OtherPatientIDsSequence[0].PatientID=001*",
+        "OtherPatientIDsSequence[0].IssuerOfPatientID=CCCD",
+    )
+    assert second_a in _studies(wild) and first_a not in _studies(wild)
+
+    qido = {
+        "OtherPatientIDsSequence.PatientID": number,
+        "OtherPatientIDsSequence.IssuerOfPatientID": "CCCD",
+    }
+    assert _qido(server, **qido) == {first_a, first_b}
+    assert _qido(server, **{**qido, "OtherPatientIDsSequence.IssuerOfPatientID": "BHYT"}) == {
+        second_a
+    }
+
+    # The response carries the matching item only, whole as asked; the patient keeps
+    # both identifiers from its two studies, so an empty key returns them all.
+    (answer, *_) = _findscu(
+        server, tmp_path, "-S", f"StudyInstanceUID={first_a}", *as_cccd,
+        "OtherPatientIDsSequence[0].TypeOfPatientID",
+    )
+    assert [(i.PatientID, i.IssuerOfPatientID, i.TypeOfPatientID)
+            for i in answer.OtherPatientIDsSequence] == [(number, "CCCD", "TEXT")]
+    (every,) = _findscu(
+        server, tmp_path, "-S", f"StudyInstanceUID={first_b}", "OtherPatientIDsSequence"
+    )
+    assert {(i.PatientID, i.IssuerOfPatientID) for i in every.OtherPatientIDsSequence} == {
+        (number, "CCCD"), (insurance, "BHYT")
+    }

@@ -34,6 +34,7 @@ from minipacs.index.models import AuditEvent, Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
 from minipacs.index.sequences import (
     EntitySequences,
+    accumulate,
     entity_sequences,
     matching_rows,
     refresh_sequences,
@@ -205,7 +206,7 @@ class Archive:
             patient = Patient(patient_id=a.patient_id, issuer_of_patient_id=a.issuer_of_patient_id)
             session.add(patient)
         _update_patient(patient, a)
-        patient.sequences_json = derived.sequences.patient
+        patient.sequences_json = accumulate(patient.sequences_json, derived.sequences.patient)
         session.flush()
 
         study = session.scalars(

@@ -227,8 +227,19 @@ def compile_query(level: Level, filt: Filter) -> CompiledQuery:
     refuses rather than ignore a matching key it does not support)."""
     stmt = base_select(level)
     on_items: list[Match] = []
-    for match in filt.active():
-        if "." in match.key and match.key not in SPECIAL_KEYS:
+    active = filt.active()
+    # OtherPatientIDsSequence > PatientID alone is decided on the patient's column of
+    # every other ID; with more keys of the item (IssuerOfPatientID, TypeOfPatientID),
+    # they must hold in one item together, which is sequence matching.
+    whole_item = {
+        match.key.split(".")[0]
+        for match in active
+        if "." in match.key and match.key not in SPECIAL_KEYS
+    }
+    for match in active:
+        if "." in match.key and (
+            match.key not in SPECIAL_KEYS or match.key.split(".")[0] in whole_item
+        ):
             on_items.append(match)
         else:
             stmt = stmt.where(condition_for(match, level))

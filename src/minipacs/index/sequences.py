@@ -4,9 +4,11 @@
 `INDEXED_SEQUENCES` names them, each at the level whose module holds it. At ingest,
 `entity_sequences` takes them from the instance's DICOM JSON and the upsert stores them
 as DICOM JSON text in `sequences_json` of the patient, study and series rows,
-overwritten by every instance like the other columns of those rows. NULL means the row
-was indexed before this was kept (`refresh_sequences`, run by `verify --rebuild-index`,
-derives it from the stored metadata); ``{}`` means the instance had none of them.
+overwritten by every instance like the other columns of those rows, except the
+`ACCUMULATED_SEQUENCES`, which keep every distinct item any instance brought
+(`accumulate`). NULL means the row was indexed before this was kept
+(`refresh_sequences`, run by `verify --rebuild-index`, derives it from the stored
+metadata); ``{}`` means the instances had none of them.
 
 Matching is done in Python (`dicom.item_matching`) on the rows the SQL has already
 narrowed (every other key, plus `prefilter`, a LIKE on the JSON text that every real
@@ -33,11 +35,16 @@ from minipacs.index.models import Instance, Patient, Series, Study
 
 # Sequence (tag) → the level whose row keeps it (PS3.4 Tables C.6-1 to C.6-3).
 INDEXED_SEQUENCES: dict[str, Level] = {
+    tag_key("OtherPatientIDsSequence"): "PATIENT",
     tag_key("ReferencedPatientSequence"): "PATIENT",
     tag_key("ReferencedStudySequence"): "STUDY",
     tag_key("ProcedureCodeSequence"): "STUDY",
     tag_key("RequestAttributesSequence"): "SERIES",
 }
+# Items gathered over every instance rather than taken from the newest: a patient's other
+# identifiers (national ID/CCCD, insurance number) often arrive each on a different study,
+# and the patient keeps them all, as `Patient.other_patient_ids` does.
+ACCUMULATED_SEQUENCES = (tag_key("OtherPatientIDsSequence"),)
 SequenceRow = type[Patient] | type[Study] | type[Series]
 ROWS_KEEPING: dict[str, SequenceRow] = {"PATIENT": Patient, "STUDY": Study, "SERIES": Series}
 # VRs whose values the prefilter can look for literally in the JSON text.
@@ -61,6 +68,24 @@ def entity_sequences(model: dict[str, Any]) -> EntitySequences:
         if tag in model:
             kept[level][tag] = model[tag]
     return EntitySequences(dumps(kept["PATIENT"]), dumps(kept["STUDY"]), dumps(kept["SERIES"]))
+
+
+def accumulate(current: str | None, new: str) -> str:
+    """A row's kept sequences after one more instance (`new`, from `entity_sequences`):
+    the instance's, except that each accumulated sequence also keeps the distinct items
+    `current` had, those first."""
+    if current is None or not any(tag in current for tag in ACCUMULATED_SEQUENCES):
+        return new
+    before, model = json.loads(current), json.loads(new)
+    for tag in ACCUMULATED_SEQUENCES:
+        items = [
+            *(before.get(tag) or {}).get("Value", []),
+            *(model.get(tag) or {}).get("Value", []),
+        ]
+        distinct = list({dumps(item): item for item in items}.values())
+        if distinct:
+            model[tag] = {"vr": "SQ", "Value": distinct}
+    return dumps(model)
 
 
 def stored(text: str | None) -> dict[str, Any] | None:
@@ -183,8 +208,9 @@ def _lower_sequences(
 
 def refresh_sequences(session: Session, *, only_missing: bool = False) -> int:
     """Derive every patient's, study's and series' kept sequences (or only those still
-    NULL) from the stored DICOM JSON of its newest instance, as ingest would have.
-    No blob is read. Returns how many rows changed."""
+    NULL) from the stored DICOM JSON of its newest instance, and a patient's accumulated
+    ones from all its instances, as ingest would have. No blob is read. Returns how many
+    rows changed."""
     changed = 0
     for level in ("SERIES", "STUDY", "PATIENT"):
         table = ROWS_KEEPING[level]
@@ -201,6 +227,9 @@ def refresh_sequences(session: Session, *, only_missing: bool = False) -> int:
         pairs = session.execute(newest).all()
         for start in range(0, len(pairs), 500):
             owner_of = {instance_pk: pk for pk, instance_pk in pairs[start : start + 500]}
+            gathered = (
+                _accumulated(session, list(owner_of.values())) if level == "PATIENT" else {}
+            )
             rows = session.execute(
                 select(Instance.id, Instance.metadata_json, table.sequences_json)
                 .join(Series, Instance.series_pk == Series.id)
@@ -210,7 +239,8 @@ def refresh_sequences(session: Session, *, only_missing: bool = False) -> int:
             )
             for instance_pk, metadata, current in rows:
                 sequences = entity_sequences(json.loads(metadata))
-                text = getattr(sequences, level.lower())
+                derived = getattr(sequences, level.lower())
+                text = accumulate(gathered.get(owner_of[instance_pk]), derived)
                 if text != current:
                     session.execute(
                         update(table)
@@ -219,3 +249,22 @@ def refresh_sequences(session: Session, *, only_missing: bool = False) -> int:
                     )
                     changed += 1
     return changed
+
+
+def _accumulated(session: Session, patient_ids: list[int]) -> dict[int, str]:
+    """Per patient, the accumulated sequences of all its instances, oldest first (only
+    instances whose metadata holds one of them are read)."""
+    holds = or_(*[Instance.metadata_json.like(f'%"{tag}"%') for tag in ACCUMULATED_SEQUENCES])
+    rows = session.execute(
+        select(Study.patient_pk, Instance.metadata_json)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .where(Study.patient_pk.in_(patient_ids), holds)
+        .order_by(Instance.id)
+    )
+    gathered: dict[int, str] = {}
+    for patient_pk, metadata in rows:
+        model = json.loads(metadata)
+        only = {tag: model[tag] for tag in ACCUMULATED_SEQUENCES if tag in model}
+        gathered[patient_pk] = accumulate(gathered.get(patient_pk), dumps(only))
+    return gathered
