@@ -14,6 +14,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
+from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -216,3 +217,56 @@ def test_identifier_in_latin1_matches_names_stored_in_utf8(
     (match,) = c_find(server, query)
     assert str(match.PatientName) == "Müller^Jürgen"
     assert match.SpecificCharacterSet == "ISO_IR 192"
+
+
+def _negotiated_find(
+    server: ServerProcess, identifier: Dataset, options: bytes | None
+) -> tuple[bytes | None, list[Dataset]]:
+    """C-FIND (Study Root) on an association that asks `options` by SOP class extended
+    negotiation: what the SCP answered for them, and the matches."""
+    ae = AE(ae_title="EXTNEG")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ext_neg = []
+    if options is not None:
+        item = SOPClassExtendedNegotiation()
+        item.sop_class_uid = StudyRootQueryRetrieveInformationModelFind
+        item.service_class_application_information = options
+        ext_neg.append(item)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title,
+                         ext_neg=ext_neg)
+    assert assoc.is_established
+    try:
+        answered = assoc.acceptor.sop_class_extended.get(
+            StudyRootQueryRetrieveInformationModelFind)
+        responses = list(assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind))
+    finally:
+        assoc.release()
+    assert int(responses[-1][0].Status) == 0x0000
+    return answered, [ds for status, ds in responses if status.Status == 0xFF00]
+
+
+def test_fuzzy_name_matching_when_negotiated_finds_names_typed_without_diacritics(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # A workstation typing "nguyen van an" on an unaccented keyboard finds "Nguyễn Văn An"
+    # once the association agreed on fuzzy semantic matching of person names (PS3.4
+    # C.5.1.1, byte 3); relational queries (byte 1) are agreed; combined date-time (2)
+    # and timezone adjustment (4) are declined.
+    patient_id = "FZ-" + generate_uid()[-10:]
+    (study,) = _store(server, tmp_path, patient_id, studies=1, patient_name="Nguyễn^Văn An")
+    query = _study_query(patient_id)
+    query.PatientName = "nguyen van an"
+
+    answered, fuzzy = _negotiated_find(server, query, b"\x01\x01\x01\x01")
+    assert answered == b"\x01\x00\x01\x00"
+    assert [str(ds.StudyInstanceUID) for ds in fuzzy] == [study]
+    assert str(fuzzy[0].PatientName) == "Nguyễn^Văn An"  # returned as stored
+
+    query.PatientName = "van"  # the start of any name component
+    _, by_component = _negotiated_find(server, query, b"\x00\x00\x01")
+    assert [str(ds.StudyInstanceUID) for ds in by_component] == [study]
+
+    query.PatientName = "nguyen van an"
+    answered, strict = _negotiated_find(server, query, b"\x01")
+    assert answered == b"\x01" and strict == []  # not agreed: diacritics count
+    assert _negotiated_find(server, query, None) == (None, [])

@@ -42,31 +42,72 @@ def _element_text(elem: DataElement) -> str:
     return str(value)
 
 
-def identifier_filter(identifier: Dataset) -> tuple[Filter, list[DataElement]]:
+def identifier_filter(
+    identifier: Dataset, *, fuzzy_names: bool = False
+) -> tuple[Filter, list[DataElement]]:
     """Matching keys and return keys of a C-FIND identifier (PS3.4 C.2.2.1).
 
     A sequence key's item keys become matches keyed ``SEQUENCE.ITEM`` (deeper for
-    nested sequences); raises `QueryError` for a sequence key with more than one item."""
+    nested sequences); raises `QueryError` for a sequence key with more than one item.
+    `fuzzy_names`: person names match without regard to case or diacritics (fuzzy
+    semantic matching, negotiated per association, PS3.4 C.2.2.2.1.1)."""
     matches: list[Match] = []
     requested: list[DataElement] = []
     for elem in identifier:
         if elem.tag in _NOT_KEYS or elem.tag.group == 0x0000:
             continue
         requested.append(elem)
-        matches.extend(_element_matches(elem, f"{int(elem.tag):08X}"))
+        matches.extend(_element_matches(elem, f"{int(elem.tag):08X}", fuzzy_names))
     return Filter(tuple(matches)), requested
 
 
-def _element_matches(elem: DataElement, key: str) -> list[Match]:
+def _element_matches(elem: DataElement, key: str, fuzzy_names: bool) -> list[Match]:
     if elem.VR != "SQ":
-        return [parse_match(key, _element_text(elem))]
+        return [parse_match(key, _element_text(elem), fuzzy=fuzzy_names and elem.VR == "PN")]
     items = list(elem.value or [])
     if len(items) > 1:
         raise QueryError(f"{elem.keyword or key} has {len(items)} items; a sequence key "
                          "has one item (PS3.4 C.2.2.2.6)")
     # Sequence matching (C.2.2.2.6): the keys of the one item, recursively.
     return [m for item in items for sub in item
-            for m in _element_matches(sub, f"{key}.{int(sub.tag):08X}")]
+            for m in _element_matches(sub, f"{key}.{int(sub.tag):08X}", fuzzy_names)]
+
+
+# Query/Retrieve FIND SOP classes whose extended negotiation we answer (PS3.4 C.5.1.1).
+QUERY_FIND_MODELS = (
+    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Query/Retrieve Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Query/Retrieve Information Model - FIND
+)
+# Service-class-application-information bytes we support, by position (PS3.4 Table
+# C.5-1): 1 relational-queries, 2 combined date-time matching, 3 fuzzy semantic
+# matching of person names, 4 timezone query adjustment, 5 enhanced multi-frame
+# image conversion. Only 1 and 3 are done.
+_SUPPORTED_OPTIONS = (True, False, True, False, False)
+_FUZZY_NAMES = 2  # index of byte 3
+
+
+def negotiate_find_options(event: Any) -> dict[str, bytes]:
+    """EVT_SOP_EXTENDED: for each FIND model the SCU asks options of, answer 1 for the
+    options it asked for that we support, 0 for the rest, as many bytes as it sent."""
+    answer: dict[str, bytes] = {}
+    for uid, info in (event.app_info or {}).items():
+        if str(uid) not in QUERY_FIND_MODELS or not info:
+            continue
+        answer[str(uid)] = bytes(
+            1 if asked == 1 and n < len(_SUPPORTED_OPTIONS) and _SUPPORTED_OPTIONS[n] else 0
+            for n, asked in enumerate(info)
+        )
+    if answer:
+        log.info("extended negotiation from %s: asked %s, answered %s", peer_of(event),
+                 {k: v.hex() for k, v in event.app_info.items()},
+                 {k: v.hex() for k, v in answer.items()})
+    return answer
+
+
+def fuzzy_names_agreed(assoc: Any, model: str) -> bool:
+    """Did this association agree on fuzzy semantic matching of person names for `model`?"""
+    agreed = assoc.acceptor.sop_class_extended.get(model, b"")
+    return len(agreed) > _FUZZY_NAMES and agreed[_FUZZY_NAMES] == 1
 
 
 def pick_requested(source: Dataset, requested: list[DataElement]) -> Dataset:
@@ -138,7 +179,8 @@ def handle_find(
         model = str(event.request.AffectedSOPClassUID)
         if level == "PATIENT" and model.startswith("1.2.840.10008.5.1.4.1.2.2"):
             raise QueryError("the Study Root model has no PATIENT level")
-        filt, requested = identifier_filter(identifier)
+        fuzzy = fuzzy_names_agreed(event.assoc, model)
+        filt, requested = identifier_filter(identifier, fuzzy_names=fuzzy)
         keys = [f"{int(e.tag):08X}" for e in requested]
         lvl: Level = level  # type: ignore[assignment]
         result = archive.find(lvl, filt, include=keys)

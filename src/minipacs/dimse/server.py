@@ -36,7 +36,7 @@ from minipacs.dimse.access import (
 )
 from minipacs.dimse.commitment_scp import handle_n_action
 from minipacs.dimse.peer_options import charset_repair, peer_charsets
-from minipacs.dimse.query_scp import handle_find
+from minipacs.dimse.query_scp import handle_find, negotiate_find_options
 from minipacs.dimse.retrieve_scp import handle_get, handle_move
 from minipacs.dimse.storage_scp import handle_store
 from minipacs.dimse.worklist_scp import handle_worklist_find
@@ -114,6 +114,7 @@ def start_dimse_server(
 
     handlers: list[Any] = [
         (evt.EVT_REQUESTED, policy.on_requested),
+        (evt.EVT_SOP_EXTENDED, negotiate_find_options),
         (evt.EVT_C_STORE, guard_store(
             partial(handle_store, archive=archive, repair=charset_repair(registry)), policy)),
         (evt.EVT_C_FIND, guard_find(peer_charsets(
