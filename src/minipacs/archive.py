@@ -24,21 +24,16 @@ from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from minipacs.dicom.header import InstanceAttributes, ParsedInstance, parse_instance
+from minipacs.dicom.header import ParsedInstance, parse_instance
 from minipacs.dicom.item_matching import keep_matching_items
-from minipacs.dicom.json_model import dumps, instance_json
 from minipacs.dicom.matching import Filter
 from minipacs.errors import Conflict, MinipacsError, NotFound, QueryError, StorageError
 from minipacs.index.database import create_schema, is_sqlite, session_factory
 from minipacs.index.models import AuditEvent, Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
-from minipacs.index.sequences import (
-    EntitySequences,
-    accumulate,
-    entity_sequences,
-    matching_rows,
-    refresh_sequences,
-)
+from minipacs.index.sequences import matching_rows, refresh_sequences
+from minipacs.index.upsert import Derived, derive, drop_if_empty, record_of, upsert_instance
+from minipacs.index.upsert import InstanceRecord as InstanceRecord  # the doors' record type
 from minipacs.query_results import (
     Include,
     instance_matches,
@@ -63,21 +58,6 @@ class IngestResult:
     size: int
     sha256: str
     transfer_syntax_uid: str
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    sop_instance_uid: str
-    sop_class_uid: str
-    series_instance_uid: str
-    study_instance_uid: str
-    patient_id: str
-    transfer_syntax_uid: str
-    blob_key: str
-    size: int
-    sha256: str
-    number_of_frames: int | None
-    instance_number: int | None
 
 
 @dataclass(frozen=True)
@@ -143,7 +123,7 @@ class Archive:
             attrs.study_instance_uid, attrs.series_instance_uid, attrs.sop_instance_uid
         )
         self.store.put(key, parsed.part10 if parsed.part10 is not None else source)
-        replaced = self._index_instance(parsed, key, _derive(parsed), received_from)
+        replaced = self._index_instance(parsed, key, derive(parsed), received_from)
         if replaced is not None and replaced.blob_key != key:
             self.store.delete(replaced.blob_key)
         status: IngestStatus = "stored"
@@ -170,7 +150,7 @@ class Archive:
         return records[0] if records else None
 
     def _index_instance(
-        self, parsed: ParsedInstance, key: str, derived: _Derived, received_from: str
+        self, parsed: ParsedInstance, key: str, derived: Derived, received_from: str
     ) -> InstanceRecord | None:
         """Upsert patient → study → series → instance in one transaction.
 
@@ -181,7 +161,7 @@ class Archive:
         for attempt in range(_INDEX_ATTEMPTS):
             try:
                 with self._write_lock, self._write() as session, session.begin():
-                    return self._upsert(session, parsed, key, derived, received_from)
+                    return upsert_instance(session, parsed, key, derived, received_from)
             except (IntegrityError, OperationalError) as exc:
                 last_error = exc
                 log.debug("index attempt %d for %s failed: %s", attempt + 1,
@@ -190,77 +170,6 @@ class Archive:
             f"could not index {parsed.attributes.sop_instance_uid} after "
             f"{_INDEX_ATTEMPTS} attempts: {last_error}"
         )
-
-    def _upsert(
-        self, session: Session, parsed: ParsedInstance, key: str, derived: _Derived,
-        received_from: str,
-    ) -> InstanceRecord | None:
-        a = parsed.attributes
-        patient = session.scalars(
-            select(Patient).where(
-                Patient.patient_id == a.patient_id,
-                Patient.issuer_of_patient_id == a.issuer_of_patient_id,
-            )
-        ).one_or_none()
-        if patient is None:
-            patient = Patient(patient_id=a.patient_id, issuer_of_patient_id=a.issuer_of_patient_id)
-            session.add(patient)
-        _update_patient(patient, a)
-        patient.sequences_json = accumulate(patient.sequences_json, derived.sequences.patient)
-        session.flush()
-
-        study = session.scalars(
-            select(Study).where(Study.study_instance_uid == a.study_instance_uid)
-        ).one_or_none()
-        if study is None:
-            study = Study(study_instance_uid=a.study_instance_uid, patient_pk=patient.id)
-            session.add(study)
-        _update_study(study, a, patient.id)
-        study.sequences_json = derived.sequences.study
-        session.flush()
-
-        series = session.scalars(
-            select(Series).where(Series.series_instance_uid == a.series_instance_uid)
-        ).one_or_none()
-        if series is None:
-            series = Series(series_instance_uid=a.series_instance_uid, study_pk=study.id)
-            session.add(series)
-        _update_series(series, a, study.id)
-        series.sequences_json = derived.sequences.series
-        session.flush()
-
-        instance = session.scalars(
-            select(Instance).where(Instance.sop_instance_uid == a.sop_instance_uid)
-        ).one_or_none()
-        replaced = None
-        if instance is None:
-            instance = Instance(sop_instance_uid=a.sop_instance_uid)
-            session.add(instance)
-        else:
-            old_series = session.get(Series, instance.series_pk)
-            assert old_series is not None  # foreign key
-            old_study = session.get(Study, old_series.study_pk)
-            assert old_study is not None
-            old_patient = session.get(Patient, old_study.patient_pk)
-            assert old_patient is not None
-            replaced = _record(instance, old_series, old_study, old_patient)
-        instance.series_pk = series.id
-        instance.sop_class_uid = a.sop_class_uid
-        instance.instance_number = a.instance_number
-        instance.transfer_syntax_uid = a.transfer_syntax_uid
-        instance.rows = a.rows
-        instance.columns = a.columns
-        instance.bits_allocated = a.bits_allocated
-        instance.number_of_frames = a.number_of_frames
-        instance.blob_key = key
-        instance.size = parsed.size
-        instance.sha256 = parsed.sha256
-        instance.metadata_json = derived.metadata
-        instance.received_from = received_from[:128]
-        if replaced is not None:
-            session.flush()
-            _drop_if_empty(session, replaced.series_instance_uid)
-        return replaced
 
     # ------------------------------------------------------------------ query
     def find(
@@ -329,7 +238,7 @@ class Archive:
         stmt = stmt.order_by(Series.series_number, Series.id, Instance.instance_number,
                              Instance.id)
         with self._read() as session:
-            records = [_record(*row) for row in session.execute(stmt)]
+            records = [record_of(*row) for row in session.execute(stmt)]
         if not records and not missing_ok:
             raise NotFound(_describe(study_instance_uid, series_instance_uid, sop_instance_uid)
                            + " is not in the archive")
@@ -490,7 +399,7 @@ class Archive:
         stmt = stmt.order_by(Study.id, Series.series_number, Series.id,
                              Instance.instance_number, Instance.id)
         with self._read() as session:
-            return [_record(*row) for row in session.execute(stmt)]
+            return [record_of(*row) for row in session.execute(stmt)]
 
     def verify_instance(self, sop_instance_uid: str) -> tuple[InstanceRecord | None, str]:
         """Is this instance really stored? (record, "") when its blob is present and
@@ -535,7 +444,7 @@ class Archive:
             )
             with self._read() as session:
                 rows = session.execute(stmt).all()
-                records = [(row[0].id, _record(*row)) for row in rows]
+                records = [(row[0].id, record_of(*row)) for row in rows]
             if not records:
                 return
             last = records[-1][0]
@@ -548,7 +457,7 @@ class Archive:
         Raises `InvalidInstance` when the blob is not a DICOM instance.
         """
         parsed = parse_instance(self.store.read(key))
-        replaced = self._index_instance(parsed, key, _derive(parsed), actor or "verify")
+        replaced = self._index_instance(parsed, key, derive(parsed), actor or "verify")
         a = parsed.attributes
         self.audit("reindex", actor, a.patient_id, a.study_instance_uid,
                    f"SOP Instance {a.sop_instance_uid} indexed from blob {key}")
@@ -574,7 +483,7 @@ class Archive:
         with self._write_lock, self._write() as session, session.begin():
             session.execute(delete(Instance).where(Instance.sop_instance_uid == sop_instance_uid))
             session.flush()
-            _drop_if_empty(session, record.series_instance_uid)
+            drop_if_empty(session, record.series_instance_uid)
             session.add(
                 AuditEvent(action="forget", actor=actor[:128], patient_id=record.patient_id,
                            study_instance_uid=record.study_instance_uid,
@@ -594,18 +503,6 @@ class Archive:
 
 
 # ---------------------------------------------------------------------- helpers
-@dataclass(frozen=True)
-class _Derived:
-    """What ingest computes once from the header: the instance's DICOM JSON text and
-    the sequences its patient, study and series rows keep."""
-
-    metadata: str
-    sequences: EntitySequences
-
-
-def _derive(parsed: ParsedInstance) -> _Derived:
-    model = instance_json(parsed.dataset, parsed.attributes)
-    return _Derived(dumps(model), entity_sequences(model))
 
 
 def _describe(study: str | None, series: str | None, sop: str | None) -> str:
@@ -614,66 +511,3 @@ def _describe(study: str | None, series: str | None, sop: str | None) -> str:
     if series:
         return f"series {series}"
     return f"study {study}"
-
-
-def _update_patient(patient: Patient, a: InstanceAttributes) -> None:
-    patient.patient_name = a.patient_name
-    patient.patient_name_lower = a.patient_name_lower
-    patient.patient_name_folded = a.patient_name_folded
-    patient.patient_birth_date = a.patient_birth_date
-    patient.patient_sex = a.patient_sex
-    known = [x for x in (patient.other_patient_ids or "").split("|") if x]
-    merged = list(dict.fromkeys([*known, *a.other_patient_ids]))
-    patient.other_patient_ids = ("|" + "|".join(merged) + "|") if merged else ""
-
-
-def _update_study(study: Study, a: InstanceAttributes, patient_pk: int) -> None:
-    study.patient_pk = patient_pk
-    study.study_date = a.study_date
-    study.study_time = a.study_time
-    study.accession_number = a.accession_number
-    study.study_id = a.study_id
-    study.study_description = a.study_description
-    study.referring_physician_name = a.referring_physician_name
-
-
-def _update_series(series: Series, a: InstanceAttributes, study_pk: int) -> None:
-    series.study_pk = study_pk
-    series.modality = a.modality
-    series.series_number = a.series_number
-    series.series_description = a.series_description
-    series.series_date = a.series_date
-    series.series_time = a.series_time
-    series.body_part_examined = a.body_part_examined
-
-
-def _drop_if_empty(session: Session, series_instance_uid: str) -> None:
-    """After a replace moved an instance elsewhere, remove its old series/study if empty."""
-    series = session.scalars(
-        select(Series).where(Series.series_instance_uid == series_instance_uid)
-    ).one_or_none()
-    if series is None or session.scalar(
-        select(Instance.id).where(Instance.series_pk == series.id).limit(1)
-    ) is not None:
-        return
-    study_pk = series.study_pk
-    session.delete(series)
-    session.flush()
-    if session.scalar(select(Series.id).where(Series.study_pk == study_pk).limit(1)) is None:
-        session.execute(delete(Study).where(Study.id == study_pk))
-
-
-def _record(instance: Instance, series: Series, study: Study, patient: Patient) -> InstanceRecord:
-    return InstanceRecord(
-        sop_instance_uid=instance.sop_instance_uid,
-        sop_class_uid=instance.sop_class_uid,
-        series_instance_uid=series.series_instance_uid,
-        study_instance_uid=study.study_instance_uid,
-        patient_id=patient.patient_id,
-        transfer_syntax_uid=instance.transfer_syntax_uid,
-        blob_key=instance.blob_key,
-        size=instance.size,
-        sha256=instance.sha256,
-        number_of_frames=instance.number_of_frames,
-        instance_number=instance.instance_number,
-    )
