@@ -7,7 +7,6 @@ from numbers copied out of sample_dicom, so the tests follow the samples if they
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 import urllib.parse
@@ -22,16 +21,18 @@ from conftest import ServerProcess
 from viewer_support import (
     ARTIFACTS,
     H,
-    canvas_pixels,
     dicomweb_json,
-    first_series_metadata,
+    drag_window_level,
     fold,
+    measure_length,
+    play_cine,
+    scroll_stack,
+    search_unaccented_name,
     state,
     study_with_modality,
+    switch_language,
     value,
-    viewport_centre,
     wait_for_first_image,
-    wait_for_render,
     wait_for_rows_of_patient,
 )
 
@@ -87,25 +88,7 @@ def browser_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[P
 def test_search_by_unaccented_name_finds_the_vietnamese_patient(
     server: Any, browser_page: Page
 ) -> None:
-    ct = study_with_modality(server, "CT")
-    name = value(ct, "00100010")["Alphabetic"]
-    page = browser_page
-    page.goto(f"{server.http_url}/viewer/")
-    page.fill("[data-testid=search-name]", fold(name))
-    page.press("[data-testid=search-name]", "Enter")
-    rows = page.locator("[data-testid=study-row]")
-    expected = dicomweb_json(server, "studies", PatientName=fold(name) + "*", fuzzymatching="true")
-    # Wait for the search's own answer: the list shown before it holds every study.
-    page.wait_for_function(
-        """([uid, count]) => {
-            const rows = [...document.querySelectorAll('[data-testid=study-row]')];
-            return rows.length === count && rows.some(r => r.dataset.studyUid === uid);
-        }""",
-        arg=[value(ct, "0020000D"), len(expected)],
-    )
-    names = rows.locator("td[data-column=name]").all_inner_texts()
-    assert names and all(fold(n) == fold(name) for n in names)
-    assert name.split("^")[0] in names[0]  # shown with its diacritics
+    search_unaccented_name(server, browser_page)
 
 
 def test_search_by_patient_id_lists_studies_newest_first(server: Any, browser_page: Page) -> None:
@@ -261,107 +244,25 @@ def test_iid_patient_link_lists_only_that_patients_studies(server: Any, browser_
 
 
 def test_wheel_scroll_changes_the_image_number(server: Any, browser_page: Page) -> None:
-    ct = study_with_modality(server, "CT")
-    page = browser_page
-    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
-    wait_for_first_image(page)
-    count = state(page, "imageCount")
-    assert count > 3
-    assert state(page, "imageNumber") == 1
-    page.mouse.move(*viewport_centre(page))
-    for _ in range(3):
-        page.mouse.wheel(0, 100)
-    page.wait_for_function(f"{H}.imageNumber === 4")
-    page.wait_for_function(
-        "() => document.querySelector('.viewport.active [data-testid=image-number]').textContent.includes('4/')"
-    )
-    page.keyboard.press("End")
-    assert state(page, "imageNumber") == count
-    page.keyboard.press("Home")
-    assert state(page, "imageNumber") == 1
+    scroll_stack(server, browser_page)
 
 
 def test_window_level_drag_changes_window_and_canvas_pixels(
     server: Any, browser_page: Page
 ) -> None:
-    ct = study_with_modality(server, "CT")
-    page = browser_page
-    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
-    wait_for_first_image(page)
-    wait_for_render(page)
-    centre, width = state(page, "windowCenter"), state(page, "windowWidth")
-    before = canvas_pixels(page)
-    x, y = viewport_centre(page)
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x + 60, y + 90, steps=6)
-    page.mouse.up()
-    wait_for_render(page)
-    assert state(page, "windowCenter") > centre
-    assert state(page, "windowWidth") > width
-    assert canvas_pixels(page) != before
+    drag_window_level(server, browser_page)
 
 
 def test_length_measurement_is_in_mm_from_pixel_spacing(server: Any, browser_page: Page) -> None:
-    ct = study_with_modality(server, "CT")
-    _, metadata = first_series_metadata(server, value(ct, "0020000D"))
-    spacing = [
-        float(v) for v in metadata[0]["00280030"]["Value"]
-    ]  # row spacing, column spacing (mm)
-    page = browser_page
-    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
-    wait_for_first_image(page)
-    page.click("[data-testid=tool-length]")
-    start = page.evaluate(f"{H}.imageToClient(40, 50)")
-    end = page.evaluate(f"{H}.imageToClient(100, 130)")
-    page.mouse.move(start["x"], start["y"])
-    page.mouse.down()
-    page.mouse.move(end["x"], end["y"], steps=5)
-    page.mouse.up()
-    page.wait_for_function(f"{H}.lastMeasurement !== null")
-    # Mouse positions land on whole CSS pixels: read back where they fell in the image.
-    a = page.evaluate(f"{H}.clientToImage({start['x']}, {start['y']})")
-    b = page.evaluate(f"{H}.clientToImage({end['x']}, {end['y']})")
-    expected = math.hypot((b["x"] - a["x"]) * spacing[1], (b["y"] - a["y"]) * spacing[0])
-    measurement = state(page, "lastMeasurement")
-    assert measurement["unit"] == "mm"
-    assert measurement["value"] == pytest.approx(expected, rel=1e-3)
-    assert expected == pytest.approx(math.hypot(60 * spacing[1], 80 * spacing[0]), rel=0.02)
-    label = page.locator(".viewport.active [data-testid=measurement-label]").first.text_content()
-    assert label is not None and "mm" in label
+    measure_length(server, browser_page)
 
 
 def test_multiframe_cine_advances_frames(server: Any, browser_page: Page) -> None:
-    us = study_with_modality(server, "US")
-    series, metadata = first_series_metadata(server, value(us, "0020000D"), multiframe=True)
-    frames = int(value(metadata[0], "00280008"))
-    page = browser_page
-    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(us, '0020000D')}")
-    page.wait_for_function(f"{H}.page === 'viewer' && {H}.imageCount > 0")
-    page.click(f"[data-testid=series-thumbnail][data-series-uid='{value(series, '0020000E')}']")
-    page.wait_for_function(
-        f"{H}.imageCount === {frames} && {H}.activeViewport.currentImageKind === 'pixels'"
-    )
-    first = state(page, "cineFrame")
-    page.click("[data-testid=action-cine]")
-    page.wait_for_function(f"{H}.cinePlaying && {H}.cineFramesShown >= 3")
-    assert state(page, "cineFrame") != first
-    page.keyboard.press("c")
-    page.wait_for_function(f"!{H}.cinePlaying")
+    play_cine(server, browser_page)
 
 
 def test_language_switch_changes_text_and_is_remembered(server: Any, browser_page: Page) -> None:
-    page = browser_page
-    page.goto(f"{server.http_url}/viewer/")
-    assert state(page, "lang") == "vi"
-    submit = page.locator("[data-testid=search-submit]")
-    assert submit.inner_text() == "Tìm kiếm"
-    page.click("[data-testid=language-switch]")
-    assert submit.inner_text() == "Search"
-    assert page.evaluate("document.documentElement.lang") == "en"
-    page.reload()
-    assert state(page, "lang") == "en"
-    assert submit.inner_text() == "Search"
+    switch_language(server, browser_page)
 
 
 # ---- pure modules, run in the browser that loads them ------------------------------------------

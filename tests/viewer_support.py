@@ -8,11 +8,14 @@ A `page` here is anything with Playwright's `evaluate` and `wait_for_function`.
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 H = "window.minipacsViewer"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "viewer"
@@ -108,3 +111,129 @@ def viewport_centre(page: Any) -> tuple[float, float]:
         "() => { const r = document.querySelector('.viewport.active [data-testid=viewport-canvas]').getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }"
     )
     return box[0], box[1]
+
+
+# ---- reading scenarios, the same steps in Chromium and Firefox -----------------------------
+# Each takes the server and a page with Playwright's names (goto, click, fill, press,
+# mouse, keyboard, reload, evaluate, wait_for_function): a Playwright Page or a
+# firefox_bidi.FirefoxPage. Mouse positions are whole CSS pixels in both.
+
+
+def text_of(page: Any, selector: str) -> str:
+    return str(page.evaluate("(s) => document.querySelector(s).textContent.trim()", selector))
+
+
+def search_unaccented_name(server: Any, page: Any) -> None:
+    ct = study_with_modality(server, "CT")
+    name = value(ct, "00100010")["Alphabetic"]
+    expected = dicomweb_json(server, "studies", PatientName=fold(name) + "*", fuzzymatching="true")
+    page.goto(f"{server.http_url}/viewer/")
+    page.fill("[data-testid=search-name]", fold(name))
+    page.press("[data-testid=search-name]", "Enter")
+    # Wait for the search's own answer: the list shown before it holds every study.
+    page.wait_for_function(
+        """([uid, count]) => {
+            const rows = [...document.querySelectorAll('[data-testid=study-row]')];
+            return rows.length === count && rows.some(r => r.dataset.studyUid === uid);
+        }""",
+        arg=[value(ct, "0020000D"), len(expected)],
+    )
+    names = page.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=study-row] td[data-column=name]')].map(c => c.innerText)"
+    )
+    assert names and all(fold(n) == fold(name) for n in names)
+    assert name.split("^")[0] in names[0]  # shown with its diacritics
+
+
+def scroll_stack(server: Any, page: Any) -> None:
+    ct = study_with_modality(server, "CT")
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
+    wait_for_first_image(page)
+    count = state(page, "imageCount")
+    assert count > 3
+    assert state(page, "imageNumber") == 1
+    page.mouse.move(*viewport_centre(page))
+    for _ in range(3):
+        page.mouse.wheel(0, 100)
+    page.wait_for_function(f"{H}.imageNumber === 4")
+    page.wait_for_function(
+        "() => document.querySelector('.viewport.active [data-testid=image-number]').textContent.includes('4/')"
+    )
+    page.keyboard.press("End")
+    page.wait_for_function(f"{H}.imageNumber === {count}")
+    page.keyboard.press("Home")
+    page.wait_for_function(f"{H}.imageNumber === 1")
+
+
+def drag_window_level(server: Any, page: Any) -> None:
+    ct = study_with_modality(server, "CT")
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
+    wait_for_first_image(page)
+    wait_for_render(page)
+    centre, width = state(page, "windowCenter"), state(page, "windowWidth")
+    before = canvas_pixels(page)
+    x, y = viewport_centre(page)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 60, y + 90, steps=6)
+    page.mouse.up()
+    wait_for_render(page)
+    assert state(page, "windowCenter") > centre
+    assert state(page, "windowWidth") > width
+    assert canvas_pixels(page) != before
+
+
+def measure_length(server: Any, page: Any) -> None:
+    ct = study_with_modality(server, "CT")
+    _, metadata = first_series_metadata(server, value(ct, "0020000D"))
+    row_mm, column_mm = (float(v) for v in metadata[0]["00280030"]["Value"])
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
+    wait_for_first_image(page)
+    page.click("[data-testid=tool-length]")
+    start = page.evaluate(f"{H}.imageToClient(40, 50)")
+    end = page.evaluate(f"{H}.imageToClient(100, 130)")
+    x0, y0, x1, y1 = (math.floor(v) for v in (start["x"], start["y"], end["x"], end["y"]))
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    page.wait_for_function(f"{H}.lastMeasurement !== null")
+    # Read back where the whole-pixel mouse positions fell in the image.
+    a = page.evaluate(f"{H}.clientToImage({x0}, {y0})")
+    b = page.evaluate(f"{H}.clientToImage({x1}, {y1})")
+    expected = math.hypot((b["x"] - a["x"]) * column_mm, (b["y"] - a["y"]) * row_mm)
+    measurement = state(page, "lastMeasurement")
+    assert measurement["unit"] == "mm"
+    assert measurement["value"] == pytest.approx(expected, rel=1e-3)
+    assert expected == pytest.approx(math.hypot(60 * column_mm, 80 * row_mm), rel=0.02)
+    assert "mm" in text_of(page, ".viewport.active [data-testid=measurement-label]")
+
+
+def play_cine(server: Any, page: Any) -> None:
+    us = study_with_modality(server, "US")
+    series, metadata = first_series_metadata(server, value(us, "0020000D"), multiframe=True)
+    frames = int(value(metadata[0], "00280008"))
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(us, '0020000D')}")
+    page.wait_for_function(f"{H}.page === 'viewer' && {H}.imageCount > 0")
+    page.click(f"[data-testid=series-thumbnail][data-series-uid='{value(series, '0020000E')}']")
+    page.wait_for_function(
+        f"{H}.imageCount === {frames} && {H}.activeViewport.currentImageKind === 'pixels'"
+    )
+    first = state(page, "cineFrame")
+    page.click("[data-testid=action-cine]")
+    page.wait_for_function(f"{H}.cinePlaying && {H}.cineFramesShown >= 3")
+    assert state(page, "cineFrame") != first
+    page.keyboard.press("c")
+    page.wait_for_function(f"!{H}.cinePlaying")
+
+
+def switch_language(server: Any, page: Any) -> None:
+    page.goto(f"{server.http_url}/viewer/")
+    assert state(page, "lang") == "vi"
+    assert text_of(page, "[data-testid=search-submit]") == "Tìm kiếm"
+    page.click("[data-testid=language-switch]")
+    page.wait_for_function("document.documentElement.lang === 'en'")
+    assert text_of(page, "[data-testid=search-submit]") == "Search"
+    page.reload()
+    page.wait_for_function(f"{H} && {H}.lang === 'en'")
+    assert text_of(page, "[data-testid=search-submit]") == "Search"
