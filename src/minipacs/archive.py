@@ -24,12 +24,25 @@ from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from minipacs.access import control
+from minipacs.access.principal import Principal
+from minipacs.access.roles import Action
+from minipacs.audit.chain import AuditEntry, AuditRecord, append
+from minipacs.audit.chain import search as search_audit
+from minipacs.audit.reads import ReadCoalescer
 from minipacs.dicom.header import ParsedInstance, parse_instance
 from minipacs.dicom.item_matching import keep_matching_items
 from minipacs.dicom.matching import Filter
-from minipacs.errors import Conflict, MinipacsError, NotFound, QueryError, StorageError
+from minipacs.errors import (
+    Conflict,
+    Forbidden,
+    MinipacsError,
+    NotFound,
+    QueryError,
+    StorageError,
+)
 from minipacs.index.database import create_schema, is_sqlite, session_factory
-from minipacs.index.models import AuditEvent, Instance, Patient, Series, Study
+from minipacs.index.models import Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
 from minipacs.index.sequences import matching_rows, refresh_sequences
 from minipacs.index.upsert import Derived, derive, drop_if_empty, record_of, upsert_instance
@@ -90,6 +103,7 @@ class Archive:
         self.write_engine = write_engine or engine
         self.duplicate_policy = duplicate_policy
         self.max_query_results = max_query_results
+        self._reads = ReadCoalescer()
         self._read: sessionmaker[Session] = session_factory(engine)
         self._write: sessionmaker[Session] = session_factory(self.write_engine)
         # SQLite has one writer at a time anyway; queueing threads here keeps them off
@@ -146,7 +160,7 @@ class Archive:
         )
 
     def _existing(self, sop_instance_uid: str) -> InstanceRecord | None:
-        records = self.instances(sop_instance_uid=sop_instance_uid, missing_ok=True)
+        records = self._instances(sop_instance_uid=sop_instance_uid, missing_ok=True)
         return records[0] if records else None
 
     def _index_instance(
@@ -177,6 +191,7 @@ class Archive:
         level: Level,
         filt: Filter,
         *,
+        principal: Principal,
         include: Include = (),
         limit: int | None = None,
         offset: int = 0,
@@ -185,7 +200,19 @@ class Archive:
 
         `include` names extra attributes (tags as 8 hex digits) to return besides the
         level's own, or "all". At most `limit` (capped by max_query_results) are returned.
+        Raises `Forbidden` unless `principal` may query; audited with the patients found.
         """
+        self.permit(principal, Action.QUERY)
+        result = self._find(level, filt, include=include, limit=limit, offset=offset)
+        patients = sorted({_text(m.get("00100020")) for m in result.matches} - {""})
+        self.audit("query", principal.actor, patients[0] if len(patients) == 1 else "",
+                   detail=f"{level} {filt.describe()}: {len(result.matches)} matches"
+                   + (f", patients {' '.join(patients[:50])}" if patients else ""),
+                   role=principal.role.value, source=principal.source)
+        return result
+
+    def _find(self, level: Level, filt: Filter, *, include: Include = (),
+              limit: int | None = None, offset: int = 0) -> QueryResult:
         cap = min(limit or self.max_query_results, self.max_query_results)
         query = compile_query(level, filt)
         with self._read() as session:
@@ -217,12 +244,31 @@ class Archive:
         series_instance_uid: str | None = None,
         sop_instance_uid: str | None = None,
         *,
+        principal: Principal,
+        action: Action = Action.VIEW,
+    ) -> list[InstanceRecord]:
+        """Stored instances of a study, series or one instance, in series/instance order,
+        for `principal` to `action` (view: what a viewer shows; download: files).
+
+        Raises `NotFound` naming what was asked for when nothing matches, `Forbidden`
+        when the principal may not; audited once per study and window (`audit/reads.py`).
+        """
+        self.permit(principal, action, study_instance_uid)
+        records = self._instances(study_instance_uid, series_instance_uid, sop_instance_uid)
+        self._audit_read(principal, action, records)
+        if study_instance_uid is None and principal.study_uids is not None:
+            for record in records:
+                self.permit(principal, action, record.study_instance_uid)
+        return records
+
+    def _instances(
+        self,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        *,
         missing_ok: bool = False,
     ) -> list[InstanceRecord]:
-        """Stored instances of a study, series or one instance, in series/instance order.
-
-        Raises `NotFound` naming what was asked for when nothing matches (unless missing_ok).
-        """
         stmt = (
             select(Instance, Series, Study, Patient)
             .join(Series, Instance.series_pk == Series.id)
@@ -249,8 +295,13 @@ class Archive:
         study_instance_uid: str,
         series_instance_uid: str | None = None,
         sop_instance_uid: str | None = None,
+        *,
+        principal: Principal,
     ) -> list[str]:
-        """Stored DICOM JSON texts (one per instance) with BulkDataURI placeholders."""
+        """Stored DICOM JSON texts (one per instance) with BulkDataURI placeholders.
+
+        A view of the study by `principal`: permitted and audited as `instances` is."""
+        self.permit(principal, Action.VIEW, study_instance_uid)
         stmt = (
             select(Instance.metadata_json)
             .join(Series, Instance.series_pk == Series.id)
@@ -265,9 +316,15 @@ class Archive:
                              Instance.id)
         with self._read() as session:
             texts = list(session.scalars(stmt))
+            patient_id = session.scalar(
+                select(Patient.patient_id).join(Study, Study.patient_pk == Patient.id)
+                .where(Study.study_instance_uid == study_instance_uid)) if texts else None
         if not texts:
             raise NotFound(_describe(study_instance_uid, series_instance_uid, sop_instance_uid)
                            + " is not in the archive")
+        if self._reads.first_in_window(principal.actor, Action.VIEW, study_instance_uid):
+            self.audit("view", principal.actor, patient_id or "", study_instance_uid,
+                       detail="metadata", role=principal.role.value, source=principal.source)
         return texts
 
     def read_instance(self, record: InstanceRecord) -> bytes:
@@ -291,13 +348,15 @@ class Archive:
         with self._read() as session:
             return session.scalar(select(Instance.id).limit(1)) is None
 
-    def delete_study(self, study_instance_uid: str, *, actor: str = "") -> int:
+    def delete_study(self, study_instance_uid: str, *, principal: Principal) -> int:
         """Remove a study's rows, then its blobs. Returns the number of instances deleted.
 
         Rows go first: once they are gone no one can be served a blob we are deleting;
         a crash before the blobs are removed leaves orphans that `verify` sweeps.
         """
-        records = self.instances(study_instance_uid)
+        self.permit(principal, Action.DELETE, study_instance_uid)
+        actor = principal.actor
+        records = self._instances(study_instance_uid)
         with self._write_lock, self._write() as session, session.begin():
             study = session.scalars(
                 select(Study).where(Study.study_instance_uid == study_instance_uid)
@@ -306,12 +365,10 @@ class Archive:
             session.execute(delete(Instance).where(Instance.series_pk.in_(series_ids)))
             session.execute(delete(Series).where(Series.id.in_(series_ids)))
             session.delete(study)
-            session.add(
-                AuditEvent(action="delete", actor=actor[:128],
-                           patient_id=records[0].patient_id,
-                           study_instance_uid=study_instance_uid,
-                           detail=f"{len(records)} instances deleted")
-            )
+            append(session, AuditRecord("delete", actor, principal.role.value,
+                                        principal.source, records[0].patient_id,
+                                        study_instance_uid,
+                                        detail=f"{len(records)} instances deleted"))
         for record in records:
             self.store.delete(record.blob_key)
         self.delete_derived(study_instance_uid)
@@ -320,13 +377,52 @@ class Archive:
         return len(records)
 
     def audit(self, action: str, actor: str, patient_id: str = "", study_instance_uid: str = "",
-              detail: str = "") -> None:
-        """Record who did what to which patient's data."""
+              detail: str = "", *, role: str = "", source: str = "",
+              outcome: str = "success") -> None:
+        """Record who did what to which patient's data (its own transaction: for reads
+        and refusals; a change records itself inside the change's transaction)."""
+        self.record_audit(AuditRecord(action, actor, role, source, patient_id,
+                                      study_instance_uid, outcome, detail))
+
+    def record_audit(self, record: AuditRecord) -> None:
         with self._write_lock, self._write() as session, session.begin():
-            session.add(
-                AuditEvent(action=action[:32], actor=actor[:128], patient_id=patient_id[:64],
-                           study_instance_uid=study_instance_uid[:64], detail=detail)
-            )
+            append(session, record)
+
+    # ------------------------------------------------------------------ access and audit
+    def permit(self, principal: Principal, action: Action, study_uid: str | None = None
+               ) -> None:
+        """The one permission check (`access.control`); a refusal is audited, then raised."""
+        try:
+            control.require(principal, action, study_uid)
+        except Forbidden as exc:
+            self.audit(action.value, principal.actor, study_instance_uid=study_uid or "",
+                       detail=str(exc), role=principal.role.value, source=principal.source,
+                       outcome="refused")
+            raise
+
+    def _audit_read(self, principal: Principal, action: Action,
+                    records: Sequence[InstanceRecord]) -> None:
+        """One event per study read, per principal and window (`audit/reads.py`)."""
+        by_study: dict[str, InstanceRecord] = {}
+        for record in records:
+            by_study.setdefault(record.study_instance_uid, record)
+        for study_uid, record in by_study.items():
+            if self._reads.first_in_window(principal.actor, action, study_uid):
+                count = sum(1 for r in records if r.study_instance_uid == study_uid)
+                self.audit(action.value, principal.actor, record.patient_id, study_uid,
+                           detail=f"{count} instances", role=principal.role.value,
+                           source=principal.source)
+
+    def audit_events(self, principal: Principal, *, source: str = "", **criteria: Any
+                     ) -> list[AuditEntry]:
+        """Search the audit trail (`audit.chain.search` criteria); reading it is audited."""
+        self.permit(principal, Action.READ_AUDIT)
+        with self._read() as session:
+            entries = search_audit(session, **criteria)
+        self.audit("read-audit", principal.actor, criteria.get("patient_id") or "",
+                   detail=" ".join(f"{k}={v}" for k, v in criteria.items() if v is not None),
+                   role=principal.role.value, source=source or principal.source)
+        return entries
 
     # ------------------------------------------------------------------ derived objects
     # Rendered images and thumbnails, cached as blobs next to (not inside) the instances.
@@ -371,6 +467,7 @@ class Archive:
     def instances_matching(
         self,
         *,
+        principal: Principal,
         patient_ids: Sequence[str] = (),
         study_uids: Sequence[str] = (),
         series_uids: Sequence[str] = (),
@@ -378,7 +475,22 @@ class Archive:
     ) -> list[InstanceRecord]:
         """Instances a C-MOVE/C-GET identifier selects (PS3.4 C.4.2.2.1: unique keys, each
         a single value or a UID list); every non-empty argument must match. Empty when
-        nothing matches; raises `QueryError` when no key at all was given."""
+        nothing matches; raises `QueryError` when no key at all was given, `Forbidden`
+        unless `principal` may download. Audited once per study."""
+        self.permit(principal, Action.DOWNLOAD)
+        records = self._instances_matching(patient_ids=patient_ids, study_uids=study_uids,
+                                           series_uids=series_uids, sop_uids=sop_uids)
+        self._audit_read(principal, Action.DOWNLOAD, records)
+        return records
+
+    def _instances_matching(
+        self,
+        *,
+        patient_ids: Sequence[str] = (),
+        study_uids: Sequence[str] = (),
+        series_uids: Sequence[str] = (),
+        sop_uids: Sequence[str] = (),
+    ) -> list[InstanceRecord]:
         if not (patient_ids or study_uids or series_uids or sop_uids):
             raise QueryError("a retrieve needs at least one unique key (PatientID, "
                              "StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID)")
@@ -479,17 +591,15 @@ class Archive:
 
         For rows whose blob is gone: an index row must never point at a missing blob.
         """
-        record = self.instances(sop_instance_uid=sop_instance_uid)[0]
+        record = self._instances(sop_instance_uid=sop_instance_uid)[0]
         with self._write_lock, self._write() as session, session.begin():
             session.execute(delete(Instance).where(Instance.sop_instance_uid == sop_instance_uid))
             session.flush()
             drop_if_empty(session, record.series_instance_uid)
-            session.add(
-                AuditEvent(action="forget", actor=actor[:128], patient_id=record.patient_id,
-                           study_instance_uid=record.study_instance_uid,
-                           detail=f"SOP Instance {sop_instance_uid} removed from the index: "
-                           f"{reason}")
-            )
+            append(session, AuditRecord(
+                "forget", actor, patient_id=record.patient_id,
+                study_instance_uid=record.study_instance_uid,
+                detail=f"SOP Instance {sop_instance_uid} removed from the index: {reason}"))
 
     def pending_uploads(self) -> int:
         """Blobs acknowledged from the local spool but not yet in object storage."""
@@ -503,6 +613,12 @@ class Archive:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _text(element: Any) -> str:
+    """The first value of a DICOM JSON element as text ("" when absent)."""
+    values = (element or {}).get("Value") or [""]
+    return str(values[0])
 
 
 def _describe(study: str | None, series: str | None, sop: str | None) -> str:

@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     from minipacs.maintenance_cli import add_commands as add_maintenance_commands
 
     add_maintenance_commands(sub, _add_setting_flags)
+
+    from minipacs.accounts_cli import add_commands as add_account_commands
+
+    add_account_commands(sub, _add_setting_flags)
     return parser
 
 

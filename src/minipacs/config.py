@@ -48,8 +48,39 @@ class Settings(BaseSettings):
     s3_secure: bool = Field(False, description="Use HTTPS to reach the S3 endpoint.")
     s3_region: str | None = Field(None, description="S3 region, when the endpoint needs one.")
     auth: Literal["off", "on"] = Field(
-        "off",
-        description="Require accounts on the HTTP API ('on' is refused until accounts exist).",
+        "on",
+        description="Require an account or API token on every HTTP route except health, "
+        "login, the viewer's files and the API description. 'off' lets anyone in (and "
+        "logs a warning on every start); access is audited either way.",
+    )
+    auth_lockout_attempts: int = Field(
+        5, ge=1, description="Failed logins in a row that lock an account."
+    )
+    auth_lockout_minutes: int = Field(15, ge=1, description="How long a lock lasts.")
+    auth_session_idle_minutes: int = Field(
+        15, ge=1, description="A login session unused this long is locked (log in again)."
+    )
+    auth_admin_session_idle_minutes: int = Field(
+        5, ge=1, description="The same for administrators' sessions."
+    )
+    auth_session_max_hours: int = Field(
+        12, ge=1, description="A login session ends this long after login, used or not."
+    )
+    auth_password_min_length: int = Field(10, ge=8, description="Shortest password accepted.")
+    auth_password_history: int = Field(
+        5, ge=1, description="A new password must differ from this many previous ones."
+    )
+    auth_admin_password_max_age_days: int = Field(
+        90, ge=1, description="Administrators must change their password this often."
+    )
+    auth_account_idle_days: int = Field(
+        45, ge=1, description="Accounts not used for this long are disabled."
+    )
+    audit_key: str | None = Field(
+        None,
+        description="Secret that signs audit-trail checkpoints (kept outside the database). "
+        "Every node of a cluster needs the same; default: DATA_DIR/audit.key, created on "
+        "first start.",
     )
     load_samples: bool = Field(
         True, description="On first start with an empty archive, import SAMPLE_DIR."
@@ -106,19 +137,6 @@ class Settings(BaseSettings):
         "it signed (and we check move destinations' certificates against it).",
     )
 
-    @field_validator("auth")
-    @classmethod
-    def _auth_not_yet_available(cls, value: str) -> str:
-        # Fail closed: accepting 'on' while nothing checks accounts would leave an admin
-        # believing the HTTP API is protected when it is not.
-        if value == "on":
-            raise ValueError(
-                "accounts are not implemented yet, so MINIPACS_AUTH=on cannot be honoured; "
-                "run with auth off on a trusted network, or behind a reverse proxy that "
-                "authenticates (protect /admin especially)"
-            )
-        return value
-
     @field_validator("ae_title")
     @classmethod
     def _ae_title_fits_dicom(cls, value: str) -> str:
@@ -146,3 +164,4 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = self.http_host if self.http_host not in ("0.0.0.0", "::") else "127.0.0.1"
         return f"http://{host}:{http_port if http_port is not None else self.http_port}"
+

@@ -45,3 +45,7 @@ class InvalidRequest(QueryError):
     """An administrative request (AE registry, worklist item) carries an impossible value.
 
     A QueryError subclass so every door already maps it as a client error (HTTP 400)."""
+
+
+class Unauthenticated(MinipacsError):
+    """No credentials, or credentials that are wrong, expired, revoked or locked (HTTP 401)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.config import Settings
@@ -81,8 +82,15 @@ def serve(settings: Settings) -> None:
         ssl_context=dicom_tls_context(settings),
     )
     dicom_port = dimse.server_address[1]
+    accounts = Accounts(archive.engine, archive.write_engine,
+                        AccountPolicy.from_settings(settings))
+    one_time_password = accounts.ensure_admin() if settings.auth == "on" else None
+    if settings.auth == "off":
+        log.warning("MINIPACS_AUTH=off: anyone who reaches %s can read and delete every "
+                    "patient's images. Use this only on an isolated test network; access "
+                    "is still audited.", settings.base_url(http_port))
     app = create_app(archive, settings.model_copy(update={"http_port": http_port}),
-                     registry=registry, worklist=worklist)
+                     registry=registry, worklist=worklist, accounts=accounts)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
@@ -98,7 +106,13 @@ def serve(settings: Settings) -> None:
             f"  Viewer  {base}/viewer/\n"
             f"  DICOMweb {base}/dicom-web/studies\n"
             f"  API docs {base}/docs\n"
-            "Press Ctrl+C to stop.",
+            + (f"  Accounts: none yet, so 'admin' was created with the one-time password\n"
+               f"           {one_time_password}\n"
+               f"           (shown only now; it must be changed at first login)\n"
+               if one_time_password else "")
+            + ("  WARNING: MINIPACS_AUTH=off, no login is required\n"
+               if settings.auth == "off" else "")
+            + "Press Ctrl+C to stop.",
             flush=True,
         )
         if settings.ready_file:

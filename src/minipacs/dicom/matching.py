@@ -52,6 +52,12 @@ class Filter:
     def active(self) -> tuple[Match, ...]:
         return tuple(m for m in self.matches if m.kind != "universal")
 
+    def describe(self) -> str:
+        """The active keys as `Keyword=value` text, for logs and the audit trail."""
+        parts = [f"{m.keyword}={'-'.join(m.values) if m.kind == 'range' else ','.join(m.values)}"
+                 for m in self.active()]
+        return " ".join(parts) + (" (fuzzy)" if self.fuzzy else "") if parts else "(all)"
+
 
 def _check_date(value: str, name: str) -> str:
     if value and not _DATE_RE.match(value):

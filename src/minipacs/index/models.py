@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -113,17 +114,80 @@ class Instance(Base):
 
 
 class AuditEvent(Base):
-    """Who did what to which patient's data (PS3.15 A.5 in spirit; exported as needed)."""
+    """Who did what to which patient's data, when, from where, with what outcome.
+
+    Hash-chained (`audit/chain.py`): `seq` orders the events without gaps, and `hash`
+    covers the event's fields and the previous event's hash, so changing, deleting or
+    inserting a row breaks the chain from there on. Never deleted with a study."""
 
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now(), index=True)
-    action: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(128), default="")
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    actor: Mapped[str] = mapped_column(String(128), default="", index=True)
     patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+    role: Mapped[str] = mapped_column(String(32), default="")
+    source: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str] = mapped_column(String(16), default="success")
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True, nullable=True)
+    prev_hash: Mapped[str] = mapped_column(String(64), default="")
+    hash: Mapped[str] = mapped_column(String(64), default="")
+
+
+class AuditHead(Base):
+    """The chain's last event (one row): appenders lock it, so several nodes on one
+    PostgreSQL append one after the other and the chain never forks."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64), default="")
+
+
+class UserAccount(Base):
+    """A person's account. The password is kept only as an Argon2id hash."""
+
+    __tablename__ = "user_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    full_name: Mapped[str] = mapped_column(String(128), default="")
+    password_hash: Mapped[str] = mapped_column(String(256))
+    # Earlier hashes, newest first, "\n"-separated: reuse is refused (password history).
+    password_history: Mapped[str] = mapped_column(Text, default="")
+    password_changed_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled_reason: Mapped[str] = mapped_column(String(128), default="")
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
+class ApiToken(Base):
+    """A bearer credential: an API token (`kind` "api", its own name and role) or a
+    login session ("session", of a user). Only the SHA-256 of the token is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="api")
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    user_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("user_accounts.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class RemoteApplicationEntity(Base):

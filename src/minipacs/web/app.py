@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from minipacs import __version__
+from minipacs.access.accounts import Accounts
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.config import Settings
@@ -26,8 +27,18 @@ from minipacs.errors import (
     NotFound,
     QueryError,
     StorageError,
+    Unauthenticated,
 )
-from minipacs.web import admin, dicomweb, retention, stow, wado_pixels, wado_uri
+from minipacs.web import (
+    accounts_admin,
+    admin,
+    auth,
+    dicomweb,
+    retention,
+    stow,
+    wado_pixels,
+    wado_uri,
+)
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -36,6 +47,7 @@ VIEWER_DIR = Path(__file__).resolve().parents[3] / "viewer"
 
 # The one place core errors become HTTP statuses.
 _STATUS: list[tuple[type[MinipacsError], int]] = [
+    (Unauthenticated, 401),
     (QueryError, 400),
     (InvalidInstance, 400),
     (Forbidden, 403),
@@ -66,7 +78,8 @@ class ViewerFiles(StaticFiles):
 
 
 def create_app(
-    archive: Archive, settings: Settings, *, registry: AERegistry, worklist: Worklist
+    archive: Archive, settings: Settings, *, registry: AERegistry, worklist: Worklist,
+    accounts: Accounts,
 ) -> FastAPI:
     app = FastAPI(
         title="minipacs",
@@ -77,13 +90,19 @@ def create_app(
     app.state.settings = settings
     app.state.ae_registry = registry
     app.state.worklist = worklist
+    app.state.accounts = accounts
 
     @app.exception_handler(MinipacsError)
     def _core_error(request: Request, exc: MinipacsError) -> JSONResponse:
         status = status_for(exc)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return JSONResponse({"error": str(exc)}, status_code=status)
+        headers = {}
+        if status == 401:
+            # RFC 6750 §3 / RFC 7617: the schemes a client may use. Bearer only: a Basic
+            # challenge would make browsers pop up their own dialog over the viewer.
+            headers["WWW-Authenticate"] = 'Bearer realm="minipacs"'
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
     if settings.cors_origins.strip():
         app.add_middleware(
@@ -93,6 +112,8 @@ def create_app(
             allow_headers=["*"],
             expose_headers=dicomweb.EXPOSED_HEADERS,
         )
+    app.include_router(auth.router)
+    app.include_router(accounts_admin.router)
     app.include_router(dicomweb.router)
     app.include_router(wado_pixels.router)
     app.include_router(stow.router)

@@ -1,0 +1,465 @@
+"""Accounts, API tokens and login sessions; authenticating a credential to a `Principal`.
+
+Passwords are kept as Argon2id hashes, tokens as SHA-256 digests (they are 256-bit
+random, so a fast hash is enough and keeps a request's check cheap). A verified
+credential is cached for a few seconds as its digest (never the password), so a viewer's
+hundreds of frame requests cost one database look-up per `_CACHE_SECONDS`, not one each;
+a revoked token or disabled account stops working within that time on every node.
+Logins, failures, lockouts and every account change are audit events, written in the same
+transaction as the change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from minipacs.access.passwords import (
+    PasswordPolicy,
+    hash_password,
+    one_time_password,
+    verify_password,
+)
+from minipacs.access.principal import Principal, PrincipalKind
+from minipacs.access.roles import Role, parse_role
+from minipacs.audit.chain import AuditRecord, append, utc_now
+from minipacs.config import Settings
+from minipacs.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
+from minipacs.index.models import ApiToken, UserAccount
+
+_CACHE_SECONDS = 10.0
+_TOUCH_SECONDS = 60  # how often a session's last use is written back
+TOKEN_PREFIX = "mp_"
+_USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-@")
+
+
+@dataclass(frozen=True)
+class AccountPolicy:
+    """Security level 3 defaults (see docs/security.md for where each comes from)."""
+
+    passwords: PasswordPolicy = PasswordPolicy()
+    lockout_attempts: int = 5
+    lockout_minutes: int = 15
+    session_idle_minutes: int = 15
+    admin_session_idle_minutes: int = 5
+    session_max_hours: int = 12
+    admin_password_max_age_days: int = 90
+    account_idle_days: int = 45
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccountPolicy:
+        return cls(
+            passwords=PasswordPolicy(settings.auth_password_min_length,
+                                     settings.auth_password_history),
+            lockout_attempts=settings.auth_lockout_attempts,
+            lockout_minutes=settings.auth_lockout_minutes,
+            session_idle_minutes=settings.auth_session_idle_minutes,
+            admin_session_idle_minutes=settings.auth_admin_session_idle_minutes,
+            session_max_hours=settings.auth_session_max_hours,
+            admin_password_max_age_days=settings.auth_admin_password_max_age_days,
+            account_idle_days=settings.auth_account_idle_days,
+        )
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    username: str
+    role: Role
+    full_name: str
+    disabled: bool
+    disabled_reason: str
+    must_change_password: bool
+    locked_until: datetime | None
+    last_login_at: datetime | None
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    kind: str
+    name: str
+    role: Role
+    created_at: datetime | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str
+    principal: Principal
+    expires_at: datetime
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _user_info(u: UserAccount) -> UserInfo:
+    return UserInfo(u.username, Role(u.role), u.full_name, u.disabled, u.disabled_reason,
+                    u.must_change_password, u.locked_until, u.last_login_at, u.created_at)
+
+
+def _token_info(t: ApiToken) -> TokenInfo:
+    return TokenInfo(t.id, t.kind, t.name, Role(t.role), t.created_at, t.expires_at,
+                     t.last_used_at, t.revoked_at is not None)
+
+
+def check_username(username: str) -> str:
+    name = username.strip().lower()
+    if not name or len(name) > 64 or not set(name) <= _USERNAME_CHARS:
+        raise InvalidRequest(f"user name {username[:80]!r} must be 1 to 64 characters of "
+                             "a-z, 0-9, '.', '_', '-', '@'")
+    return name
+
+
+class Accounts:
+    """Users, tokens and sessions in the index; thread-safe, one per node."""
+
+    def __init__(self, engine: Engine, write_engine: Engine | None = None,
+                 policy: AccountPolicy | None = None) -> None:
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(write_engine or engine, expire_on_commit=False)
+        self.policy = policy or AccountPolicy()
+        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._cache_lock = threading.Lock()
+        # Keyed digests of verified Basic credentials: a memory dump shows no password.
+        self._cache_key = secrets.token_bytes(32)
+
+    # ----------------------------------------------------------------- users
+    def has_users(self) -> bool:
+        with self._read() as s:
+            return s.scalar(select(func.count(UserAccount.id))) != 0
+
+    def add_user(self, username: str, role: Role | str, *, password: str | None = None,
+                 full_name: str = "", actor: str = "system:cli") -> tuple[UserInfo, str | None]:
+        """Create an account. Without `password`, a one-time password is generated and
+        returned (the user must change it at first login); with one, it must meet the
+        policy and the user need not change it."""
+        name = check_username(username)
+        role = parse_role(role) if isinstance(role, str) else role
+        generated = None
+        if password is None:
+            generated = password = one_time_password()
+        else:
+            self._check_policy(password, name)
+        user = UserAccount(username=name, role=role.value, full_name=full_name,
+                           password_hash=hash_password(password),
+                           must_change_password=generated is not None)
+        try:
+            with self._write() as s, s.begin():
+                s.add(user)
+                s.flush()
+                append(s, AuditRecord("user-add", actor, detail=f"user {name} ({role.value})"))
+        except IntegrityError:
+            raise Conflict(f"user {name!r} already exists") from None
+        return _user_info(user), generated
+
+    def ensure_admin(self) -> str | None:
+        """First start with accounts on: create `admin` with a one-time password and
+        return it (None when any account exists already, or another node made it)."""
+        if self.has_users():
+            return None
+        try:
+            _user, password = self.add_user("admin", Role.ADMIN, actor="system:first-start")
+        except Conflict:
+            return None
+        return password
+
+    def users(self) -> list[UserInfo]:
+        with self._read() as s:
+            return [_user_info(u) for u in s.scalars(select(UserAccount)
+                                                      .order_by(UserAccount.username))]
+
+    def user(self, username: str) -> UserInfo:
+        with self._read() as s:
+            return _user_info(self._get_user(s, username))
+
+    def _get_user(self, s: Session, username: str, lock: bool = False) -> UserAccount:
+        stmt = select(UserAccount).where(UserAccount.username == username.strip().lower())
+        user = s.scalars(stmt.with_for_update() if lock else stmt).one_or_none()
+        if user is None:
+            raise NotFound(f"no user {username!r}")
+        return user
+
+    def set_disabled(self, username: str, disabled: bool, *, reason: str = "",
+                     actor: str = "system:cli") -> UserInfo:
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            user.disabled, user.disabled_reason = disabled, reason if disabled else ""
+            if not disabled:
+                user.failed_logins, user.locked_until = 0, None
+                user.last_login_at = utc_now()  # re-enabled: the idle clock restarts
+            else:
+                self._end_sessions(s, user)
+            append(s, AuditRecord("user-disable" if disabled else "user-enable", actor,
+                                  detail=f"user {user.username}" +
+                                  (f": {reason}" if reason else "")))
+            info = _user_info(user)
+        self._forget_cache()
+        return info
+
+    def reset_password(self, username: str, *, actor: str = "system:cli") -> str:
+        """A new one-time password (returned), to be changed at next login; ends sessions."""
+        password = one_time_password()
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            self._set_password(user, password)
+            user.must_change_password = True
+            user.failed_logins, user.locked_until = 0, None
+            self._end_sessions(s, user)
+            append(s, AuditRecord("password-reset", actor, detail=f"user {user.username}"))
+        self._forget_cache()
+        return password
+
+    def change_password(self, username: str, old: str, new: str, *, source: str = "") -> None:
+        """The user's own change: the old password must verify; the new one must meet the
+        policy and differ from the last `history` ones."""
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            if not verify_password(user.password_hash, old):
+                append(s, AuditRecord("password-change", f"user:{user.username}",
+                                      user.role, source, outcome="failure",
+                                      detail="wrong current password"))
+                raise Unauthenticated("the current password is wrong")
+            self._check_policy(new, user.username)
+            history = [user.password_hash, *user.password_history.split("\n")]
+            if any(h and verify_password(h, new)
+                   for h in history[: self.policy.passwords.history]):
+                raise InvalidRequest(f"the new password must differ from the last "
+                                     f"{self.policy.passwords.history}")
+            self._set_password(user, new)
+            user.must_change_password = False
+            append(s, AuditRecord("password-change", f"user:{user.username}", user.role,
+                                  source))
+        self._forget_cache()
+
+    def _check_policy(self, password: str, username: str) -> None:
+        problem = self.policy.passwords.problem(password, username)
+        if problem:
+            raise InvalidRequest(problem)
+
+    def _set_password(self, user: UserAccount, password: str) -> None:
+        if user.password_hash:
+            kept = [user.password_hash, *user.password_history.split("\n")]
+            user.password_history = "\n".join(h for h in kept if h)[:4000]
+        user.password_hash = hash_password(password)
+        user.password_changed_at = utc_now()
+
+    # ----------------------------------------------------------------- login
+    def _check_usable(self, s: Session, user: UserAccount, now: datetime) -> str:
+        """Why this account cannot log in now ("" when it can); disables idle accounts."""
+        if user.disabled:
+            return f"account {user.username} is disabled"
+        if user.locked_until is not None and user.locked_until > now:
+            return f"account {user.username} is locked until {user.locked_until:%H:%M} UTC " \
+                "after repeated failed logins"
+        idle_since = user.last_login_at or user.created_at
+        if idle_since is not None and now - idle_since > timedelta(
+                days=self.policy.account_idle_days):
+            user.disabled = True
+            user.disabled_reason = f"unused for more than {self.policy.account_idle_days} days"
+            append(s, AuditRecord("user-disable", "system:policy",
+                                  detail=f"user {user.username}: {user.disabled_reason}"))
+            return f"account {user.username} is disabled: {user.disabled_reason}"
+        return ""
+
+    def login(self, username: str, password: str, *, source: str = "") -> LoginResult:
+        """Verify a user's password and open a session (a bearer token, returned once).
+
+        Raises `Unauthenticated` with a message that does not tell a wrong user name from
+        a wrong password; the audit trail records which."""
+        result = self._login(username, password, source, open_session=True)
+        assert isinstance(result, LoginResult)
+        return result
+
+    def _login(self, username: str, password: str, source: str, *, open_session: bool
+               ) -> LoginResult | Principal:
+        now = utc_now()
+        refusal = ""
+        with self._write() as s, s.begin():
+            user = s.scalars(select(UserAccount).where(
+                UserAccount.username == username.strip().lower()).with_for_update()
+            ).one_or_none()
+            if user is None:
+                append(s, AuditRecord("login", f"user:{username[:64]}", source=source,
+                                      outcome="failure", detail="no such user"))
+                refusal = "wrong user name or password"
+            else:
+                problem = self._check_usable(s, user, now)
+                if problem:
+                    append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
+                                          outcome="failure", detail=problem))
+                    refusal = problem
+                elif not verify_password(user.password_hash, password):
+                    user.failed_logins += 1
+                    detail = f"wrong password ({user.failed_logins} in a row)"
+                    if user.failed_logins >= self.policy.lockout_attempts:
+                        user.locked_until = now + timedelta(minutes=self.policy.lockout_minutes)
+                        detail += f"; locked for {self.policy.lockout_minutes} min"
+                    append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
+                                          outcome="failure", detail=detail))
+                    refusal = "wrong user name or password"
+                else:
+                    user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
+                    must_change = user.must_change_password or (
+                        user.role == Role.ADMIN.value and now - user.password_changed_at
+                        > timedelta(days=self.policy.admin_password_max_age_days))
+                    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+                    expires = now + timedelta(hours=self.policy.session_max_hours)
+                    if open_session:
+                        s.add(ApiToken(token_hash=token_digest(token), kind="session",
+                                       name=user.username, role=user.role, user_pk=user.id,
+                                       expires_at=expires, last_used_at=now))
+                    detail = "session" if open_session else "HTTP Basic"
+                    append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
+                                          detail=detail + (", must change password"
+                                                           if must_change else "")))
+                    principal = Principal("user", user.username, Role(user.role), source,
+                                          must_change_password=must_change)
+        if refusal:
+            raise Unauthenticated(refusal)
+        return LoginResult(token, principal, expires) if open_session else principal
+
+    def logout(self, token: str, *, source: str = "") -> None:
+        digest = token_digest(token)
+        with self._write() as s, s.begin():
+            row = s.scalars(select(ApiToken).where(ApiToken.token_hash == digest)
+                            ).one_or_none()
+            if row is not None and row.revoked_at is None:
+                row.revoked_at = utc_now()
+                append(s, AuditRecord("logout", f"{'user' if row.user_pk else 'token'}:"
+                                      f"{row.name}", row.role, source))
+        with self._cache_lock:
+            self._cache.pop(digest, None)
+
+    def _end_sessions(self, s: Session, user: UserAccount) -> None:
+        for row in s.scalars(select(ApiToken).where(ApiToken.user_pk == user.id,
+                                                    ApiToken.revoked_at.is_(None))):
+            row.revoked_at = utc_now()
+
+    # ----------------------------------------------------------------- tokens
+    def create_token(self, name: str, role: Role | str, *, expires_days: int | None = None,
+                     actor: str = "system:cli") -> tuple[str, TokenInfo]:
+        """An API token for a system (EMR, script): returned once, kept as a digest."""
+        label = check_username(name)
+        role = parse_role(role) if isinstance(role, str) else role
+        if expires_days is not None and expires_days < 1:
+            raise InvalidRequest("--expires-days must be at least 1")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires = utc_now() + timedelta(days=expires_days) if expires_days else None
+        row = ApiToken(token_hash=token_digest(token), kind="api", name=label,
+                       role=role.value, expires_at=expires)
+        with self._write() as s, s.begin():
+            s.add(row)
+            s.flush()
+            append(s, AuditRecord("token-create", actor,
+                                  detail=f"token {row.id} {label} ({role.value})" +
+                                  (f", expires {expires:%Y-%m-%d}" if expires else "")))
+        return token, _token_info(row)
+
+    def tokens(self, *, include_sessions: bool = False) -> list[TokenInfo]:
+        stmt = select(ApiToken).order_by(ApiToken.id)
+        if not include_sessions:
+            stmt = stmt.where(ApiToken.kind == "api")
+        with self._read() as s:
+            return [_token_info(t) for t in s.scalars(stmt)]
+
+    def revoke_token(self, token_id: int, *, actor: str = "system:cli") -> TokenInfo:
+        with self._write() as s, s.begin():
+            row = s.get(ApiToken, token_id)
+            if row is None:
+                raise NotFound(f"no token {token_id}")
+            if row.revoked_at is None:
+                row.revoked_at = utc_now()
+                append(s, AuditRecord("token-revoke", actor,
+                                      detail=f"token {row.id} {row.name} ({row.role})"))
+            info = _token_info(row)
+        self._forget_cache()
+        return info
+
+    # ----------------------------------------------------------------- per request
+    def authenticate_bearer(self, token: str, *, source: str = "") -> Principal:
+        """The principal a bearer token (API token or login session) stands for.
+
+        Raises `Unauthenticated` for unknown, expired, revoked or idle-timed-out tokens."""
+        digest = token_digest(token)
+        cached = self._cached(digest)
+        if cached is not None:
+            return cached
+        now = utc_now()
+        with self._write() as s, s.begin():
+            row = s.scalars(select(ApiToken).where(ApiToken.token_hash == digest)
+                            ).one_or_none()
+            if row is None or row.revoked_at is not None:
+                raise Unauthenticated("the token is unknown or revoked; log in again")
+            if row.expires_at is not None and row.expires_at <= now:
+                raise Unauthenticated("the token has expired; log in again")
+            must_change = False
+            if row.kind == "session":
+                user = s.get(UserAccount, row.user_pk) if row.user_pk else None
+                if user is None or user.disabled:
+                    raise Unauthenticated("the account of this session is disabled")
+                idle = (self.policy.admin_session_idle_minutes if row.role == Role.ADMIN.value
+                        else self.policy.session_idle_minutes)
+                if row.last_used_at is not None and now - row.last_used_at > timedelta(
+                        minutes=idle):
+                    row.revoked_at = now
+                    append(s, AuditRecord("logout", f"user:{row.name}", row.role, source,
+                                          detail=f"session locked after {idle} idle minutes"))
+                    raise Unauthenticated(f"the session was locked after {idle} idle "
+                                          "minutes; log in again")
+                must_change = user.must_change_password or (
+                    user.role == Role.ADMIN.value and now - user.password_changed_at
+                    > timedelta(days=self.policy.admin_password_max_age_days))
+            if row.last_used_at is None or (now - row.last_used_at).total_seconds() > \
+                    _TOUCH_SECONDS:
+                row.last_used_at = now
+            kind: PrincipalKind = "user" if row.kind == "session" else "token"
+            principal = Principal(kind, row.name, Role(row.role), source,
+                                  must_change_password=must_change, session_id=row.id)
+        self._remember(digest, principal)
+        return principal
+
+    def authenticate_basic(self, username: str, password: str, *, source: str = ""
+                           ) -> Principal:
+        """HTTP Basic (DICOMweb tools, Weasis, OHIF): the password checked as at login,
+        with lockout and audit; the verified pair cached as a keyed digest."""
+        digest = hmac.new(self._cache_key, f"{username}\0{password}".encode(),
+                          hashlib.sha256).hexdigest()
+        cached = self._cached(digest)
+        if cached is not None:
+            return cached
+        # Basic sends the password with every request: no session is opened.
+        principal = self._login(username, password, source, open_session=False)
+        assert isinstance(principal, Principal)
+        self._remember(digest, principal)
+        return principal
+
+    def _cached(self, digest: str) -> Principal | None:
+        with self._cache_lock:
+            hit = self._cache.get(digest)
+        if hit is None or time.monotonic() - hit[1] > _CACHE_SECONDS:
+            return None
+        return hit[0]
+
+    def _remember(self, digest: str, principal: Principal) -> None:
+        with self._cache_lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (principal, time.monotonic())
+
+    def _forget_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()

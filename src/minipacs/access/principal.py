@@ -1,0 +1,48 @@
+"""Who is asking: the one identity every door establishes and every core call receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from minipacs.access.roles import Action, Role
+
+PrincipalKind = Literal["user", "token", "share", "ae", "system", "anonymous"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller.
+
+    `kind`: a logged-in user, an API token, a share link, a calling DICOM AE, the system
+    itself (CLI, sample preload, background jobs) or, with auth off, an anonymous caller.
+    `source` is where the request came from (IP address, or "cli"). `actions`, when
+    given, narrows what the principal may do below its role (a DICOM AE's registry
+    rights, a share link's read-only view); `study_uids`, when given, limits it to those
+    studies (share links).
+    """
+
+    kind: PrincipalKind
+    name: str
+    role: Role
+    source: str = ""
+    actions: frozenset[Action] | None = None
+    study_uids: frozenset[str] | None = None
+    must_change_password: bool = False
+    session_id: int | None = field(default=None, compare=False)
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail names this principal: `user:alice`, `ae:CT1`, ..."""
+        return f"{self.kind}:{self.name}"
+
+
+def system_principal(name: str = "minipacs", source: str = "local") -> Principal:
+    """The archive acting on its own behalf (CLI commands run by the server's operator,
+    the sample preload, maintenance). Audited like anyone else."""
+    return Principal("system", name, Role.ADMIN, source)
+
+
+def anonymous_principal(source: str) -> Principal:
+    """A caller with auth off (MINIPACS_AUTH=off): may do anything, audited as anonymous."""
+    return Principal("anonymous", "anonymous", Role.ADMIN, source)

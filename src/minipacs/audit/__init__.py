@@ -1,0 +1,1 @@
+"""The audit trail: hash-chained events, verification, checkpoints kept outside the index."""

@@ -1,0 +1,123 @@
+"""Admin HTTP API for accounts and tokens (`/admin/users`, `/admin/tokens`) and the audit
+trail (`/admin/audit`). Each route is one `Accounts` or audit call; the same operations
+are `minipacs user|token|audit ...` on the command line."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from minipacs.access.accounts import TokenInfo, UserInfo
+from minipacs.access.principal import Principal
+from minipacs.access.roles import Action, Role
+from minipacs.archive import Archive
+from minipacs.web.auth import allowed, client_address, get_accounts
+
+router = APIRouter(prefix="/admin", tags=["admin: accounts and audit"])
+
+ManageUsers = Annotated[Principal, Depends(allowed(Action.MANAGE_USERS))]
+ReadAudit = Annotated[Principal, Depends(allowed(Action.READ_AUDIT))]
+
+
+def _user_json(u: UserInfo) -> dict[str, Any]:
+    return {"username": u.username, "role": u.role.value, "full_name": u.full_name,
+            "disabled": u.disabled, "disabled_reason": u.disabled_reason,
+            "must_change_password": u.must_change_password,
+            "locked_until": u.locked_until.isoformat() if u.locked_until else None,
+            "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+
+
+def _token_json(t: TokenInfo) -> dict[str, Any]:
+    return {"id": t.id, "kind": t.kind, "name": t.name, "role": t.role.value,
+            "created_at": t.created_at.isoformat() if t.created_at else None,
+            "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+            "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+            "revoked": t.revoked}
+
+
+class UserBody(BaseModel):
+    username: str = Field(max_length=64)
+    role: Role
+    full_name: str = Field("", max_length=128)
+    password: str | None = Field(
+        None, max_length=256,
+        description="Omit to have a one-time password generated (returned once).")
+
+
+class TokenBody(BaseModel):
+    name: str = Field(max_length=64)
+    role: Role
+    expires_days: int | None = Field(None, ge=1, le=3650)
+
+
+@router.get("/users", summary="List accounts")
+def list_users(request: Request, principal: ManageUsers) -> list[dict[str, Any]]:
+    return [_user_json(u) for u in get_accounts(request).users()]
+
+
+@router.post("/users", status_code=201, summary="Create an account",
+             responses={409: {"description": "the user exists"}})
+def add_user(request: Request, principal: ManageUsers, body: Annotated[UserBody, Body()]
+             ) -> dict[str, Any]:
+    user, one_time = get_accounts(request).add_user(
+        body.username, body.role, password=body.password, full_name=body.full_name,
+        actor=principal.actor)
+    return {**_user_json(user), "one_time_password": one_time}
+
+
+@router.post("/users/{username}/disable", summary="Disable an account (ends its sessions)")
+def disable_user(request: Request, principal: ManageUsers, username: str) -> dict[str, Any]:
+    return _user_json(get_accounts(request).set_disabled(username, True, reason="by admin",
+                                                         actor=principal.actor))
+
+
+@router.post("/users/{username}/enable", summary="Enable an account (and unlock it)")
+def enable_user(request: Request, principal: ManageUsers, username: str) -> dict[str, Any]:
+    return _user_json(get_accounts(request).set_disabled(username, False,
+                                                         actor=principal.actor))
+
+
+@router.post("/users/{username}/reset-password",
+             summary="A new one-time password, to be changed at next login")
+def reset_password(request: Request, principal: ManageUsers, username: str) -> dict[str, Any]:
+    password = get_accounts(request).reset_password(username, actor=principal.actor)
+    return {"username": username, "one_time_password": password}
+
+
+@router.get("/tokens", summary="List API tokens (never the tokens themselves)")
+def list_tokens(request: Request, principal: ManageUsers) -> list[dict[str, Any]]:
+    return [_token_json(t) for t in get_accounts(request).tokens()]
+
+
+@router.post("/tokens", status_code=201, summary="Create an API token (shown once)")
+def create_token(request: Request, principal: ManageUsers, body: Annotated[TokenBody, Body()]
+                 ) -> dict[str, Any]:
+    token, info = get_accounts(request).create_token(
+        body.name, body.role, expires_days=body.expires_days, actor=principal.actor)
+    return {**_token_json(info), "token": token}
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke an API token")
+def revoke_token(request: Request, principal: ManageUsers, token_id: int) -> dict[str, Any]:
+    return _token_json(get_accounts(request).revoke_token(token_id, actor=principal.actor))
+
+
+@router.get("/audit", summary="Search the audit trail (newest first)")
+def search_audit(
+    request: Request, principal: ReadAudit,
+    patient_id: Annotated[str | None, Query(max_length=64)] = None,
+    actor: Annotated[str | None, Query(max_length=128)] = None,
+    action: Annotated[str | None, Query(max_length=32)] = None,
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    archive: Archive = request.app.state.archive
+    events = archive.audit_events(principal, patient_id=patient_id, actor=actor,
+                                  action=action, since=since, until=until, limit=limit,
+                                  offset=offset, source=client_address(request))
+    return [e.as_json() for e in events]

@@ -1,0 +1,162 @@
+"""The HTTP door's authentication: who is calling, as a `Principal`; login and sessions.
+
+Credentials, in the order tried: `Authorization: Bearer <token>` (API tokens, login
+sessions), `Authorization: Basic` (DICOMweb tools and viewers such as Weasis), and the
+viewer's session cookie (HttpOnly, SameSite=Strict: images in <img> tags carry it too).
+With `MINIPACS_AUTH=off` every caller is an anonymous principal: still audited.
+
+Each route declares the action it performs with `allowed(Action.X)`; that dependency
+authenticates (401) and asks the one permission check in `access.control` (403). The
+core checks again with the same function where it is handed the principal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from functools import cache
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from minipacs.access import control
+from minipacs.access.accounts import Accounts
+from minipacs.access.principal import Principal, anonymous_principal
+from minipacs.access.roles import Action
+from minipacs.errors import Unauthenticated
+
+SESSION_COOKIE = "minipacs_session"
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def get_accounts(request: Request) -> Accounts:
+    accounts: Accounts = request.app.state.accounts
+    return accounts
+
+
+def authenticate(request: Request) -> Principal:
+    """The caller as a principal; raises `Unauthenticated` (401) without valid credentials."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    source = client_address(request)
+    if request.app.state.settings.auth == "off":
+        principal = anonymous_principal(source)
+    else:
+        principal = _from_credentials(request, get_accounts(request), source)
+    request.state.principal = principal
+    return principal
+
+
+def _from_credentials(request: Request, accounts: Accounts, source: str) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return accounts.authenticate_bearer(value.strip(), source=source)
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            username, sep, password = base64.b64decode(value.strip(), validate=True
+                                                        ).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("the Basic credentials are not base64 of "
+                                  "'user:password' in UTF-8") from None
+        if not sep:
+            raise Unauthenticated("the Basic credentials have no ':' between user and "
+                                  "password")
+        return accounts.authenticate_basic(username, password, source=source)
+    if header:
+        raise Unauthenticated(f"unsupported Authorization scheme {scheme[:20]!r}; use "
+                              "Bearer (a token) or Basic")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return accounts.authenticate_bearer(cookie, source=source)
+    raise Unauthenticated("this needs an account: log in (POST /auth/login), or send "
+                          "'Authorization: Bearer <token>' (minipacs token create) or Basic")
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+@cache
+def allowed(action: Action) -> Callable[..., Principal]:
+    """The dependency a route declares for what it does: authenticated and permitted.
+
+    One callable per action (FastAPI then resolves it once per request), tagged with the
+    action so tests/test_access_matrix.py can read every route's rule from the app."""
+
+    def dependency(request: Request) -> Principal:
+        principal = authenticate(request)
+        control.require(principal, action)
+        return principal
+
+    dependency.action = action  # type: ignore[attr-defined]
+    dependency.__name__ = f"allowed_{action.name.lower()}"
+    return dependency
+
+
+# ---------------------------------------------------------------------- /auth routes
+class LoginBody(BaseModel):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=256)
+
+
+class PasswordBody(BaseModel):
+    old_password: str = Field(max_length=256)
+    new_password: str = Field(max_length=256)
+
+
+def _me(principal: Principal) -> dict[str, Any]:
+    return {"name": principal.name, "kind": principal.kind, "role": principal.role.value,
+            "must_change_password": principal.must_change_password,
+            "actions": sorted(a.value for a in Action if control.permits(principal, a))}
+
+
+@router.post("/login", summary="Log in: a session token (also set as an HttpOnly cookie)",
+             responses={401: {"description": "wrong user name or password, locked or "
+                                             "disabled account"}})
+def login(request: Request, response: Response, body: Annotated[LoginBody, Body()]
+          ) -> dict[str, Any]:
+    accounts = get_accounts(request)
+    result = accounts.login(body.username, body.password, source=client_address(request))
+    secure = request.url.scheme == "https"
+    response.set_cookie(SESSION_COOKIE, result.token, httponly=True, samesite="strict",
+                        secure=secure, path="/")
+    return {"access_token": result.token, "token_type": "bearer",
+            "expires_at": result.expires_at.isoformat() + "Z", **_me(result.principal)}
+
+
+@router.post("/logout", status_code=204, summary="End this session")
+def logout(request: Request, response: Response) -> Response:
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else \
+        request.cookies.get(SESSION_COOKIE, "")
+    if token:
+        get_accounts(request).logout(token, source=client_address(request))
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/me", summary="Who the caller is, and what they may do",
+            responses={401: {"description": "not logged in"}})
+def me(principal: PrincipalDep) -> dict[str, Any]:
+    return _me(principal)
+
+
+@router.post("/password", status_code=204, summary="Change one's own password",
+             responses={400: {"description": "the new password breaks the policy"},
+                        401: {"description": "not logged in, or wrong current password"}})
+def change_password(request: Request, principal: PrincipalDep,
+                    body: Annotated[PasswordBody, Body()]) -> Response:
+    if principal.kind != "user":
+        raise Unauthenticated("only a logged-in user has a password to change")
+    get_accounts(request).change_password(principal.name, body.old_password,
+                                          body.new_password,
+                                          source=client_address(request))
+    return Response(status_code=204)
