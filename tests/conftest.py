@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -25,6 +26,7 @@ SAMPLE_DIR = REPO / "sample_dicom"
 sys.path.insert(0, str(TESTS_DIR))
 
 from backends import Backends  # noqa: E402
+from minipacs.access.principal import system_principal  # noqa: E402
 from minipacs.archive import Archive  # noqa: E402
 from minipacs.config import Settings  # noqa: E402
 from minipacs.node import open_archive  # noqa: E402
@@ -55,6 +57,8 @@ class ServerProcess:
     dicom_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    token: str = ""  # an admin API token made with the CLI once the server is up
+    _http: httpx.Client | None = None
 
     @property
     def http_url(self) -> str:
@@ -88,12 +92,56 @@ class ServerProcess:
             time.sleep(0.05)  # polling for readiness, not waiting on time
         ports = json.loads(ready.read_text())
         self.http_port, self.dicom_port = ports["http_port"], ports["dicom_port"]
+        if self.auth_on:
+            # As a hospital admin would: `minipacs token create` on the server's data.
+            self.token = self.create_token("tests-admin", "admin")
+        self._http = None
         return self
+
+    @property
+    def auth_on(self) -> bool:
+        off = "--auth" in self.extra_args and \
+            self.extra_args[self.extra_args.index("--auth") + 1] == "off"
+        return not off and self.env.get("MINIPACS_AUTH", "on") != "off"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers that authenticate as the tests' admin token."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @property
+    def http(self) -> httpx.Client:
+        """An HTTP client on this server, authenticated as the tests' admin token."""
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.http_url, headers=self.auth, timeout=60)
+        return self._http
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`minipacs ARGS` on this server's data folder and backends, as an admin runs it."""
+        cmd = [sys.executable, "-m", "minipacs", *args, "--data-dir", str(self.data_dir),
+               *self.extra_args]
+        return subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=120,
+                              env={**os.environ, **self.env})
+
+    def create_token(self, name: str, role: str) -> str:
+        """A new API token (`minipacs token create`), from the last line it prints."""
+        done = self.cli("token", "create", name, "--role", role)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    def add_user(self, name: str, role: str, password: str) -> None:
+        """A new account with a known password (`minipacs user add --password-stdin`)."""
+        done = self.cli("user", "add", name, "--role", role, "--password-stdin",
+                        stdin=password + "\n")
+        assert done.returncode == 0, done.stdout + done.stderr
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def stop(self, kill: bool = False) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         if self.process and self.process.poll() is None:
             if kill:
                 self.process.kill()
@@ -135,9 +183,10 @@ def settings(tmp_path: Path, backends: Backends) -> Settings:
 
 @pytest.fixture
 def archive(settings: Settings) -> Iterator[Archive]:
-    """An in-process archive on a fresh index (SQLite or PostgreSQL) and blob store."""
+    """An in-process archive on a fresh index (SQLite or PostgreSQL) and blob store,
+    acting for the system principal "tests" (core calls need a principal)."""
     opened = open_archive(settings)
-    yield opened
+    yield opened.acting_as(system_principal("tests"))
     opened.close()
 
 

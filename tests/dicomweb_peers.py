@@ -37,6 +37,7 @@ def stow(server: ServerProcess, *instances: bytes, study: str | None = None,
     ) + f"--{boundary}--\r\n".encode()
     url = server.dicomweb_url + "/studies" + (f"/{study}" if study else "")
     return httpx.post(url, content=body, timeout=60, headers={
+        **server.auth,
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
         "Accept": "application/dicom+json",
     })

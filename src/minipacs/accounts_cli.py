@@ -13,12 +13,12 @@ import sys
 from collections.abc import Callable
 
 from minipacs.access.accounts import AccountPolicy, Accounts
-from minipacs.access.roles import Role
+from minipacs.access.roles import ACCOUNT_ROLES, Role
 from minipacs.config import Settings
 from minipacs.maintenance_cli import _reporting_errors
 
 AddFlags = Callable[[argparse.ArgumentParser], None]
-ROLES = ", ".join(r.value for r in Role)
+ROLES = ", ".join(r.value for r in ACCOUNT_ROLES)
 
 
 def cli_actor(command: str) -> str:
@@ -142,7 +142,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                               description="Create an account. Without --password-stdin a "
                               "one-time password is printed, to be changed at first login.")
     add.add_argument("name", metavar="NAME")
-    add.add_argument("--role", required=True, type=Role, choices=list(Role),
+    add.add_argument("--role", required=True, type=Role, choices=ACCOUNT_ROLES,
                      metavar="ROLE", help=f"one of: {ROLES}")
     add.add_argument("--full-name", default="", help="shown in the viewer and on reports")
     add.add_argument("--password-stdin", action="store_true",
@@ -167,7 +167,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_sub.add_parser("create", help="create a token (printed on the last line)")
     create.add_argument("name", metavar="NAME")
-    create.add_argument("--role", required=True, type=Role, choices=list(Role),
+    create.add_argument("--role", required=True, type=Role, choices=ACCOUNT_ROLES,
                         metavar="ROLE", help=f"one of: {ROLES}")
     create.add_argument("--expires-days", type=int, metavar="N",
                         help="valid for N days (default: until revoked)")

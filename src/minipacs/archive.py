@@ -9,6 +9,7 @@ worst an orphan blob that `minipacs verify` sweeps.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import logging
@@ -40,6 +41,7 @@ from minipacs.errors import (
     NotFound,
     QueryError,
     StorageError,
+    Unauthenticated,
 )
 from minipacs.index.database import create_schema, is_sqlite, session_factory
 from minipacs.index.models import Instance, Patient, Series, Study
@@ -104,6 +106,7 @@ class Archive:
         self.duplicate_policy = duplicate_policy
         self.max_query_results = max_query_results
         self._reads = ReadCoalescer()
+        self.principal: Principal | None = None  # see acting_as
         self._read: sessionmaker[Session] = session_factory(engine)
         self._write: sessionmaker[Session] = session_factory(self.write_engine)
         # SQLite has one writer at a time anyway; queueing threads here keeps them off
@@ -191,7 +194,7 @@ class Archive:
         level: Level,
         filt: Filter,
         *,
-        principal: Principal,
+        principal: Principal | None = None,
         include: Include = (),
         limit: int | None = None,
         offset: int = 0,
@@ -202,7 +205,7 @@ class Archive:
         level's own, or "all". At most `limit` (capped by max_query_results) are returned.
         Raises `Forbidden` unless `principal` may query; audited with the patients found.
         """
-        self.permit(principal, Action.QUERY)
+        principal = self.permit(principal, Action.QUERY)
         result = self._find(level, filt, include=include, limit=limit, offset=offset)
         patients = sorted({_text(m.get("00100020")) for m in result.matches} - {""})
         self.audit("query", principal.actor, patients[0] if len(patients) == 1 else "",
@@ -244,7 +247,7 @@ class Archive:
         series_instance_uid: str | None = None,
         sop_instance_uid: str | None = None,
         *,
-        principal: Principal,
+        principal: Principal | None = None,
         action: Action = Action.VIEW,
     ) -> list[InstanceRecord]:
         """Stored instances of a study, series or one instance, in series/instance order,
@@ -253,7 +256,7 @@ class Archive:
         Raises `NotFound` naming what was asked for when nothing matches, `Forbidden`
         when the principal may not; audited once per study and window (`audit/reads.py`).
         """
-        self.permit(principal, action, study_instance_uid)
+        principal = self.permit(principal, action, study_instance_uid)
         records = self._instances(study_instance_uid, series_instance_uid, sop_instance_uid)
         self._audit_read(principal, action, records)
         if study_instance_uid is None and principal.study_uids is not None:
@@ -296,12 +299,12 @@ class Archive:
         series_instance_uid: str | None = None,
         sop_instance_uid: str | None = None,
         *,
-        principal: Principal,
+        principal: Principal | None = None,
     ) -> list[str]:
         """Stored DICOM JSON texts (one per instance) with BulkDataURI placeholders.
 
         A view of the study by `principal`: permitted and audited as `instances` is."""
-        self.permit(principal, Action.VIEW, study_instance_uid)
+        principal = self.permit(principal, Action.VIEW, study_instance_uid)
         stmt = (
             select(Instance.metadata_json)
             .join(Series, Instance.series_pk == Series.id)
@@ -348,13 +351,14 @@ class Archive:
         with self._read() as session:
             return session.scalar(select(Instance.id).limit(1)) is None
 
-    def delete_study(self, study_instance_uid: str, *, principal: Principal) -> int:
+    def delete_study(self, study_instance_uid: str, *, principal: Principal | None = None
+                     ) -> int:
         """Remove a study's rows, then its blobs. Returns the number of instances deleted.
 
         Rows go first: once they are gone no one can be served a blob we are deleting;
         a crash before the blobs are removed leaves orphans that `verify` sweeps.
         """
-        self.permit(principal, Action.DELETE, study_instance_uid)
+        principal = self.permit(principal, Action.DELETE, study_instance_uid)
         actor = principal.actor
         records = self._instances(study_instance_uid)
         with self._write_lock, self._write() as session, session.begin():
@@ -389,9 +393,30 @@ class Archive:
             append(session, record)
 
     # ------------------------------------------------------------------ access and audit
-    def permit(self, principal: Principal, action: Action, study_uid: str | None = None
-               ) -> None:
-        """The one permission check (`access.control`); a refusal is audited, then raised."""
+    def acting_as(self, principal: Principal) -> Archive:
+        """This archive, for calls made on behalf of `principal`.
+
+        A shallow copy sharing every engine, store, lock and cache: doors make one per
+        request or DIMSE message, so core calls carry their principal without each door
+        passing it around. The archive a node builds has none: core calls on it without an
+        explicit principal are refused (`Unauthenticated`), so a door cannot forget one."""
+        bound = copy.copy(self)
+        bound.principal = principal
+        return bound
+
+    def who(self, principal: Principal | None) -> Principal:
+        """The principal of a call: the one given, else the one this archive acts as."""
+        chosen = principal or self.principal
+        if chosen is None:
+            raise Unauthenticated("no principal for this call: the door must authenticate "
+                                  "the caller first")
+        return chosen
+
+    def permit(self, principal: Principal | None, action: Action,
+               study_uid: str | None = None) -> Principal:
+        """The one permission check (`access.control`); a refusal is audited, then raised.
+        Returns the principal the call acts for."""
+        principal = self.who(principal)
         try:
             control.require(principal, action, study_uid)
         except Forbidden as exc:
@@ -399,6 +424,7 @@ class Archive:
                        detail=str(exc), role=principal.role.value, source=principal.source,
                        outcome="refused")
             raise
+        return principal
 
     def _audit_read(self, principal: Principal, action: Action,
                     records: Sequence[InstanceRecord]) -> None:
@@ -413,10 +439,10 @@ class Archive:
                            detail=f"{count} instances", role=principal.role.value,
                            source=principal.source)
 
-    def audit_events(self, principal: Principal, *, source: str = "", **criteria: Any
-                     ) -> list[AuditEntry]:
+    def audit_events(self, principal: Principal | None = None, *, source: str = "",
+                     **criteria: Any) -> list[AuditEntry]:
         """Search the audit trail (`audit.chain.search` criteria); reading it is audited."""
-        self.permit(principal, Action.READ_AUDIT)
+        principal = self.permit(principal, Action.READ_AUDIT)
         with self._read() as session:
             entries = search_audit(session, **criteria)
         self.audit("read-audit", principal.actor, criteria.get("patient_id") or "",
@@ -467,7 +493,7 @@ class Archive:
     def instances_matching(
         self,
         *,
-        principal: Principal,
+        principal: Principal | None = None,
         patient_ids: Sequence[str] = (),
         study_uids: Sequence[str] = (),
         series_uids: Sequence[str] = (),
@@ -477,7 +503,7 @@ class Archive:
         a single value or a UID list); every non-empty argument must match. Empty when
         nothing matches; raises `QueryError` when no key at all was given, `Forbidden`
         unless `principal` may download. Audited once per study."""
-        self.permit(principal, Action.DOWNLOAD)
+        principal = self.permit(principal, Action.DOWNLOAD)
         records = self._instances_matching(patient_ids=patient_ids, study_uids=study_uids,
                                            series_uids=series_uids, sop_uids=sop_uids)
         self._audit_read(principal, Action.DOWNLOAD, records)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from minipacs.access.principal import cli_principal
 from minipacs.config import Settings
 from minipacs.errors import MinipacsError
 
@@ -128,7 +129,7 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     archive = open_archive(settings)
     try:
         for study in args.studies:
-            count = archive.delete_study(study, actor=_actor("delete"))
+            count = archive.acting_as(cli_principal("delete")).delete_study(study)
             print(f"deleted study {study}: {count} instances")
     finally:
         archive.close()

@@ -116,6 +116,14 @@ def _token_info(t: ApiToken) -> TokenInfo:
                      t.last_used_at, t.revoked_at is not None)
 
 
+def account_role(role: Role | str) -> Role:
+    """A role an account or API token may have; `InvalidRequest` naming them otherwise."""
+    try:
+        return parse_role(role.value if isinstance(role, Role) else role)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
 def check_username(username: str) -> str:
     name = username.strip().lower()
     if not name or len(name) > 64 or not set(name) <= _USERNAME_CHARS:
@@ -148,7 +156,7 @@ class Accounts:
         returned (the user must change it at first login); with one, it must meet the
         policy and the user need not change it."""
         name = check_username(username)
-        role = parse_role(role) if isinstance(role, str) else role
+        role = account_role(role)
         generated = None
         if password is None:
             generated = password = one_time_password()
@@ -354,7 +362,7 @@ class Accounts:
                      actor: str = "system:cli") -> tuple[str, TokenInfo]:
         """An API token for a system (EMR, script): returned once, kept as a digest."""
         label = check_username(name)
-        role = parse_role(role) if isinstance(role, str) else role
+        role = account_role(role)
         if expires_days is not None and expires_days < 1:
             raise InvalidRequest("--expires-days must be at least 1")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -36,7 +36,7 @@ class PasswordPolicy:
         lowered = password.lower()
         if lowered in BREACHED:
             return "that password is in lists of breached passwords; choose another"
-        if username and username.lower() in lowered:
+        if len(username) >= 3 and username.lower() in lowered:
             return "a password must not contain the user name"
         kinds = sum(any(test(c) for c in password)
                     for test in (str.islower, str.isupper, str.isdigit,

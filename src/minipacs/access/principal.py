@@ -43,6 +43,20 @@ def system_principal(name: str = "minipacs", source: str = "local") -> Principal
     return Principal("system", name, Role.ADMIN, source)
 
 
+def cli_principal(command: str) -> Principal:
+    """Whoever runs a `minipacs` command on the server: the operator, named by OS user."""
+    import getpass
+
+    return Principal("system", f"cli-{command}:{getpass.getuser()}", Role.ADMIN, "cli")
+
+
+def ae_principal(calling_ae_title: str, address: str,
+                 actions: frozenset[Action] | None) -> Principal:
+    """A calling DICOM AE. `actions`: what its registry rights allow (None: every action
+    a DICOM node may take, when unregistered AEs are admitted)."""
+    return Principal("ae", calling_ae_title, Role.DICOM_NODE, address, actions=actions)
+
+
 def anonymous_principal(source: str) -> Principal:
     """A caller with auth off (MINIPACS_AUTH=off): may do anything, audited as anonymous."""
     return Principal("anonymous", "anonymous", Role.ADMIN, source)

@@ -18,6 +18,9 @@ class Role(StrEnum):
     EMR = "emr"  # a system account: the hospital's EMR/HIS
     RESEARCH = "research"
     AUDITOR = "auditor"
+    # Not for accounts: a calling DICOM AE (modality, workstation). What one AE may do
+    # is narrowed further by its rights in the AE registry (`minipacs ae add --rights`).
+    DICOM_NODE = "dicom-node"
 
 
 class Action(StrEnum):
@@ -44,7 +47,9 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.EMR: frozenset({A.QUERY, A.VIEW, A.MANAGE_WORKLIST, A.SHARE, A.RECONCILE}),
     Role.RESEARCH: frozenset({A.EXPORT_DEIDENTIFIED}),
     Role.AUDITOR: frozenset({A.READ_AUDIT}),
+    Role.DICOM_NODE: frozenset({A.QUERY, A.VIEW, A.DOWNLOAD, A.STORE}),
 }
+ACCOUNT_ROLES = tuple(r for r in Role if r is not Role.DICOM_NODE)
 
 
 def role_may(role: Role, action: Action) -> bool:
@@ -52,8 +57,12 @@ def role_may(role: Role, action: Action) -> bool:
 
 
 def parse_role(text: str) -> Role:
+    """An account role by name; `ValueError` naming the roles otherwise."""
     try:
-        return Role(text.strip().lower())
+        role = Role(text.strip().lower())
+        if role in ACCOUNT_ROLES:
+            return role
     except ValueError:
-        known = ", ".join(r.value for r in Role)
-        raise ValueError(f"unknown role {text!r}; roles are: {known}") from None
+        pass
+    known = ", ".join(r.value for r in ACCOUNT_ROLES)
+    raise ValueError(f"unknown role {text!r}; roles are: {known}")

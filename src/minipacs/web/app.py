@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -39,6 +39,7 @@ from minipacs.web import (
     wado_pixels,
     wado_uri,
 )
+from minipacs.web.route_rules import enforce_route_rule
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def create_app(
         title="minipacs",
         version=__version__,
         description="DICOM archive: DICOMweb (QIDO-RS, WADO-RS, STOW-RS), admin API, viewer.",
+        # Every API route: its rule in route_rules.RULES (401/403 before the route runs).
+        dependencies=[Depends(enforce_route_rule)],
     )
     app.state.archive = archive
     app.state.settings = settings

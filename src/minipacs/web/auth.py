@@ -5,17 +5,15 @@ sessions), `Authorization: Basic` (DICOMweb tools and viewers such as Weasis), a
 viewer's session cookie (HttpOnly, SameSite=Strict: images in <img> tags carry it too).
 With `MINIPACS_AUTH=off` every caller is an anonymous principal: still audited.
 
-Each route declares the action it performs with `allowed(Action.X)`; that dependency
-authenticates (401) and asks the one permission check in `access.control` (403). The
-core checks again with the same function where it is handed the principal.
+Which action each route performs is one table, `route_rules.py`, applied before every
+route; routes reach the archive through `acting_archive`, so every core call carries
+the principal and the core checks it again with the same function.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
-from functools import cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
@@ -25,6 +23,7 @@ from minipacs.access import control
 from minipacs.access.accounts import Accounts
 from minipacs.access.principal import Principal, anonymous_principal
 from minipacs.access.roles import Action
+from minipacs.archive import Archive
 from minipacs.errors import Unauthenticated
 
 SESSION_COOKIE = "minipacs_session"
@@ -83,21 +82,10 @@ def _from_credentials(request: Request, accounts: Accounts, source: str) -> Prin
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
-@cache
-def allowed(action: Action) -> Callable[..., Principal]:
-    """The dependency a route declares for what it does: authenticated and permitted.
-
-    One callable per action (FastAPI then resolves it once per request), tagged with the
-    action so tests/test_access_matrix.py can read every route's rule from the app."""
-
-    def dependency(request: Request) -> Principal:
-        principal = authenticate(request)
-        control.require(principal, action)
-        return principal
-
-    dependency.action = action  # type: ignore[attr-defined]
-    dependency.__name__ = f"allowed_{action.name.lower()}"
-    return dependency
+def acting_archive(request: Request) -> Archive:
+    """The node's archive acting for this request's principal (`Archive.acting_as`)."""
+    archive: Archive = request.app.state.archive
+    return archive.acting_as(authenticate(request))
 
 
 # ---------------------------------------------------------------------- /auth routes

@@ -13,13 +13,13 @@ from fastapi import APIRouter, Depends, Path, Request
 from minipacs.archive import Archive
 from minipacs.dicom.uids import is_safe_uid
 from minipacs.errors import QueryError
+from minipacs.web.auth import acting_archive
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 def _archive(request: Request) -> Archive:
-    archive: Archive = request.app.state.archive
-    return archive
+    return acting_archive(request)
 
 
 @router.delete("/studies/{study}", summary="Delete a study: its index rows and blobs, audited")
@@ -30,8 +30,7 @@ def delete_study(
 ) -> dict[str, object]:
     if not is_safe_uid(study):
         raise QueryError(f"{study[:80]!r} is not a valid Study Instance UID")
-    client = request.client.host if request.client else "?"
-    deleted = archive.delete_study(study, actor=f"http:{client}")
+    deleted = archive.delete_study(study)
     return {"study_instance_uid": study, "deleted_instances": deleted}
 
 

@@ -20,6 +20,7 @@ from minipacs.archive import Archive, IngestResult
 from minipacs.dicom.header import parse_instance
 from minipacs.dicom.json_model import dumps, element
 from minipacs.errors import Conflict, InvalidAttribute, InvalidInstance, StorageError
+from minipacs.web.auth import acting_archive
 from minipacs.web.dicomweb import DICOM_JSON, _uid, check_uid, dicomweb_base
 from minipacs.web.multipart import MultipartError, MultipartSpooler, boundary_of
 from minipacs.web.negotiation import parse_accept
@@ -109,7 +110,7 @@ def _response_body(outcomes: list[PartOutcome], base: str, study: str | None
 
 async def _store(request: Request, study: str | None) -> Response:
     settings = request.app.state.settings
-    archive: Archive = request.app.state.archive
+    archive: Archive = acting_archive(request)
     content_type = request.headers.get("content-type", "")
     main = content_type.split(";")[0].strip().lower()
     part_type = ""

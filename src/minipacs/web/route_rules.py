@@ -1,0 +1,113 @@
+"""What each HTTP route does, as an action of the permission matrix: one table.
+
+`enforce_route_rule` runs before every API route (an app-wide dependency): it looks the
+matched route up here, authenticates the caller (401) unless the route is public, and
+asks the one check in `access.control` (403). A route missing from this table is refused
+to everyone, and `tests/test_access_matrix.py` fails on it, so no route ships without a
+rule. The core checks again, with the same function, for what it is asked to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final, Literal
+
+from fastapi import Request
+from fastapi.routing import APIRoute
+
+from minipacs.access import control
+from minipacs.access.roles import Action
+from minipacs.errors import Forbidden
+from minipacs.web.auth import authenticate
+
+log = logging.getLogger(__name__)
+
+PUBLIC: Final = "public"  # no credentials needed (nothing about any patient)
+SIGNED_IN: Final = "signed-in"  # any valid credentials (one's own session)
+Rule = Action | Literal["public", "signed-in"]
+
+INSTANCE = "/dicom-web/studies/{study}/series/{series}/instances/{instance}"
+RULES: dict[tuple[str, str], Rule] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/"): PUBLIC,
+    ("GET", "/viewer"): PUBLIC,
+    ("POST", "/auth/login"): PUBLIC,
+    ("POST", "/auth/logout"): PUBLIC,
+    ("GET", "/auth/me"): SIGNED_IN,
+    ("POST", "/auth/password"): SIGNED_IN,
+    # QIDO-RS
+    ("GET", "/dicom-web/studies"): Action.QUERY,
+    ("GET", "/dicom-web/series"): Action.QUERY,
+    ("GET", "/dicom-web/instances"): Action.QUERY,
+    ("GET", "/dicom-web/studies/{study}/series"): Action.QUERY,
+    ("GET", "/dicom-web/studies/{study}/instances"): Action.QUERY,
+    ("GET", "/dicom-web/studies/{study}/series/{series}/instances"): Action.QUERY,
+    # WADO-RS: whole instances are a download; what a viewer displays is a view
+    ("GET", "/dicom-web/studies/{study}"): Action.DOWNLOAD,
+    ("GET", "/dicom-web/studies/{study}/series/{series}"): Action.DOWNLOAD,
+    ("GET", INSTANCE): Action.DOWNLOAD,
+    ("GET", "/dicom-web/studies/{study}/metadata"): Action.VIEW,
+    ("GET", "/dicom-web/studies/{study}/series/{series}/metadata"): Action.VIEW,
+    ("GET", INSTANCE + "/metadata"): Action.VIEW,
+    ("GET", INSTANCE + "/frames/{frames}"): Action.VIEW,
+    ("GET", INSTANCE + "/bulkdata/{tag}"): Action.VIEW,
+    ("GET", "/dicom-web/studies/{study}/rendered"): Action.VIEW,
+    ("GET", "/dicom-web/studies/{study}/series/{series}/rendered"): Action.VIEW,
+    ("GET", INSTANCE + "/rendered"): Action.VIEW,
+    ("GET", INSTANCE + "/frames/{frames}/rendered"): Action.VIEW,
+    ("GET", "/dicom-web/studies/{study}/thumbnail"): Action.VIEW,
+    ("GET", "/dicom-web/studies/{study}/series/{series}/thumbnail"): Action.VIEW,
+    ("GET", INSTANCE + "/thumbnail"): Action.VIEW,
+    # WADO-URI: a rendered image by default (application/dicom asks the core to download)
+    ("GET", "/wado"): Action.VIEW,
+    # STOW-RS
+    ("POST", "/dicom-web/studies"): Action.STORE,
+    ("POST", "/dicom-web/studies/{study}"): Action.STORE,
+    # administration
+    ("DELETE", "/admin/studies/{study}"): Action.DELETE,
+    ("GET", "/admin/storage"): Action.MANAGE_AES,
+    ("GET", "/admin/ae"): Action.MANAGE_AES,
+    ("GET", "/admin/ae/{ae_title}"): Action.MANAGE_AES,
+    ("PUT", "/admin/ae/{ae_title}"): Action.MANAGE_AES,
+    ("DELETE", "/admin/ae/{ae_title}"): Action.MANAGE_AES,
+    ("GET", "/admin/worklist"): Action.MANAGE_WORKLIST,
+    ("POST", "/admin/worklist"): Action.MANAGE_WORKLIST,
+    ("GET", "/admin/worklist/{step_id}"): Action.MANAGE_WORKLIST,
+    ("PUT", "/admin/worklist/{step_id}"): Action.MANAGE_WORKLIST,
+    ("DELETE", "/admin/worklist/{step_id}"): Action.MANAGE_WORKLIST,
+    ("GET", "/admin/users"): Action.MANAGE_USERS,
+    ("POST", "/admin/users"): Action.MANAGE_USERS,
+    ("POST", "/admin/users/{username}/disable"): Action.MANAGE_USERS,
+    ("POST", "/admin/users/{username}/enable"): Action.MANAGE_USERS,
+    ("POST", "/admin/users/{username}/reset-password"): Action.MANAGE_USERS,
+    ("GET", "/admin/tokens"): Action.MANAGE_USERS,
+    ("POST", "/admin/tokens"): Action.MANAGE_USERS,
+    ("DELETE", "/admin/tokens/{token_id}"): Action.MANAGE_USERS,
+    ("GET", "/admin/audit"): Action.READ_AUDIT,
+}
+
+
+def rule_for(method: str, path: str) -> Rule | None:
+    # HEAD is answered by GET routes (RFC 9110 §9.3.2): same rule.
+    return RULES.get(("GET" if method == "HEAD" else method, path))
+
+
+def enforce_route_rule(request: Request) -> None:
+    """App-wide dependency: the matched route's rule, applied (401/403)."""
+    route = request.scope.get("route")
+    path = route.path if isinstance(route, APIRoute) else request.url.path
+    rule = rule_for(request.method, path)
+    if rule == PUBLIC:
+        return
+    principal = authenticate(request)
+    if rule == SIGNED_IN:
+        return
+    if rule is None:
+        log.error("route %s %s has no access rule in web/route_rules.py: refused",
+                  request.method, path)
+        raise Forbidden(f"{request.method} {path} has no access rule; refused to everyone")
+    if not control.permits(principal, rule):
+        request.app.state.archive.audit(
+            rule.value, principal.actor, detail=f"{request.method} {request.url.path}",
+            role=principal.role.value, source=principal.source, outcome="refused")
+    control.require(principal, rule)

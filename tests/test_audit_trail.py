@@ -1,0 +1,134 @@
+"""The audit trail: who did what to which patient, through each door, and
+`minipacs audit verify` catching a record changed, deleted, inserted, cut or rewritten."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, delete, insert, select, update
+
+from conftest import ServerProcess
+from dicomweb_peers import store
+from factories import make_instance
+from minipacs.audit.chain import AuditRecord, event_hash
+from minipacs.index.models import AuditEvent, AuditHead
+
+
+def index_engine(server: ServerProcess) -> Engine:
+    """The server's index, opened the way a database administrator (or an attacker with
+    the database password) would: directly, not through minipacs."""
+    args = server.extra_args
+    url = args[args.index("--database-url") + 1] if "--database-url" in args else \
+        f"sqlite:///{server.data_dir / 'index.sqlite'}"
+    return create_engine(url)
+
+
+def events(engine: Engine, **where: str) -> list[AuditEvent]:
+    with engine.connect() as connection:
+        stmt = select(AuditEvent).order_by(AuditEvent.seq)
+        for column, value in where.items():
+            stmt = stmt.where(getattr(AuditEvent, column) == value)
+        return list(connection.execute(stmt))  # type: ignore[arg-type]
+
+
+def verify(server: ServerProcess) -> tuple[int, str]:
+    done = server.cli("audit", "verify")
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_audit_verify_names_a_changed_a_deleted_and_an_inserted_event(
+    empty_server: ServerProcess,
+) -> None:
+    server = empty_server
+    for _ in range(3):  # some events: queries by the tests' admin token
+        assert server.http.get("/dicom-web/studies").status_code == 200
+    code, out = verify(server)
+    assert code == 0 and "intact" in out, out
+    engine = index_engine(server)
+    third = events(engine)[2]
+    with engine.begin() as c:
+        c.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(detail="nothing here"))
+    code, out = verify(server)
+    assert code == 1 and "event 3" in out and "changed" in out, out
+    with engine.begin() as c:
+        c.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(detail=third.detail))
+        c.execute(delete(AuditEvent).where(AuditEvent.seq == 2))
+    code, out = verify(server)
+    assert code == 1 and "event 2 is missing" in out, out
+    second_hash = event_hash(events(engine)[0].hash, 2, third.at,
+                             AuditRecord("login", "user:x"))
+    with engine.begin() as c:
+        c.execute(insert(AuditEvent).values(
+            at=third.at, action="login", actor="user:x", seq=2, prev_hash=events(engine)[0].hash,
+            hash=second_hash))
+    code, out = verify(server)
+    assert code == 1 and "event 3 does not follow event 2" in out, out
+    with engine.begin() as c:
+        c.execute(delete(AuditEvent).where(AuditEvent.seq == 2))
+        c.execute(insert(AuditEvent).values(at=third.at, action="view", actor="user:x"))
+    code, out = verify(server)
+    assert code == 1 and "inserted outside the chain" in out, out
+    engine.dispose()
+
+
+def test_audit_verify_catches_a_cut_or_rewritten_tail_against_its_checkpoints(
+    empty_server: ServerProcess,
+) -> None:
+    server = empty_server
+    assert server.http.get("/dicom-web/studies").status_code == 200
+    code, out = verify(server)  # signs a checkpoint of the head
+    assert code == 0 and "new checkpoint" in out, out
+    engine = index_engine(server)
+    head = events(engine)[-1]
+    # Rewrite the checkpointed event and recompute its hash and the head: the chain
+    # itself is consistent again, only the checkpoint can tell.
+    record = AuditRecord(head.action, head.actor, head.role, head.source, head.patient_id,
+                         head.study_instance_uid, head.outcome, "rewritten")
+    forged = event_hash(head.prev_hash, head.seq, head.at, record)
+    with engine.begin() as c:
+        c.execute(update(AuditEvent).where(AuditEvent.seq == head.seq)
+                  .values(detail="rewritten", hash=forged))
+        c.execute(update(AuditHead).values(hash=forged))
+    code, out = verify(server)
+    assert code == 1 and f"event {head.seq} no longer has the hash" in out, out
+    # Cut it off instead, with the head moved back to the event before.
+    before = events(engine)[-2]
+    with engine.begin() as c:
+        c.execute(delete(AuditEvent).where(AuditEvent.seq >= head.seq))
+        c.execute(update(AuditHead).values(seq=before.seq, hash=before.hash))
+    code, out = verify(server)
+    assert code == 1 and f"event {head.seq}" in out and "is gone" in out, out
+    engine.dispose()
+
+
+@pytest.mark.parametrize("role", ["clinician"])
+def test_queries_views_and_refusals_are_recorded_with_actor_source_and_patient(
+    empty_server: ServerProcess, role: str
+) -> None:
+    server = empty_server
+    (stored,) = store(server, make_instance(patient_id="BN-AUDIT-7",
+                                            patient_name="Lê^Thị Hồng"))
+    token = server.create_token("dr-audit", role)
+    doctor = httpx.Client(base_url=server.dicomweb_url,
+                          headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    assert doctor.get("/studies", params={"PatientID": "BN-AUDIT-7"}).status_code == 200
+    assert doctor.get(f"/studies/{stored.study}/metadata").status_code == 200
+    assert doctor.get(f"/studies/{stored.study}").status_code == 403  # no download
+    doctor.close()
+    auditor = server.create_token("kiem-toan", "auditor")
+    trail = httpx.get(f"{server.http_url}/admin/audit",
+                      params={"actor": "token:dr-audit"},
+                      headers={"Authorization": f"Bearer {auditor}"}).json()
+    by_action = {e["action"]: e for e in trail}
+    assert by_action["query"]["patient_id"] == "BN-AUDIT-7"
+    assert by_action["query"]["source"] == "127.0.0.1"
+    assert by_action["query"]["role"] == role
+    assert by_action["view"]["study_instance_uid"] == stored.study
+    assert by_action["view"]["patient_id"] == "BN-AUDIT-7"
+    assert by_action["download"]["outcome"] == "refused"
+    # The auditor reads the trail and nothing else; reading it is itself recorded.
+    assert httpx.get(f"{server.dicomweb_url}/studies",
+                     headers={"Authorization": f"Bearer {auditor}"}).status_code == 403
+    engine = index_engine(server)
+    assert events(engine, action="read-audit", actor="token:kiem-toan")
+    engine.dispose()
