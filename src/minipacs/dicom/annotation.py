@@ -107,8 +107,12 @@ def _number(value: object, unit: str) -> str:
 def patient_lines(ds: Dataset) -> list[str]:
     """Patient's Name, Patient ID, Birth Date and Sex (PS3.3 C.7.1.1), as present."""
     lines = [_person_name(ds.get("PatientName"))]
-    lines.append(" ".join(x for x in (f"ID: {ds.get('PatientID', '')}" if ds.get("PatientID")
-                                      else "", str(ds.get("PatientSex", "") or "")) if x))
+    identity = []
+    if ds.get("PatientID"):
+        identity.append(f"ID: {ds.get('PatientID')}")
+    if ds.get("PatientSex"):
+        identity.append(f"Sex: {ds.get('PatientSex')}")
+    lines.append("  ".join(identity))
     if ds.get("PatientBirthDate"):
         lines.append(f"DOB: {_date(ds.get('PatientBirthDate'))}")
     return [line for line in lines if line]
@@ -140,15 +144,16 @@ def technique_lines(ds: Dataset, frame: int, window: tuple[float, float] | None)
 
 
 def annotate(image: Image.Image, ds: Dataset, annotations: Sequence[str], *, frame: int = 1,
-             window: tuple[float, float] | None = None) -> Image.Image:
+             window: tuple[float, float] | None = None, font_file: str | None = None
+             ) -> Image.Image:
     """A copy of `image` with the requested annotations burned in (top-left: patient,
-    top-right: technique)."""
+    top-right: technique), in `font_file` (default: `font_path()`, else built-in)."""
     if not annotations:
         return image
     out = image.copy()
     draw = ImageDraw.Draw(out)
     size = max(9, min(out.width, out.height) // 28)
-    font = annotation_font(size)
+    font = annotation_font(size, font_file)
     white = 255 if out.mode == "L" else (255, 255, 255)
     black = 0 if out.mode == "L" else (0, 0, 0)
     margin, gap = max(2, size // 3), max(1, size // 5)
