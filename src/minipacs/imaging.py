@@ -7,6 +7,7 @@ modules `dicom/frames.py` and `dicom/render.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -98,7 +99,9 @@ class Imaging:
     # ------------------------------------------------------------------ rendered
     def rendered(self, record: InstanceRecord, frame: int | None, options: RenderOptions,
                  *, kind: str = "rendered") -> bytes:
-        """One frame (the first when `frame` is None) rendered per `options`, cached."""
+        """One frame (the first when `frame` is None) rendered per `options`, cached under a
+        name made of the instance's SHA-256, the frame and every option (annotation
+        included), so a different request never gets another's image."""
         number = frame or 1
         name = self._cache_name(record, kind, number, options)
         cached = self.archive.read_derived(record, name)
@@ -106,7 +109,7 @@ class Imaging:
             return cached
         with self.archive.open_instance(record) as fh:
             decoded, header = decode_frame_from_file(fh, number)
-        data = render_frame(decoded, header, options)
+        data = render_frame(decoded, header, options, number)
         self.archive.write_derived(record, name, data)
         return data
 
@@ -117,8 +120,7 @@ class Imaging:
         Raises `NotFound` when none of the instances has pixel data.
         """
         if options.viewport is None:
-            options = RenderOptions(options.media_type, options.window, THUMBNAIL_VIEWPORT,
-                                    options.quality)
+            options = dataclasses.replace(options, viewport=THUMBNAIL_VIEWPORT)
         for record in _representatives(records):
             try:
                 middle = (self.frame_count(record) + 1) // 2 if record.number_of_frames else 1

@@ -20,20 +20,25 @@ from minipacs.index.sequences import INDEXED_SEQUENCES, stored
 
 Include = Sequence[str] | Literal["all"]
 
-# Attributes each query level returns by itself (PS3.18 Table 6.7.1-2, PS3.4 C.6.1.1).
+# Attributes each query level returns by itself: PS3.18 Tables 10.6.3-3 (study), 10.6.3-4
+# (series) and 10.6.3-5 (instance), plus a few PS3.4 C.6.1.1 keys viewers ask for.
+# Retrieve URL (0008,1190) is added by the DICOMweb door, which knows the base URL.
+TIMEZONE = "00080201"  # Timezone Offset From UTC: "shall be present if known"
 STUDY_KEYS = (
     "00080005", "00080020", "00080030", "00080050", "00080056", "00080061", "00080090",
-    "00081030", "00100010", "00100020", "00100021", "00100030", "00100040", "0020000D",
-    "00200010", "00201206", "00201208",
+    TIMEZONE, "00081030", "00100010", "00100020", "00100021", "00100030", "00100040",
+    "0020000D", "00200010", "00201206", "00201208",
 )
+# Performed Procedure Step Start Date/Time: Table 10.6.3-4, "shall be present if known".
+PPS_START = ("00400244", "00400245")
 SERIES_KEYS = (
-    "00080005", "00080021", "00080031", "00080060", "0008103E", "00180015", "0020000D",
-    "0020000E", "00200011", "00201209", "00400275",
+    "00080005", "00080021", "00080031", "00080060", TIMEZONE, "0008103E", "00180015",
+    "0020000D", "0020000E", "00200011", "00201209", *PPS_START, "00400275",
 )
 REQUEST_ATTRIBUTES = "00400275"  # RequestAttributesSequence, kept by the series row
 INSTANCE_KEYS = (
-    "00080005", "00080016", "00080018", "00080056", "0020000D", "0020000E", "00200013",
-    "00280008", "00280010", "00280011", "00280100",
+    "00080005", "00080016", "00080018", "00080056", TIMEZONE, "0020000D", "0020000E",
+    "00200013", "00280008", "00280010", "00280011", "00280100",
 )
 PATIENT_KEYS = (
     "00080005", "00100010", "00100020", "00100021", "00100030", "00100040", "00201200",
@@ -85,31 +90,13 @@ def study_matches(
     session: Session, rows: Sequence[Any], include: Include
 ) -> list[dict[str, Any]]:
     study_ids = [row[0].id for row in rows]
-    stats: dict[int, tuple[int, int]] = {}
-    modalities: dict[int, list[str]] = {}
-    if study_ids:
-        count_stmt = (
-            select(
-                Series.study_pk, func.count(func.distinct(Series.id)), func.count(Instance.id)
-            )
-            .join(Instance, Instance.series_pk == Series.id)
-            .where(Series.study_pk.in_(study_ids))
-            .group_by(Series.study_pk)
-        )
-        stats = {r[0]: (r[1], r[2]) for r in session.execute(count_stmt)}
-        mod_stmt = (
-            select(Series.study_pk, Series.modality)
-            .where(Series.study_pk.in_(study_ids))
-            .distinct()
-        )
-        for study_pk, modality in session.execute(mod_stmt):
-            if modality:
-                modalities.setdefault(study_pk, []).append(modality)
+    statistics = _study_statistics(session, study_ids)
     extra_keys = _extra_keys(include, STUDY_KEYS, STUDY_ALL_EXTRA)
-    samples = sample_metadata(session, Series.study_pk, study_ids) if extra_keys else {}
+    # The timezone has no column: it comes from one stored instance of each study.
+    samples = sample_metadata(session, Series.study_pk, study_ids,
+                              None if extra_keys else (TIMEZONE,))
     out = []
     for study, patient in rows:
-        n_series, n_instances = stats.get(study.id, (0, 0))
         model = _patient_json(patient)
         model.update(
             {
@@ -117,17 +104,16 @@ def study_matches(
                 "00080030": element("00080030", study.study_time),
                 "00080050": element("00080050", study.accession_number),
                 "00080056": element("00080056", "ONLINE"),
-                "00080061": element("00080061", sorted(modalities.get(study.id, []))),
                 "00080090": element("00080090", study.referring_physician_name),
                 "00081030": element("00081030", study.study_description),
                 "0020000D": element("0020000D", study.study_instance_uid),
                 "00200010": element("00200010", study.study_id),
-                "00201206": element("00201206", n_series),
-                "00201208": element("00201208", n_instances),
+                **_study_counts(statistics, study.id),
             }
         )
         kept = _add_sequences(model, extra_keys, [study, patient])
-        _add_extra(model, [k for k in extra_keys if k not in kept], samples.get(study.id))
+        _add_extra(model, [TIMEZONE, *(k for k in extra_keys if k not in kept)],
+                   samples.get(study.id))
         out.append(dict(sorted(model.items())))
     return out
 
@@ -144,7 +130,11 @@ def series_matches(
         )
         counts = {r[0]: r[1] for r in session.execute(stmt)}
     extra_keys = _extra_keys(include, SERIES_KEYS, SERIES_ALL_EXTRA)
-    samples = sample_metadata(session, Series.id, series_ids) if extra_keys else {}
+    # Timezone and PPS start have no column: from one stored instance of each series.
+    samples = sample_metadata(session, Series.id, series_ids,
+                              None if extra_keys else (TIMEZONE, *PPS_START))
+    study_stats = _study_statistics(session, list({row[1].id for row in rows})) \
+        if include == "all" or any(k in include for k in _STUDY_COUNTS) else None
     out = []
     for series, study, patient in rows:
         model: dict[str, Any] = {
@@ -166,16 +156,21 @@ def series_matches(
                     "00080020": element("00080020", study.study_date),
                     "00080030": element("00080030", study.study_time),
                     "00080050": element("00080050", study.accession_number),
+                    "00080056": element("00080056", "ONLINE"),
+                    "00080090": element("00080090", study.referring_physician_name),
                     "00081030": element("00081030", study.study_description),
                     "00200010": element("00200010", study.study_id),
                 }
             )
+            if study_stats is not None:
+                study_part.update(_study_counts(study_stats, study.id))
             for key, value in study_part.items():
                 if include == "all" or key in include:
                     model.setdefault(key, value)
         kept = _add_sequences(model, [*extra_keys, REQUEST_ATTRIBUTES],
                               [series, study, patient])
-        _add_extra(model, [k for k in extra_keys if k not in kept], samples.get(series.id))
+        _add_extra(model, [TIMEZONE, *PPS_START, *(k for k in extra_keys if k not in kept)],
+                   samples.get(series.id))
         out.append(dict(sorted(model.items())))
     return out
 
@@ -197,8 +192,11 @@ def instance_matches(rows: Sequence[Any], include: Include) -> list[dict[str, An
             "00280100": element("00280100", instance.bits_allocated),
             "00020010": element("00020010", instance.transfer_syntax_uid),
         }
-        if extra_keys or include == "all":
+        # The stored JSON is parsed only when needed: extra attributes, or the timezone
+        # (rarely present, and the text says whether it is).
+        if extra_keys or include == "all" or f'"{TIMEZONE}"' in instance.metadata_json:
             stored = json.loads(instance.metadata_json)
+            _add_extra(model, [TIMEZONE], stored)
             if include == "all":
                 for key, value in stored.items():
                     if "BulkDataURI" not in value and "InlineBinary" not in value:
@@ -207,10 +205,53 @@ def instance_matches(rows: Sequence[Any], include: Include) -> list[dict[str, An
         out.append(dict(sorted(model.items())))
     return out
 
+
+# Study attributes computed from the study's series and instances.
+_STUDY_COUNTS = ("00080061", "00201206", "00201208")
+StudyStatistics = tuple[dict[int, tuple[int, int]], dict[int, list[str]]]
+
+
+def _study_statistics(session: Session, study_ids: list[int]) -> StudyStatistics:
+    """(series count, instance count) and the modalities of each study, by study key."""
+    stats: dict[int, tuple[int, int]] = {}
+    modalities: dict[int, list[str]] = {}
+    if study_ids:
+        count_stmt = (
+            select(
+                Series.study_pk, func.count(func.distinct(Series.id)), func.count(Instance.id)
+            )
+            .join(Instance, Instance.series_pk == Series.id)
+            .where(Series.study_pk.in_(study_ids))
+            .group_by(Series.study_pk)
+        )
+        stats = {r[0]: (r[1], r[2]) for r in session.execute(count_stmt)}
+        mod_stmt = (
+            select(Series.study_pk, Series.modality)
+            .where(Series.study_pk.in_(study_ids))
+            .distinct()
+        )
+        for study_pk, modality in session.execute(mod_stmt):
+            if modality:
+                modalities.setdefault(study_pk, []).append(modality)
+    return stats, modalities
+
+
+def _study_counts(statistics: StudyStatistics, study_id: int) -> dict[str, Any]:
+    """Modalities in Study, Number of Study Related Series and Instances (PS3.4 C.3.4)."""
+    stats, modalities = statistics
+    n_series, n_instances = stats.get(study_id, (0, 0))
+    return {
+        "00080061": element("00080061", sorted(modalities.get(study_id, []))),
+        "00201206": element("00201206", n_series),
+        "00201208": element("00201208", n_instances),
+    }
+
+
 def sample_metadata(
-    session: Session, group_column: Any, ids: list[int]
+    session: Session, group_column: Any, ids: list[int], wanted: Sequence[str] | None = None
 ) -> dict[int, dict[str, Any]]:
-    """One stored instance's JSON per study or series, for attributes without a column."""
+    """One stored instance's JSON per study or series, for attributes without a column.
+    With `wanted` (tags), a JSON text holding none of them is not parsed (left out)."""
     if not ids:
         return {}
     stmt = (
@@ -226,7 +267,8 @@ def sample_metadata(
     texts = session.execute(
         select(Instance.id, Instance.metadata_json).where(Instance.id.in_(list(first)))
     )
-    return {first[iid]: json.loads(text) for iid, text in texts}
+    return {first[iid]: json.loads(text) for iid, text in texts
+            if wanted is None or any(f'"{tag}"' in text for tag in wanted)}
 
 
 def _patient_json(patient: Patient) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Grayscale: stored values → Modality LUT (Rescale Slope/Intercept or Modality L
 Sequence, PS3.3 C.11.1) → VOI LUT (window from the request or the header, PS3.3
 C.11.2.1.2; a VOI LUT Sequence; or the frame's own range) → 8 bits, MONOCHROME1
 inverted (PS3.3 C.7.6.3.1.2). Colour: YBR converted to RGB, PALETTE COLOR through its
-LUT, then scaled to 8 bits. Then the viewport (scale to fit, aspect kept) and JPEG/PNG.
+LUT, then scaled to 8 bits. Then the source region, the viewport (scale to fit, aspect
+kept), the burned-in annotation (dicom/annotation.py) and JPEG/PNG.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydicom.pixels.processing import (
     convert_color_space,
 )
 
+from minipacs.dicom.annotation import annotate
 from minipacs.dicom.frames import DecodedFrame
 from minipacs.errors import NotAcceptable, QueryError
 
@@ -63,11 +65,17 @@ class RenderOptions:
     window: Window | None = None
     viewport: Viewport | None = None
     quality: int = DEFAULT_QUALITY
+    # PS3.18 §8.3.5.1.1: "patient" and/or "technique", burned into the pixels.
+    annotation: tuple[str, ...] = ()
+    # WADO-URI `region` (PS3.18 §9.5.1.2): xmin, ymin, xmax, ymax as fractions 0.0-1.0 of
+    # the image, applied before the viewport (which then scales the region).
+    region: tuple[float, float, float, float] | None = None
 
     def cache_token(self) -> str:
         """A stable text naming these options, for the rendered-image cache key."""
         return repr((self.media_type, self.window, self.viewport,
-                     self.quality if self.media_type == "image/jpeg" else None))
+                     self.quality if self.media_type == "image/jpeg" else None,
+                     self.annotation, self.region))
 
 
 def parse_window(text: str) -> Window:
@@ -116,6 +124,25 @@ def parse_viewport(text: str) -> Viewport:
                              "(flipping is not supported)")
         region = (sx, sy, sw, sh)
     return Viewport(width, height, region)
+
+
+def parse_region(text: str) -> tuple[float, float, float, float]:
+    """'xmin,ymin,xmax,ymax' as fractions of the image (PS3.18 §9.5.1.2); `QueryError`
+    names `region` and says what is expected."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4:
+        raise QueryError(f"region={text!r} must be four numbers xmin,ymin,xmax,ymax "
+                         "(fractions of the image from 0.0 to 1.0)")
+    try:
+        x1, y1, x2, y2 = (float(p) for p in parts)
+    except ValueError as exc:
+        raise QueryError(f"region={text!r}: xmin,ymin,xmax,ymax must be numbers from 0.0 "
+                         "to 1.0") from exc
+    if not all(0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
+        raise QueryError(f"region={text!r}: every value must be from 0.0 to 1.0")
+    if x1 >= x2 or y1 >= y2:
+        raise QueryError(f"region={text!r}: xmin must be below xmax and ymin below ymax")
+    return (x1, y1, x2, y2)
 
 
 def parse_quality(text: str) -> int:
@@ -210,6 +237,20 @@ def _to_8bit_colour(pixels: NDArray[Any], bits: int) -> NDArray[np.uint8]:
     return np.clip(np.rint(pixels.astype(np.float64) * scale), 0, 255).astype(np.uint8)
 
 
+def crop_fraction(image: Image.Image, region: tuple[float, float, float, float] | None
+                  ) -> Image.Image:
+    """The part of `image` inside `region` (fractions of its width and height), at least
+    one pixel each way."""
+    if region is None:
+        return image
+    x1, y1, x2, y2 = region
+    left, top = math.floor(x1 * image.width), math.floor(y1 * image.height)
+    right = max(left + 1, math.ceil(x2 * image.width))
+    bottom = max(top + 1, math.ceil(y2 * image.height))
+    return image.crop((min(left, image.width - 1), min(top, image.height - 1),
+                       min(right, image.width), min(bottom, image.height)))
+
+
 def fit_viewport(image: Image.Image, viewport: Viewport | None) -> Image.Image:
     """Crop to the viewport region, then scale to fit inside vw x vh keeping the aspect."""
     if viewport is None:
@@ -227,13 +268,12 @@ def fit_viewport(image: Image.Image, viewport: Viewport | None) -> Image.Image:
                         Image.Resampling.BILINEAR)
 
 
-def encode_image(pixels: NDArray[np.uint8], options: RenderOptions) -> bytes:
-    """Encode display pixels as options.media_type, through the viewport."""
+def encode_image(image: Image.Image, options: RenderOptions) -> bytes:
+    """Encode a display image as options.media_type."""
     fmt = _PIL_FORMAT.get(options.media_type)
     if fmt is None:
         raise NotAcceptable(f"cannot render as {options.media_type}; offered: "
                             + ", ".join(RENDERED_MEDIA_TYPES))
-    image = fit_viewport(Image.fromarray(pixels), options.viewport)
     buffer = io.BytesIO()
     if fmt == "JPEG":
         image.save(buffer, format=fmt, quality=options.quality)
@@ -242,5 +282,17 @@ def encode_image(pixels: NDArray[np.uint8], options: RenderOptions) -> bytes:
     return buffer.getvalue()
 
 
-def render_frame(frame: DecodedFrame, ds: Dataset, options: RenderOptions) -> bytes:
-    return encode_image(display_pixels(frame, ds, options.window), options)
+def render_frame(frame: DecodedFrame, ds: Dataset, options: RenderOptions,
+                 number: int = 1) -> bytes:
+    """Frame `number` of the instance whose header is `ds`, rendered per `options`:
+    display pixels, source region, viewport, annotation (PS3.18 §8.3.5.1: the region is
+    applied before the viewport; the annotation after the region), then encoded."""
+    image = Image.fromarray(display_pixels(frame, ds, options.window))
+    image = fit_viewport(crop_fraction(image, options.region), options.viewport)
+    if options.annotation:
+        grey = frame.pixels.ndim == 2 and frame.photometric_interpretation.upper() in (
+            "MONOCHROME1", "MONOCHROME2")
+        window = (options.window or header_window(ds)) if grey else None
+        image = annotate(image, ds, options.annotation, frame=number,
+                         window=(window.center, window.width) if window else None)
+    return encode_image(image, options)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from minipacs.archive import Archive, InstanceRecord
+from minipacs.dicom.annotation import parse_annotation
 from minipacs.dicom.render import (
     DEFAULT_QUALITY,
     RENDERED_MEDIA_TYPES,
@@ -39,6 +40,9 @@ ViewportQ = Annotated[str | None, Query(
     description="vw,vh[,sx,sy,sw,sh]: scale to fit vw x vh (aspect kept), optionally "
     "after cropping the source region sx,sy,sw,sh (PS3.18 §8.3.5.1.3)")]
 QualityQ = Annotated[str | None, Query(description="JPEG quality 1-100 (default 90)")]
+AnnotationQ = Annotated[str | None, Query(
+    description="patient and/or technique (comma-separated): burn the patient's name, ID, "
+    "birth date / the modality, technique and window into the image (PS3.18 §8.3.5.1.1)")]
 AcceptQ = Annotated[str | None, Query(
     alias="accept", description="Media type, overriding the Accept header (image/jpeg, image/png)")]
 
@@ -136,13 +140,14 @@ def retrieve_bulkdata(
 
 # ---------------------------------------------------------------------- rendered
 def _options(request: Request, accept: str | None, window: str | None, viewport: str | None,
-             quality: str | None) -> RenderOptions:
+             quality: str | None, annotation: str | None = None) -> RenderOptions:
     media = rendered_media_type(accept or request.headers.get("accept"), RENDERED_MEDIA_TYPES)
     return RenderOptions(
         media_type=media,
         window=parse_window(window) if window is not None else None,
         viewport=parse_viewport(viewport) if viewport is not None else None,
         quality=parse_quality(quality) if quality is not None else DEFAULT_QUALITY,
+        annotation=parse_annotation(annotation) if annotation is not None else (),
     )
 
 
@@ -173,10 +178,10 @@ def _rendered_parts(imaging: Imaging, records: list[InstanceRecord], options: Re
 def render_study(
     request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID"),
     window: WindowQ = None, viewport: ViewportQ = None, quality: QualityQ = None,
-    accept: AcceptQ = None,
+    accept: AcceptQ = None, annotation: AnnotationQ = None,
 ) -> Response:
     """multipart/related; type="image/jpeg" (or png): each instance's first frame."""
-    options = _options(request, accept, window, viewport, quality)
+    options = _options(request, accept, window, viewport, quality, annotation)
     records = archive.instances(check_uid(study, "StudyInstanceUID"))
     return _rendered_parts(Imaging(archive), records, options)
 
@@ -186,10 +191,10 @@ def render_series(
     request: Request, archive: ArchiveDep,
     study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
     window: WindowQ = None, viewport: ViewportQ = None, quality: QualityQ = None,
-    accept: AcceptQ = None,
+    accept: AcceptQ = None, annotation: AnnotationQ = None,
 ) -> Response:
     """multipart/related; type="image/jpeg" (or png): each instance's first frame."""
-    options = _options(request, accept, window, viewport, quality)
+    options = _options(request, accept, window, viewport, quality, annotation)
     records = archive.instances(check_uid(study, "StudyInstanceUID"),
                                 check_uid(series, "SeriesInstanceUID"))
     return _rendered_parts(Imaging(archive), records, options)
@@ -201,11 +206,11 @@ def render_instance(
     study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
     instance: str = _uid("SOPInstanceUID"),
     window: WindowQ = None, viewport: ViewportQ = None, quality: QualityQ = None,
-    accept: AcceptQ = None,
+    accept: AcceptQ = None, annotation: AnnotationQ = None,
 ) -> Response:
     """image/jpeg (default) or image/png with Modality LUT, VOI LUT (window from the
     request, else the header, else the pixel range), MONOCHROME1 inverted."""
-    options = _options(request, accept, window, viewport, quality)
+    options = _options(request, accept, window, viewport, quality, annotation)
     record = _record(archive, study, series, instance)
     return Response(Imaging(archive).rendered(record, None, options),
                     media_type=options.media_type)
@@ -218,10 +223,10 @@ def render_frames(
     instance: str = _uid("SOPInstanceUID"),
     frames: str = Path(description="Frame numbers from 1, e.g. 1 or 1,3,5"),
     window: WindowQ = None, viewport: ViewportQ = None, quality: QualityQ = None,
-    accept: AcceptQ = None,
+    accept: AcceptQ = None, annotation: AnnotationQ = None,
 ) -> Response:
     """One frame: a single image; several (`1,3,5`): multipart/related of images."""
-    options = _options(request, accept, window, viewport, quality)
+    options = _options(request, accept, window, viewport, quality, annotation)
     record = _record(archive, study, series, instance)
     numbers = parse_frame_list(frames)
     imaging = Imaging(archive)
