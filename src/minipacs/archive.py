@@ -24,6 +24,7 @@ from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from minipacs.deidentify.models import DeidentificationExport, ExportedStudy
 from minipacs.dicom.header import ParsedInstance, parse_instance
 from minipacs.dicom.item_matching import keep_matching_items
 from minipacs.dicom.matching import Filter
@@ -327,6 +328,13 @@ class Archive:
                 AuditEvent(action=action[:32], actor=actor[:128], patient_id=patient_id[:64],
                            study_instance_uid=study_instance_uid[:64], detail=detail)
             )
+
+    def record_deidentified_export(self, studies: Sequence[ExportedStudy]) -> None:
+        """Keep a de-identified export's re-identification mapping (one row per study) in
+        the index, in one transaction. PS3.15 E.1.1 allows the de-identifier to keep it;
+        it never goes into the export."""
+        with self._write_lock, self._write() as session, session.begin():
+            session.add_all(DeidentificationExport(**vars(study)) for study in studies)
 
     # ------------------------------------------------------------------ derived objects
     # Rendered images and thumbnails, cached as blobs next to (not inside) the instances.

@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     from minipacs.maintenance_cli import add_commands as add_maintenance_commands
 
     add_maintenance_commands(sub, _add_setting_flags)
+    from minipacs.export_cli import add_export_command; add_export_command(sub, _add_setting_flags)  # noqa: E702, I001
     return parser
 
 
