@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 from pydicom import Dataset, dcmread
-from pydicom.uid import RLELossless, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,7 +28,7 @@ from minipacs.config import Settings
 from minipacs.deidentify.export import ExportSummary, export_deidentified
 from minipacs.deidentify.models import DeidentificationExport
 from minipacs.deidentify.profile import ProfileOptions
-from minipacs.errors import Conflict, NotFound
+from minipacs.errors import Conflict, NotFound, QueryError
 from minipacs.index.models import AuditEvent
 from minipacs.web.query_params import parse_qido
 from node_tools import minipacs_cli
@@ -276,7 +283,8 @@ def test_date_shift_keeps_intervals_between_a_patients_studies(
         assert ds.AcquisitionDateTime == ds.StudyDate + "101500"
 
 
-@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", RLELossless])
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian,
+                                    RLELossless, JPEG2000Lossless])
 def test_pixel_data_is_byte_identical(archive: Archive, tmp_path: Path, syntax: str) -> None:
     part10 = make_instance(transfer_syntax=syntax, frames=2)
     original = dcmread(io.BytesIO(part10))
@@ -288,7 +296,8 @@ def test_pixel_data_is_byte_identical(archive: Archive, tmp_path: Path, syntax: 
     assert out.PixelData == original.PixelData
     with zipfile.ZipFile(io.BytesIO(raw)) as zf:
         (info,) = zf.infolist()
-    expected = zipfile.ZIP_STORED if syntax == RLELossless else zipfile.ZIP_DEFLATED
+    compressed = syntax in (RLELossless, JPEG2000Lossless)
+    expected = zipfile.ZIP_STORED if compressed else zipfile.ZIP_DEFLATED
     assert info.compress_type == expected
 
 
@@ -366,6 +375,10 @@ def test_query_selects_the_studies_to_export(archive: Archive, tmp_path: Path) -
     filt = parse_qido([("PatientID", PATIENT_ID)]).filter
     summary, _, _ = _export(archive, tmp_path, filt, ProfileOptions())
     assert [r.study_instance_uid for r in _mapping(archive, summary.export_id)] == [mine]
+    nobody = parse_qido([("PatientID", "NOBODY")]).filter
+    with pytest.raises(QueryError, match="matches no study"):
+        export_deidentified(archive, nobody, ProfileOptions(), tmp_path / "n.zip", actor="x")
+    assert not (tmp_path / "n.zip").exists()
 
 
 def test_cli_exports_by_patient_id_and_refuses_without_deidentify(
