@@ -363,6 +363,9 @@ def test_export_is_audited_per_study_and_refuses_to_overwrite(
     assert summary.export_id in events[0].detail
     with pytest.raises(Conflict, match="already exists"):
         export_deidentified(archive, [study], ProfileOptions(), summary.path, actor="x")
+    with pytest.raises(NotFound, match="does not exist"):
+        export_deidentified(archive, [study], ProfileOptions(), tmp_path / "no" / "x.zip",
+                            actor="x")
     with pytest.raises(NotFound, match="not in the archive"):
         export_deidentified(archive, [generate_uid()], ProfileOptions(),
                             tmp_path / "none.zip", actor="x")

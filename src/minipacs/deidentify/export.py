@@ -26,7 +26,7 @@ from minipacs.deidentify.deidentifier import Deidentifier, burned_in_reason
 from minipacs.deidentify.models import ExportedStudy
 from minipacs.deidentify.profile import ProfileOptions
 from minipacs.dicom.matching import Filter
-from minipacs.errors import Conflict, NotFound, QueryError
+from minipacs.errors import Conflict, NotFound, QueryError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,16 @@ def export_deidentified(
     Instances that may carry burned-in identifying text are refused unless
     `include_burned_in`, and then listed as flagged. `on_progress(done, total)` is called
     after each instance. Raises `Conflict` when the file
-    exists, `NotFound` for an unknown study or when nothing is left to export,
-    `QueryError` when the filter selects no study.
+    exists, `NotFound` for an unknown study or folder or when nothing is left to export,
+    `QueryError` when the filter selects no study, `StorageError` when the ZIP cannot
+    be written.
     """
     out_zip_path = Path(out_zip_path)
     if out_zip_path.exists():
         raise Conflict(f"{out_zip_path} already exists; choose a new file for the export")
+    if not out_zip_path.parent.is_dir():
+        raise NotFound(f"folder {out_zip_path.parent} does not exist; create it or choose "
+                       "another place for the export")
     if isinstance(studies, Filter):
         study_uids = studies_matching(archive, studies)
         if not study_uids:
@@ -138,6 +142,8 @@ def export_deidentified(
                           f"de-identified export {export_id}: {row.instances} instances, "
                           f"{row.refused} refused, {row.flagged} flagged; {row.options}")
         partial.replace(out_zip_path)
+    except OSError as exc:
+        raise StorageError(f"could not write the export {out_zip_path}: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
     summary = ExportSummary(export_id, out_zip_path, len(written), sum(written.values()),
