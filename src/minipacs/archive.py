@@ -31,6 +31,7 @@ from minipacs.access.roles import Action
 from minipacs.audit.chain import AuditEntry, AuditRecord, append
 from minipacs.audit.chain import search as search_audit
 from minipacs.audit.reads import ReadCoalescer
+from minipacs.deidentify.models import DeidentificationExport, ExportedStudy
 from minipacs.dicom.header import ParsedInstance, parse_instance
 from minipacs.dicom.item_matching import keep_matching_items
 from minipacs.dicom.matching import Filter
@@ -195,6 +196,7 @@ class Archive:
         filt: Filter,
         *,
         principal: Principal | None = None,
+        action: Action = Action.QUERY,
         include: Include = (),
         limit: int | None = None,
         offset: int = 0,
@@ -203,12 +205,13 @@ class Archive:
 
         `include` names extra attributes (tags as 8 hex digits) to return besides the
         level's own, or "all". At most `limit` (capped by max_query_results) are returned.
-        Raises `Forbidden` unless `principal` may query; audited with the patients found.
+        Raises `Forbidden` unless `principal` may query (or do `action`, for which the
+        query selects studies, e.g. a de-identified export); audited with the patients found.
         """
-        principal = self.permit(principal, Action.QUERY)
+        principal = self.permit(principal, action)
         result = self._find(level, filt, include=include, limit=limit, offset=offset)
         patients = sorted({_text(m.get("00100020")) for m in result.matches} - {""})
-        self.audit("query", principal.actor, patients[0] if len(patients) == 1 else "",
+        self.audit(action.value, principal.actor, patients[0] if len(patients) == 1 else "",
                    detail=f"{level} {filt.describe()}: {len(result.matches)} matches"
                    + (f", patients {' '.join(patients[:50])}" if patients else ""),
                    role=principal.role.value, source=principal.source)
@@ -449,6 +452,13 @@ class Archive:
                    detail=" ".join(f"{k}={v}" for k, v in criteria.items() if v is not None),
                    role=principal.role.value, source=source or principal.source)
         return entries
+
+    def record_deidentified_export(self, studies: Sequence[ExportedStudy]) -> None:
+        """Keep a de-identified export's re-identification mapping (one row per study) in
+        the index, in one transaction. PS3.15 E.1.1 allows the de-identifier to keep it;
+        it never goes into the export."""
+        with self._write_lock, self._write() as session, session.begin():
+            session.add_all(DeidentificationExport(**vars(study)) for study in studies)
 
     # ------------------------------------------------------------------ derived objects
     # Rendered images and thumbnails, cached as blobs next to (not inside) the instances.

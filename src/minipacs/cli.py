@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     from minipacs.accounts_cli import add_commands as add_account_commands
 
     add_account_commands(sub, _add_setting_flags)
+
+    from minipacs.export_cli import add_export_command
+
+    add_export_command(sub, _add_setting_flags)
     return parser
 
 
