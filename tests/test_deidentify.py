@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import (
@@ -22,6 +23,8 @@ from pydicom.uid import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conftest import ServerProcess
+from dicomweb_peers import store
 from factories import make_instance
 from minipacs.archive import Archive
 from minipacs.config import Settings
@@ -403,3 +406,28 @@ def test_cli_exports_by_patient_id_and_refuses_without_deidentify(
     bad = minipacs_cli(settings, "export", "--deidentify", "--query", "StudyDate=2024x",
                        "--out", str(tmp_path / "bad.zip"))
     assert bad.returncode == 2 and "StudyDate" in bad.stderr
+
+
+def test_research_role_exports_over_http_and_a_clinician_may_not(
+        empty_server: ServerProcess) -> None:
+    (stored,) = store(empty_server, make_instance(patient_id=PATIENT_ID,
+                                                  patient_name="Nguyễn^Thị Mai"))
+    body = {"study_uids": [stored.study], "retain_dates_shifted": True}
+    clinician = empty_server.create_token("bs-noi-tru", "clinician")
+    refused = httpx.post(f"{empty_server.http_url}/exports/deidentified", json=body,
+                         headers={"Authorization": f"Bearer {clinician}"})
+    assert refused.status_code == 403 and "export-deidentified" in refused.json()["error"]
+    research = empty_server.create_token("nghien-cuu", "research")
+    done = httpx.post(f"{empty_server.http_url}/exports/deidentified", json=body,
+                      headers={"Authorization": f"Bearer {research}"}, timeout=60)
+    assert done.status_code == 200, done.text
+    assert done.headers["content-type"] == "application/zip"
+    assert PATIENT_ID.encode() not in done.content
+    with zipfile.ZipFile(io.BytesIO(done.content)) as zf:
+        (name,) = zf.namelist()
+        ds = dcmread(io.BytesIO(zf.read(name)))
+    assert ds.PatientIdentityRemoved == "YES" and ds.StudyInstanceUID != stored.study
+    # The research role sees nothing identified: no query, no images.
+    assert httpx.get(f"{empty_server.dicomweb_url}/studies",
+                     headers={"Authorization": f"Bearer {research}"}).status_code == 403
+    assert not list((empty_server.data_dir / "exports").rglob("*.zip"))

@@ -34,6 +34,7 @@ from minipacs.web import (
     admin,
     auth,
     dicomweb,
+    exports,
     retention,
     stow,
     wado_pixels,
@@ -123,6 +124,7 @@ def create_app(
     app.include_router(wado_uri.router)
     app.include_router(admin.router)
     app.include_router(retention.router)
+    app.include_router(exports.router)
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:
