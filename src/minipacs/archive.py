@@ -61,6 +61,8 @@ from minipacs.storage import BlobStore, instance_key
 
 log = logging.getLogger(__name__)
 
+STUDY_INSTANCE_UID = "0020000D"
+
 IngestStatus = Literal["stored", "duplicate", "replaced"]
 _INDEX_ATTEMPTS = 5
 
@@ -209,6 +211,8 @@ class Archive:
         query selects studies, e.g. a de-identified export); audited with the patients found.
         """
         principal = self.permit(principal, action)
+        if principal.study_uids is not None:  # a share link sees its studies only
+            filt = filt.within(STUDY_INSTANCE_UID, principal.study_uids)
         result = self._find(level, filt, include=include, limit=limit, offset=offset)
         patients = sorted({_text(m.get("00100020")) for m in result.matches} - {""})
         self.audit(action.value, principal.actor, patients[0] if len(patients) == 1 else "",
@@ -216,6 +220,16 @@ class Archive:
                    + (f", patients {' '.join(patients[:50])}" if patients else ""),
                    role=principal.role.value, source=principal.source)
         return result
+
+    def study_uids_of_patient(self, patient_id: str, issuer_of_patient_id: str = ""
+                              ) -> list[str]:
+        """Study Instance UIDs of one patient (for share links; the caller audits)."""
+        stmt = (select(Study.study_instance_uid).join(Patient, Study.patient_pk == Patient.id)
+                .where(Patient.patient_id == patient_id))
+        if issuer_of_patient_id:
+            stmt = stmt.where(Patient.issuer_of_patient_id == issuer_of_patient_id)
+        with self._read() as session:
+            return list(session.scalars(stmt.limit(self.max_query_results)))
 
     def _find(self, level: Level, filt: Filter, *, include: Include = (),
               limit: int | None = None, offset: int = 0) -> QueryResult:

@@ -30,11 +30,11 @@ from minipacs.access.passwords import (
     verify_password,
 )
 from minipacs.access.principal import Principal, PrincipalKind
-from minipacs.access.roles import Role, parse_role
+from minipacs.access.roles import Action, Role, parse_role
 from minipacs.audit.chain import AuditRecord, append, utc_now
 from minipacs.config import Settings
 from minipacs.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
-from minipacs.index.models import ApiToken, UserAccount
+from minipacs.index.models import ApiToken, ShareLink, UserAccount
 
 _CACHE_SECONDS = 10.0
 _TOUCH_SECONDS = 60  # how often a session's last use is written back
@@ -434,9 +434,20 @@ class Accounts:
             if row.last_used_at is None or (now - row.last_used_at).total_seconds() > \
                     _TOUCH_SECONDS:
                 row.last_used_at = now
-            kind: PrincipalKind = "user" if row.kind == "session" else "token"
-            principal = Principal(kind, row.name, Role(row.role), source,
-                                  must_change_password=must_change, session_id=row.id)
+            if row.kind == "share":
+                link = s.get(ShareLink, row.share_pk) if row.share_pk else None
+                if link is None or link.revoked_at is not None or link.expires_at <= now:
+                    raise Unauthenticated("the share link of this session has expired or "
+                                          "was revoked")
+                principal = Principal(
+                    "share", row.name, Role.CLINICIAN, source,
+                    actions=frozenset({Action.QUERY, Action.VIEW}),
+                    study_uids=frozenset(u for u in row.scope_study_uids.split("\\") if u),
+                    session_id=row.id)
+            else:
+                kind: PrincipalKind = "user" if row.kind == "session" else "token"
+                principal = Principal(kind, row.name, Role(row.role), source,
+                                      must_change_password=must_change, session_id=row.id)
         self._remember(digest, principal)
         return principal
 

@@ -16,7 +16,11 @@ def permits(principal: Principal, action: Action, study_uid: str | None = None) 
     if principal.actions is not None and action not in principal.actions:
         return False
     if principal.study_uids is not None:
-        return study_uid is not None and study_uid in principal.study_uids
+        # A share link: queries are narrowed to its studies by the core (`Archive.find`);
+        # anything on a study must be on one of them.
+        if study_uid is None:
+            return action is Action.QUERY
+        return study_uid in principal.study_uids
     return True
 
 

@@ -7,7 +7,8 @@ per attribute. The index compiles a Filter to SQL, so DIMSE and DICOMweb match a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from minipacs.dicom.json_model import keyword_of, vr_of
@@ -51,6 +52,17 @@ class Filter:
 
     def active(self) -> tuple[Match, ...]:
         return tuple(m for m in self.matches if m.kind != "universal")
+
+    def within(self, key: str, allowed: Iterable[str]) -> Filter:
+        """This filter, further limited to `key` (a UID) being one of `allowed`."""
+        allowed = sorted(set(allowed))
+        current = self.get(key)
+        if current is not None and current.kind in ("single", "list"):
+            allowed = [v for v in current.values if v in set(allowed)]
+        # An empty list matches nothing: keep one value no UID can have.
+        narrowed = Match(key, "list", tuple(allowed) or ("",), "UI")
+        return replace(self, matches=tuple(m for m in self.matches if m.key != key)
+                       + (narrowed,))
 
     def describe(self) -> str:
         """The active keys as `Keyword=value` text, for logs and the audit trail."""

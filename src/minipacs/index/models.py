@@ -188,6 +188,35 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # kind "share": the session a share link was exchanged for, and the studies it opens
+    share_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("share_links.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    scope_study_uids: Mapped[str] = mapped_column(Text, default="")
+
+
+class ShareLink(Base):
+    """An expiring, revocable, read-only link to one study or one patient's studies
+    (for the EMR and for referrals). The token is kept as its SHA-256, the PIN as an
+    Argon2id hash; the token travels in the URL fragment, never in a request line."""
+
+    __tablename__ = "share_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    note: Mapped[str] = mapped_column(String(256), default="")
+    pin_hash: Mapped[str] = mapped_column(String(256), default="")
+    failed_pins: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_source: Mapped[str] = mapped_column(String(64), default="")
 
 
 class RemoteApplicationEntity(Base):

@@ -15,6 +15,7 @@ from starlette.types import Scope
 
 from minipacs import __version__
 from minipacs.access.accounts import Accounts
+from minipacs.access.share import ShareLinks
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.config import Settings
@@ -36,6 +37,7 @@ from minipacs.web import (
     dicomweb,
     exports,
     retention,
+    share,
     stow,
     wado_pixels,
     wado_uri,
@@ -95,6 +97,7 @@ def create_app(
     app.state.ae_registry = registry
     app.state.worklist = worklist
     app.state.accounts = accounts
+    app.state.share_links = ShareLinks(archive.engine, archive.write_engine)
 
     @app.exception_handler(MinipacsError)
     def _core_error(request: Request, exc: MinipacsError) -> JSONResponse:
@@ -125,6 +128,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(retention.router)
     app.include_router(exports.router)
+    app.include_router(share.router)
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:

@@ -88,6 +88,13 @@ def acting_archive(request: Request) -> Archive:
     return archive.acting_as(authenticate(request))
 
 
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
+    """The viewer's session: HttpOnly (no script reads it), SameSite=Strict (no other
+    site's page sends it), Secure over HTTPS."""
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+
+
 # ---------------------------------------------------------------------- /auth routes
 class LoginBody(BaseModel):
     username: str = Field(max_length=64)
@@ -112,9 +119,7 @@ def login(request: Request, response: Response, body: Annotated[LoginBody, Body(
           ) -> dict[str, Any]:
     accounts = get_accounts(request)
     result = accounts.login(body.username, body.password, source=client_address(request))
-    secure = request.url.scheme == "https"
-    response.set_cookie(SESSION_COOKIE, result.token, httponly=True, samesite="strict",
-                        secure=secure, path="/")
+    set_session_cookie(request, response, result.token)
     return {"access_token": result.token, "token_type": "bearer",
             "expires_at": result.expires_at.isoformat() + "Z", **_me(result.principal)}
 

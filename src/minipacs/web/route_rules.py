@@ -85,6 +85,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/admin/tokens/{token_id}"): Action.MANAGE_USERS,
     ("GET", "/admin/audit"): Action.READ_AUDIT,
     ("POST", "/exports/deidentified"): Action.EXPORT_DEIDENTIFIED,
+    ("POST", "/share-links"): Action.SHARE,
+    ("GET", "/admin/share-links"): Action.MANAGE_USERS,
+    ("DELETE", "/admin/share-links/{link_id}"): Action.MANAGE_USERS,
+    ("POST", "/auth/share"): PUBLIC,
 }
 
 
@@ -107,8 +111,10 @@ def enforce_route_rule(request: Request) -> None:
         log.error("route %s %s has no access rule in web/route_rules.py: refused",
                   request.method, path)
         raise Forbidden(f"{request.method} {path} has no access rule; refused to everyone")
-    if not control.permits(principal, rule):
+    # The study a route is about, for principals limited to some studies (share links).
+    study = request.path_params.get("study") or request.query_params.get("studyUID")
+    if not control.permits(principal, rule, study):
         request.app.state.archive.audit(
             rule.value, principal.actor, detail=f"{request.method} {request.url.path}",
             role=principal.role.value, source=principal.source, outcome="refused")
-    control.require(principal, rule)
+    control.require(principal, rule, study)
