@@ -76,6 +76,24 @@ class Settings(BaseSettings):
     auth_account_idle_days: int = Field(
         45, ge=1, description="Accounts not used for this long are disabled."
     )
+    alert_patients_per_hour: int = Field(
+        50, ge=1, description="Alert when one principal opens more patients' studies than "
+        "this within an hour.")
+    alert_downloads_per_hour: int = Field(
+        100, ge=1, description="Alert when one principal downloads more studies than this "
+        "within an hour.")
+    alert_failed_logins: int = Field(
+        10, ge=1, description="Alert when more logins than this fail from one address "
+        "within 15 minutes.")
+    alert_share_addresses: int = Field(
+        3, ge=1, description="Alert when one share link is used from more addresses.")
+    alert_working_hours: str = Field(
+        "06:00-20:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+        description="Reading patient data outside these local hours raises an alert.")
+    alert_timezone: str = Field(
+        "Asia/Ho_Chi_Minh", description="Time zone of the working hours.")
+    alert_scan_seconds: float = Field(
+        30, gt=0, description="How often each node checks the audit trail for alerts.")
     audit_key: str | None = Field(
         None,
         description="Secret that signs audit-trail checkpoints (kept outside the database). "

@@ -13,6 +13,7 @@ import uvicorn
 from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
+from minipacs.audit.alerts import AlertMonitor, AlertRules, AlertScanner
 from minipacs.config import Settings
 from minipacs.dimse.server import start_dimse_server, tls_context
 from minipacs.folder_import import import_files, iter_files
@@ -89,8 +90,11 @@ def serve(settings: Settings) -> None:
         log.warning("MINIPACS_AUTH=off: anyone who reaches %s can read and delete every "
                     "patient's images. Use this only on an isolated test network; access "
                     "is still audited.", settings.base_url(http_port))
+    alerts = AlertMonitor(archive.engine, archive.write_engine,
+                          AlertRules.from_settings(settings))
+    scanner = AlertScanner(alerts, settings.alert_scan_seconds).start()
     app = create_app(archive, settings.model_copy(update={"http_port": http_port}),
-                     registry=registry, worklist=worklist, accounts=accounts)
+                     registry=registry, worklist=worklist, accounts=accounts, alerts=alerts)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
@@ -133,5 +137,6 @@ def serve(settings: Settings) -> None:
     try:
         server.run(sockets=[http_sock])
     finally:
+        scanner.stop()
         dimse.shutdown()
         log.info("minipacs stopped")

@@ -278,3 +278,20 @@ class ScheduledProcedureStep(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, server_default=func.now(), onupdate=func.now()
     )
+
+
+class SecurityAlert(Base):
+    """An abnormal-access alert (`audit/alerts.py`). (rule, subject, time window) is unique, so
+    several nodes scanning the same trail raise each alert once."""
+
+    __tablename__ = "security_alerts"
+    __table_args__ = (UniqueConstraint("rule", "subject", "time_window"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now(), index=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(128))
+    time_window: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    acknowledged_by: Mapped[str] = mapped_column(String(128), default="")
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 from minipacs.access.accounts import TokenInfo, UserInfo
 from minipacs.access.principal import Principal
 from minipacs.access.roles import Role
+from minipacs.audit.alerts import AlertMonitor
+from minipacs.errors import NotFound
 from minipacs.web.auth import acting_archive, authenticate, client_address, get_accounts
 
 router = APIRouter(prefix="/admin", tags=["admin: accounts and audit"])
@@ -121,3 +123,21 @@ def search_audit(
                                   action=action, since=since, until=until, limit=limit,
                                   offset=offset, source=client_address(request))
     return [e.as_json() for e in events]
+
+
+@router.get("/alerts", summary="Security alerts raised from the audit trail (newest first)")
+def list_alerts(request: Request, principal: ReadAudit,
+                include_acknowledged: bool = False) -> list[dict[str, Any]]:
+    monitor: AlertMonitor = request.app.state.alerts
+    return [a.as_json() for a in monitor.alerts(include_acknowledged=include_acknowledged)]
+
+
+@router.post("/alerts/{alert_id}/acknowledge", summary="Mark an alert as looked at",
+             responses={404: {"description": "no such alert"}})
+def acknowledge_alert(request: Request, principal: ReadAudit, alert_id: int
+                      ) -> dict[str, Any]:
+    monitor: AlertMonitor = request.app.state.alerts
+    alert = monitor.acknowledge(alert_id, principal.actor)
+    if alert is None:
+        raise NotFound(f"no alert {alert_id}")
+    return alert.as_json()

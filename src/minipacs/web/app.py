@@ -18,6 +18,7 @@ from minipacs.access.accounts import Accounts
 from minipacs.access.share import ShareLinks
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
+from minipacs.audit.alerts import AlertMonitor, AlertRules
 from minipacs.config import Settings
 from minipacs.errors import (
     Conflict,
@@ -83,7 +84,7 @@ class ViewerFiles(StaticFiles):
 
 def create_app(
     archive: Archive, settings: Settings, *, registry: AERegistry, worklist: Worklist,
-    accounts: Accounts,
+    accounts: Accounts, alerts: AlertMonitor | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="minipacs",
@@ -98,6 +99,8 @@ def create_app(
     app.state.worklist = worklist
     app.state.accounts = accounts
     app.state.share_links = ShareLinks(archive.engine, archive.write_engine)
+    app.state.alerts = alerts or AlertMonitor(archive.engine, archive.write_engine,
+                                              AlertRules.from_settings(settings))
 
     @app.exception_handler(MinipacsError)
     def _core_error(request: Request, exc: MinipacsError) -> JSONResponse:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from minipacs.access.roles import Action
 from minipacs.archive import Archive, InstanceRecord, QueryResult
 from minipacs.dicom.json_model import dumps, element, with_base_url
 from minipacs.dicom.matching import Filter, Match
@@ -28,6 +29,7 @@ from minipacs.web.negotiation import instance_transfer_syntax, parse_accept
 from minipacs.web.query_params import QidoQuery, parse_qido
 
 router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
+DOWNLOAD = Action.DOWNLOAD  # whole instances: the files themselves
 
 DICOM_JSON = "application/dicom+json"
 _GZIP_MIN = 1024
@@ -218,7 +220,7 @@ def _retrieve(request: Request, archive: Archive, records: list[InstanceRecord])
 @router.get("/studies/{study}", summary="WADO-RS: retrieve a study's instances")
 def retrieve_study(request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID")
                    ) -> Response:
-    records = archive.instances(check_uid(study, "StudyInstanceUID"))
+    records = archive.instances(check_uid(study, "StudyInstanceUID"), action=DOWNLOAD)
     return _retrieve(request, archive, records)
 
 
@@ -230,7 +232,8 @@ def retrieve_series(
     series: str = _uid("SeriesInstanceUID"),
 ) -> Response:
     records = archive.instances(
-        check_uid(study, "StudyInstanceUID"), check_uid(series, "SeriesInstanceUID")
+        check_uid(study, "StudyInstanceUID"), check_uid(series, "SeriesInstanceUID"),
+        action=DOWNLOAD,
     )
     return _retrieve(request, archive, records)
 
@@ -249,7 +252,7 @@ def retrieve_instance(
     records = archive.instances(
         check_uid(study, "StudyInstanceUID"),
         check_uid(series, "SeriesInstanceUID"),
-        check_uid(instance, "SOPInstanceUID"),
+        check_uid(instance, "SOPInstanceUID"), action=DOWNLOAD,
     )
     return _retrieve(request, archive, records)
 

@@ -84,6 +84,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/admin/tokens"): Action.MANAGE_USERS,
     ("DELETE", "/admin/tokens/{token_id}"): Action.MANAGE_USERS,
     ("GET", "/admin/audit"): Action.READ_AUDIT,
+    ("GET", "/admin/alerts"): Action.READ_AUDIT,
+    ("POST", "/admin/alerts/{alert_id}/acknowledge"): Action.READ_AUDIT,
     ("POST", "/exports/deidentified"): Action.EXPORT_DEIDENTIFIED,
     ("POST", "/share-links"): Action.SHARE,
     ("GET", "/admin/share-links"): Action.MANAGE_USERS,
