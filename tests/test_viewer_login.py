@@ -31,6 +31,7 @@ from viewer_support import (
     api_login,
     dicomweb_json_as,
     emr_link_signs_in_and_opens_the_study,
+    session_cookie,
     sign_in_on_page,
     state,
     value,
@@ -260,6 +261,33 @@ def test_an_idle_viewer_locks_itself_and_ends_the_session(
     sign_in_on_page(page, CLINICIAN, CLINICIAN_PASSWORD)
     page.wait_for_function(f"{H}.user !== null")
     assert state(page, "studyInstanceUID") == value(ct_study, "0020000D")
+
+
+def test_a_role_without_the_right_is_told_so_by_name(
+    server: ServerProcess, backends: Backends, ct_study: dict[str, Any], page: Page
+) -> None:
+    name, password = "nc.hung", "Nghien-Cuu-2026"
+    add_user(server, backends, name, "research", password)
+    page.goto(emr_link(server, ct_study))
+    sign_in_on_page(page, name, password)
+    page.wait_for_function(
+        "text => { const el = document.querySelector('[data-testid=status]'); return !el.hidden && el.textContent === text; }",
+        arg=f"Tài khoản {name} không có quyền làm việc này (HTTP 403).",
+    )
+    assert page.is_hidden("[data-testid=login-view]")
+    assert page.inner_text("[data-testid=user-role]") == "Nghiên cứu"
+
+
+def test_a_page_opened_with_a_session_cookie_needs_no_sign_in(
+    server: ServerProcess, ct_study: dict[str, Any], page: Page
+) -> None:
+    # How the other viewer suites can start signed in (viewer_support.session_cookie).
+    token = api_login(server, RADIOLOGIST, RADIOLOGIST_PASSWORD)
+    page.context.add_cookies([session_cookie(server, token)])  # type: ignore[list-item]
+    page.goto(emr_link(server, ct_study))
+    wait_for_first_image(page)
+    assert page.is_hidden("[data-testid=login-view]")
+    assert state(page, "user")["name"] == RADIOLOGIST
 
 
 # ---- auth off ------------------------------------------------------------------------

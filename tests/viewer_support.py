@@ -310,3 +310,10 @@ def emr_link_signs_in_and_opens_the_study(
         "&& !document.querySelector('[data-testid=user-box]').hidden",
         arg=username,
     )
+
+
+def session_cookie(server: Any, token: str) -> dict[str, Any]:
+    """The viewer's session cookie for a token from `api_login`, in the form Playwright's
+    `BrowserContext.add_cookies` takes: a page opened after it is signed in."""
+    return {"name": "minipacs_session", "value": token, "url": server.http_url,
+            "httpOnly": True, "sameSite": "Strict"}
