@@ -83,10 +83,12 @@ export class DicomWebClient {
   }
 
   async request(url, accept, signal) {
+    // Signing in helps only with the viewer's own server (`&server=` may point elsewhere).
+    const signInHelps = onUnauthorized && new URL(url).origin === window.location.origin;
     let response;
     for (let attempt = 1; ; attempt++) {
       response = await fetch(url, { headers: { Accept: accept }, signal, credentials: 'same-origin' });
-      if (response.status !== 401 || !onUnauthorized || attempt >= SIGN_IN_ATTEMPTS) break;
+      if (response.status !== 401 || !signInHelps || attempt >= SIGN_IN_ATTEMPTS) break;
       // The session cookie is missing or the server locked it: sign in, then ask again.
       await response.body?.cancel();
       await onUnauthorized();
