@@ -93,7 +93,11 @@ async function route() {
 }
 
 applyTranslations(document);
-const session = new Session();
+const session = new Session({
+  onLock: () => {
+    for (const viewport of viewer.viewports) viewport.stopCine();
+  },
+});
 // A 401 later on (the server locked the session): sign in over the current view, then the
 // request is asked again.
 setUnauthorizedHandler(() => session.reauthenticate());

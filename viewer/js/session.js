@@ -63,7 +63,9 @@ async function errorText(response) {
 }
 
 export class Session {
-  constructor() {
+  /** @param {{onLock?: () => void}} hooks onLock: the form now hides the page (stop cine) */
+  constructor({ onLock = () => {} } = {}) {
+    this.onLock = onLock;
     /** @type {{name: string, kind: string, role: string, must_change_password: boolean, actions: string[]} | null} */
     this.user = null;
     this.pending = null; // the sign-in in progress: resolves once signed in
@@ -145,6 +147,7 @@ export class Session {
     if (this.pending) return this.pending;
     this.pending = new Promise((resolve) => (this.resolvePending = resolve));
     setSessionHint('out');
+    this.onLock();
     this.showForm(form, noticeKey);
     return this.pending;
   }
