@@ -49,12 +49,12 @@ CLINICIAN, CLINICIAN_PASSWORD = "bs.minh", "Noi-Khoa-Tim-77"
 # ---- fixtures -------------------------------------------------------------------------
 
 
-def add_user(server: ServerProcess, backends: Backends, name: str, role: str,
-             password: str | None = None) -> str:
-    """`minipacs user add` as an administrator runs it; the password the user signs in
-    with (the one-time password the command prints when none is given)."""
+def add_user(server: ServerProcess, name: str, role: str, password: str | None = None) -> str:
+    """`minipacs user add` as an administrator runs it, with the server's data dir and
+    settings (its index and blob store); the password the user signs in with (the
+    one-time password the command prints when none is given)."""
     command = [sys.executable, "-m", "minipacs", "user", "add", name, "--role", role,
-               "--data-dir", str(server.data_dir), *backends.server_args()]
+               "--data-dir", str(server.data_dir), *server.extra_args]
     if password is not None:
         command.append("--password-stdin")
     result = subprocess.run(command, input=f"{password}\n" if password else "",
@@ -73,8 +73,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, backends: Backends
     """A server with accounts on (the default, said explicitly) and sample_dicom/."""
     proc = ServerProcess(tmp_path_factory.mktemp("login-server"),
                          ["--auth", "on", *backends.server_args()]).start()
-    add_user(proc, backends, RADIOLOGIST, "radiologist", RADIOLOGIST_PASSWORD)
-    add_user(proc, backends, CLINICIAN, "clinician", CLINICIAN_PASSWORD)
+    add_user(proc, RADIOLOGIST, "radiologist", RADIOLOGIST_PASSWORD)
+    add_user(proc, CLINICIAN, "clinician", CLINICIAN_PASSWORD)
     yield proc
     proc.stop()
 
@@ -191,10 +191,10 @@ def test_wrong_password_is_refused_in_the_readers_language(
 
 
 def test_one_time_password_is_changed_before_the_study_opens(
-    server: ServerProcess, backends: Backends, ct_study: dict[str, Any], page: Page
+    server: ServerProcess, ct_study: dict[str, Any], page: Page
 ) -> None:
     name = "ktv.hoa"
-    one_time = add_user(server, backends, name, "technologist")
+    one_time = add_user(server, name, "technologist")
     link = emr_link(server, ct_study)
     page.goto(link)
     sign_in_on_page(page, name, one_time)
@@ -273,10 +273,10 @@ def test_an_idle_viewer_locks_itself_and_ends_the_session(
 
 
 def test_a_role_without_the_right_is_told_so_by_name(
-    server: ServerProcess, backends: Backends, ct_study: dict[str, Any], page: Page
+    server: ServerProcess, ct_study: dict[str, Any], page: Page
 ) -> None:
     name, password = "nc.hung", "Nghien-Cuu-2026"
-    add_user(server, backends, name, "research", password)
+    add_user(server, name, "research", password)
     page.goto(emr_link(server, ct_study))
     sign_in_on_page(page, name, password)
     page.wait_for_function(
