@@ -237,3 +237,83 @@ def switch_language(server: Any, page: Any) -> None:
     page.reload()
     page.wait_for_function(f"{H} && {H}.lang === 'en'")
     assert text_of(page, "[data-testid=search-submit]") == "Search"
+
+
+# ---- sign-in (issue #11): the viewer in front of a server with accounts ----------------
+
+
+def api_login(server: Any, username: str, password: str) -> str:
+    """A session token from POST /auth/login, for the tests' own DICOMweb questions."""
+    request = urllib.request.Request(
+        f"{server.http_url}/auth/login",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(json.loads(response.read())["access_token"])
+
+
+def dicomweb_json_as(server: Any, token: str, path: str, **query: str) -> list[dict[str, Any]]:
+    """`dicomweb_json` with `Authorization: Bearer <token>`."""
+    url = f"{server.http_url}/dicom-web/{path}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/dicom+json", "Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+    return json.loads(body) if body.strip() else []
+
+
+def wait_for_sign_in_form(page: Any, form: str = "login") -> None:
+    """The sign-in overlay shows `form` ('login' or 'password')."""
+    page.wait_for_function(
+        "form => !document.getElementById('login-view').hidden && document.body.dataset.signIn === form",
+        arg=form,
+    )
+
+
+def sign_in_on_page(page: Any, username: str, password: str) -> None:
+    wait_for_sign_in_form(page)
+    page.fill("[data-testid=login-user]", username)
+    page.fill("[data-testid=login-password]", password)
+    page.click("[data-testid=login-submit]")
+
+
+def wait_for_message(page: Any, testid: str, text: str) -> None:
+    """An error line of the sign-in forms reads exactly `text`."""
+    page.wait_for_function(
+        "([id, text]) => { const el = document.querySelector(`[data-testid=${id}]`); return !el.hidden && el.textContent === text; }",
+        arg=[testid, text],
+    )
+
+
+def emr_link_signs_in_and_opens_the_study(
+    server: Any, page: Any, username: str, password: str, study: dict[str, Any]
+) -> None:
+    """An EMR (IID) link without a session: the sign-in form in Vietnamese, then the
+    study of the link with an image, at the same address, the user named in the header."""
+    accession = urllib.parse.quote(value(study, "00080050"))
+    link = f"{server.http_url}/viewer/?requestType=STUDY&accessionNumber={accession}"
+    page.goto(link)
+    wait_for_sign_in_form(page)
+    assert page.inner_text("[data-testid=login-submit]").strip() == "Đăng nhập"
+    assert page.evaluate(f"{H}.user") is None
+    sign_in_on_page(page, username, password)
+    wait_for_first_image(page)
+    assert state(page, "studyInstanceUID") == value(study, "0020000D")
+    assert page.evaluate("location.href") == link
+    assert page.evaluate(f"{H}.user.name") == username
+    page.wait_for_function(
+        "name => document.querySelector('[data-testid=user-name]').textContent === name "
+        "&& !document.querySelector('[data-testid=user-box]').hidden",
+        arg=username,
+    )
+
+
+def session_cookie(server: Any, token: str) -> dict[str, Any]:
+    """The viewer's session cookie for a token from `api_login`, in the form Playwright's
+    `BrowserContext.add_cookies` takes: a page opened after it is signed in."""
+    return {"name": "minipacs_session", "value": token, "url": server.http_url,
+            "httpOnly": True, "sameSite": "Strict"}

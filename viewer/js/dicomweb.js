@@ -22,6 +22,38 @@ const early = new Map();
 const inFlight = new Map();
 let viewerAsked = false;
 
+// Who to ask when the server answers 401 (no session, or one the server locked after idle
+// time): session.js shows the sign-in form and resolves once signed in again; the request
+// is then sent again. Without a handler the 401 is an error as any other.
+let onUnauthorized = null;
+const SIGN_IN_ATTEMPTS = 3;
+
+/** @param {() => Promise<void>} handler */
+export function setUnauthorizedHandler(handler) {
+  onUnauthorized = handler;
+}
+
+// Whether the browser was signed out when last seen ("out"), so that early.js does not
+// send requests bound to answer 401. The session cookie itself is HttpOnly: unreadable.
+const SESSION_HINT_KEY = 'minipacs.session';
+
+export function sessionHint() {
+  try {
+    return localStorage.getItem(SESSION_HINT_KEY);
+  } catch {
+    return null;
+  }
+}
+
+/** @param {'in'|'out'} value */
+export function setSessionHint(value) {
+  try {
+    localStorage.setItem(SESSION_HINT_KEY, value);
+  } catch {
+    // Only early.js's head start depends on it.
+  }
+}
+
 export class HttpError extends Error {
   constructor(status, url, detail = '') {
     super(`HTTP ${status} for ${url}${detail ? `: ${detail}` : ''}`);
@@ -51,7 +83,17 @@ export class DicomWebClient {
   }
 
   async request(url, accept, signal) {
-    const response = await fetch(url, { headers: { Accept: accept }, signal, credentials: 'same-origin' });
+    // Signing in helps only with the viewer's own server (`&server=` may point elsewhere).
+    const signInHelps = onUnauthorized && new URL(url).origin === window.location.origin;
+    let response;
+    for (let attempt = 1; ; attempt++) {
+      response = await fetch(url, { headers: { Accept: accept }, signal, credentials: 'same-origin' });
+      if (response.status !== 401 || !signInHelps || attempt >= SIGN_IN_ATTEMPTS) break;
+      // The session cookie is missing or the server locked it: sign in, then ask again.
+      await response.body?.cancel();
+      await onUnauthorized();
+      signal?.throwIfAborted();
+    }
     if (!response.ok) {
       let detail = '';
       try {
@@ -69,7 +111,11 @@ export class DicomWebClient {
     const started = early.get(url);
     if (started) {
       early.delete(url);
-      return started;
+      // Sent before anyone was signed in: ask again, through the sign-in form if need be.
+      return started.catch((error) => {
+        if (error instanceof HttpError && error.status === 401) return this.fetchJson(url, signal);
+        throw error;
+      });
     }
     const promise = this.fetchJson(url, signal);
     inFlight.set(url, promise);

@@ -1,9 +1,10 @@
 // Loaded before everything else and run as soon as it arrives (an async module with few
 // imports): when the page is an EMR link to a study, the study's first DICOMweb requests
 // go out while the rest of the viewer's modules are still loading. main.js's client takes
-// the answers (DicomWebClient.warm). It only starts requests; it shows nothing.
+// the answers (DicomWebClient.warm). It only starts requests; it shows nothing. A request
+// answered 401 (no session yet) is asked again by main.js after the sign-in.
 
-import { DicomWebClient, defaultBaseUrl } from './dicomweb.js';
+import { DicomWebClient, defaultBaseUrl, sessionHint } from './dicomweb.js';
 import { parseViewerLink, resolveLinkedStudies } from './links.js';
 import { TAG, text } from './dicomjson.js';
 
@@ -16,7 +17,9 @@ async function warmLink(client, link) {
   }
 }
 
+// Signed out when last seen: these requests would only answer 401. main.js asks after
+// the sign-in.
 const client = new DicomWebClient(defaultBaseUrl(window.location));
-warmLink(client, parseViewerLink(new URL(window.location.href).searchParams)).catch(() => {
+if (sessionHint() !== 'out') warmLink(client, parseViewerLink(new URL(window.location.href).searchParams)).catch(() => {
   // main.js asks again and reports the failure in its own words.
 });

@@ -1,12 +1,13 @@
-// Start-up: language, DICOMweb client, the two pages (study list, study viewer), URL
+// Start-up: language, sign-in, DICOMweb client, the two pages (study list, study viewer), URL
 // routing (EMR links, back/forward) and the read-only test hooks on window.minipacsViewer.
 
-import { DicomWebClient, HttpError, defaultBaseUrl } from './dicomweb.js';
+import { DicomWebClient, HttpError, defaultBaseUrl, setUnauthorizedHandler } from './dicomweb.js';
 import { TAG, text } from './dicomjson.js';
 import { applyTranslations, getLang, onLangChange, otherLang, setLang, t } from './i18n.js';
 import { listLink, parseViewerLink, resolveLinkedStudies, studyLink } from './links.js';
 import { StudyList } from './studylist.js';
 import { StudyViewer } from './studyviewer.js';
+import { Session } from './session.js';
 import { showStatus } from './status.js';
 
 const client = new DicomWebClient(defaultBaseUrl(window.location));
@@ -15,7 +16,8 @@ const viewerView = document.getElementById('study-viewer-view');
 
 function describeError(error) {
   if (error instanceof HttpError) {
-    if (error.status === 401 || error.status === 403) return t('error.auth', { status: error.status });
+    if (error.status === 403) return t('error.forbidden', { user: session.user?.name ?? '' });
+    if (error.status === 401) return t('error.auth', { status: error.status });
     return t('error.http', { status: error.status, url: error.url });
   }
   return t('error.network', { error: error?.message ?? String(error) });
@@ -91,6 +93,14 @@ async function route() {
 }
 
 applyTranslations(document);
+const session = new Session({
+  onLock: () => {
+    for (const viewport of viewer.viewports) viewport.stopCine();
+  },
+});
+// A 401 later on (the server locked the session): sign in over the current view, then the
+// request is asked again.
+setUnauthorizedHandler(() => session.reauthenticate());
 const studyList = new StudyList(client, openFromList, onError);
 const viewer = new StudyViewer(client, { onBack: backToList, onError });
 
@@ -116,6 +126,11 @@ const hooks = {
   },
   get lang() {
     return getLang();
+  },
+  /** The signed-in user ({name, role, kind}), null before sign-in. */
+  get user() {
+    const user = session.user;
+    return user && !session.pending ? { name: user.name, role: user.role, kind: user.kind } : null;
   },
   get dicomWebBase() {
     return client.baseUrl;
@@ -185,4 +200,6 @@ const hooks = {
 };
 window.minipacsViewer = Object.freeze(hooks);
 
+// An EMR link opened without a session: sign in first, then the same link opens.
+await session.start();
 route();

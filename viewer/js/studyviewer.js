@@ -340,7 +340,8 @@ export class StudyViewer {
   // ---- keyboard -----------------------------------------------------------------------------
 
   onKeyDown(event) {
-    if (!this.isShown || document.querySelector('dialog[open]')) return;
+    // Not behind a dialog or the sign-in form.
+    if (!this.isShown || document.querySelector('dialog[open]') || document.body.dataset.signIn) return;
     const target = event.target;
     if (target instanceof HTMLElement && (target.isContentEditable || (['INPUT', 'SELECT', 'TEXTAREA'].includes(target.tagName) && target.type !== 'range'))) return;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
