@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -338,3 +339,40 @@ def test_firefox_signs_in_from_an_emr_link(
         assert tab.javascript_errors() == []
     finally:
         firefox.close()
+
+
+# ---- share links -----------------------------------------------------------------------
+
+
+def test_share_link_with_pin_opens_the_shared_study_and_nothing_else(
+    server: ServerProcess, ct_study: dict[str, Any], page: Page
+) -> None:
+    study_uid = value(ct_study, "0020000D")
+    token = api_login(server, RADIOLOGIST, RADIOLOGIST_PASSWORD)
+    created = httpx.post(f"{server.http_url}/share-links", json={"study_uid": study_uid,
+                                                                 "pin": "1357"},
+                         headers={"Authorization": f"Bearer {token}"})
+    assert created.status_code == 201, created.text
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    page.goto(created.json()["url"])
+    wait_for_sign_in_form(page, "share")
+    assert page.inner_text("[data-testid=share-form] h1") == "Mở liên kết chia sẻ"
+    page.fill("[data-testid=share-pin]", "0000")
+    page.click("[data-testid=share-submit]")
+    wait_for_message(page, "share-error", "Mã PIN không đúng.")
+    screenshot(page, "share-pin")
+    page.fill("[data-testid=share-pin]", "1357")
+    page.click("[data-testid=share-submit]")
+    wait_for_first_image(page)
+    assert state(page, "studyInstanceUID") == study_uid
+    assert "#share=" not in page.evaluate("location.href")
+    assert not any("sh_" in url for url in asked)  # the token went in a body, never a URL
+    screenshot(page, "share-opened")
+    # The session is the link's: other studies stay closed, downloads too.
+    others = [s for s in dicomweb_json_as(server, token, "studies")
+              if value(s, "0020000D") != study_uid]
+    assert fetch_status(page, f"../dicom-web/studies/{value(others[0], '0020000D')}/metadata") == 403
+    assert fetch_status(page, f"../dicom-web/studies/{study_uid}") == 403
+    listed = page.evaluate("fetch('../dicom-web/studies', {credentials: 'same-origin'}).then(r => r.json())")
+    assert [value(s, "0020000D") for s in listed] == [study_uid]

@@ -78,6 +78,8 @@ export class Session {
     this.view = document.getElementById('login-view');
     this.loginForm = document.getElementById('login-form');
     this.passwordForm = document.getElementById('password-form');
+    this.shareForm = document.getElementById('share-form');
+    this.shareToken = '';
     this.notice = document.getElementById('login-notice');
     this.userBox = document.getElementById('user-box');
     this.bind();
@@ -91,6 +93,10 @@ export class Session {
     this.passwordForm.addEventListener('submit', (event) => {
       event.preventDefault();
       this.submitPassword();
+    });
+    this.shareForm.addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.openShare(document.getElementById('share-pin').value.trim());
     });
     for (const button of this.view.querySelectorAll('[data-lang-switch]')) {
       button.addEventListener('click', () => setLang(otherLang()));
@@ -108,6 +114,16 @@ export class Session {
 
   /** Resolves once someone may use the viewer (at once when already signed in, or auth off). */
   async start() {
+    // A share link (/viewer/#share=TOKEN): the token is in the fragment, which no request
+    // carries; trade it (and its PIN) for a session limited to the shared studies.
+    const share = new URLSearchParams(window.location.hash.slice(1)).get('share');
+    if (share) {
+      this.shareToken = share;
+      history.replaceState(null, '', window.location.pathname + window.location.search);
+      const opened = this.signIn('', 'share');
+      await this.openShare('');
+      return opened;
+    }
     let response;
     try {
       response = await fetch(authUrl('me'), { credentials: 'same-origin', headers: { Accept: 'application/json' } });
@@ -152,6 +168,35 @@ export class Session {
     return this.pending;
   }
 
+  /** POST /auth/share; on success open the shared studies as an IID link would. */
+  async openShare(pin) {
+    const errorEl = document.getElementById('share-error');
+    let response;
+    try {
+      response = await postJson('share', { token: this.shareToken, pin });
+    } catch (error) {
+      this.showMessage(errorEl, ['login.unreachable', { error: error?.message ?? String(error) }]);
+      return;
+    }
+    if (!response.ok) {
+      const text = await errorText(response);
+      if (/PIN/.test(text) && !/revoked/.test(text)) {
+        this.showMessage(errorEl, pin ? ['share.wrongPin'] : null);
+        document.getElementById('share-pin').focus();
+      } else {
+        this.shareForm.querySelector('label').hidden = true;
+        this.shareForm.querySelector('[type=submit]').hidden = true;
+        this.showMessage(errorEl, ['share.invalid']);
+      }
+      return;
+    }
+    const opened = await response.json();
+    const link = new URLSearchParams({ requestType: 'STUDY', studyUID: opened.study_uids.join(',') });
+    history.replaceState(null, '', `${window.location.pathname}?${link}`);
+    this.shareToken = '';
+    this.signedIn({ name: t('share.user'), kind: 'share', role: 'clinician', must_change_password: false, actions: ['query', 'view'] });
+  }
+
   showForm(form, noticeKey = '') {
     this.noticeKey = noticeKey;
     this.notice.textContent = noticeKey ? t(noticeKey) : '';
@@ -159,9 +204,12 @@ export class Session {
     this.showMessage(null, null);
     this.loginForm.hidden = form !== 'login';
     this.passwordForm.hidden = form !== 'password';
+    this.shareForm.hidden = form !== 'share';
     this.view.hidden = false;
     document.body.dataset.signIn = form;
-    if (form === 'login') {
+    if (form === 'share') {
+      document.getElementById('share-pin').focus();
+    } else if (form === 'login') {
       const user = document.getElementById('login-user');
       const password = document.getElementById('login-password');
       if (this.user?.kind === 'user' && !user.value) user.value = this.user.name;
