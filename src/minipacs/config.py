@@ -94,6 +94,19 @@ class Settings(BaseSettings):
         "Asia/Ho_Chi_Minh", description="Time zone of the working hours.")
     alert_scan_seconds: float = Field(
         30, gt=0, description="How often each node checks the audit trail for alerts.")
+    audit_syslog: str | None = Field(
+        None, pattern=r"^[^:\s]+:\d{1,5}$",
+        description="HOST:PORT of a syslog collector (SIEM, the provincial security "
+        "operations centre) to send every audit event to, as DICOM audit messages in "
+        "RFC 5424 syslog over TLS (RFC 5425), e.g. siem.soyte.gov.vn:6514.")
+    audit_syslog_tls: bool = Field(
+        True, description="Use TLS to the syslog collector (turn off only for a collector "
+        "on the same machine).")
+    audit_syslog_ca: Path | None = Field(
+        None, description="PEM CA bundle that signed the collector's certificate (default: "
+        "the system's trusted CAs).")
+    audit_syslog_seconds: float = Field(
+        2, gt=0, description="How often new audit events are sent to the collector.")
     audit_key: str | None = Field(
         None,
         description="Secret that signs audit-trail checkpoints (kept outside the database). "

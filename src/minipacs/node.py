@@ -13,11 +13,13 @@ import uvicorn
 from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
-from minipacs.audit.alerts import AlertMonitor, AlertRules, AlertScanner
+from minipacs.audit.alerts import AlertMonitor, AlertRules
+from minipacs.audit.forward import SyslogForwarder
 from minipacs.config import Settings
 from minipacs.dimse.server import start_dimse_server, tls_context
 from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
+from minipacs.periodic import PeriodicTask
 from minipacs.storage import create_store
 from minipacs.web.app import create_app
 from minipacs.worklist import Worklist
@@ -92,7 +94,14 @@ def serve(settings: Settings) -> None:
                     "is still audited.", settings.base_url(http_port))
     alerts = AlertMonitor(archive.engine, archive.write_engine,
                           AlertRules.from_settings(settings))
-    scanner = AlertScanner(alerts, settings.alert_scan_seconds).start()
+    background = [PeriodicTask("alert-scan", alerts.scan, settings.alert_scan_seconds)]
+    if settings.audit_syslog:
+        forwarder = SyslogForwarder.from_settings(archive.engine, archive.write_engine,
+                                                  settings)
+        background.append(PeriodicTask("audit-syslog", forwarder.forward_pending,
+                                       settings.audit_syslog_seconds))
+    for task in background:
+        task.start()
     app = create_app(archive, settings.model_copy(update={"http_port": http_port}),
                      registry=registry, worklist=worklist, accounts=accounts, alerts=alerts)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
@@ -137,6 +146,7 @@ def serve(settings: Settings) -> None:
     try:
         server.run(sockets=[http_sock])
     finally:
-        scanner.stop()
+        for task in background:
+            task.stop()
         dimse.shutdown()
         log.info("minipacs stopped")

@@ -204,28 +204,3 @@ def _within(moment: time, start: time, end: time) -> bool:
 def _alert(row: SecurityAlert) -> Alert:
     return Alert(row.id, row.at, row.rule, row.subject, row.time_window, row.detail,
                  row.acknowledged_by)
-
-
-class AlertScanner:
-    """Runs `monitor.scan()` every `interval` seconds in a daemon thread."""
-
-    def __init__(self, monitor: AlertMonitor, interval: float) -> None:
-        self.monitor = monitor
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alert-scanner", daemon=True)
-
-    def start(self) -> AlertScanner:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.monitor.scan()
-            except Exception:  # noqa: BLE001 - a failed scan must not stop later ones
-                log.exception("security alert scan failed; retrying in %s s", self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)

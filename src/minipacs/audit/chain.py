@@ -178,6 +178,13 @@ class AuditEntry:
         return {**self.__dict__, "at": self.at.isoformat() + "Z"}
 
 
+def _naive_utc(moment: datetime) -> datetime:
+    """As stored: UTC without a zone (a time without a zone is taken as UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None)
+
+
 def search(session: Session, *, patient_id: str | None = None, actor: str | None = None,
            action: str | None = None, since: datetime | None = None,
            until: datetime | None = None, limit: int = 100, offset: int = 0
@@ -191,10 +198,13 @@ def search(session: Session, *, patient_id: str | None = None, actor: str | None
     if action:
         stmt = stmt.where(AuditEvent.action == action)
     if since is not None:
-        stmt = stmt.where(AuditEvent.at >= since.replace(tzinfo=None))
+        stmt = stmt.where(AuditEvent.at >= _naive_utc(since))
     if until is not None:
-        stmt = stmt.where(AuditEvent.at <= until.replace(tzinfo=None))
+        stmt = stmt.where(AuditEvent.at <= _naive_utc(until))
     stmt = stmt.order_by(AuditEvent.seq.desc()).limit(limit).offset(offset)
-    return [AuditEntry(e.seq or 0, e.at, e.action, e.actor, e.role, e.source, e.patient_id,
-                       e.study_instance_uid, e.outcome, e.detail, e.hash)
-            for e in session.scalars(stmt)]
+    return [entry_of(e) for e in session.scalars(stmt)]
+
+
+def entry_of(e: AuditEvent) -> AuditEntry:
+    return AuditEntry(e.seq or 0, e.at, e.action, e.actor, e.role, e.source, e.patient_id,
+                      e.study_instance_uid, e.outcome, e.detail, e.hash)

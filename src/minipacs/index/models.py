@@ -295,3 +295,12 @@ class SecurityAlert(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     acknowledged_by: Mapped[str] = mapped_column(String(128), default="")
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class AuditForwarding(Base):
+    """How far the audit trail has been sent to the syslog collector (one row)."""
+
+    __tablename__ = "audit_forwarding"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)

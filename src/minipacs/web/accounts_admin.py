@@ -4,16 +4,23 @@ are `minipacs user|token|audit ...` on the command line."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from minipacs.access.accounts import TokenInfo, UserInfo
 from minipacs.access.principal import Principal
 from minipacs.access.roles import Role
 from minipacs.audit.alerts import AlertMonitor
+from minipacs.audit.formats import (
+    audit_source_id,
+    dicom_audit_message,
+    fhir_audit_event,
+    to_csv,
+)
 from minipacs.errors import NotFound
 from minipacs.web.auth import acting_archive, authenticate, client_address, get_accounts
 
@@ -123,6 +130,39 @@ def search_audit(
                                   action=action, since=since, until=until, limit=limit,
                                   offset=offset, source=client_address(request))
     return [e.as_json() for e in events]
+
+
+@router.get(
+    "/audit/export", summary="The audit trail as CSV, DICOM audit messages or FHIR AuditEvents",
+    responses={200: {"content": {"text/csv": {}, "application/xml": {},
+                                 "application/fhir+json": {}}}})
+def export_audit(
+    request: Request, principal: ReadAudit,
+    format: Annotated[Literal["csv", "dicom", "fhir"], Query(
+        description="csv; dicom: PS3.15 A.5 audit messages; fhir: a Bundle of R4 "
+        "AuditEvents (IHE BALP)")] = "csv",
+    patient_id: Annotated[str | None, Query(max_length=64)] = None,
+    actor: Annotated[str | None, Query(max_length=128)] = None,
+    action: Annotated[str | None, Query(max_length=32)] = None,
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> Response:
+    entries = acting_archive(request).audit_events(
+        patient_id=patient_id, actor=actor, action=action, since=since, until=until,
+        limit=limit, offset=0, source=client_address(request))
+    source_id = audit_source_id(request.app.state.settings)
+    if format == "csv":
+        return Response(to_csv(entries), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": 'attachment; filename="audit.csv"'})
+    if format == "dicom":
+        body = "".join(dicom_audit_message(e, source_id) for e in entries)
+        return Response(f"<AuditMessages>{body}</AuditMessages>",
+                        media_type="application/xml")
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": fhir_audit_event(e, source_id)} for e in entries]}
+    return Response(json.dumps(bundle, ensure_ascii=False),
+                    media_type="application/fhir+json")
 
 
 @router.get("/alerts", summary="Security alerts raised from the audit trail (newest first)")

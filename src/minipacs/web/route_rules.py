@@ -84,6 +84,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/admin/tokens"): Action.MANAGE_USERS,
     ("DELETE", "/admin/tokens/{token_id}"): Action.MANAGE_USERS,
     ("GET", "/admin/audit"): Action.READ_AUDIT,
+    ("GET", "/admin/audit/export"): Action.READ_AUDIT,
     ("GET", "/admin/alerts"): Action.READ_AUDIT,
     ("POST", "/admin/alerts/{alert_id}/acknowledge"): Action.READ_AUDIT,
     ("POST", "/exports/deidentified"): Action.EXPORT_DEIDENTIFIED,
