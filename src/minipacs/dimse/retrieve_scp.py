@@ -28,6 +28,7 @@ from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.transcode import transcode
 from minipacs.dimse.access import AccessPolicy
+from minipacs.dimse.cancel import cancelled
 from minipacs.dimse.status import CANCEL, PENDING, status_dataset
 from minipacs.dimse.storage_scp import peer_of
 from minipacs.errors import MinipacsError, NotAcceptable, QueryError
@@ -123,7 +124,7 @@ def _sub_operations(
     peer = peer_of(event)
     sent = failed = 0
     for record in records:
-        if event.is_cancelled:
+        if cancelled(event):
             log.info("%s from %s cancelled after %d of %d instances", service, peer,
                      sent + failed, len(records))
             yield CANCEL, None

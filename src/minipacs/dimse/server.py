@@ -36,6 +36,7 @@ from minipacs.dimse.access import (
     guard_n_action,
     guard_store,
 )
+from minipacs.dimse.cancel import record_cancel
 from minipacs.dimse.commitment_scp import handle_n_action
 from minipacs.dimse.peer_options import charset_repair, peer_charsets
 from minipacs.dimse.query_scp import handle_find, negotiate_find_options
@@ -165,6 +166,7 @@ def start_dimse_server(
     handlers: list[Any] = [
         (evt.EVT_REQUESTED, on_requested),
         (evt.EVT_SOP_EXTENDED, negotiate_find_options),
+        (evt.EVT_DIMSE_RECV, record_cancel),
         (evt.EVT_C_STORE, guard_store(
             partial(handle_store, archive=archive, repair=charset_repair(registry)), policy)),
         (evt.EVT_C_FIND, guard_find(peer_charsets(
