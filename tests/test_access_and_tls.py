@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,3 +149,43 @@ def test_dicom_tls_port_talks_to_tls_peers_only(tmp_path: Path) -> None:
         assert statuses == [0x0000]
     finally:
         server.stop()
+
+
+def test_plain_and_tls_ports_side_by_side_and_silent_tls_peers_block_no_one(
+    tmp_path: Path,
+) -> None:
+    cert, key = _certificate(tmp_path)
+    server = _start(tmp_path, "--dicom-tls-cert", str(cert), "--dicom-tls-key", str(key),
+                    "--dicom-tls-port", "0")
+    held: list[socket.socket] = []
+    try:
+        ports = json.loads((server.data_dir / "ready.json").read_text())
+        tls_port = ports["dicom_tls_port"]
+        assert isinstance(tls_port, int) and tls_port not in (0, server.dicom_port)
+        plain = run_dcmtk("echoscu", "-to", "5", "-aec", server.ae_title, "127.0.0.1",
+                          str(server.dicom_port))
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        # Connections that never start the TLS handshake: the handshake runs in each
+        # connection's own thread, so they hold no one else up.
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", tls_port), timeout=5)
+            held.append(sock)
+        started = time.monotonic()
+        secure = run_dcmtk("echoscu", "+tla", "+cf", str(cert), "-aec", server.ae_title,
+                           "127.0.0.1", str(tls_port))
+        assert secure.returncode == 0, secure.stdout + secure.stderr
+        assert time.monotonic() - started < 5
+        refused = run_dcmtk("echoscu", "-to", "5", "-aec", server.ae_title, "127.0.0.1",
+                            str(tls_port))
+        assert refused.returncode != 0
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+
+
+def test_tls_port_without_a_certificate_is_refused_at_start(tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path / "data", ["--no-load-samples", "--dicom-tls-port", "0"])
+    proc.data_dir.mkdir()
+    with pytest.raises(RuntimeError, match="MINIPACS_DICOM_TLS_PORT needs"):
+        proc.start()
