@@ -7,14 +7,18 @@ import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, build_role, evt
 from pynetdicom.dsutils import create_file_meta, encode, encode_file_meta
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelGet,
+)
 
 from conftest import ServerProcess
 from dimse_peers import dataset_bytes, storescu
@@ -26,6 +30,7 @@ from test_dimse_hostile import MiB, proc_status, server_pid
 # Peak memory one association may add while storing a large instance over C-STORE
 # (documented in docs/conformance.md §1.10).
 CSTORE_PEAK_BOUND = 64 * MiB
+CGET_PEAK_BOUND = 64 * MiB
 BIG_FRAMES = 400  # 512 x 512 x 16 bit: 200 MiB of pixel data
 
 
@@ -79,17 +84,22 @@ def test_cstore_stores_the_dataset_as_sent_with_file_meta_from_the_context(
     assert list((plain_server.data_dir / "incoming").iterdir()) == []
 
 
-def test_cstore_of_a_200_mib_instance_is_spooled_with_bounded_memory(
-    plain_server: ServerProcess, tmp_path: Path,
-) -> None:
+def big_instance(folder: Path) -> Path:
+    """A 200 MiB multi-frame CT (400 frames of 512 x 512 x 16 bit), Explicit VR LE."""
     small = make_instance(rows=512, columns=512, sop_uid=generate_uid(),
                           study_uid=generate_uid())
     ds = dcmread(io.BytesIO(small))
     ds.NumberOfFrames = BIG_FRAMES
     ds.PixelData = (np.arange(512 * 512 * BIG_FRAMES, dtype=np.uint16) % 4096).tobytes()
-    big = tmp_path / "big.dcm"
+    big = folder / "big.dcm"
     ds.save_as(big, enforce_file_format=True)
-    del ds
+    return big
+
+
+def test_cstore_of_a_200_mib_instance_is_spooled_with_bounded_memory(
+    plain_server: ServerProcess, tmp_path: Path,
+) -> None:
+    big = big_instance(tmp_path)
 
     pid = server_pid(plain_server)
     before = proc_status(pid)
@@ -106,3 +116,40 @@ def test_cstore_of_a_200_mib_instance_is_spooled_with_bounded_memory(
                                dataset_bytes(big.read_bytes()))
     sha, _ = stored_sha256(plain_server, str(sop.SOPInstanceUID))
     assert sha == hashlib.sha256(expected).hexdigest()
+
+
+def test_cget_of_a_200_mib_instance_streams_it_from_a_file_with_bounded_memory(
+    plain_server: ServerProcess, tmp_path: Path,
+) -> None:
+    big = big_instance(tmp_path)
+    done = storescu(plain_server, big, extra=("-xe",))
+    assert done.returncode == 0, done.stdout + done.stderr
+    header = dcmread(big, stop_before_pixels=True)
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(hashlib.sha256(event.encoded_dataset(include_meta=False)).hexdigest())
+        return 0x0000
+
+    ae = AE(ae_title="BIGGET")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.maximum_pdu_size = 1024 * 1024
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = header.StudyInstanceUID
+    pid = server_pid(plain_server)
+    before = proc_status(pid)
+    assoc = ae.associate("127.0.0.1", plain_server.dicom_port,
+                         ae_title=plain_server.ae_title,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    statuses = [int(status.Status) for status, _ in assoc.send_c_get(
+        identifier, StudyRootQueryRetrieveInformationModelGet)]
+    assoc.release()
+    after = proc_status(pid)
+    assert statuses[-1] == 0x0000, statuses
+    assert received == [hashlib.sha256(dataset_bytes(big.read_bytes())).hexdigest()]
+    peak = after["VmHWM"] - before["VmRSS"]
+    assert peak < CGET_PEAK_BOUND, f"C-GET of {big.stat().st_size} bytes: +{peak} bytes"

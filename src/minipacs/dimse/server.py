@@ -148,6 +148,9 @@ def start_dimse_server(
     `ssl_context` and no `tls_port`, `port` speaks TLS (PS3.15 B.1); with both, `port`
     stays plain TCP and `tls_port` speaks TLS; `port` None: no plain listener."""
     limits = limits or TransportLimits()
+    # Process-wide in pynetdicom: send_c_store given a file path streams it in PDU-sized
+    # pieces; only our C-GET/C-MOVE sub-operations pass paths (retrieve_scp.StoredFile).
+    _config.STORE_SEND_CHUNKED_DATASET = True
     ae = build_ae(ae_title)
     policy = AccessPolicy(registry, registered_aes_only)
     over_limit = association_limit(limits.max_associations)
