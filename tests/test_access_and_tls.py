@@ -9,21 +9,25 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
 from conftest import ServerProcess, require_tool
 from dimse_peers import run_dcmtk, storescu
 from factories import make_instance
+from minipacs.dimse.server import tls_context
+from node_tools import minipacs_cli, server_settings
 
 
 def _start(tmp_path: Path, *args: str) -> ServerProcess:
@@ -189,3 +193,64 @@ def test_tls_port_without_a_certificate_is_refused_at_start(tmp_path: Path) -> N
     proc.data_dir.mkdir()
     with pytest.raises(RuntimeError, match="MINIPACS_DICOM_TLS_PORT needs"):
         proc.start()
+
+
+def test_cmove_reaches_a_destination_registered_with_tls_over_tls(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    server = _start(tmp_path, "--dicom-tls-cert", str(cert), "--dicom-tls-key", str(key),
+                    "--dicom-tls-ca", str(cert), "--dicom-tls-port", "0")
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    destination = AE(ae_title="TLSDEST")
+    destination.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
+    destination.add_supported_context(Verification)
+    tls_server = destination.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=tls_context(cert, key))
+    assert tls_server is not None
+    try:
+        study = generate_uid()
+        stored = storescu(server, *_write(tmp_path, study, 2))
+        assert stored.returncode == 0, stored.stderr
+
+        def move() -> int:
+            ae = AE(ae_title="MOVER")
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
+            assert assoc.is_established
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "STUDY"
+            identifier.StudyInstanceUID = study
+            statuses = [int(s.Status) for s, _ in assoc.send_c_move(
+                identifier, "TLSDEST", StudyRootQueryRetrieveInformationModelMove)]
+            assoc.release()
+            return statuses[-1]
+
+        port = str(tls_server.server_address[1])
+        settings = server_settings(server)
+        # Registered as plain TCP: the TLS-only destination cannot be reached.
+        assert minipacs_cli(settings, "ae", "add", "TLSDEST", "127.0.0.1", port
+                            ).returncode == 0
+        assert move() != 0x0000
+        assert received == []
+        added = minipacs_cli(settings, "ae", "add", "TLSDEST", "127.0.0.1", port, "--tls")
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert "tls" in minipacs_cli(settings, "ae", "list").stdout
+        assert move() == 0x0000
+        assert len(received) == 2
+    finally:
+        tls_server.shutdown()
+        server.stop()
+
+
+def _write(folder: Path, study: str, count: int) -> list[Path]:
+    paths = []
+    for n in range(count):
+        path = folder / f"tls-{n}.dcm"
+        path.write_bytes(make_instance(study_uid=study, sop_uid=generate_uid()))
+        paths.append(path)
+    return paths

@@ -13,6 +13,7 @@ import uvicorn
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.config import Settings
+from minipacs.dimse.outgoing import OutgoingTransport, client_tls_context
 from minipacs.dimse.server import spool_incoming_datasets, start_dimse_server, tls_context
 from minipacs.dimse.transport_limits import TransportLimits
 from minipacs.folder_import import import_files, iter_files
@@ -99,6 +100,8 @@ def serve(settings: Settings) -> None:
         ssl_context=ssl_context,
         tls_port=settings.dicom_tls_port,
         limits=transport_limits(settings),
+        outgoing=OutgoingTransport(client_tls_context(
+            settings.dicom_tls_ca, settings.dicom_tls_cert, settings.dicom_tls_key)),
     )
     # The port the ready file and banner call "dicom_port": the plain one, or the TLS
     # one when that is all there is (a certificate and no DICOM_TLS_PORT).

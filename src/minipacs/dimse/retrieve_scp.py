@@ -34,6 +34,7 @@ from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.transcode import transcode
 from minipacs.dimse.access import AccessPolicy
 from minipacs.dimse.cancel import cancelled
+from minipacs.dimse.outgoing import OutgoingTransport
 from minipacs.dimse.status import CANCEL, PENDING, status_dataset
 from minipacs.dimse.storage_scp import peer_of
 from minipacs.errors import MinipacsError, NotAcceptable, QueryError
@@ -241,7 +242,8 @@ def destination_contexts(records: list[InstanceRecord]) -> list[PresentationCont
 
 
 def handle_move(
-    event: Any, archive: Archive, registry: AERegistry, access: AccessPolicy | None = None
+    event: Any, archive: Archive, registry: AERegistry, access: AccessPolicy | None = None,
+    outgoing: OutgoingTransport | None = None,
 ) -> Iterator[Any]:
     """EVT_C_MOVE: destination from the AE registry, then one C-STORE per instance."""
     peer = peer_of(event)
@@ -273,6 +275,7 @@ def handle_move(
     yield destination.host, destination.port, {
         "contexts": destination_contexts(records) or [build_context("1.2.840.10008.1.1")],
         "evt_handlers": [(evt.EVT_ACCEPTED, remember)],
+        **(outgoing or OutgoingTransport()).associate_options(destination),
     }
     if error is not None:
         # pynetdicom needs a count before a status; it associates with the destination
@@ -281,8 +284,9 @@ def handle_move(
         yield 1
         yield error, None
         return
-    log.info("C-MOVE from %s: %d instances to %s (%s:%d)", peer, len(records),
-             destination.ae_title, destination.host, destination.port)
+    log.info("C-MOVE from %s: %d instances to %s (%s:%d%s)", peer, len(records),
+             destination.ae_title, destination.host, destination.port,
+             ", TLS" if destination.tls else "")
     yield len(records)
     yield from _sub_operations(
         event, archive, records,

@@ -38,6 +38,7 @@ from minipacs.dimse.access import (
 )
 from minipacs.dimse.cancel import record_cancel
 from minipacs.dimse.commitment_scp import handle_n_action
+from minipacs.dimse.outgoing import OutgoingTransport
 from minipacs.dimse.peer_options import charset_repair, peer_charsets
 from minipacs.dimse.query_scp import handle_find, negotiate_find_options
 from minipacs.dimse.retrieve_scp import handle_get, handle_move
@@ -141,12 +142,14 @@ def start_dimse_server(
     ssl_context: ssl.SSLContext | None = None,
     tls_port: int | None = None,
     limits: TransportLimits | None = None,
+    outgoing: OutgoingTransport | None = None,
 ) -> DicomListeners:
     """Start accepting associations in background threads; port 0 picks a free port.
 
     `registered_aes_only` turns on access control (see `dimse.access`). With
     `ssl_context` and no `tls_port`, `port` speaks TLS (PS3.15 B.1); with both, `port`
-    stays plain TCP and `tls_port` speaks TLS; `port` None: no plain listener."""
+    stays plain TCP and `tls_port` speaks TLS; `port` None: no plain listener.
+    `outgoing` says how to reach registered AEs marked `tls`."""
     limits = limits or TransportLimits()
     # Process-wide in pynetdicom: send_c_store given a file path streams it in PDU-sized
     # pieces; only our C-GET/C-MOVE sub-operations pass paths (retrieve_scp.StoredFile).
@@ -176,10 +179,11 @@ def start_dimse_server(
             partial(handle_any_find, archive=archive, worklist=worklist, ae_title=ae_title),
             registry), policy, find_right)),
         (evt.EVT_C_MOVE, partial(handle_move, archive=archive, registry=registry,
-                                 access=policy)),
+                                 access=policy, outgoing=outgoing)),
         (evt.EVT_C_GET, guard_get(partial(handle_get, archive=archive), policy)),
         (evt.EVT_N_ACTION, guard_n_action(
-            partial(handle_n_action, archive=archive, registry=registry), policy)),
+            partial(handle_n_action, archive=archive, registry=registry,
+                    outgoing=outgoing), policy)),
     ]
     ledger = ConnectionLedger(limits)
     plain_port = port if (ssl_context is None or tls_port is not None) else None
