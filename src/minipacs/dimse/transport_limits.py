@@ -94,10 +94,6 @@ class ConnectionLedger:
             if self._per_address[address] <= 0:
                 del self._per_address[address]
 
-    @property
-    def open_connections(self) -> int:
-        return self._total
-
 
 class SharedContexts(list[Any]):
     """The supported presentation contexts, shared by every association of a listener.
@@ -113,10 +109,10 @@ class SharedContexts(list[Any]):
 class GuardedAssociationSocket(AssociationSocket):
     """An `AssociationSocket` whose reads obey `TransportLimits`.
 
-    pynetdicom's DUL reads a PDU as ``recv(6)`` (type, reserved, length) then
-    ``recv(length)``; the calls alternate, which is how header and body are told apart.
-    A refused or timed-out read raises `OSError`, which the DUL treats as the transport
-    connection closing (Evt17)."""
+    pynetdicom's DUL reads a PDU as ``recv(6)`` (type, reserved, length) then, for a
+    known PDU type, ``recv(length)``; the header read is checked here before the DUL can
+    ask for (and allocate) the body. A refused or timed-out read raises `OSError`, which
+    the DUL treats as the transport connection closing (Evt17)."""
 
     limits: TransportLimits
     _header_next: bool
