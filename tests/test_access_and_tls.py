@@ -18,6 +18,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
@@ -28,6 +29,7 @@ from dimse_peers import run_dcmtk, storescu
 from factories import make_instance
 from minipacs.dimse.server import tls_context
 from node_tools import minipacs_cli, server_settings
+from test_commitment import Reports, _commit, _request
 
 
 def _start(tmp_path: Path, *args: str) -> ServerProcess:
@@ -254,3 +256,34 @@ def _write(folder: Path, study: str, count: int) -> list[Path]:
         path.write_bytes(make_instance(study_uid=study, sop_uid=generate_uid()))
         paths.append(path)
     return paths
+
+
+def test_storage_commitment_report_reaches_a_tls_registered_requester_over_tls(
+    tmp_path: Path,
+) -> None:
+    cert, key = _certificate(tmp_path)
+    server = _start(tmp_path, "--dicom-tls-cert", str(cert), "--dicom-tls-key", str(key),
+                    "--dicom-tls-ca", str(cert), "--dicom-tls-port", "0")
+    listener = Reports()
+    ae = AE(ae_title="TLSCOMMIT")
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    scp = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=tls_context(cert, key),
+                          evt_handlers=[(evt.EVT_N_EVENT_REPORT, listener.handler)])
+    assert scp is not None
+    try:
+        study = generate_uid()
+        paths = _write(tmp_path, study, 1)
+        assert storescu(server, *paths).returncode == 0
+        sop = str(dcmread(paths[0]).SOPInstanceUID)
+        added = minipacs_cli(server_settings(server), "ae", "add", "TLSCOMMIT", "127.0.0.1",
+                             str(scp.server_address[1]), "--rights", "commitment", "--tls")
+        assert added.returncode == 0, added.stdout + added.stderr
+        request = _request((str(CTImageStorage), sop))
+        # The requester releases at once; the report comes on a new, TLS, association.
+        assert _commit(server, request, Reports(answer=0x0110), calling="TLSCOMMIT") == 0
+        event_type, info = listener.wait()
+        assert event_type == 1
+        assert info.TransactionUID == request.TransactionUID
+    finally:
+        scp.shutdown()
+        server.stop()
