@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
 from conftest import ServerProcess, require_tool
 from dimse_peers import run_dcmtk, storescu
 from factories import make_instance
+from minipacs.dimse.server import tls_context
+from node_tools import minipacs_cli, server_settings
+from test_commitment import Reports, _commit, _request
 
 
 def _start(tmp_path: Path, *args: str) -> ServerProcess:
@@ -145,4 +154,136 @@ def test_dicom_tls_port_talks_to_tls_peers_only(tmp_path: Path) -> None:
         assoc.release()
         assert statuses == [0x0000]
     finally:
+        server.stop()
+
+
+def test_plain_and_tls_ports_side_by_side_and_silent_tls_peers_block_no_one(
+    tmp_path: Path,
+) -> None:
+    cert, key = _certificate(tmp_path)
+    server = _start(tmp_path, "--dicom-tls-cert", str(cert), "--dicom-tls-key", str(key),
+                    "--dicom-tls-port", "0")
+    held: list[socket.socket] = []
+    try:
+        ports = json.loads((server.data_dir / "ready.json").read_text())
+        tls_port = ports["dicom_tls_port"]
+        assert isinstance(tls_port, int) and tls_port not in (0, server.dicom_port)
+        plain = run_dcmtk("echoscu", "-to", "5", "-aec", server.ae_title, "127.0.0.1",
+                          str(server.dicom_port))
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        # Connections that never start the TLS handshake: the handshake runs in each
+        # connection's own thread, so they hold no one else up.
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", tls_port), timeout=5)
+            held.append(sock)
+        started = time.monotonic()
+        secure = run_dcmtk("echoscu", "+tla", "+cf", str(cert), "-aec", server.ae_title,
+                           "127.0.0.1", str(tls_port))
+        assert secure.returncode == 0, secure.stdout + secure.stderr
+        assert time.monotonic() - started < 5
+        refused = run_dcmtk("echoscu", "-to", "5", "-aec", server.ae_title, "127.0.0.1",
+                            str(tls_port))
+        assert refused.returncode != 0
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+
+
+def test_tls_port_without_a_certificate_is_refused_at_start(tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path / "data", ["--no-load-samples", "--dicom-tls-port", "0"])
+    proc.data_dir.mkdir()
+    with pytest.raises(RuntimeError, match="MINIPACS_DICOM_TLS_PORT needs"):
+        proc.start()
+
+
+def test_cmove_reaches_a_destination_registered_with_tls_over_tls(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    server = _start(tmp_path, "--dicom-tls-cert", str(cert), "--dicom-tls-key", str(key),
+                    "--dicom-tls-ca", str(cert), "--dicom-tls-port", "0")
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    destination = AE(ae_title="TLSDEST")
+    destination.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
+    destination.add_supported_context(Verification)
+    tls_server = destination.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=tls_context(cert, key))
+    assert tls_server is not None
+    try:
+        study = generate_uid()
+        stored = storescu(server, *_write(tmp_path, study, 2))
+        assert stored.returncode == 0, stored.stderr
+
+        def move() -> int:
+            ae = AE(ae_title="MOVER")
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
+            assert assoc.is_established
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "STUDY"
+            identifier.StudyInstanceUID = study
+            statuses = [int(s.Status) for s, _ in assoc.send_c_move(
+                identifier, "TLSDEST", StudyRootQueryRetrieveInformationModelMove)]
+            assoc.release()
+            return statuses[-1]
+
+        port = str(tls_server.server_address[1])
+        settings = server_settings(server)
+        # Registered as plain TCP: the TLS-only destination cannot be reached.
+        assert minipacs_cli(settings, "ae", "add", "TLSDEST", "127.0.0.1", port
+                            ).returncode == 0
+        assert move() != 0x0000
+        assert received == []
+        added = minipacs_cli(settings, "ae", "add", "TLSDEST", "127.0.0.1", port, "--tls")
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert "tls" in minipacs_cli(settings, "ae", "list").stdout
+        assert move() == 0x0000
+        assert len(received) == 2
+    finally:
+        tls_server.shutdown()
+        server.stop()
+
+
+def _write(folder: Path, study: str, count: int) -> list[Path]:
+    paths = []
+    for n in range(count):
+        path = folder / f"tls-{n}.dcm"
+        path.write_bytes(make_instance(study_uid=study, sop_uid=generate_uid()))
+        paths.append(path)
+    return paths
+
+
+def test_storage_commitment_report_reaches_a_tls_registered_requester_over_tls(
+    tmp_path: Path,
+) -> None:
+    cert, key = _certificate(tmp_path)
+    server = _start(tmp_path, "--dicom-tls-cert", str(cert), "--dicom-tls-key", str(key),
+                    "--dicom-tls-ca", str(cert), "--dicom-tls-port", "0")
+    listener = Reports()
+    ae = AE(ae_title="TLSCOMMIT")
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    scp = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=tls_context(cert, key),
+                          evt_handlers=[(evt.EVT_N_EVENT_REPORT, listener.handler)])
+    assert scp is not None
+    try:
+        study = generate_uid()
+        paths = _write(tmp_path, study, 1)
+        assert storescu(server, *paths).returncode == 0
+        sop = str(dcmread(paths[0]).SOPInstanceUID)
+        added = minipacs_cli(server_settings(server), "ae", "add", "TLSCOMMIT", "127.0.0.1",
+                             str(scp.server_address[1]), "--rights", "commitment", "--tls")
+        assert added.returncode == 0, added.stdout + added.stderr
+        request = _request((str(CTImageStorage), sop))
+        # The requester releases at once; the report comes on a new, TLS, association.
+        assert _commit(server, request, Reports(answer=0x0110), calling="TLSCOMMIT") == 0
+        event_type, info = listener.wait()
+        assert event_type == 1
+        assert info.TransactionUID == request.TransactionUID
+    finally:
+        scp.shutdown()
         server.stop()

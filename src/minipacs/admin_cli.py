@@ -42,6 +42,7 @@ def cmd_ae_add(args: argparse.Namespace, settings: Settings) -> int:
                 charset_remap_from=args.charset_remap[0] if args.charset_remap else "",
                 charset_remap_to=args.charset_remap[1] if args.charset_remap else "",
                 ascii_responses=args.ascii_responses, description=args.description,
+                tls=args.tls,
             )
         )
     except MinipacsError as exc:
@@ -56,7 +57,8 @@ def cmd_ae_list(args: argparse.Namespace, settings: Settings) -> int:
     if not aes:
         print("no remote AEs registered (minipacs ae add TITLE HOST PORT)")
     for ae in aes:
-        options = [o for o, on in (("pin-ip", ae.pin_ip), ("ascii", ae.ascii_responses)) if on]
+        options = [o for o, on in (("pin-ip", ae.pin_ip), ("ascii", ae.ascii_responses),
+                                   ("tls", ae.tls)) if on]
         if ae.default_charset:
             options.append(f"charset={ae.default_charset}")
         if ae.charset_remap_from:
@@ -100,6 +102,9 @@ def add_ae_commands(
                      help="it labels data FROM but means TO, e.g. 'ISO_IR 100' 'ISO_IR 192'")
     add.add_argument("--ascii-responses", action="store_true",
                      help="send it C-FIND/worklist answers transliterated to ASCII")
+    add.add_argument("--tls", action="store_true",
+                     help="reach it over TLS (C-MOVE, Storage Commitment reports), checking "
+                     "its certificate against MINIPACS_DICOM_TLS_CA")
     add.add_argument("--description", default="")
     add_setting_flags(add)
     add.set_defaults(func=cmd_ae_add)

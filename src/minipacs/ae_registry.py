@@ -42,6 +42,7 @@ class RemoteAE:
     charset_remap_to: str = ""
     ascii_responses: bool = False
     description: str = ""
+    tls: bool = False  # we reach it over TLS (PS3.15 B.1)
 
     def may(self, right: str) -> bool:
         return right in self.rights
@@ -54,6 +55,7 @@ class RemoteAE:
             "charset_remap_from": self.charset_remap_from,
             "charset_remap_to": self.charset_remap_to,
             "ascii_responses": self.ascii_responses, "description": self.description,
+            "tls": self.tls,
         }
 
 
@@ -107,7 +109,7 @@ def validated(ae: RemoteAE) -> RemoteAE:
         default_charset=_check_charset(ae.default_charset, "default charset"),
         charset_remap_from=_check_charset(ae.charset_remap_from, "charset remap 'from'"),
         charset_remap_to=_check_charset(ae.charset_remap_to, "charset remap 'to'"),
-        ascii_responses=ae.ascii_responses, description=ae.description[:256],
+        ascii_responses=ae.ascii_responses, description=ae.description[:256], tls=ae.tls,
     )
 
 
@@ -139,6 +141,7 @@ class AERegistry:
             row.charset_remap_to = ae.charset_remap_to
             row.ascii_responses = ae.ascii_responses
             row.description = ae.description
+            row.tls = ae.tls
         return ae
 
     def get(self, ae_title: str) -> RemoteAE | None:
@@ -174,5 +177,5 @@ def _to_record(row: RemoteApplicationEntity) -> RemoteAE:
         rights=frozenset(r for r in row.rights.split(",") if r), pin_ip=row.pin_ip,
         default_charset=row.default_charset, charset_remap_from=row.charset_remap_from,
         charset_remap_to=row.charset_remap_to, ascii_responses=row.ascii_responses,
-        description=row.description,
+        description=row.description, tls=row.tls,
     )

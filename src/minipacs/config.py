@@ -168,6 +168,46 @@ class Settings(BaseSettings):
         "it signed (and we check move destinations' certificates against it).",
     )
 
+    # --- DICOM listeners and transport limits (issue #10, DIMSE stream) ---
+    dicom_tls_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="With DICOM_TLS_CERT and DICOM_TLS_KEY: a second DICOM port that speaks "
+        "TLS while DICOM_PORT stays plain TCP (0: any free port). Unset: DICOM_PORT itself "
+        "speaks TLS when a certificate is configured.",
+    )
+    dicom_max_associations: int = Field(
+        32, ge=1, le=500,
+        description="Most DICOM associations at once (both ports); one more is rejected "
+        "with A-ASSOCIATE-RJ, transient, local limit exceeded.",
+    )
+    dicom_max_connections: int = Field(
+        400, ge=2, le=900,
+        description="Most open DICOM connections at once (both ports, including those not "
+        "yet associated); more are closed on accept. Each costs three threads; keep it "
+        "well below the open-file limit.",
+    )
+    dicom_max_connections_per_address: int = Field(
+        32, ge=1, le=900,
+        description="Most open DICOM connections from one remote IP address; more are "
+        "closed on accept.",
+    )
+    dicom_artim_timeout: float = Field(
+        10.0, gt=0, le=600,
+        description="Seconds a new DICOM connection has to finish its TLS handshake and "
+        "send its A-ASSOCIATE-RQ (ARTIM timer, PS3.8 9.1.5); also the wait for A-ASSOCIATE "
+        "and A-RELEASE answers.",
+    )
+    dicom_pdu_timeout: float = Field(
+        30.0, gt=0, le=3600,
+        description="Seconds within which a DICOM PDU, once begun, must arrive whole, and "
+        "within which a send to a peer must make progress; else the connection is closed.",
+    )
+    dicom_max_pdu_length: int = Field(
+        1024 * 1024, ge=16384, le=64 * 1024 * 1024,
+        description="Maximum PDU length we advertise (PS3.8 D.1) and accept, in bytes; a "
+        "longer PDU is answered with A-ABORT. Bounds the memory one association holds.",
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_fits_dicom(cls, value: str) -> str:

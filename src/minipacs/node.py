@@ -16,7 +16,9 @@ from minipacs.archive import Archive
 from minipacs.audit.alerts import AlertMonitor, AlertRules
 from minipacs.audit.forward import SyslogForwarder
 from minipacs.config import Settings
-from minipacs.dimse.server import start_dimse_server, tls_context
+from minipacs.dimse.outgoing import OutgoingTransport, client_tls_context
+from minipacs.dimse.server import spool_incoming_datasets, start_dimse_server, tls_context
+from minipacs.dimse.transport_limits import TransportLimits
 from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
 from minipacs.periodic import PeriodicTask
@@ -57,6 +59,17 @@ def dicom_tls_context(settings: Settings) -> ssl.SSLContext | None:
     return tls_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
 
 
+def transport_limits(settings: Settings) -> TransportLimits:
+    return TransportLimits(
+        max_pdu_length=settings.dicom_max_pdu_length,
+        artim_timeout=settings.dicom_artim_timeout,
+        pdu_timeout=settings.dicom_pdu_timeout,
+        max_associations=settings.dicom_max_associations,
+        max_connections=settings.dicom_max_connections,
+        max_connections_per_address=settings.dicom_max_connections_per_address,
+    )
+
+
 def bind_http(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -78,13 +91,26 @@ def serve(settings: Settings) -> None:
     # construction would otherwise re-run the schema upgrade and own its sessions).
     registry = AERegistry(archive.engine, archive.write_engine)
     worklist = Worklist(archive.engine, archive.write_engine)
+    ssl_context = dicom_tls_context(settings)
+    if settings.dicom_tls_port is not None and ssl_context is None:
+        raise SystemExit("MINIPACS_DICOM_TLS_PORT needs MINIPACS_DICOM_TLS_CERT and "
+                         "MINIPACS_DICOM_TLS_KEY (PEM files)")
+    # C-STORE datasets go to disk as they arrive, next to the blobs (bounded memory).
+    spool_incoming_datasets(settings.data_dir / "incoming")
     dimse = start_dimse_server(
         archive, settings.ae_title, settings.dicom_host, settings.dicom_port,
         registry, worklist,
         registered_aes_only=settings.dicom_registered_aes_only,
-        ssl_context=dicom_tls_context(settings),
+        ssl_context=ssl_context,
+        tls_port=settings.dicom_tls_port,
+        limits=transport_limits(settings),
+        outgoing=OutgoingTransport(client_tls_context(
+            settings.dicom_tls_ca, settings.dicom_tls_cert, settings.dicom_tls_key)),
     )
-    dicom_port = dimse.server_address[1]
+    # The port the ready file and banner call "dicom_port": the plain one, or the TLS
+    # one when that is all there is (a certificate and no DICOM_TLS_PORT).
+    dicom_port = dimse.plain_port if dimse.plain_port is not None else dimse.tls_port
+    dicom_tls_port = dimse.tls_port
     accounts = Accounts(archive.engine, archive.write_engine,
                         AccountPolicy.from_settings(settings))
     one_time_password = accounts.ensure_admin() if settings.auth == "on" else None
@@ -115,7 +141,8 @@ def serve(settings: Settings) -> None:
             f"\nminipacs is running ({counts['studies']} studies, {counts['instances']} "
             f"instances in {settings.data_dir})\n"
             f"  DICOM   AE title {settings.ae_title}, port {dicom_port} "
-            f"(e.g. echoscu -aec {settings.ae_title} 127.0.0.1 {dicom_port})\n"
+            f"(e.g. echoscu -aec {settings.ae_title} 127.0.0.1 {dicom_port})"
+            f"{f', TLS port {dicom_tls_port}' if dicom_tls_port is not None else ''}\n"
             f"  Viewer  {base}/viewer/\n"
             f"  DICOMweb {base}/dicom-web/studies\n"
             f"  API docs {base}/docs\n"
@@ -132,7 +159,8 @@ def serve(settings: Settings) -> None:
             # Written aside then renamed: a poller never reads a half-written file.
             partial = settings.ready_file.with_name(settings.ready_file.name + ".partial")
             partial.write_text(
-                json.dumps({"dicom_port": dicom_port, "http_port": http_port, "url": base})
+                json.dumps({"dicom_port": dicom_port, "dicom_tls_port": dicom_tls_port,
+                            "http_port": http_port, "url": base})
             )
             partial.replace(settings.ready_file)
 

@@ -23,6 +23,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
+from minipacs.dimse.outgoing import OutgoingTransport
 from minipacs.dimse.status import SUCCESS, status_dataset
 from minipacs.dimse.storage_scp import peer_of
 
@@ -75,7 +76,8 @@ def commitment_result(archive: Archive, request: Dataset) -> tuple[int, Dataset]
 
 
 def handle_n_action(
-    event: Any, archive: Archive, registry: AERegistry
+    event: Any, archive: Archive, registry: AERegistry,
+    outgoing: OutgoingTransport | None = None,
 ) -> tuple[int | Dataset, Dataset | None]:
     """EVT_N_ACTION: accept the request, then check and report in the background."""
     peer = peer_of(event)
@@ -91,7 +93,9 @@ def handle_n_action(
              len(request.ReferencedSOPSequence))
     calling = str(event.assoc.requestor.ae_title).strip()
     thread = threading.Thread(
-        target=_report_logging_errors, args=(event.assoc, archive, registry, request, calling),
+        target=_report_logging_errors,
+        args=(event.assoc, archive, registry, request, calling,
+              outgoing or OutgoingTransport()),
         name=f"commitment-{request.TransactionUID}", daemon=True,
     )
     thread.start()
@@ -106,7 +110,7 @@ def _report_logging_errors(*args: Any) -> None:
 
 
 def _report(assoc: Any, archive: Archive, registry: AERegistry, request: Dataset,
-            calling: str) -> None:
+            calling: str, outgoing: OutgoingTransport) -> None:
     event_type, info = commitment_result(archive, request)
     info.RetrieveAETitle = assoc.ae.ae_title
     transaction = request.TransactionUID
@@ -134,6 +138,7 @@ def _report(assoc: Any, archive: Archive, registry: AERegistry, request: Dataset
         contexts=[build_context(StorageCommitmentPushModel)],
         # PS3.4 J.3.3: on a new association we are the SCP and it the SCU.
         ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)],
+        **outgoing.associate_options(remote),
     )
     if not report_assoc.is_established:
         log.error("storage commitment %s: could not associate with %s at %s:%d",

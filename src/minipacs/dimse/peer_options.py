@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -30,15 +31,19 @@ def _calling(event: Any) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-def charset_repair(registry: AERegistry) -> Callable[[Any, bytes], bytes | None]:
-    """`repair` for `handle_store`: relabel (0008,0005) as the sender's entry says."""
+def charset_repair(registry: AERegistry) -> Callable[[Any, bytes | Path], bytes | None]:
+    """`repair` for `handle_store`: relabel (0008,0005) as the sender's entry says.
 
-    def repair(event: Any, part10: bytes) -> bytes | None:
+    Only for senders with charset options in the registry is a spooled dataset read
+    into memory."""
+
+    def repair(event: Any, part10: bytes | Path) -> bytes | None:
         ae = registry.get(_calling(event))
         if ae is None or not (ae.default_charset or ae.charset_remap_from):
             return None
         try:
-            fixed = relabel_charset(part10, ae.default_charset, ae.charset_remap_from,
+            data = part10.read_bytes() if isinstance(part10, Path) else part10
+            fixed = relabel_charset(data, ae.default_charset, ae.charset_remap_from,
                                     ae.charset_remap_to)
         except Exception as exc:  # unreadable data: let ingest refuse it with its reason
             log.debug("charset repair skipped for %s: %s", ae.ae_title, exc)

@@ -15,6 +15,7 @@ from pydicom.sequence import Sequence
 from minipacs.archive import Archive
 from minipacs.dicom.json_model import dataset_from_json
 from minipacs.dicom.matching import Filter, Match, parse_match
+from minipacs.dimse.cancel import cancelled
 from minipacs.dimse.status import (
     CANCEL,
     FIND_OUT_OF_RESOURCES,
@@ -197,7 +198,7 @@ def handle_find(
     for number, match in enumerate(result.matches):
         if number % _CANCEL_CHECK_EVERY == 0:
             let_requests_in(event.assoc)
-        if event.is_cancelled:
+        if cancelled(event):
             yield CANCEL, None
             return
         yield PENDING, response_dataset(match, requested, level, ae_title)

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
@@ -22,12 +26,15 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.transcode import transcode
 from minipacs.dimse.access import AccessPolicy
+from minipacs.dimse.cancel import cancelled
+from minipacs.dimse.outgoing import OutgoingTransport
 from minipacs.dimse.status import CANCEL, PENDING, status_dataset
 from minipacs.dimse.storage_scp import peer_of
 from minipacs.errors import MinipacsError, NotAcceptable, QueryError
@@ -116,6 +123,62 @@ def unsendable(record: InstanceRecord) -> Dataset:
     return ds
 
 
+class StoredFile(Dataset):  # type: ignore[misc]
+    """A sub-operation to send from a file as it is, never loaded into memory.
+
+    pynetdicom's C-GET/C-MOVE service classes take only datasets from the handler, and
+    send a dataset by encoding it whole; its `send_c_store` can also stream a Part-10
+    file in PDU-sized pieces. `send_files_as_they_are` makes an association's
+    `send_c_store` do that for a `StoredFile`, which carries just the SOP UIDs that
+    pynetdicom reports on (FailedSOPInstanceUIDList, PS3.4 C.4.2.1.6)."""
+
+    def __init__(self, record: InstanceRecord, path: Path) -> None:
+        super().__init__()
+        self.SOPClassUID = record.sop_class_uid
+        self.SOPInstanceUID = record.sop_instance_uid
+        self.source_path = path
+
+
+_QUEUED_PDUS = 8  # P-DATA PDUs an association may have waiting to be sent
+
+
+def send_files_as_they_are(assoc: Any) -> None:
+    """Let `assoc.send_c_store` stream a `StoredFile` from its file (per association).
+
+    pynetdicom queues every P-DATA PDU of a message before its DUL thread sends the
+    first: a file read in pieces would still end up whole in the queue. So the queue is
+    bounded here: the sender waits while `_QUEUED_PDUS` are already waiting."""
+    send = assoc.send_c_store
+    dul = assoc.dul
+    queue_pdu = dul.send_pdu
+
+    def send_pdu(primitive: Any) -> None:
+        if isinstance(primitive, P_DATA):
+            while (len(dul.to_provider_queue.queue) >= _QUEUED_PDUS and dul.is_alive()
+                   and not assoc.is_aborted):
+                time.sleep(0.0005)
+        queue_pdu(primitive)
+
+    dul.send_pdu = send_pdu
+
+    def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(dataset, StoredFile):
+            return send(dataset.source_path, *args, **kwargs)
+        return send(dataset, *args, **kwargs)
+
+    assoc.send_c_store = send_c_store
+
+
+def _spooled_copy(archive: Archive, record: InstanceRecord) -> Path:
+    """The stored file copied in 1 MiB pieces to a temporary file (the blob store may
+    be S3, and the door does not reach into it)."""
+    with archive.open_instance(record) as source, tempfile.NamedTemporaryFile(
+        "wb", suffix=".dcm", delete=False
+    ) as copy:
+        shutil.copyfileobj(source, copy, 1024 * 1024)
+    return Path(copy.name)
+
+
 def _sub_operations(
     event: Any, archive: Archive, records: list[InstanceRecord],
     accepted: Callable[[], dict[str, set[str]]], service: str,
@@ -123,14 +186,31 @@ def _sub_operations(
     peer = peer_of(event)
     sent = failed = 0
     for record in records:
-        if event.is_cancelled:
+        if cancelled(event):
             log.info("%s from %s cancelled after %d of %d instances", service, peer,
                      sent + failed, len(records))
             yield CANCEL, None
             return
+        syntaxes = accepted().get(record.sop_class_uid, set())
+        if record.transfer_syntax_uid in syntaxes:
+            # As stored: streamed from a file, so memory does not grow with its size.
+            try:
+                path = _spooled_copy(archive, record)
+            except (MinipacsError, OSError) as exc:
+                failed += 1
+                log.warning("%s from %s: not sending %s: %s", service, peer,
+                            record.sop_instance_uid, exc)
+                yield PENDING, unsendable(record)
+                continue
+            try:
+                sent += 1
+                yield PENDING, StoredFile(record, path)
+            finally:
+                path.unlink(missing_ok=True)
+            continue
         try:
             data = archive.read_instance(record)
-            dataset = outgoing_dataset(record, data, accepted().get(record.sop_class_uid, set()))
+            dataset = outgoing_dataset(record, data, syntaxes)
         except MinipacsError as exc:
             failed += 1
             log.warning("%s from %s: not sending %s: %s", service, peer,
@@ -162,7 +242,8 @@ def destination_contexts(records: list[InstanceRecord]) -> list[PresentationCont
 
 
 def handle_move(
-    event: Any, archive: Archive, registry: AERegistry, access: AccessPolicy | None = None
+    event: Any, archive: Archive, registry: AERegistry, access: AccessPolicy | None = None,
+    outgoing: OutgoingTransport | None = None,
 ) -> Iterator[Any]:
     """EVT_C_MOVE: destination from the AE registry, then one C-STORE per instance."""
     peer = peer_of(event)
@@ -189,10 +270,12 @@ def handle_move(
 
     def remember(ev: Any) -> None:
         store_assoc["assoc"] = ev.assoc
+        send_files_as_they_are(ev.assoc)
 
     yield destination.host, destination.port, {
         "contexts": destination_contexts(records) or [build_context("1.2.840.10008.1.1")],
         "evt_handlers": [(evt.EVT_ACCEPTED, remember)],
+        **(outgoing or OutgoingTransport()).associate_options(destination),
     }
     if error is not None:
         # pynetdicom needs a count before a status; it associates with the destination
@@ -201,8 +284,9 @@ def handle_move(
         yield 1
         yield error, None
         return
-    log.info("C-MOVE from %s: %d instances to %s (%s:%d)", peer, len(records),
-             destination.ae_title, destination.host, destination.port)
+    log.info("C-MOVE from %s: %d instances to %s (%s:%d%s)", peer, len(records),
+             destination.ae_title, destination.host, destination.port,
+             ", TLS" if destination.tls else "")
     yield len(records)
     yield from _sub_operations(
         event, archive, records,
@@ -224,6 +308,7 @@ def handle_get(event: Any, archive: Archive) -> Iterator[Any]:
         yield status_dataset(code, str(exc)), None
         return
     log.info("C-GET from %s: %d instances", peer, len(records))
+    send_files_as_they_are(event.assoc)
     yield len(records)
     accepted = accepted_syntaxes(event.assoc)
     yield from _sub_operations(event, archive, records, lambda: accepted, "C-GET")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import ssl
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
@@ -34,11 +36,20 @@ from minipacs.dimse.access import (
     guard_n_action,
     guard_store,
 )
+from minipacs.dimse.cancel import record_cancel
 from minipacs.dimse.commitment_scp import handle_n_action
+from minipacs.dimse.outgoing import OutgoingTransport
 from minipacs.dimse.peer_options import charset_repair, peer_charsets
 from minipacs.dimse.query_scp import handle_find, negotiate_find_options
 from minipacs.dimse.retrieve_scp import handle_get, handle_move
 from minipacs.dimse.storage_scp import handle_store
+from minipacs.dimse.transport_limits import (
+    ConnectionLedger,
+    TransportLimits,
+    association_limit,
+    reject_local_limit,
+    start_guarded_server,
+)
 from minipacs.dimse.worklist_scp import handle_worklist_find
 from minipacs.worklist import Worklist
 
@@ -59,8 +70,7 @@ STORAGE_SYNTAX_PREFERENCE = [
 
 def build_ae(ae_title: str) -> AE:
     ae = AE(ae_title=ae_title)
-    ae.maximum_associations = 64
-    ae.maximum_pdu_size = 0  # no limit on what peers may send us per PDU
+    # Association and PDU limits are set per listener (`transport_limits`).
     ae.network_timeout = 120
     ae.dimse_timeout = 120
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
@@ -93,46 +103,104 @@ def handle_any_find(
     return handle_find(event, archive, ae_title)
 
 
+@dataclass
+class DicomListeners:
+    """The running DICOM listeners: plain TCP, TLS, or both (each optional)."""
+
+    plain: ThreadedAssociationServer | None
+    tls: ThreadedAssociationServer | None
+
+    @property
+    def plain_port(self) -> int | None:
+        return int(self.plain.server_address[1]) if self.plain is not None else None
+
+    @property
+    def tls_port(self) -> int | None:
+        return int(self.tls.server_address[1]) if self.tls is not None else None
+
+    def shutdown(self) -> None:
+        for server in (self.plain, self.tls):
+            if server is not None:
+                server.shutdown()
+
+
+def spool_incoming_datasets(directory: Path) -> None:
+    """Have pynetdicom write each incoming C-STORE dataset to a file in `directory` as
+    its PDUs arrive, instead of holding it in memory (process-wide: pynetdicom reads
+    both from module state; tempfile's directory also serves STOW-RS)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(directory)
+    _config.STORE_RECV_CHUNKED_DATASET = True
+
+
 def start_dimse_server(
-    archive: Archive, ae_title: str, host: str, port: int,
+    archive: Archive, ae_title: str, host: str, port: int | None,
     registry: AERegistry,
     worklist: Worklist,
     *,
     registered_aes_only: bool = False,
     ssl_context: ssl.SSLContext | None = None,
-) -> ThreadedAssociationServer:
+    tls_port: int | None = None,
+    limits: TransportLimits | None = None,
+    outgoing: OutgoingTransport | None = None,
+) -> DicomListeners:
     """Start accepting associations in background threads; port 0 picks a free port.
 
-    `registered_aes_only` turns on access control (see `dimse.access`); `ssl_context`
-    makes the port speak TLS (PS3.15 B.1)."""
+    `registered_aes_only` turns on access control (see `dimse.access`). With
+    `ssl_context` and no `tls_port`, `port` speaks TLS (PS3.15 B.1); with both, `port`
+    stays plain TCP and `tls_port` speaks TLS; `port` None: no plain listener.
+    `outgoing` says how to reach registered AEs marked `tls`."""
+    limits = limits or TransportLimits()
+    # Process-wide in pynetdicom: send_c_store given a file path streams it in PDU-sized
+    # pieces; only our C-GET/C-MOVE sub-operations pass paths (retrieve_scp.StoredFile).
+    _config.STORE_SEND_CHUNKED_DATASET = True
     ae = build_ae(ae_title)
     policy = AccessPolicy(registry, registered_aes_only)
+    over_limit = association_limit(limits.max_associations)
+
+    def on_requested(event: Any) -> None:
+        problem = over_limit(event)
+        if problem:
+            reject_local_limit(event, problem)
+            return
+        policy.on_requested(event)
 
     def find_right(event: Any) -> str:
         is_worklist = event.request.AffectedSOPClassUID == ModalityWorklistInformationFind
         return "worklist" if is_worklist else "query"
 
     handlers: list[Any] = [
-        (evt.EVT_REQUESTED, policy.on_requested),
+        (evt.EVT_REQUESTED, on_requested),
         (evt.EVT_SOP_EXTENDED, negotiate_find_options),
+        (evt.EVT_DIMSE_RECV, record_cancel),
         (evt.EVT_C_STORE, guard_store(
             partial(handle_store, archive=archive, repair=charset_repair(registry)), policy)),
         (evt.EVT_C_FIND, guard_find(peer_charsets(
             partial(handle_any_find, archive=archive, worklist=worklist, ae_title=ae_title),
             registry), policy, find_right)),
         (evt.EVT_C_MOVE, partial(handle_move, archive=archive, registry=registry,
-                                 access=policy)),
+                                 access=policy, outgoing=outgoing)),
         (evt.EVT_C_GET, guard_get(partial(handle_get, archive=archive), policy)),
         (evt.EVT_N_ACTION, guard_n_action(
-            partial(handle_n_action, archive=archive, registry=registry), policy)),
+            partial(handle_n_action, archive=archive, registry=registry,
+                    outgoing=outgoing), policy)),
     ]
-    server = ae.start_server((host, port), block=False, evt_handlers=handlers,
-                             ssl_context=ssl_context)
-    assert server is not None  # block=False always returns the server
-    log.info("DICOM %s listening on %s:%d%s%s", ae_title, host, server.server_address[1],
-             " (TLS)" if ssl_context else "",
-             ", registered AEs only" if registered_aes_only else "")
-    return server
+    ledger = ConnectionLedger(limits)
+    plain_port = port if (ssl_context is None or tls_port is not None) else None
+    secure_port = tls_port if tls_port is not None else (port if ssl_context else None)
+    listeners = DicomListeners(None, None)
+    if plain_port is not None:
+        listeners.plain = start_guarded_server(ae, (host, plain_port), handlers, limits,
+                                               ledger)
+    if secure_port is not None:
+        listeners.tls = start_guarded_server(ae, (host, secure_port), handlers, limits,
+                                             ledger, ssl_context=ssl_context)
+    log.info("DICOM %s listening on %s, plain port %s, TLS port %s%s (max %d associations, "
+             "PDUs up to %d bytes)", ae_title, host, listeners.plain_port or "off",
+             listeners.tls_port or "off",
+             ", registered AEs only" if registered_aes_only else "",
+             limits.max_associations, limits.max_pdu_length)
+    return listeners
 
 
 def tls_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLContext:

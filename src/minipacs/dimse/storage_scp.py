@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -20,8 +21,22 @@ def peer_of(event: Any) -> str:
     return f"{requestor.ae_title}@{requestor.address}"
 
 
+def received_dataset(event: Any) -> bytes | Path:
+    """The C-STORE dataset exactly as encoded by the sender, with file meta built from
+    the presentation context (PS3.7 C-STORE; never decoded and re-encoded).
+
+    A path when pynetdicom spooled it to a file as it arrived (`spool_incoming_datasets`),
+    so a large instance never sits in memory; else the bytes."""
+    path = event.dataset_path if hasattr(event.request, "_dataset_path") else None
+    if path is not None:
+        return Path(path)
+    data: bytes = event.encoded_dataset(include_meta=True)
+    return data
+
+
 def handle_store(
-    event: Any, archive: Archive, repair: Callable[[Any, bytes], bytes | None] | None = None
+    event: Any, archive: Archive,
+    repair: Callable[[Any, bytes | Path], bytes | None] | None = None,
 ) -> int | Dataset:
     """EVT_C_STORE: success only once `ingest` returned, i.e. blob durable and row committed.
 
@@ -29,9 +44,7 @@ def handle_store(
     set for this sender); the answer is then 0xB000, coercion of data elements."""
     peer = peer_of(event)
     try:
-        # PS3.7 C-STORE: the dataset exactly as encoded by the sender, with file meta
-        # built from the presentation context; never decoded and re-encoded.
-        data = event.encoded_dataset(include_meta=True)
+        data = received_dataset(event)
     except Exception as exc:  # pynetdicom raises on a dataset it cannot frame
         log.warning("C-STORE from %s refused: could not read the dataset: %s", peer, exc)
         return status_dataset(0xC000, f"cannot read dataset: {exc}")

@@ -12,6 +12,7 @@ from pydicom.sequence import Sequence
 
 from minipacs.dicom.item_matching import SequenceKey, keep_matching_items
 from minipacs.dicom.json_model import dataset_from_json
+from minipacs.dimse.cancel import cancelled
 from minipacs.dimse.query_scp import identifier_filter, let_requests_in, pick_requested
 from minipacs.dimse.status import (
     CANCEL,
@@ -102,7 +103,7 @@ def handle_worklist_find(
     for number, item in enumerate(items):
         if number % 8 == 0:
             let_requests_in(event.assoc)
-        if event.is_cancelled:
+        if cancelled(event):
             yield CANCEL, None
             return
         yield PENDING, response_dataset(item, requested, matched)

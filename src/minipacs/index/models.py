@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -241,6 +242,8 @@ class RemoteApplicationEntity(Base):
     # Send C-FIND/worklist answers transliterated to ASCII (Nguyễn → Nguyen).
     ascii_responses: Mapped[bool] = mapped_column(default=False)
     description: Mapped[str] = mapped_column(String(256), default="")
+    # Associations we open to it (C-MOVE, Storage Commitment reports) use TLS.
+    tls: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class ScheduledProcedureStep(Base):
