@@ -16,7 +16,11 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from minipacs.access.principal import Principal, ae_principal
+from minipacs.access.roles import Action
 from minipacs.ae_registry import AERegistry, RemoteAE
+from minipacs.archive import Archive
+from minipacs.audit.chain import AuditRecord
 from minipacs.dimse.status import status_dataset
 
 log = logging.getLogger(__name__)
@@ -35,12 +39,43 @@ def _addresses(host: str) -> set[str]:
         return set()
 
 
-class AccessPolicy:
-    """Access decisions for one DICOM server; `enforce` False lets everyone do anything."""
+# What each AE-registry right lets a calling AE do, as actions of the permission matrix.
+ACTIONS_OF_RIGHT: dict[str, frozenset[Action]] = {
+    "store": frozenset({Action.STORE}),
+    "query": frozenset({Action.QUERY}),
+    "retrieve": frozenset({Action.DOWNLOAD, Action.VIEW}),
+    "worklist": frozenset({Action.QUERY}),
+    "commitment": frozenset({Action.VIEW}),
+}
 
-    def __init__(self, registry: AERegistry, enforce: bool) -> None:
+
+class AccessPolicy:
+    """Access decisions for one DICOM server; `enforce` False lets everyone do anything
+    a DICOM node may do. `audit` records each association accepted or refused."""
+
+    def __init__(self, registry: AERegistry, enforce: bool,
+                 audit: Callable[[AuditRecord], None] | None = None) -> None:
         self.registry = registry
         self.enforce = enforce
+        self.audit = audit
+
+    def principal(self, event: Any) -> Principal:
+        """The calling AE as the principal of this association's core calls."""
+        calling = str(event.assoc.requestor.ae_title).strip()
+        actions: frozenset[Action] | None = None
+        if self.enforce:
+            ae = self.registry.get(calling)
+            actions = frozenset().union(*(ACTIONS_OF_RIGHT.get(r, frozenset())
+                                          for r in (ae.rights if ae else ())))
+        return ae_principal(calling, str(event.assoc.requestor.address), actions)
+
+    def on_accepted(self, event: Any) -> None:
+        """EVT_ACCEPTED: every association is an audit event (PS3.15 A.5.3.9 in spirit)."""
+        if self.audit is not None:
+            p = self.principal(event)
+            self.audit(AuditRecord("association", p.actor, p.role.value, p.source,
+                                   detail=f"accepted, called AE "
+                                   f"{str(event.assoc.acceptor.ae_title).strip()}"))
 
     def admission_problem(self, calling: str, address: str) -> str:
         """Why an association from `calling` at `address` is refused ("" = admitted)."""
@@ -60,6 +95,9 @@ class AccessPolicy:
         problem = self.admission_problem(calling, address)
         if problem:
             log.warning("association from %s@%s rejected: %s", calling, address, problem)
+            if self.audit is not None:
+                self.audit(AuditRecord("association", f"ae:{calling}", "dicom-node", address,
+                                       outcome="refused", detail=problem))
             event.assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER,
                                          _CALLING_AE_NOT_RECOGNIZED)
             # As pynetdicom does for its own rejections: stop the DUL once the
@@ -113,3 +151,14 @@ def guard_n_action(handler: Callable[..., Any], policy: AccessPolicy) -> Callabl
         refused = policy.refusal(event, "commitment")
         return (refused, None) if refused is not None else handler(event)
     return guarded
+
+
+def acting_for_peer(handler: Callable[..., Any], archive: Archive, policy: AccessPolicy,
+                    **kwargs: Any) -> Callable[..., Any]:
+    """`handler(event, archive=...)` with the archive acting for the calling AE, so every
+    core call of the DIMSE door carries its principal (and is checked and audited)."""
+
+    def call(event: Any) -> Any:
+        return handler(event, archive=archive.acting_as(policy.principal(event)), **kwargs)
+
+    return call

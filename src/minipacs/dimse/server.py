@@ -7,7 +7,6 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from minipacs.access.roles import Action
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.dimse.access import (
     AccessPolicy,
+    acting_for_peer,
     guard_find,
     guard_get,
     guard_n_action,
@@ -99,6 +100,9 @@ def handle_any_find(
 ) -> Iterator[tuple[int | Dataset, Any]]:
     """pynetdicom raises one EVT_C_FIND for every FIND SOP class: route by SOP class."""
     if event.request.AffectedSOPClassUID == ModalityWorklistInformationFind:
+        principal = archive.permit(None, Action.QUERY)
+        archive.audit("query", principal.actor, detail="Modality Worklist C-FIND",
+                      role=principal.role.value, source=principal.source)
         return handle_worklist_find(event, worklist, archive.max_query_results)
     return handle_find(event, archive, ae_title)
 
@@ -155,7 +159,7 @@ def start_dimse_server(
     # pieces; only our C-GET/C-MOVE sub-operations pass paths (retrieve_scp.StoredFile).
     _config.STORE_SEND_CHUNKED_DATASET = True
     ae = build_ae(ae_title)
-    policy = AccessPolicy(registry, registered_aes_only)
+    policy = AccessPolicy(registry, registered_aes_only, audit=archive.record_audit)
     over_limit = association_limit(limits.max_associations)
 
     def on_requested(event: Any) -> None:
@@ -173,17 +177,18 @@ def start_dimse_server(
         (evt.EVT_REQUESTED, on_requested),
         (evt.EVT_SOP_EXTENDED, negotiate_find_options),
         (evt.EVT_DIMSE_RECV, record_cancel),
-        (evt.EVT_C_STORE, guard_store(
-            partial(handle_store, archive=archive, repair=charset_repair(registry)), policy)),
-        (evt.EVT_C_FIND, guard_find(peer_charsets(
-            partial(handle_any_find, archive=archive, worklist=worklist, ae_title=ae_title),
+        (evt.EVT_ACCEPTED, policy.on_accepted),
+        (evt.EVT_C_STORE, guard_store(acting_for_peer(
+            handle_store, archive, policy, repair=charset_repair(registry)), policy)),
+        (evt.EVT_C_FIND, guard_find(peer_charsets(acting_for_peer(
+            handle_any_find, archive, policy, worklist=worklist, ae_title=ae_title),
             registry), policy, find_right)),
-        (evt.EVT_C_MOVE, partial(handle_move, archive=archive, registry=registry,
-                                 access=policy, outgoing=outgoing)),
-        (evt.EVT_C_GET, guard_get(partial(handle_get, archive=archive), policy)),
-        (evt.EVT_N_ACTION, guard_n_action(
-            partial(handle_n_action, archive=archive, registry=registry,
-                    outgoing=outgoing), policy)),
+        (evt.EVT_C_MOVE, acting_for_peer(handle_move, archive, policy, registry=registry,
+                                         access=policy, outgoing=outgoing)),
+        (evt.EVT_C_GET, guard_get(acting_for_peer(handle_get, archive, policy), policy)),
+        (evt.EVT_N_ACTION, guard_n_action(acting_for_peer(
+            handle_n_action, archive, policy, registry=registry, outgoing=outgoing),
+            policy)),
     ]
     ledger = ConnectionLedger(limits)
     plain_port = port if (ssl_context is None or tls_port is not None) else None
