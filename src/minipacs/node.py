@@ -7,6 +7,7 @@ import logging
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -17,7 +18,7 @@ from minipacs.dimse.server import start_dimse_server, tls_context
 from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
 from minipacs.storage import create_store
-from minipacs.web.app import create_app
+from minipacs.web.app import HeaderLimitedH11Protocol, create_app
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,13 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+def http_parser_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options bounding what one request head may cost: h11 (httptools has no
+    header-size limit) reading at most `http_max_header_bytes`, answering 431 beyond."""
+    return {"http": HeaderLimitedH11Protocol,
+            "h11_max_incomplete_event_size": settings.http_max_header_bytes}
+
+
 def serve(settings: Settings) -> None:
     """Run until interrupted: DIMSE in background threads, HTTP in this thread."""
     archive = open_archive(settings)
@@ -84,7 +92,7 @@ def serve(settings: Settings) -> None:
     app = create_app(archive, settings.model_copy(update={"http_port": http_port}),
                      registry=registry, worklist=worklist)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, **http_parser_options(settings))
     server = uvicorn.Server(config)
     base = settings.base_url(http_port)
     counts = archive.counts()

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
+import h11
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from minipacs import __version__
 from minipacs.ae_registry import AERegistry
@@ -28,6 +34,7 @@ from minipacs.errors import (
     StorageError,
 )
 from minipacs.web import admin, dicomweb, retention, stow, wado_pixels, wado_uri
+from minipacs.web.openapi_doc import install_openapi
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,83 @@ def status_for(exc: MinipacsError) -> int:
         if isinstance(exc, cls):
             return status
     return 500
+
+
+def describe_validation_error(exc: RequestValidationError) -> str:
+    """FastAPI's validation errors as one sentence per problem: where (query parameter,
+    path segment, body field), the value received, and what is expected."""
+    where_names = {"query": "query parameter", "path": "path parameter",
+                   "header": "header", "cookie": "cookie", "body": "body field"}
+    sentences = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        kind = where_names.get(loc[0], loc[0]) if loc else "request"
+        name = ".".join(loc[1:])
+        kind_of_error = str(error.get("type", ""))
+        message = str(error.get("msg", "invalid"))
+        if kind_of_error == "json_invalid":
+            sentences.append(f"the request body is not valid JSON ({message}, at character "
+                             f"{name or '?'}); send a JSON object")
+        elif kind_of_error == "missing" and not name:
+            sentences.append(f"the request {kind.split()[0]} is missing; send a JSON object")
+        elif kind_of_error == "missing":
+            sentences.append(f"{kind} {name!r} is required")
+        else:
+            value = repr(error.get("input"))
+            if len(value) > 80:
+                value = value[:77] + "..."
+            sentences.append(f"{kind} {name!r} = {value}: {message}" if name
+                             else f"{kind} = {value}: {message}")
+    return "; ".join(sentences) or "the request is malformed"
+
+
+class RejectEncodedTraversal:
+    """Refuse path segments that decode to a slash, a backslash or a dot-segment
+    ('..%2F..', '%2E%2E') on the API routes: routing sees decoded paths, so such a
+    segment would otherwise reach a route as a different path, or as an identifier that
+    names a file-system step rather than a DICOM UID (RFC 3986 §3.3)."""
+
+    _API = ("/dicom-web", "/wado", "/admin")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and str(scope.get("path", "")).startswith(self._API):
+            raw = scope.get("raw_path") or str(scope["path"]).encode()
+            for segment in bytes(raw).split(b"?")[0].split(b"/"):
+                decoded = unquote(segment.decode("latin-1"))
+                if "/" in decoded or "\\" in decoded or decoded in (".", ".."):
+                    body = {"error": f"path segment {decoded[:80]!r} is not an identifier: a "
+                                     "DICOM UID is digits and dots (PS3.5 §9.1); encoded "
+                                     "slashes, backslashes and dot-segments are refused"}
+                    await JSONResponse(body, status_code=400)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+class HeaderLimitedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol answering 431 with the project's error body when the request
+    line and headers exceed `h11_max_incomplete_event_size` (RFC 6585 §5), where uvicorn
+    would answer a bare 400. The connection is closed either way: the rest of an
+    oversized head is never read."""
+
+    def send_400_response(self, msg: str) -> None:
+        limit = self.config.h11_max_incomplete_event_size
+        buffered = len(self.conn.trailing_data[0])
+        if limit is None or buffered <= limit:
+            super().send_400_response(msg)
+            return
+        body = json.dumps({"error": f"request line and headers exceed {limit} bytes "
+                                    "(MINIPACS_HTTP_MAX_HEADER_BYTES); send fewer or shorter "
+                                    "headers or a shorter URL"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                   (b"content-length", str(len(body)).encode())]
+        self.transport.write(self.conn.send(h11.Response(
+            status_code=431, headers=headers, reason=b"Request Header Fields Too Large")) or b"")
+        self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
+        self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+        self.transport.close()
 
 
 class ViewerFiles(StaticFiles):
@@ -85,6 +169,29 @@ def create_app(
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return JSONResponse({"error": str(exc)}, status_code=status)
 
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Every parameter or body error is a 400 in our own format, never FastAPI's 422;
+        # a body in a media type other than JSON is 415 (RFC 9110 §15.5.16).
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body_error = any(e.get("loc", ("",))[0] == "body" for e in exc.errors())
+        if body_error and content_type and not content_type.endswith(("/json", "+json")):
+            return JSONResponse({"error": f"Content-Type {content_type!r} is not accepted "
+                                          "here; send application/json"}, status_code=415)
+        return JSONResponse({"error": describe_validation_error(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths (404) and methods (405) answer in the same error format.
+        if exc.status_code == 404:
+            message = f"no resource at {request.url.path[:200]!r}; see /docs for the API"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path[:200]!r}"
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code,
+                            headers=dict(exc.headers or {}))
+
     if settings.cors_origins.strip():
         app.add_middleware(
             CORSMiddleware,
@@ -99,6 +206,8 @@ def create_app(
     app.include_router(wado_uri.router)
     app.include_router(admin.router)
     app.include_router(retention.router)
+    app.add_middleware(RejectEncodedTraversal)
+    install_openapi(app)
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:
