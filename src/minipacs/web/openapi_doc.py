@@ -69,8 +69,10 @@ _MULTIPART_NOTE = (' multipart/related bodies carry a type parameter naming the 
 
 def _statuses(method: str, path: str, operation: dict[str, Any]) -> set[str]:
     """The error statuses an operation can answer, from what it takes and does."""
-    codes = {"400", "431", "503"}
-    if "{" in path or path.startswith(("/admin/ae", "/admin/worklist")) or path == "/wado":
+    codes = {"431", "503"}  # any request: an oversized head; the index or store down
+    if operation.get("parameters") or "requestBody" in operation:
+        codes.add("400")
+    if "{" in path or path == "/wado":
         codes.add("404")
     if path.startswith("/dicom-web") or path == "/wado":
         codes.add("406")  # negotiated from Accept (PS3.18 §8.7)
@@ -78,8 +80,6 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> set[str]:
         codes.add("415")
     if method == "post" and path.startswith("/dicom-web/studies"):
         codes.update({"409", "413"})
-    if path.startswith("/admin/worklist") and method in ("put", "post", "delete"):
-        codes.add("409")
     return codes
 
 

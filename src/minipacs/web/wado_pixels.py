@@ -187,18 +187,32 @@ def _rendered_parts(imaging: Imaging, records: list[InstanceRecord], options: Re
 
     Instances without pixel data (SR, PDF...) or with pixels no codec here can decode
     are left out; none left → `NotFound`."""
-    images = []
-    for record in records:
+    def rendered_or_none(record: InstanceRecord) -> bytes | None:
         try:
-            images.append(imaging.rendered(record, None, options))
+            return imaging.rendered(record, None, options)
         except (NotFound, NotAcceptable) as exc:
             log.info("rendered %s: skipping %s: %s", record.series_instance_uid,
                      record.sop_instance_uid, exc)
-    if not images:
+            return None
+
+    # Up to the first renderable instance before the response starts (none → 404); the
+    # rest one at a time as the body is sent: one image in memory, not the study's.
+    remaining = iter(records)
+    first = next((image for image in map(rendered_or_none, remaining) if image is not None),
+                 None)
+    if first is None:
         raise NotFound("none of these instances has pixel data that can be rendered")
+
+    def images() -> Iterator[bytes]:
+        yield first
+        for record in remaining:
+            image = rendered_or_none(record)
+            if image is not None:
+                yield image
+
     boundary = new_boundary()
     return StreamingResponse(
-        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images),
+        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images()),
                      boundary),
         media_type=multipart_content_type(options.media_type, boundary),
     )
@@ -260,12 +274,25 @@ def render_frames(
     record = _record(archive, study, series, instance)
     numbers = parse_frame_list(frames, _frame_limit(request))
     imaging = Imaging(archive)
-    images = [imaging.rendered(record, n, options) for n in numbers]
-    if len(images) == 1:
-        return Response(images[0], media_type=options.media_type)
+    # The first image is made before the response starts (its errors are still statuses);
+    # the others one at a time as the body is sent: one image in memory, not the list.
+    first = imaging.rendered(record, numbers[0], options)
+    if len(numbers) == 1:
+        return Response(first, media_type=options.media_type)
+    count = imaging.frame_count(record)
+    missing = next((n for n in numbers if n > count), None)
+    if missing is not None:
+        raise NotFound(f"frame {missing} does not exist: instance {record.sop_instance_uid} "
+                       f"has {count} frame(s), numbered from 1")
+
+    def images() -> Iterator[bytes]:
+        yield first
+        for number in numbers[1:]:
+            yield imaging.rendered(record, number, options)
+
     boundary = new_boundary()
     return StreamingResponse(
-        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images),
+        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images()),
                      boundary),
         media_type=multipart_content_type(options.media_type, boundary),
     )
