@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -202,3 +203,34 @@ def test_transcoded_retrieve_is_a_valid_instance(server: ServerProcess) -> None:
     out = dcmread(io.BytesIO(body))
     assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert np.array_equal(out.pixel_array, dcmread(io.BytesIO(data)).pixel_array)
+
+
+# ---------------------------------------------------------------------- JSON bodies
+def test_admin_body_over_the_limit_is_413_before_it_is_read(empty_server: ServerProcess) -> None:
+    big = b'{"host": "' + b"h" * (2 * 1024 * 1024) + b'", "port": 104}'
+    response = httpx.put(f"{empty_server.http_url}/admin/ae/BIG", content=big,
+                         headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 413
+    assert "MINIPACS_HTTP_MAX_JSON_BODY_BYTES" in response.json()["error"]
+    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10).json() == []
+
+
+def test_chunked_admin_body_over_the_limit_is_413(empty_server: ServerProcess) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"host": "'
+        for _ in range(40):  # 40 x 64 KiB = 2.5 MiB, no Content-Length
+            yield b"h" * 65536
+        yield b'", "port": 104}'
+
+    response = httpx.put(f"{empty_server.http_url}/admin/ae/BIG", content=chunks(),
+                         headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 413
+    assert "at least" in response.json()["error"]
+    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10).json() == []
+
+
+def test_admin_body_under_the_limit_is_accepted(empty_server: ServerProcess) -> None:
+    response = httpx.put(f"{empty_server.http_url}/admin/ae/SMALL",
+                         json={"host": "127.0.0.1", "port": 104, "description": "d" * 10_000},
+                         timeout=10)
+    assert response.status_code == 200, response.text

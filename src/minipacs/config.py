@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         "bytes; a bigger one is answered 431 Request Header Fields Too Large and the "
         "connection closed (RFC 6585 §5).",
     )
+    http_max_json_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body the JSON routes (admin API) accept, in bytes; a "
+        "bigger one is answered 413 without being read. STOW-RS has its own limit, "
+        "MAX_UPLOAD_BYTES.",
+    )
     http_max_frames_per_request: int = Field(
         2048,
         ge=1,

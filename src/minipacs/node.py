@@ -18,7 +18,8 @@ from minipacs.dimse.server import start_dimse_server, tls_context
 from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
 from minipacs.storage import create_store
-from minipacs.web.app import HeaderLimitedH11Protocol, create_app
+from minipacs.web.app import create_app
+from minipacs.web.request_bounds import HeaderLimitedH11Protocol
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
-import h11
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from starlette.types import Scope
 
 from minipacs import __version__
 from minipacs.ae_registry import AERegistry
@@ -35,6 +31,7 @@ from minipacs.errors import (
 )
 from minipacs.web import admin, dicomweb, retention, stow, wado_pixels, wado_uri
 from minipacs.web.openapi_doc import install_openapi
+from minipacs.web.request_bounds import BoundedBody, RejectEncodedTraversal
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -86,55 +83,6 @@ def describe_validation_error(exc: RequestValidationError) -> str:
             sentences.append(f"{kind} {name!r} = {value}: {message}" if name
                              else f"{kind} = {value}: {message}")
     return "; ".join(sentences) or "the request is malformed"
-
-
-class RejectEncodedTraversal:
-    """Refuse path segments that decode to a slash, a backslash or a dot-segment
-    ('..%2F..', '%2E%2E') on the API routes: routing sees decoded paths, so such a
-    segment would otherwise reach a route as a different path, or as an identifier that
-    names a file-system step rather than a DICOM UID (RFC 3986 §3.3)."""
-
-    _API = ("/dicom-web", "/wado", "/admin")
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and str(scope.get("path", "")).startswith(self._API):
-            raw = scope.get("raw_path") or str(scope["path"]).encode()
-            for segment in bytes(raw).split(b"?")[0].split(b"/"):
-                decoded = unquote(segment.decode("latin-1"))
-                if "/" in decoded or "\\" in decoded or decoded in (".", ".."):
-                    body = {"error": f"path segment {decoded[:80]!r} is not an identifier: a "
-                                     "DICOM UID is digits and dots (PS3.5 §9.1); encoded "
-                                     "slashes, backslashes and dot-segments are refused"}
-                    await JSONResponse(body, status_code=400)(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
-class HeaderLimitedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol answering 431 with the project's error body when the request
-    line and headers exceed `h11_max_incomplete_event_size` (RFC 6585 §5), where uvicorn
-    would answer a bare 400. The connection is closed either way: the rest of an
-    oversized head is never read."""
-
-    def send_400_response(self, msg: str) -> None:
-        limit = self.config.h11_max_incomplete_event_size
-        buffered = len(self.conn.trailing_data[0])
-        if limit is None or buffered <= limit:
-            super().send_400_response(msg)
-            return
-        body = json.dumps({"error": f"request line and headers exceed {limit} bytes "
-                                    "(MINIPACS_HTTP_MAX_HEADER_BYTES); send fewer or shorter "
-                                    "headers or a shorter URL"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
-                   (b"content-length", str(len(body)).encode())]
-        self.transport.write(self.conn.send(h11.Response(
-            status_code=431, headers=headers, reason=b"Request Header Fields Too Large")) or b"")
-        self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
-        self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
-        self.transport.close()
 
 
 class ViewerFiles(StaticFiles):
@@ -206,6 +154,7 @@ def create_app(
     app.include_router(wado_uri.router)
     app.include_router(admin.router)
     app.include_router(retention.router)
+    app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectEncodedTraversal)
     install_openapi(app)
 

@@ -34,7 +34,8 @@ _ERRORS: dict[str, str] = {
     "406": "The Accept header (or accept/contentType parameter) excludes every media type "
            "this resource can produce",
     "409": "The request conflicts with what is stored",
-    "413": "Request body larger than MINIPACS_MAX_UPLOAD_BYTES",
+    "413": "Request body larger than MINIPACS_MAX_UPLOAD_BYTES (STOW-RS) or "
+           "MINIPACS_HTTP_MAX_JSON_BODY_BYTES (JSON routes)",
     "415": "Request body in a media type this route does not take",
     "431": "Request line and headers larger than MINIPACS_HTTP_MAX_HEADER_BYTES (answered "
            "before routing; the connection is closed)",
@@ -77,9 +78,9 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> set[str]:
     if path.startswith("/dicom-web") or path == "/wado":
         codes.add("406")  # negotiated from Accept (PS3.18 §8.7)
     if "requestBody" in operation:
-        codes.add("415")
+        codes.update({"413", "415"})
     if method == "post" and path.startswith("/dicom-web/studies"):
-        codes.update({"409", "413"})
+        codes.add("409")
     return codes
 
 
