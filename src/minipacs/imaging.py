@@ -13,6 +13,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from minipacs.archive import Archive, InstanceRecord
@@ -113,8 +114,14 @@ class Imaging:
                                     int(header.get("PixelRepresentation", 0)))
 
     def bulkdata(self, record: InstanceRecord, tag: int) -> bytes:
-        """Value of the element a BulkDataURI names (not Pixel Data: that goes by frames)."""
-        value = element_value(self.dataset(record), tag)
+        """Value of the element a BulkDataURI names (not Pixel Data: that goes by frames).
+
+        Read from the header (up to Pixel Data) first: a waveform or an overlay never
+        costs loading the pixels; only a tag not found there is looked for in all of it."""
+        with self.archive.open_instance(record) as fh:
+            value = element_value(dcmread(fh, stop_before_pixels=True), tag)
+        if value is None:
+            value = element_value(self.dataset(record), tag)
         if value is None:
             raise NotFound(f"instance {record.sop_instance_uid} has no bulk data element "
                            f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
