@@ -137,6 +137,16 @@ def test_one_megabyte_header_block_is_431_and_the_server_keeps_serving(
     assert httpx.get(server.http_url + "/healthz", timeout=10).status_code == 200
 
 
+@pytest.mark.parametrize("head", [
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-One: " + b"v" * (1 << 20) + b"\r\n\r\n",
+    b"GET /dicom-web/studies?PatientID=" + b"1" * (1 << 20) + b" HTTP/1.1\r\n\r\n",
+], ids=["one-1MB-header-value", "1MB-url"])
+def test_one_huge_header_value_or_url_is_431(server: ServerProcess, head: bytes) -> None:
+    answer = _raw_request(server.http_port, head)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert httpx.get(server.http_url + "/healthz", timeout=10).status_code == 200
+
+
 def test_header_block_under_the_limit_is_served(server: ServerProcess) -> None:
     response = httpx.get(server.http_url + "/healthz", timeout=10,
                          headers={"X-Filler": "a" * 30_000})
@@ -234,3 +244,17 @@ def test_admin_body_under_the_limit_is_accepted(empty_server: ServerProcess) -> 
                          json={"host": "127.0.0.1", "port": 104, "description": "d" * 10_000},
                          timeout=10)
     assert response.status_code == 200, response.text
+
+
+def test_valid_json_padded_past_the_limit_is_413_and_not_applied(
+    empty_server: ServerProcess,
+) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"host": "127.0.0.1", "port": 104}'
+        for _ in range(40):  # 2.5 MiB of whitespace: valid JSON, over the limit
+            yield b" " * 65536
+
+    response = httpx.put(f"{empty_server.http_url}/admin/ae/PADDED", content=chunks(),
+                         headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 413
+    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10).json() == []

@@ -19,7 +19,7 @@ from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
 from minipacs.storage import create_store
 from minipacs.web.app import create_app
-from minipacs.web.request_bounds import HeaderLimitedH11Protocol
+from minipacs.web.request_bounds import header_limited_protocol
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,9 @@ def bind_http(host: str, port: int) -> socket.socket:
 
 
 def http_parser_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn options bounding what one request head may cost: h11 (httptools has no
-    header-size limit) reading at most `http_max_header_bytes`, answering 431 beyond."""
-    return {"http": HeaderLimitedH11Protocol,
-            "h11_max_incomplete_event_size": settings.http_max_header_bytes}
+    """uvicorn options bounding what one request head may cost: at most
+    `http_max_header_bytes` read, 431 beyond (uvicorn's parsers have no such bound)."""
+    return {"http": header_limited_protocol(settings.http_max_header_bytes)}
 
 
 def serve(settings: Settings) -> None:

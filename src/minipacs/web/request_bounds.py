@@ -5,12 +5,12 @@ error format, `{"error": "..."}`, and leaves the server serving."""
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import unquote
 
-import h11
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # STOW-RS streams its body to disk under its own limit (MINIPACS_MAX_UPLOAD_BYTES).
 _STREAMED_BODIES = ("/dicom-web/studies",)
@@ -37,17 +37,18 @@ class BoundedBody:
         over = False
 
         async def counting_receive() -> Message:
-            # Past the limit, the body is cut short (the route sees an empty end) and the
-            # answer it then makes is replaced by the 413 below.
+            # Past the limit the body reads as a disconnect, never as a shorter body that
+            # might still parse: the route cannot run, and the error it answers is
+            # replaced by the 413 below.
             nonlocal received, over
             if over:
-                return {"type": "http.request", "body": b"", "more_body": False}
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     over = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
+                    return {"type": "http.disconnect"}
             return message
 
         async def replacing_send(message: Message) -> None:
@@ -93,25 +94,54 @@ class RejectEncodedTraversal:
         await self.app(scope, receive, send)
 
 
-class HeaderLimitedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol answering 431 with the project's error body when the request
-    line and headers exceed `h11_max_incomplete_event_size` (RFC 6585 §5), where uvicorn
-    would answer a bare 400. The connection is closed either way: the rest of an
-    oversized head is never read."""
+class HeaderLimitedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on the request line plus headers: past
+    `max_head_bytes` it answers 431 in the project's error format (RFC 6585 §5) and
+    closes the connection, the rest of the head never read. httptools itself has no
+    such bound (it would buffer a 100 MB header value whole); h11 has one but streams
+    large responses markedly slower, so the bound is counted here, per received chunk:
+    memory stays within the limit plus one socket read."""
 
-    def send_400_response(self, msg: str) -> None:
-        limit = self.config.h11_max_incomplete_event_size
-        buffered = len(self.conn.trailing_data[0])
-        if limit is None or buffered <= limit:
-            super().send_400_response(msg)
+    max_head_bytes = 64 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._head_bytes = 0
+        self._in_head = False
+        super().__init__(*args, **kwargs)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._in_head or self.transport.is_closing():
             return
+        # Counts the whole chunk while the head is unfinished: at most one read more than
+        # the head itself, never less.
+        self._head_bytes += len(data)
+        if self._head_bytes > self.max_head_bytes:
+            self._in_head = False
+            self._send_431()
+
+    def _send_431(self) -> None:
+        limit = self.max_head_bytes
         body = json.dumps({"error": f"request line and headers exceed {limit} bytes "
                                     "(MINIPACS_HTTP_MAX_HEADER_BYTES); send fewer or shorter "
                                     "headers or a shorter URL"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
-                   (b"content-length", str(len(body)).encode())]
-        self.transport.write(self.conn.send(h11.Response(
-            status_code=431, headers=headers, reason=b"Request Header Fields Too Large")) or b"")
-        self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
-        self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         self.transport.close()
+
+
+def header_limited_protocol(max_head_bytes: int) -> type[HeaderLimitedProtocol]:
+    """The uvicorn protocol class bounding request heads to `max_head_bytes`."""
+    return type("HeaderLimitedProtocol", (HeaderLimitedProtocol,),
+                {"max_head_bytes": max_head_bytes})
