@@ -122,3 +122,31 @@ def test_sql_like_uid_is_400_naming_the_value(server: ServerProcess) -> None:
                          params={"StudyInstanceUID": "1' OR '1'='1"}, timeout=10)
     assert response.status_code == 400
     assert "1' OR '1'='1" in _error(response)
+
+
+@pytest.mark.parametrize("path", [
+    "/dicom-web/studies?PatientName=%00x", "/dicom-web/studies?Patient%00Name=x",
+    "/admin/ae/%00bad", "/admin/worklist/A%00", "/dicom-web/studies/1.2%003/metadata",
+    "/wado?requestType=WADO&studyUID=1%00&seriesUID=1&objectUID=1",
+])
+def test_nul_in_path_or_query_is_400_on_every_index(empty_server: ServerProcess,
+                                                    path: str) -> None:
+    response = httpx.get(empty_server.http_url + path, timeout=10)
+    assert response.status_code == 400
+    assert "NUL" in _error(response)
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/admin/ae/PEER", {"host": "127.0.0.1", "port": 104, "description": "a\u0000b"}),
+    ("/admin/worklist/S1", {"patient_id": "BN\u00001"}),
+    ("/admin/worklist/S2", {"patient_id": "BN1", "requested_procedure_codes": [
+        {"code_value": "1\u0000", "coding_scheme_designator": "LN"}]}),
+])
+def test_nul_in_an_admin_body_is_400_and_nothing_is_stored(
+    empty_server: ServerProcess, path: str, body: dict[str, object],
+) -> None:
+    response = httpx.put(empty_server.http_url + path, json=body, timeout=10)
+    assert response.status_code == 400
+    assert "NUL" in _error(response)
+    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10).json() == []
+    assert httpx.get(f"{empty_server.http_url}/admin/worklist", timeout=10).json() == []

@@ -31,7 +31,7 @@ from minipacs.errors import (
 )
 from minipacs.web import admin, dicomweb, retention, stow, wado_pixels, wado_uri
 from minipacs.web.openapi_doc import install_openapi
-from minipacs.web.request_bounds import BoundedBody, RejectEncodedTraversal
+from minipacs.web.request_bounds import BoundedBody, RejectUnsafeUrl
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(retention.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
-    app.add_middleware(RejectEncodedTraversal)
+    app.add_middleware(RejectUnsafeUrl)
     install_openapi(app)
 
     @app.get("/", include_in_schema=False)

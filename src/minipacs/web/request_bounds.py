@@ -68,30 +68,50 @@ class BoundedBody:
             scope, receive, send)
 
 
-class RejectEncodedTraversal:
-    """Refuse path segments that decode to a slash, a backslash or a dot-segment
-    ('..%2F..', '%2E%2E') on the API routes: routing sees decoded paths, so such a
-    segment would otherwise reach a route as a different path, or as an identifier that
-    names a file-system step rather than a DICOM UID (RFC 3986 §3.3)."""
+class RejectUnsafeUrl:
+    """Refuse, on the API routes, URLs no identifier or DICOM value can need:
+    - a path segment that decodes to a slash, a backslash or a dot-segment ('..%2F..',
+      '%2E%2E'): routing sees decoded paths, so such a segment would reach a route as a
+      different path, or as an identifier naming a file-system step (RFC 3986 §3.3);
+      not checked below /admin/ae and /admin/worklist, whose AE titles and step IDs may
+      hold a '/';
+    - a NUL character (%00) anywhere in the path or query: no DICOM string value holds
+      one (PS3.5 §6.1.2), and PostgreSQL cannot store or compare it."""
 
-    # Not /admin/ae or /admin/worklist: an AE title may hold a '/' (PS3.5 AE VR).
-    _API = ("/dicom-web", "/wado", "/admin/studies")
+    _API = ("/dicom-web", "/wado", "/admin")
+    _SLASH_OK = ("/admin/ae", "/admin/worklist")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and str(scope.get("path", "")).startswith(self._API):
-            raw = scope.get("raw_path") or str(scope["path"]).encode()
-            for segment in bytes(raw).split(b"?")[0].split(b"/"):
-                decoded = unquote(segment.decode("latin-1"))
-                if "/" in decoded or "\\" in decoded or decoded in (".", ".."):
-                    body = {"error": f"path segment {decoded[:80]!r} is not an identifier: a "
-                                     "DICOM UID is digits and dots (PS3.5 §9.1); encoded "
-                                     "slashes, backslashes and dot-segments are refused"}
-                    await JSONResponse(body, status_code=400)(scope, receive, send)
-                    return
+        path = str(scope.get("path", "")) if scope["type"] == "http" else ""
+        if path.startswith(self._API):
+            error = self._problem(scope, path)
+            if error:
+                await JSONResponse({"error": error}, status_code=400)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    def _problem(self, scope: Scope, path: str) -> str | None:
+        raw = bytes(scope.get("raw_path") or path.encode()).split(b"?")[0]
+        check_slashes = not path.startswith(self._SLASH_OK)
+        for segment in raw.split(b"/"):
+            decoded = unquote(segment.decode("latin-1"))
+            if "\0" in decoded:
+                return (f"path segment {decoded[:80]!r} contains a NUL character, which no "
+                        "identifier or DICOM value holds (PS3.5 §6.1.2)")
+            if check_slashes and ("/" in decoded or "\\" in decoded or decoded in (".", "..")):
+                return (f"path segment {decoded[:80]!r} is not an identifier: a DICOM UID is "
+                        "digits and dots (PS3.5 §9.1); encoded slashes, backslashes and "
+                        "dot-segments are refused")
+        query = unquote(bytes(scope.get("query_string", b"")).decode("latin-1"))
+        if "\0" in query:
+            name = next((pair.split("=", 1)[0] for pair in query.split("&") if "\0" in pair),
+                        "?")
+            return (f"query parameter {name[:80]!r} contains a NUL character (%00), which no "
+                    "DICOM value holds (PS3.5 §6.1.2)")
+        return None
 
 
 class HeaderLimitedProtocol(HttpToolsProtocol):
