@@ -167,6 +167,27 @@ class Settings(BaseSettings):
         description="PEM CA bundle: when set, DICOM TLS peers must present a certificate "
         "it signed (and we check move destinations' certificates against it).",
     )
+    # --- HTTP bounds (issue #10, HTTP stream): what one request may cost.
+    http_max_header_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="Largest request line plus header block the HTTP server reads, in "
+        "bytes; a bigger one is answered 431 Request Header Fields Too Large and the "
+        "connection closed (RFC 6585 §5).",
+    )
+    http_max_json_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body the JSON routes (admin API) accept, in bytes; a "
+        "bigger one is answered 413 without being read. STOW-RS has its own limit, "
+        "MAX_UPLOAD_BYTES.",
+    )
+    http_max_frames_per_request: int = Field(
+        2048,
+        ge=1,
+        description="Most frame numbers one WADO-RS /frames/{list} request may name; a "
+        "longer list is answered 400 (duplicates are refused too).",
+    )
 
     # --- DICOM listeners and transport limits (issue #10, DIMSE stream) ---
     dicom_tls_port: int | None = Field(

@@ -10,19 +10,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.frames import (
     check_frame_numbers,
+    check_frames_exist,
     decode_frame_from_file,
     element_value,
     encapsulated_frame,
+    encapsulated_frame_from_file,
     frame_count,
     read_dataset,
+    stored_pixels,
 )
 from minipacs.dicom.render import RenderOptions, Viewport, render_frame
 from minipacs.errors import NotFound
@@ -83,9 +88,41 @@ class Imaging:
             for number in numbers
         ]
 
+    def iter_frames(self, record: InstanceRecord, numbers: list[int], *, decode: bool
+                    ) -> Generator[FramePart, None, None]:
+        """As `frames`, one frame at a time: memory holds one frame, not the list.
+
+        Every frame number is checked against the header before the first frame is
+        yielded, so `NotFound` comes before any byte is sent; `NotAcceptable` for an
+        undecodable first frame too (take the first part before starting a response)."""
+        with self.archive.open_instance(record) as fh:
+            pixels = stored_pixels(fh)
+            check_frames_exist(pixels, numbers)
+            header = pixels.header
+            for number in numbers:
+                if decode:
+                    fh.seek(0)
+                    frame, _ = decode_frame_from_file(fh, number)
+                    samples = frame.pixels.shape[2] if frame.pixels.ndim == 3 else 1
+                    yield FramePart(number, frame.little_endian_bytes(),
+                                    frame.photometric_interpretation, samples,
+                                    frame.bits_allocated, frame.pixel_representation)
+                else:
+                    yield FramePart(number, encapsulated_frame_from_file(fh, pixels, number),
+                                    str(header.get("PhotometricInterpretation", "")),
+                                    int(header.get("SamplesPerPixel", 1)),
+                                    int(header.get("BitsAllocated", 8)),
+                                    int(header.get("PixelRepresentation", 0)))
+
     def bulkdata(self, record: InstanceRecord, tag: int) -> bytes:
-        """Value of the element a BulkDataURI names (not Pixel Data: that goes by frames)."""
-        value = element_value(self.dataset(record), tag)
+        """Value of the element a BulkDataURI names (not Pixel Data: that goes by frames).
+
+        Read from the header (up to Pixel Data) first: a waveform or an overlay never
+        costs loading the pixels; only a tag not found there is looked for in all of it."""
+        with self.archive.open_instance(record) as fh:
+            value = element_value(dcmread(fh, stop_before_pixels=True), tag)
+        if value is None:
+            value = element_value(self.dataset(record), tag)
         if value is None:
             raise NotFound(f"instance {record.sop_instance_uid} has no bulk data element "
                            f"({tag >> 16:04X},{tag & 0xFFFF:04X})")

@@ -7,6 +7,7 @@ import logging
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -24,6 +25,7 @@ from minipacs.index.database import create_index_engine
 from minipacs.periodic import PeriodicTask
 from minipacs.storage import create_store
 from minipacs.web.app import create_app
+from minipacs.web.request_bounds import header_limited_protocol
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,12 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+def http_parser_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options bounding what one request head may cost: at most
+    `http_max_header_bytes` read, 431 beyond (uvicorn's parsers have no such bound)."""
+    return {"http": header_limited_protocol(settings.http_max_header_bytes)}
+
+
 def serve(settings: Settings) -> None:
     """Run until interrupted: DIMSE in background threads, HTTP in this thread."""
     archive = open_archive(settings)
@@ -131,7 +139,7 @@ def serve(settings: Settings) -> None:
     app = create_app(archive, settings.model_copy(update={"http_port": http_port}),
                      registry=registry, worklist=worklist, accounts=accounts, alerts=alerts)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, **http_parser_options(settings))
     server = uvicorn.Server(config)
     base = settings.base_url(http_port)
     counts = archive.counts()

@@ -213,3 +213,68 @@ def element_value(ds: Dataset, tag: int) -> bytes | None:
                 if found is not None:
                     return found
     return None
+
+
+@dataclass(frozen=True)
+class StoredPixels:
+    """Where a Part-10 file's pixel data is and what it holds, read from the header only.
+
+    `fragments_at` is the file offset of the Basic Offset Table item of encapsulated
+    pixel data (PS3.5 A.4), None when the pixel data is native (uncompressed)."""
+
+    header: Dataset
+    transfer_syntax: UID
+    frame_count: int
+    fragments_at: int | None
+
+
+def stored_pixels(fh: BinaryIO) -> StoredPixels:
+    """Read the header of the Part-10 file open in `fh` (seekable), not its pixel data.
+
+    Raises `NotFound` when the instance has no pixel data."""
+    fh.seek(0)
+    header = pydicom.dcmread(fh, stop_before_pixels=True)
+    ts = stored_transfer_syntax(header)
+    uid = header.get("SOPInstanceUID", "?")
+    if "Rows" not in header or "Columns" not in header:
+        raise NotFound(f"instance {uid} has no pixel data")
+    try:
+        count = max(int(header.get("NumberOfFrames") or 1), 1)
+    except (TypeError, ValueError):
+        count = 1
+    fragments_at = None
+    if ts not in NATIVE_SYNTAXES:
+        # stop_before_pixels leaves the file at the (7FE0,0010) element: tag, VR OB, two
+        # reserved bytes, undefined length, then the item sequence (PS3.5 A.4).
+        start = fh.tell()
+        element_head = fh.read(12)
+        if element_head[:4] != b"\xe0\x7f\x10\x00" or element_head[8:12] != b"\xff" * 4:
+            raise NotFound(f"instance {uid} has no encapsulated pixel data")
+        fragments_at = start + 12
+    return StoredPixels(header, ts, count, fragments_at)
+
+
+def check_frames_exist(pixels: StoredPixels, numbers: list[int]) -> None:
+    """Raise `NotFound` naming the first frame number the instance does not have."""
+    for number in numbers:
+        if number < 1 or number > pixels.frame_count:
+            raise NotFound(
+                f"frame {number} does not exist: instance "
+                f"{pixels.header.get('SOPInstanceUID', '?')} has {pixels.frame_count} "
+                "frame(s), numbered from 1"
+            )
+
+
+def encapsulated_frame_from_file(fh: BinaryIO, pixels: StoredPixels, number: int) -> bytes:
+    """Frame `number` (1-based) as stored, read from the file without loading the other
+    frames: one frame's bytes in memory, however large the instance."""
+    if pixels.fragments_at is None:
+        raise NotAcceptable(f"pixel data is stored uncompressed ({pixels.transfer_syntax.name}), "
+                            "not as a bitstream")
+    header = pixels.header
+    extended = None
+    if "ExtendedOffsetTable" in header and "ExtendedOffsetTableLengths" in header:
+        extended = (header.ExtendedOffsetTable, header.ExtendedOffsetTableLengths)
+    fh.seek(pixels.fragments_at)
+    return get_frame(fh, number - 1, number_of_frames=pixels.frame_count,
+                     extended_offsets=extended)

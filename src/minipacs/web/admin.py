@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
 from minipacs.errors import NotFound
@@ -34,7 +34,20 @@ def get_registry(request: Request) -> AERegistry:
 RegistryDep = Annotated[AERegistry, Depends(get_registry)]
 
 
-class AEBody(BaseModel):
+class AdminBody(BaseModel):
+    """Base of the admin JSON bodies: no string may hold a NUL character (no DICOM value
+    holds one, PS3.5 §6.1.2, and PostgreSQL cannot store it); the app answers 400."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\0" in text for text in texts):
+            raise ValueError("contains a NUL character, which no DICOM value holds")
+        return value
+
+
+class AEBody(AdminBody):
     """A remote AE as the admin API takes it (the title comes from the URL)."""
 
     host: str = Field(description="Host name or IP address the AE listens on.")
@@ -99,7 +112,7 @@ def get_worklist(request: Request) -> Worklist:
 WorklistDep = Annotated[Worklist, Depends(get_worklist)]
 
 
-class CodeBody(BaseModel):
+class CodeBody(AdminBody):
     """A coded entry (PS3.3 Code Sequence Macro), e.g. LOINC 24627-2 "CT Chest"."""
 
     code_value: str = Field(description="CodeValue (0008,0100), at most 16 characters.")
@@ -108,7 +121,7 @@ class CodeBody(BaseModel):
     code_meaning: str = Field("", description="CodeMeaning (0008,0104), at most 64.")
 
 
-class ReferencedStudyBody(BaseModel):
+class ReferencedStudyBody(AdminBody):
     """One item of ReferencedStudySequence (0008,1110)."""
 
     sop_instance_uid: str = Field(description="The referenced study's instance UID.")
@@ -116,7 +129,7 @@ class ReferencedStudyBody(BaseModel):
                                description="Defaults to Detached Study Management.")
 
 
-class WorklistBody(BaseModel):
+class WorklistBody(AdminBody):
     """A scheduled procedure step and its order, in DICOM formats (dates YYYYMMDD,
     times HHMM[SS], names Family^Given)."""
 

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from minipacs import __version__
@@ -43,6 +45,8 @@ from minipacs.web import (
     wado_pixels,
     wado_uri,
 )
+from minipacs.web.openapi_doc import install_openapi
+from minipacs.web.request_bounds import BoundedBody, RejectUnsafeUrl
 from minipacs.web.route_rules import enforce_route_rule
 from minipacs.worklist import Worklist
 
@@ -68,6 +72,34 @@ def status_for(exc: MinipacsError) -> int:
         if isinstance(exc, cls):
             return status
     return 500
+
+
+def describe_validation_error(exc: RequestValidationError) -> str:
+    """FastAPI's validation errors as one sentence per problem: where (query parameter,
+    path segment, body field), the value received, and what is expected."""
+    where_names = {"query": "query parameter", "path": "path parameter",
+                   "header": "header", "cookie": "cookie", "body": "body field"}
+    sentences = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        kind = where_names.get(loc[0], loc[0]) if loc else "request"
+        name = ".".join(loc[1:])
+        kind_of_error = str(error.get("type", ""))
+        message = str(error.get("msg", "invalid"))
+        if kind_of_error == "json_invalid":
+            sentences.append(f"the request body is not valid JSON ({message}, at character "
+                             f"{name or '?'}); send a JSON object")
+        elif kind_of_error == "missing" and not name:
+            sentences.append(f"the request {kind.split()[0]} is missing; send a JSON object")
+        elif kind_of_error == "missing":
+            sentences.append(f"{kind} {name!r} is required")
+        else:
+            value = repr(error.get("input"))
+            if len(value) > 80:
+                value = value[:77] + "..."
+            sentences.append(f"{kind} {name!r} = {value}: {message}" if name
+                             else f"{kind} = {value}: {message}")
+    return "; ".join(sentences) or "the request is malformed"
 
 
 class ViewerFiles(StaticFiles):
@@ -114,6 +146,29 @@ def create_app(
             headers["WWW-Authenticate"] = 'Bearer realm="minipacs"'
         return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Every parameter or body error is a 400 in our own format, never FastAPI's 422;
+        # a body in a media type other than JSON is 415 (RFC 9110 §15.5.16).
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body_error = any(e.get("loc", ("",))[0] == "body" for e in exc.errors())
+        if body_error and content_type and not content_type.endswith(("/json", "+json")):
+            return JSONResponse({"error": f"Content-Type {content_type!r} is not accepted "
+                                          "here; send application/json"}, status_code=415)
+        return JSONResponse({"error": describe_validation_error(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths (404) and methods (405) answer in the same error format.
+        if exc.status_code == 404:
+            message = f"no resource at {request.url.path[:200]!r}; see /docs for the API"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path[:200]!r}"
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code,
+                            headers=dict(exc.headers or {}))
+
     if settings.cors_origins.strip():
         app.add_middleware(
             CORSMiddleware,
@@ -132,6 +187,9 @@ def create_app(
     app.include_router(retention.router)
     app.include_router(exports.router)
     app.include_router(share.router)
+    app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
+    app.add_middleware(RejectUnsafeUrl)
+    install_openapi(app)
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:

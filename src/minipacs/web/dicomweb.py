@@ -18,7 +18,7 @@ from minipacs.access.roles import Action
 from minipacs.archive import Archive, InstanceRecord, QueryResult
 from minipacs.dicom.json_model import dumps, element, with_base_url
 from minipacs.dicom.matching import Filter, Match
-from minipacs.dicom.transcode import transcode
+from minipacs.dicom.transcode import transcode_stream
 from minipacs.dicom.uids import is_safe_uid
 from minipacs.errors import NotAcceptable, QueryError
 from minipacs.index.query import Level
@@ -204,12 +204,15 @@ def _retrieve(request: Request, archive: Archive, records: list[InstanceRecord])
                     archive.stream_instance(record),
                 )
             else:
-                data = transcode(archive.read_instance(record), target)
-                yield (
-                    {"Content-Type": f"application/dicom; transfer-syntax={target}",
-                     "Content-Length": str(len(data))},
-                    (data,),
-                )
+                # Transcoded one frame at a time: the peak is the header plus one frame
+                # per request, not the instance decoded whole (docs/conformance.md §2).
+                with archive.open_instance(record) as fh:
+                    stream = transcode_stream(fh, target)
+                    yield (
+                        {"Content-Type": f"application/dicom; transfer-syntax={target}",
+                         "Content-Length": str(stream.length)},
+                        stream.chunks,
+                    )
 
     return StreamingResponse(
         encode_parts(parts(), boundary),

@@ -5,6 +5,7 @@ Translates HTTP to `Imaging` calls and back; the pixel work lives in `dicom/`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import Annotated
@@ -54,16 +55,35 @@ def _record(archive: Archive, study: str, series: str, instance: str) -> Instanc
     )[0]
 
 
-def parse_frame_list(text: str) -> list[int]:
-    """'1,3,5' → [1, 3, 5]; `QueryError` naming the frame list when malformed."""
+def parse_frame_list(text: str, limit: int) -> list[int]:
+    """'1,3,5' → [1, 3, 5]; `QueryError` naming the frame list when malformed, when it
+    names a frame twice, or when it names more than `limit` frames.
+
+    PS3.18 §10.4.1.1.3 asks for a list of frame numbers; a repeated number would only make
+    the server decode and send the same frame again, so repetitions are refused, not
+    merged silently: the client learns its list was not what it meant."""
+    pieces = text.split(",")
+    if len(pieces) > limit:
+        raise QueryError(f"frame list names {len(pieces)} frames; at most {limit} per request "
+                         "(MINIPACS_HTTP_MAX_FRAMES_PER_REQUEST): split the request")
     try:
-        numbers = [int(part) for part in text.split(",")]
+        numbers = [int(part) for part in pieces]
     except ValueError as exc:
-        raise QueryError(f"frame list {text!r} must be frame numbers separated by commas, "
-                         "e.g. 1,3,5") from exc
+        raise QueryError(f"frame list {text[:80]!r} must be frame numbers separated by "
+                         "commas, e.g. 1,3,5") from exc
     if any(n < 1 for n in numbers):
-        raise QueryError(f"frame list {text!r}: frame numbers start at 1")
+        raise QueryError(f"frame list {text[:80]!r}: frame numbers start at 1")
+    seen: set[int] = set()
+    for number in numbers:
+        if number in seen:
+            raise QueryError(f"frame list {text[:80]!r} names frame {number} twice; name "
+                             "each frame once")
+        seen.add(number)
     return numbers
+
+
+def _frame_limit(request: Request) -> int:
+    return int(request.app.state.settings.http_max_frames_per_request)
 
 
 # ---------------------------------------------------------------------- frames
@@ -72,29 +92,44 @@ def retrieve_frames(
     request: Request, archive: ArchiveDep,
     study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
     instance: str = _uid("SOPInstanceUID"),
-    frames: str = Path(description="Frame numbers from 1, e.g. 1 or 1,3,5"),
+    frames: str = Path(description="Frame numbers from 1, each at most once, e.g. 1 or "
+                       "1,3,5 (at most MINIPACS_HTTP_MAX_FRAMES_PER_REQUEST)"),
 ) -> Response:
     """`Accept: multipart/related; type="application/octet-stream"` (default, also for
     `*/*`) gives raw little-endian pixels, decompressed server-side, colour interleaved
     (PlanarConfiguration 0) and YBR JPEG sources as RGB; each part says so in its
     `X-Photometric-Interpretation`, `X-Samples-Per-Pixel`, `X-Bits-Allocated`,
     `X-Pixel-Representation` headers. `type="image/jpeg"`, `image/jp2`, `image/jls`,
-    `image/x-dicom-rle`, ... or `transfer-syntax=*` give the bitstreams as stored."""
+    `image/x-dicom-rle`, ... or `transfer-syntax=*` give the bitstreams as stored.
+    Frames are read and sent one at a time: the peak is one frame, not the list."""
     record = _record(archive, study, series, instance)
-    numbers = parse_frame_list(frames)
+    numbers = parse_frame_list(frames, _frame_limit(request))
+    return _frames_response(request, archive, record, numbers)
+
+
+def _frames_response(request: Request, archive: Archive, record: InstanceRecord,
+                     numbers: list[int]) -> Response:
     choice = frame_choice(request.headers.get("accept"), record.transfer_syntax_uid)
-    parts = Imaging(archive).frames(record, numbers, decode=choice.decode)
     content_type = f"{choice.media}; transfer-syntax={choice.transfer_syntax}"
-    base = f"{dicomweb_base(request)}/studies/{study}/series/{series}/instances/{instance}"
+    if not choice.multipart and len(numbers) != 1:
+        raise NotAcceptable(f"{len(numbers)} frames need a multipart/related Accept type")
+    parts = Imaging(archive).iter_frames(record, numbers, decode=choice.decode)
+    # The first frame is read before the response starts, so a missing frame or an
+    # undecodable stream is still a 404/406, not a broken 200.
+    first = next(parts, None)
+    if first is None:
+        raise NotFound(f"instance {record.sop_instance_uid} has no frames to send")
     if not choice.multipart:
-        if len(parts) != 1:
-            raise NotAcceptable(f"{len(parts)} frames need a multipart/related Accept type")
-        return Response(parts[0].data, media_type=content_type,
-                        headers=describe_part(parts[0]) if choice.decode else {})
+        parts.close()
+        return Response(first.data, media_type=content_type,
+                        headers=describe_part(first) if choice.decode else {})
+    path = INSTANCE.format(study=record.study_instance_uid, series=record.series_instance_uid,
+                           instance=record.sop_instance_uid)
+    base = f"{dicomweb_base(request)}{path}"
     boundary = new_boundary()
 
     def body() -> Iterator[tuple[dict[str, str], Iterator[bytes]]]:
-        for part in parts:
+        for part in itertools.chain([first], parts):
             headers = {"Content-Type": content_type,
                        "Content-Location": f"{base}/frames/{part.number}",
                        "Content-Length": str(len(part.data))}
@@ -122,10 +157,10 @@ def retrieve_bulkdata(
     if len(tag) != 8 or any(c not in "0123456789abcdefABCDEF" for c in tag):
         raise QueryError(f"bulk data tag {tag[:20]!r} must be 8 hex digits, e.g. 7FE00010")
     if tag.upper() == "7FE00010":
-        imaging = Imaging(archive)
-        numbers = list(range(1, imaging.frame_count(record) + 1))
-        return retrieve_frames(request, archive, study, series, instance,
-                               ",".join(map(str, numbers)))
+        # All frames, streamed one at a time: the frame-list cap is for lists a client
+        # writes, not for the whole pixel data it asks for by tag.
+        numbers = list(range(1, Imaging(archive).frame_count(record) + 1))
+        return _frames_response(request, archive, record, numbers)
     data = Imaging(archive).bulkdata(record, int(tag, 16))
     boundary = new_boundary()
     path = INSTANCE.format(study=study, series=series, instance=instance)
@@ -157,18 +192,32 @@ def _rendered_parts(imaging: Imaging, records: list[InstanceRecord], options: Re
 
     Instances without pixel data (SR, PDF...) or with pixels no codec here can decode
     are left out; none left → `NotFound`."""
-    images = []
-    for record in records:
+    def rendered_or_none(record: InstanceRecord) -> bytes | None:
         try:
-            images.append(imaging.rendered(record, None, options))
+            return imaging.rendered(record, None, options)
         except (NotFound, NotAcceptable) as exc:
             log.info("rendered %s: skipping %s: %s", record.series_instance_uid,
                      record.sop_instance_uid, exc)
-    if not images:
+            return None
+
+    # Up to the first renderable instance before the response starts (none → 404); the
+    # rest one at a time as the body is sent: one image in memory, not the study's.
+    remaining = iter(records)
+    first = next((image for image in map(rendered_or_none, remaining) if image is not None),
+                 None)
+    if first is None:
         raise NotFound("none of these instances has pixel data that can be rendered")
+
+    def images() -> Iterator[bytes]:
+        yield first
+        for record in remaining:
+            image = rendered_or_none(record)
+            if image is not None:
+                yield image
+
     boundary = new_boundary()
     return StreamingResponse(
-        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images),
+        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images()),
                      boundary),
         media_type=multipart_content_type(options.media_type, boundary),
     )
@@ -228,14 +277,27 @@ def render_frames(
     """One frame: a single image; several (`1,3,5`): multipart/related of images."""
     options = _options(request, accept, window, viewport, quality, annotation)
     record = _record(archive, study, series, instance)
-    numbers = parse_frame_list(frames)
+    numbers = parse_frame_list(frames, _frame_limit(request))
     imaging = Imaging(archive)
-    images = [imaging.rendered(record, n, options) for n in numbers]
-    if len(images) == 1:
-        return Response(images[0], media_type=options.media_type)
+    # The first image is made before the response starts (its errors are still statuses);
+    # the others one at a time as the body is sent: one image in memory, not the list.
+    first = imaging.rendered(record, numbers[0], options)
+    if len(numbers) == 1:
+        return Response(first, media_type=options.media_type)
+    count = imaging.frame_count(record)
+    missing = next((n for n in numbers if n > count), None)
+    if missing is not None:
+        raise NotFound(f"frame {missing} does not exist: instance {record.sop_instance_uid} "
+                       f"has {count} frame(s), numbered from 1")
+
+    def images() -> Iterator[bytes]:
+        yield first
+        for number in numbers[1:]:
+            yield imaging.rendered(record, number, options)
+
     boundary = new_boundary()
     return StreamingResponse(
-        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images),
+        encode_parts((({"Content-Type": options.media_type}, [image]) for image in images()),
                      boundary),
         media_type=multipart_content_type(options.media_type, boundary),
     )

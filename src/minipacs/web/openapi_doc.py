@@ -1,0 +1,130 @@
+"""The OpenAPI document as clients may rely on it: every status and media type each
+route can answer, with the project's error body, and no FastAPI 422 (the app maps every
+parameter or body error to 400/415 in `web.app`).
+
+FastAPI derives parameters and bodies from the routes; what it cannot know (the media
+types our `Response` objects carry, the statuses the core's errors become) is added here
+from one table, so the document and the code change in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+DICOM_JSON = "application/dicom+json"
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_DICOM_JSON_ARRAY = {"schema": {"type": "array", "items": {"type": "object"}}}
+_ERROR_REF = {"schema": {"$ref": "#/components/schemas/Error"}}
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string",
+                             "description": "What was wrong, with the value, and what to do"}},
+}
+
+_ERRORS: dict[str, str] = {
+    "400": "A parameter or the body is malformed (the error names it, its value and what is "
+           "expected)",
+    "404": "No such study, series, instance, frame, AE or worklist item",
+    "406": "The Accept header (or accept/contentType parameter) excludes every media type "
+           "this resource can produce",
+    "409": "The request conflicts with what is stored",
+    "413": "Request body larger than MINIPACS_MAX_UPLOAD_BYTES (STOW-RS) or "
+           "MINIPACS_HTTP_MAX_JSON_BODY_BYTES (JSON routes)",
+    "415": "Request body in a media type this route does not take",
+    "431": "Request line and headers larger than MINIPACS_HTTP_MAX_HEADER_BYTES (answered "
+           "before routing; the connection is closed)",
+    "503": "The blob store or index is unavailable; retrying later may succeed",
+}
+
+# (method, path pattern) -> 200 content: media type -> description. First match wins.
+_UID = r"\{[a-z_]+\}"
+_CONTENT: list[tuple[str, str, dict[str, dict[str, Any]]]] = [
+    ("get", rf"^/dicom-web(/studies/{_UID}(/series/{_UID})?)?/(studies|series|instances)$",
+     {DICOM_JSON: _DICOM_JSON_ARRAY}),
+    ("get", r"/metadata$", {DICOM_JSON: _DICOM_JSON_ARRAY}),
+    ("get", rf"^/dicom-web/studies/{_UID}(/series/{_UID}(/instances/{_UID})?)?$",
+     {"multipart/related": _BINARY}),
+    ("get", r"/frames/\{frames\}$",
+     {"multipart/related": _BINARY, "application/octet-stream": _BINARY,
+      "image/jpeg": _BINARY, "image/jls": _BINARY, "image/jp2": _BINARY,
+      "image/jpx": _BINARY, "image/jphc": _BINARY, "image/x-dicom-rle": _BINARY}),
+    ("get", r"/bulkdata/\{tag\}$", {"multipart/related": _BINARY}),
+    ("get", r"/instances/\{instance\}(/frames/\{frames\})?/rendered$",
+     {"image/jpeg": _BINARY, "image/png": _BINARY, "multipart/related": _BINARY}),
+    ("get", r"/rendered$", {"multipart/related": _BINARY}),
+    ("get", r"/thumbnail$", {"image/jpeg": _BINARY, "image/png": _BINARY}),
+    ("get", r"^/wado$", {"application/dicom": _BINARY, "image/jpeg": _BINARY,
+                         "image/png": _BINARY}),
+    ("post", r"^/dicom-web/studies", {DICOM_JSON: {"schema": {"type": "object"}}}),
+]
+_MULTIPART_NOTE = (' multipart/related bodies carry a type parameter naming the part media '
+                   'type (application/dicom, application/octet-stream, image/jpeg, ...) '
+                   'and, for DICOM and frames, a transfer-syntax parameter.')
+
+
+def _statuses(method: str, path: str, operation: dict[str, Any]) -> set[str]:
+    """The error statuses an operation can answer, from what it takes and does."""
+    codes = {"431", "503"}  # any request: an oversized head; the index or store down
+    if operation.get("parameters") or "requestBody" in operation:
+        codes.add("400")
+    if "{" in path or path == "/wado":
+        codes.add("404")
+    if path.startswith("/dicom-web") or path == "/wado":
+        codes.add("406")  # negotiated from Accept (PS3.18 §8.7)
+    if "requestBody" in operation:
+        codes.update({"413", "415"})
+    if method == "post" and path.startswith("/dicom-web/studies"):
+        codes.add("409")
+    return codes
+
+
+def _describe(openapi: dict[str, Any]) -> dict[str, Any]:
+    openapi.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    schemas = openapi["components"]["schemas"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for path, item in openapi.get("paths", {}).items():
+        for method, operation in item.items():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for pattern_method, pattern, content in _CONTENT:
+                if pattern_method == method and re.search(pattern, path):
+                    ok = next((c for c in ("200", "201", "204") if c in responses), "200")
+                    described = responses.setdefault(ok, {"description": "Success"})
+                    described["content"] = dict(content)
+                    if "multipart/related" in content:
+                        described["description"] = (described.get("description", "")
+                                                    + "." + _MULTIPART_NOTE).lstrip(".")
+                    break
+            if path.endswith("/metadata"):
+                responses["304"] = {"description": "Not modified: If-None-Match named the "
+                                                   "current ETag"}
+            if method == "post" and path.startswith("/dicom-web/studies"):
+                for code in ("202", "409"):
+                    responses.setdefault(code, {"description": "See FailedSOPSequence"})
+                    responses[code]["content"] = {DICOM_JSON: {"schema": {"type": "object"}}}
+            for code in _statuses(method, path, operation):
+                if code == "409" and "content" in responses.get(code, {}):
+                    continue
+                entry = responses.setdefault(code, {"description": _ERRORS[code]})
+                entry["content"] = {"application/json": _ERROR_REF}
+    return openapi
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Make `app.openapi()` (and /openapi.json) return the completed document."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _describe(get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
