@@ -47,7 +47,7 @@ def guarded_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def _register(server: ServerProcess, title: str, **options: object) -> None:
     body = {"host": "127.0.0.1", "port": 104, **options}
-    response = httpx.put(f"{server.http_url}/admin/ae/{title}", json=body)
+    response = httpx.put(f"{server.http_url}/admin/ae/{title}", json=body, headers=server.auth)
     assert response.status_code == 200, response.text
 
 

@@ -31,15 +31,15 @@ def test_admin_api_registers_lists_and_removes_an_ae(server: ServerProcess) -> N
     url = f"{server.http_url}/admin/ae/WS-RADIANT"
     body = {"host": "10.0.0.7", "port": 104, "rights": ["query", "retrieve"],
             "ascii_responses": True}
-    put = httpx.put(url, json=body)
+    put = httpx.put(url, json=body, headers=server.auth)
     assert put.status_code == 200, put.text
     assert put.json()["rights"] == ["query", "retrieve"]
-    listed = httpx.get(f"{server.http_url}/admin/ae").json()
+    listed = httpx.get(f"{server.http_url}/admin/ae", headers=server.auth).json()
     entry = next(ae for ae in listed if ae["ae_title"] == "WS-RADIANT")
     assert (entry["host"], entry["port"], entry["ascii_responses"]) == ("10.0.0.7", 104, True)
-    assert httpx.delete(url).status_code == 204
-    assert httpx.get(url).status_code == 404
-    again = httpx.delete(url)
+    assert httpx.delete(url, headers=server.auth).status_code == 204
+    assert httpx.get(url, headers=server.auth).status_code == 404
+    again = httpx.delete(url, headers=server.auth)
     assert again.status_code == 404 and "WS-RADIANT" in again.json()["error"]
 
 
@@ -52,7 +52,7 @@ def test_admin_api_refuses_impossible_entries_saying_why(server: ServerProcess) 
         ("OKTITLE", {"host": "h", "port": 104, "default_charset": "UTF-8"}, "UTF-8"),
     ]
     for title, body, fragment in cases:
-        response = httpx.put(f"{base}/{title}", json=body)
+        response = httpx.put(f"{base}/{title}", json=body, headers=server.auth)
         assert response.status_code == 400, (title, body, response.text)
         assert fragment in response.json()["error"]
 

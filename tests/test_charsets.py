@@ -89,7 +89,7 @@ def test_mislabelled_latin1_that_is_really_utf8_is_remapped(
     assert _stored_name(server, patient_id) == NAME
     # only the label changed: the name's bytes are the ones the modality sent
     study = dcmread(path).StudyInstanceUID
-    qido = httpx.get(f"{server.dicomweb_url}/studies/{study}/metadata").json()
+    qido = httpx.get(f"{server.dicomweb_url}/studies/{study}/metadata", headers=server.auth).json()
     assert qido[0]["00080005"]["Value"] == ["ISO_IR 192"]
 
 
@@ -104,7 +104,8 @@ def test_same_bytes_from_an_ae_without_options_are_stored_untouched(
     series = dcmread(path).SeriesInstanceUID
     sop = dcmread(path).SOPInstanceUID
     response = httpx.get(
-        f"{server.dicomweb_url}/studies/{study}/series/{series}/instances/{sop}")
+        f"{server.dicomweb_url}/studies/{study}/series/{series}/instances/{sop}",
+            headers=server.auth)
     body = response.content
     assert dataset_bytes(path.read_bytes()) in body
 
@@ -133,7 +134,8 @@ def test_ascii_responses_go_only_to_the_ae_that_asked_for_them(
     matches = [ds for status, ds in assoc.send_c_find(
         query, StudyRootQueryRetrieveInformationModelFind) if status.Status == 0xFF00]
     httpx.post(f"{server.http_url}/admin/worklist",
-               json={"patient_id": patient_id, "patient_name": NAME, "modality": "CT"})
+               json={"patient_id": patient_id, "patient_name": NAME, "modality": "CT"},
+                   headers=server.auth)
     mwl = Dataset()
     mwl.PatientID = patient_id
     mwl.PatientName = ""

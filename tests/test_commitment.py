@@ -136,7 +136,8 @@ def test_instance_whose_stored_bytes_changed_is_not_committed(
 ) -> None:
     (ref,) = _stored(empty_server, tmp_path, 1)
     # Through the server's own blob store (folder or S3), once any spooled upload is done.
-    while httpx.get(f"{empty_server.http_url}/admin/storage").json()["pending_uploads"]:
+    while httpx.get(f"{empty_server.http_url}/admin/storage",
+                    headers=empty_server.auth).json()["pending_uploads"]:
         time.sleep(0.05)
     archive = open_archive(server_settings(empty_server).model_copy(update={"s3_spool": False}))
     (record,) = archive.instances(sop_instance_uid=ref[1])

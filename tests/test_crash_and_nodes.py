@@ -96,7 +96,7 @@ def test_kill_9_while_four_clients_push_loses_nothing_acknowledged(
     finally:
         archive.close()
     url = f"{empty_server.dicomweb_url}/instances?SOPInstanceUID={acknowledged[0].stem}"
-    assert len(httpx.get(url, timeout=30).json()) == 1
+    assert len(httpx.get(url, timeout=30, headers=empty_server.auth).json()) == 1
 
 
 @pytest.fixture
@@ -141,9 +141,10 @@ def test_two_nodes_ingesting_the_same_study_concurrently_keep_one_copy_of_everyt
     assert [len(a) for a in acked] == [len(files) for _node, files in jobs]
 
     for node in (node_a, node_b):  # both nodes see everything, once
-        counts = httpx.get(f"{node.http_url}/healthz", timeout=30).json()
+        counts = httpx.get(f"{node.http_url}/healthz", timeout=30, headers=node.auth).json()
         assert (counts["instances"], counts["series"]) == (36, 14)
-        found = httpx.get(f"{node.dicomweb_url}/studies?PatientID=TWO-NODES", timeout=30).json()
+        found = httpx.get(f"{node.dicomweb_url}/studies?PatientID=TWO-NODES", timeout=30,
+                          headers=node.auth).json()
         assert len(found) == 1
         assert found[0]["00201208"]["Value"] == [24]
         assert sorted(found[0]["00080061"]["Value"]) == ["CT", "MR"]
@@ -151,7 +152,7 @@ def test_two_nodes_ingesting_the_same_study_concurrently_keep_one_copy_of_everyt
     # instances through node A's settings needs them in S3.
     deadline = time.monotonic() + 120
     for node in (node_a, node_b):
-        while httpx.get(f"{node.http_url}/admin/storage", timeout=30).json()[
+        while httpx.get(f"{node.http_url}/admin/storage", timeout=30, headers=node.auth).json()[
                 "pending_uploads"]:
             assert time.monotonic() < deadline, "spooled uploads never finished"
             time.sleep(0.1)  # polling for the uploads, not waiting on time

@@ -33,7 +33,7 @@ def stored(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> d
 
 @pytest.fixture
 def client(server: ServerProcess) -> DICOMwebClient:
-    return DICOMwebClient(url=server.dicomweb_url)
+    return DICOMwebClient(url=server.dicomweb_url, headers=server.auth)
 
 
 def test_dicomweb_client_searches_studies_by_fuzzy_name(
@@ -60,7 +60,7 @@ def test_qido_tag_keys_includefield_and_date_range(server: ServerProcess,
         f"{server.dicomweb_url}/studies",
         params={"00100020": "QIDO-1", "StudyDate": "20240201-20240203",
                 "includefield": "InstitutionName"},
-    )
+     headers=server.auth)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/dicom+json")
     (study,) = response.json()
@@ -75,7 +75,7 @@ def test_retrieve_instance_is_byte_identical(client: DICOMwebClient, server: Ser
     raw = httpx.get(
         f"{server.dicomweb_url}/studies/{stored['study']}/series/{stored['series']}"
         f"/instances/{stored['sop']}"
-    ).content
+    , headers=server.auth).content
     original = Path(stored["path"]).read_bytes()
     assert original[144 + int.from_bytes(original[140:144], "little"):] in raw
 
@@ -100,7 +100,7 @@ def test_metadata_has_bulkdata_uri_resolved_against_our_base(
     ],
 )
 def test_bad_requests_get_clear_errors(server: ServerProcess, path: str, status: int) -> None:
-    response = httpx.get(server.dicomweb_url + path)
+    response = httpx.get(server.dicomweb_url + path, headers=server.auth)
     assert response.status_code == status
     assert response.json()["error"]
 
@@ -108,7 +108,7 @@ def test_bad_requests_get_clear_errors(server: ServerProcess, path: str, status:
 def test_unservable_accept_is_406(server: ServerProcess, stored: dict[str, str]) -> None:
     response = httpx.get(
         f"{server.dicomweb_url}/studies/{stored['study']}",
-        headers={"Accept": "application/pdf"},
+        headers={**server.auth, "Accept": "application/pdf"},
     )
     assert response.status_code == 406
 
@@ -121,9 +121,10 @@ def test_limit_and_offset_page_through_results(server: ServerProcess, tmp_path: 
         files.append(path)
     assert storescu(server, *files).returncode == 0
     url = f"{server.dicomweb_url}/studies"
-    first = httpx.get(url, params={"PatientID": "PAGE-1", "limit": 2})
+    first = httpx.get(url, params={"PatientID": "PAGE-1", "limit": 2}, headers=server.auth)
     assert len(first.json()) == 2 and "Warning" in first.headers
-    rest = httpx.get(url, params={"PatientID": "PAGE-1", "limit": 2, "offset": 2}).json()
+    rest = httpx.get(url, params={"PatientID": "PAGE-1", "limit": 2, "offset": 2},
+                     headers=server.auth).json()
     assert len(rest) == 1
     dates = [s["00080020"]["Value"][0] for s in first.json() + rest]
     assert dates == ["20210103", "20210102", "20210101"]
@@ -137,7 +138,7 @@ def test_study_retrieve_returns_every_instance(server: ServerProcess, tmp_path: 
         path.write_bytes(make_instance(study_uid=study))
         files.append(path)
     assert storescu(server, *files).returncode == 0
-    client = DICOMwebClient(url=server.dicomweb_url)
+    client = DICOMwebClient(url=server.dicomweb_url, headers=server.auth)
     instances = client.retrieve_study(study)
     assert len(instances) == 3
     assert {dcmread(io.BytesIO(f.read_bytes())).SOPInstanceUID for f in files} == {

@@ -36,7 +36,8 @@ def rle(server: ServerProcess) -> Stored:
 def _get(server: ServerProcess, path: str, accept: str | None = None, **params: str
          ) -> httpx.Response:
     headers = {"Accept": accept} if accept else {}
-    return httpx.get(server.dicomweb_url + path, headers=headers, params=params, timeout=60)
+    return httpx.get(server.dicomweb_url + path,
+                     headers={**server.auth, **headers}, params=params, timeout=60)
 
 
 # ---------------------------------------------------------------------- WADO-RS retrieve
@@ -74,7 +75,7 @@ def test_retrieve_in_a_syntax_we_cannot_produce_is_406(server: ServerProcess, rl
 
 def test_dicomweb_client_retrieves_study_series_and_instance(server: ServerProcess,
                                                              rle: Stored) -> None:
-    client = DICOMwebClient(url=server.dicomweb_url)
+    client = DICOMwebClient(url=server.dicomweb_url, headers=server.auth)
     assert [ds.SOPInstanceUID for ds in client.retrieve_study(rle.study)] == [rle.sop]
     assert [ds.SOPInstanceUID for ds in client.retrieve_series(rle.study, rle.series)] == [
         rle.sop]
@@ -85,7 +86,7 @@ def test_dicomweb_client_retrieves_study_series_and_instance(server: ServerProce
 def test_metadata_has_an_etag_answers_304_and_is_gzipped(server: ServerProcess, rle: Stored
                                                         ) -> None:
     url = f"{server.dicomweb_url}/studies/{rle.study}/metadata"
-    with httpx.Client() as client:
+    with httpx.Client(headers=server.auth) as client:
         first = client.get(url, headers={"Accept-Encoding": "gzip"})
         raw = client.build_request("GET", url, headers={"Accept-Encoding": "gzip"})
         streamed = client.send(raw, stream=True)
@@ -95,10 +96,11 @@ def test_metadata_has_an_etag_answers_304_and_is_gzipped(server: ServerProcess, 
     assert gzip.decompress(body) == first.content
     assert first.json()[0]["00100010"]["Value"][0]["Alphabetic"] == "Đặng^Thị Lan"
     etag = first.headers["etag"]
-    again = httpx.get(url, headers={"If-None-Match": etag})
+    again = httpx.get(url, headers={**server.auth, "If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
-    assert httpx.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
-    assert httpx.get(url, headers={"Accept": "application/dicom+xml"}).status_code == 406
+    assert httpx.get(url, headers={**server.auth, "If-None-Match": '"other"'}).status_code == 200
+    assert httpx.get(url,
+                     headers={**server.auth, "Accept": "application/dicom+xml"}).status_code == 406
 
 
 # ---------------------------------------------------------------------- QIDO-RS
@@ -181,16 +183,19 @@ def test_wado_uri_returns_the_instance_or_a_rendered_image(server: ServerProcess
     params = {"requestType": "WADO", "studyUID": rle.study, "seriesUID": rle.series,
               "objectUID": rle.sop}
     url = f"{server.http_url}/wado"
-    dicom = httpx.get(url, params={**params, "contentType": "application/dicom"})
+    dicom = httpx.get(url, params={**params, "contentType": "application/dicom"},
+                      headers=server.auth)
     assert dicom.headers["content-type"] == "application/dicom" and dicom.content == rle.data
     explicit = httpx.get(url, params={**params, "contentType": "application/dicom",
-                                      "transferSyntax": ExplicitVRLittleEndian})
+                                      "transferSyntax": ExplicitVRLittleEndian},
+                                          headers=server.auth)
     assert dcmread(io.BytesIO(explicit.content)).file_meta.TransferSyntaxUID == (
         ExplicitVRLittleEndian)
-    jpeg = httpx.get(url, params=params)
+    jpeg = httpx.get(url, params=params, headers=server.auth)
     assert Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
     png = httpx.get(url, params={**params, "contentType": "image/png", "rows": "32",
-                                 "windowCenter": "0", "windowWidth": "500", "frameNumber": "2"})
+                                 "windowCenter": "0", "windowWidth": "500", "frameNumber": "2"},
+                                     headers=server.auth)
     assert Image.open(io.BytesIO(png.content)).size == (32, 32)
 
 
@@ -204,7 +209,8 @@ def test_wado_uri_errors(server: ServerProcess, rle: Stored, change: dict[str, s
                          status: int) -> None:
     params = {"requestType": "WADO", "studyUID": rle.study, "seriesUID": rle.series,
               "objectUID": rle.sop, **change}
-    assert httpx.get(f"{server.http_url}/wado", params=params).status_code == status
+    assert httpx.get(f"{server.http_url}/wado", params=params,
+                     headers=server.auth).status_code == status
 
 
 # ---------------------------------------------------------------------- CORS, OpenAPI
@@ -213,22 +219,23 @@ def test_cors_allows_the_configured_origin_only(limited_server: ServerProcess,
     origin = "https://viewer.example.org"
     preflight = httpx.options(
         f"{limited_server.dicomweb_url}/studies",
-        headers={"Origin": origin, "Access-Control-Request-Method": "GET",
+        headers={**limited_server.auth, "Origin": origin, "Access-Control-Request-Method": "GET",
                  "Access-Control-Request-Headers": "accept"})
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == origin
-    simple = httpx.get(f"{limited_server.dicomweb_url}/studies", headers={"Origin": origin})
+    simple = httpx.get(f"{limited_server.dicomweb_url}/studies",
+                       headers={**limited_server.auth, "Origin": origin})
     assert simple.headers["access-control-allow-origin"] == origin
     assert "ETag" in simple.headers["access-control-expose-headers"]
     other = httpx.get(f"{limited_server.dicomweb_url}/studies",
-                      headers={"Origin": "https://evil.example"})
+                      headers={**limited_server.auth, "Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
-    default = httpx.get(f"{server.dicomweb_url}/studies", headers={"Origin": origin})
+    default = httpx.get(f"{server.dicomweb_url}/studies", headers={**server.auth, "Origin": origin})
     assert "access-control-allow-origin" not in default.headers
 
 
 def test_openapi_describes_every_endpoint_and_parameter(server: ServerProcess) -> None:
-    spec = httpx.get(f"{server.http_url}/openapi.json").json()
+    spec = httpx.get(f"{server.http_url}/openapi.json", headers=server.auth).json()
     series = "/dicom-web/studies/{study}/series/{series}"
     instance = series + "/instances/{instance}"
     expected = [

@@ -47,7 +47,7 @@ def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
             "patient_id": "CANCEL-1", "patient_name": "Cancel^Test", "modality": "CT",
             "scheduled_start_date": "20250301", "scheduled_start_time": "0900",
             "accession_number": f"WL{n:04d}", "requested_procedure_description": "CT",
-        })
+        }, headers=proc.auth)
         assert response.status_code == 201, response.text
     yield proc
     proc.stop()

@@ -21,7 +21,7 @@ def _wado(server: ServerProcess, study: str, series: str, sop: str) -> bytes:
     url = f"{server.dicomweb_url}/studies/{study}/series/{series}/instances/{sop}"
     # transfer-syntax=*: as stored (without it PS3.18 §8.7.3.5.2 means Explicit VR LE)
     accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-    response = httpx.get(url, timeout=30, headers={"Accept": accept})
+    response = httpx.get(url, timeout=30, headers={**server.auth, "Accept": accept})
     assert response.status_code == 200, response.text
     boundary = response.headers["content-type"].split("boundary=")[1].split(";")[0]
     body = response.content
@@ -62,7 +62,8 @@ def test_storescu_then_findscu_then_wado_round_trip_vietnamese_name(
     (match,) = c_find(server, identifier)
     assert str(match.PatientName) == "Nguyễn^Văn An"
 
-    qido = httpx.get(f"{server.dicomweb_url}/studies", params={"PatientID": "RT-VN-1"}).json()
+    qido = httpx.get(f"{server.dicomweb_url}/studies", params={"PatientID": "RT-VN-1"},
+                     headers=server.auth).json()
     assert qido[0]["00100010"]["Value"][0]["Alphabetic"] == "Nguyễn^Văn An"
 
     retrieved = _wado(server, study, series, sop)
@@ -214,7 +215,8 @@ def test_sample_studies_are_listed_by_findscu_and_qido(server: ServerProcess) ->
         "127.0.0.1", str(server.dicom_port),
     )
     assert result.returncode == 0
-    qido = httpx.get(f"{server.dicomweb_url}/studies", params={"Manufacturer": ""})
+    qido = httpx.get(f"{server.dicomweb_url}/studies", params={"Manufacturer": ""},
+                     headers=server.auth)
     assert qido.status_code == 200
     names = {m["00100010"]["Value"][0]["Alphabetic"] for m in qido.json()
              if "Value" in m.get("00100010", {})}

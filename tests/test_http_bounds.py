@@ -80,7 +80,8 @@ def test_streamed_transcode_of_colour_jpeg_source_says_rgb_interleaved() -> None
 def test_frame_list_naming_a_frame_twice_is_400_naming_it(server: ServerProcess) -> None:
     data = make_instance(frames=3)
     store(server, data)
-    response = httpx.get(_instance_url(server, data) + "/frames/1,2,1", timeout=30)
+    response = httpx.get(_instance_url(server, data) + "/frames/1,2,1", timeout=30,
+                         headers=server.auth)
     assert response.status_code == 400
     assert "frame 1 twice" in response.json()["error"]
 
@@ -89,7 +90,8 @@ def test_frame_list_longer_than_the_cap_is_400_before_any_work(server: ServerPro
     data = make_instance(frames=2)
     store(server, data)
     frames = ",".join(str(n) for n in range(1, 2050))  # default cap 2048
-    response = httpx.get(_instance_url(server, data) + f"/frames/{frames}", timeout=30)
+    response = httpx.get(_instance_url(server, data) + f"/frames/{frames}", timeout=30,
+                         headers=server.auth)
     assert response.status_code == 400
     error = response.json()["error"]
     assert "2049 frames" in error and "2048" in error
@@ -101,7 +103,7 @@ def test_repeated_frame_url_from_the_issue_is_refused_not_decoded_2000_times(
     data = make_instance(frames=1)
     store(server, data)
     response = httpx.get(_instance_url(server, data) + "/frames/" + ",".join(["1"] * 2000),
-                         timeout=30)
+                         timeout=30, headers=server.auth)
     assert response.status_code == 400
     assert "names frame 1 twice" in response.json()["error"]
 
@@ -134,7 +136,8 @@ def test_one_megabyte_header_block_is_431_and_the_server_keeps_serving(
     answer = _raw_request(server.http_port, head)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert b"MINIPACS_HTTP_MAX_HEADER_BYTES" in answer
-    assert httpx.get(server.http_url + "/healthz", timeout=10).status_code == 200
+    assert httpx.get(server.http_url + "/healthz", timeout=10,
+                     headers=server.auth).status_code == 200
 
 
 @pytest.mark.parametrize("head", [
@@ -144,12 +147,13 @@ def test_one_megabyte_header_block_is_431_and_the_server_keeps_serving(
 def test_one_huge_header_value_or_url_is_431(server: ServerProcess, head: bytes) -> None:
     answer = _raw_request(server.http_port, head)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
-    assert httpx.get(server.http_url + "/healthz", timeout=10).status_code == 200
+    assert httpx.get(server.http_url + "/healthz", timeout=10,
+                     headers=server.auth).status_code == 200
 
 
 def test_header_block_under_the_limit_is_served(server: ServerProcess) -> None:
     response = httpx.get(server.http_url + "/healthz", timeout=10,
-                         headers={"X-Filler": "a" * 30_000})
+                         headers={**server.auth, "X-Filler": "a" * 30_000})
     assert response.status_code == 200
 
 
@@ -178,18 +182,20 @@ def test_transcoded_retrieve_and_frame_list_peak_stays_near_one_frame(
     url = _instance_url(empty_server, data)
     decoded_size = FRAMES * ROWS * COLUMNS * 2
     # Warm up: first decode loads codecs and numpy paths; measure growth after that.
-    warm = httpx.get(url + "/frames/1", timeout=60)
+    warm = httpx.get(url + "/frames/1", timeout=60, headers=empty_server.auth)
     assert warm.status_code == 200
     before = _peak_kib(empty_server)
 
-    with httpx.stream("GET", url, headers={"Accept": DICOM_EXPLICIT}, timeout=120) as answer:
+    with httpx.stream("GET", url, headers={**empty_server.auth, "Accept": DICOM_EXPLICIT},
+                      timeout=120) as answer:
         assert answer.status_code == 200
         received = sum(len(chunk) for chunk in answer.iter_bytes())
     assert received > decoded_size
     after_retrieve = _peak_kib(empty_server)
 
     frames = ",".join(str(n) for n in range(1, FRAMES + 1))
-    with httpx.stream("GET", f"{url}/frames/{frames}", timeout=120) as answer:
+    with httpx.stream("GET", f"{url}/frames/{frames}", timeout=120,
+                      headers=empty_server.auth) as answer:
         assert answer.status_code == 200
         received = sum(len(chunk) for chunk in answer.iter_bytes())
     assert received > decoded_size
@@ -208,7 +214,8 @@ def test_transcoded_retrieve_and_frame_list_peak_stays_near_one_frame(
 def test_transcoded_retrieve_is_a_valid_instance(server: ServerProcess) -> None:
     data = make_instance(transfer_syntax=RLELossless, frames=3)
     store(server, data)
-    response = httpx.get(_instance_url(server, data), headers={"Accept": DICOM_EXPLICIT},
+    response = httpx.get(_instance_url(server, data),
+                         headers={**server.auth, "Accept": DICOM_EXPLICIT},
                          timeout=30)
     assert response.status_code == 200
     (headers, body), = multipart_parts(response)
@@ -222,10 +229,12 @@ def test_transcoded_retrieve_is_a_valid_instance(server: ServerProcess) -> None:
 def test_admin_body_over_the_limit_is_413_before_it_is_read(empty_server: ServerProcess) -> None:
     big = b'{"host": "' + b"h" * (2 * 1024 * 1024) + b'", "port": 104}'
     response = httpx.put(f"{empty_server.http_url}/admin/ae/BIG", content=big,
-                         headers={"Content-Type": "application/json"}, timeout=30)
+                         headers={**empty_server.auth, "Content-Type": "application/json"},
+                         timeout=30)
     assert response.status_code == 413
     assert "MINIPACS_HTTP_MAX_JSON_BODY_BYTES" in response.json()["error"]
-    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10).json() == []
+    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10,
+                     headers=empty_server.auth).json() == []
 
 
 def test_chunked_admin_body_over_the_limit_is_413(empty_server: ServerProcess) -> None:
@@ -236,16 +245,18 @@ def test_chunked_admin_body_over_the_limit_is_413(empty_server: ServerProcess) -
         yield b'", "port": 104}'
 
     response = httpx.put(f"{empty_server.http_url}/admin/ae/BIG", content=chunks(),
-                         headers={"Content-Type": "application/json"}, timeout=30)
+                         headers={**empty_server.auth, "Content-Type": "application/json"},
+                         timeout=30)
     assert response.status_code == 413
     assert "at least" in response.json()["error"]
-    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10).json() == []
+    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10,
+                     headers=empty_server.auth).json() == []
 
 
 def test_admin_body_under_the_limit_is_accepted(empty_server: ServerProcess) -> None:
     response = httpx.put(f"{empty_server.http_url}/admin/ae/SMALL",
                          json={"host": "127.0.0.1", "port": 104, "description": "d" * 10_000},
-                         timeout=10)
+                         timeout=10, headers=empty_server.auth)
     assert response.status_code == 200, response.text
 
 
@@ -258,6 +269,8 @@ def test_valid_json_padded_past_the_limit_is_413_and_not_applied(
             yield b" " * 65536
 
     response = httpx.put(f"{empty_server.http_url}/admin/ae/PADDED", content=chunks(),
-                         headers={"Content-Type": "application/json"}, timeout=30)
+                         headers={**empty_server.auth, "Content-Type": "application/json"},
+                         timeout=30)
     assert response.status_code == 413
-    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10).json() == []
+    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10,
+                     headers=empty_server.auth).json() == []

@@ -23,7 +23,8 @@ def test_admin_body_field_of_wrong_type_is_400_naming_field_and_value(
     empty_server: ServerProcess,
 ) -> None:
     response = httpx.put(f"{empty_server.http_url}/admin/ae/PEER",
-                         json={"host": "127.0.0.1", "port": "eleven"}, timeout=10)
+                         json={"host": "127.0.0.1", "port": "eleven"}, timeout=10,
+                             headers=empty_server.auth)
     assert response.status_code == 400
     error = _error(response)
     assert "'port'" in error and "'eleven'" in error and "integer" in error
@@ -31,30 +32,33 @@ def test_admin_body_field_of_wrong_type_is_400_naming_field_and_value(
 
 def test_admin_body_missing_field_is_400_naming_it(empty_server: ServerProcess) -> None:
     response = httpx.put(f"{empty_server.http_url}/admin/ae/PEER", json={"port": 104},
-                         timeout=10)
+                         timeout=10, headers=empty_server.auth)
     assert response.status_code == 400
     assert "'host' is required" in _error(response)
 
 
 def test_admin_body_that_is_not_json_is_400(empty_server: ServerProcess) -> None:
     response = httpx.put(f"{empty_server.http_url}/admin/ae/PEER", content=b"{not json",
-                         headers={"Content-Type": "application/json"}, timeout=10)
+                         headers={**empty_server.auth, "Content-Type": "application/json"},
+                         timeout=10)
     assert response.status_code == 400
     assert "not valid JSON" in _error(response)
 
 
 def test_admin_body_in_another_media_type_is_415(empty_server: ServerProcess) -> None:
     response = httpx.put(f"{empty_server.http_url}/admin/ae/PEER", content=b"host=x",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"},
+                         headers={**empty_server.auth,
+                                  "Content-Type": "application/x-www-form-urlencoded"},
                          timeout=10)
     assert response.status_code == 415
     assert "application/json" in _error(response)
-    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10).json() == []
+    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10,
+                     headers=empty_server.auth).json() == []
 
 
 def test_query_parameter_of_wrong_type_is_400_naming_it(server: ServerProcess) -> None:
     response = httpx.get(f"{server.http_url}/admin/worklist",
-                         params={"include_cancelled": "maybe"}, timeout=10)
+                         params={"include_cancelled": "maybe"}, timeout=10, headers=server.auth)
     assert response.status_code == 400
     error = _error(response)
     assert "'include_cancelled'" in error and "'maybe'" in error
@@ -63,23 +67,24 @@ def test_query_parameter_of_wrong_type_is_400_naming_it(server: ServerProcess) -
 def test_wado_uri_frame_number_zero_is_400_not_422(server: ServerProcess) -> None:
     response = httpx.get(f"{server.http_url}/wado", params={
         "requestType": "WADO", "studyUID": "1.2", "seriesUID": "1.3", "objectUID": "1.4",
-        "frameNumber": "0"}, timeout=10)
+        "frameNumber": "0"}, timeout=10, headers=server.auth)
     assert response.status_code == 400
     assert "'frameNumber'" in _error(response)
 
 
 def test_wado_uri_missing_parameter_is_400_naming_it(server: ServerProcess) -> None:
     response = httpx.get(f"{server.http_url}/wado", params={"requestType": "WADO"},
-                         timeout=10)
+                         timeout=10, headers=server.auth)
     assert response.status_code == 400
     assert "'studyUID' is required" in _error(response)
 
 
 def test_unknown_path_and_method_answer_in_the_error_format(server: ServerProcess) -> None:
-    missing = httpx.get(f"{server.http_url}/dicom-web/nothing-here", timeout=10)
+    missing = httpx.get(f"{server.http_url}/dicom-web/nothing-here", timeout=10,
+                        headers=server.auth)
     assert missing.status_code == 404
     assert "/dicom-web/nothing-here" in _error(missing)
-    wrong = httpx.patch(f"{server.http_url}/dicom-web/studies", timeout=10)
+    wrong = httpx.patch(f"{server.http_url}/dicom-web/studies", timeout=10, headers=server.auth)
     assert wrong.status_code == 405
     assert "PATCH" in _error(wrong)
     assert "GET" in wrong.headers["allow"]
@@ -107,19 +112,20 @@ def test_traversal_like_uid_is_400_naming_it(server: ServerProcess, segment: str
 
 @pytest.mark.parametrize("value", ["' OR 1=1--", "x'; DROP TABLE instance;--", "%' OR '%'='"])
 def test_sql_like_values_are_matched_literally(server: ServerProcess, value: str) -> None:
-    before = httpx.get(f"{server.http_url}/healthz", timeout=10).json()
+    before = httpx.get(f"{server.http_url}/healthz", timeout=10, headers=server.auth).json()
     for key in ("PatientName", "PatientID", "AccessionNumber", "StudyDescription"):
         response = httpx.get(f"{server.dicomweb_url}/studies", params={key: value},
-                             timeout=10)
+                             timeout=10, headers=server.auth)
         assert response.status_code == 200, response.text
         assert response.json() == [] if response.content else True
-    after = httpx.get(f"{server.http_url}/healthz", timeout=10).json()
+    after = httpx.get(f"{server.http_url}/healthz", timeout=10, headers=server.auth).json()
     assert before == after
 
 
 def test_sql_like_uid_is_400_naming_the_value(server: ServerProcess) -> None:
     response = httpx.get(f"{server.dicomweb_url}/studies",
-                         params={"StudyInstanceUID": "1' OR '1'='1"}, timeout=10)
+                         params={"StudyInstanceUID": "1' OR '1'='1"}, timeout=10,
+                             headers=server.auth)
     assert response.status_code == 400
     assert "1' OR '1'='1" in _error(response)
 
@@ -131,7 +137,7 @@ def test_sql_like_uid_is_400_naming_the_value(server: ServerProcess) -> None:
 ])
 def test_nul_in_path_or_query_is_400_on_every_index(empty_server: ServerProcess,
                                                     path: str) -> None:
-    response = httpx.get(empty_server.http_url + path, timeout=10)
+    response = httpx.get(empty_server.http_url + path, timeout=10, headers=empty_server.auth)
     assert response.status_code == 400
     assert "NUL" in _error(response)
 
@@ -145,8 +151,11 @@ def test_nul_in_path_or_query_is_400_on_every_index(empty_server: ServerProcess,
 def test_nul_in_an_admin_body_is_400_and_nothing_is_stored(
     empty_server: ServerProcess, path: str, body: dict[str, object],
 ) -> None:
-    response = httpx.put(empty_server.http_url + path, json=body, timeout=10)
+    response = httpx.put(empty_server.http_url + path, json=body, timeout=10,
+                         headers=empty_server.auth)
     assert response.status_code == 400
     assert "NUL" in _error(response)
-    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10).json() == []
-    assert httpx.get(f"{empty_server.http_url}/admin/worklist", timeout=10).json() == []
+    assert httpx.get(f"{empty_server.http_url}/admin/ae", timeout=10,
+                     headers=empty_server.auth).json() == []
+    assert httpx.get(f"{empty_server.http_url}/admin/worklist", timeout=10,
+                     headers=empty_server.auth).json() == []

@@ -135,15 +135,17 @@ def test_delete_by_admin_api_and_cli_removes_rows_and_blobs_and_is_audited(
         path.write_bytes(make_instance(study_uid=study))
         paths.append(path)
     assert storescu(empty_server, *paths).returncode == 0
-    response = httpx.delete(f"{empty_server.http_url}/admin/studies/{by_api}", timeout=30)
+    response = httpx.delete(f"{empty_server.http_url}/admin/studies/{by_api}", timeout=30,
+                            headers=empty_server.auth)
     assert response.status_code == 200, response.text
     assert response.json()["deleted_instances"] == 2
-    gone = httpx.get(f"{empty_server.dicomweb_url}/studies/{by_api}", timeout=30)
+    gone = httpx.get(f"{empty_server.dicomweb_url}/studies/{by_api}", timeout=30,
+                     headers=empty_server.auth)
     assert gone.status_code == 404
     assert httpx.delete(f"{empty_server.http_url}/admin/studies/{by_api}",
-                        timeout=30).status_code == 404
+                        timeout=30, headers=empty_server.auth).status_code == 404
     assert httpx.delete(f"{empty_server.http_url}/admin/studies/1.2.x",
-                        timeout=30).status_code == 400
+                        timeout=30, headers=empty_server.auth).status_code == 400
 
     settings = server_settings(empty_server)
     result = minipacs_cli(settings, "delete", by_cli)

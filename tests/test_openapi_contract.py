@@ -44,7 +44,7 @@ def _multipart_body(ctx: Any, value: Any) -> bytes:
 
 
 def _openapi(server: ServerProcess) -> dict[str, Any]:
-    response = httpx.get(f"{server.http_url}/openapi.json", timeout=10)
+    response = httpx.get(f"{server.http_url}/openapi.json", timeout=10, headers=server.auth)
     assert response.status_code == 200
     document: dict[str, Any] = response.json()
     return document
@@ -101,7 +101,8 @@ def test_a_bad_value_for_each_parameter_is_a_declared_4xx_in_the_error_format(
     """Against a throwaway server: some operations write (PUT, POST, DELETE)."""
     document = _openapi(empty_server)
     checked = 0
-    with httpx.Client(base_url=empty_server.http_url, timeout=30) as client:
+    with httpx.Client(base_url=empty_server.http_url, timeout=30,
+                      headers=empty_server.auth) as client:
         for path, method, op in _operations(document):
             good_path = {p["name"]: "1.2.3" for p in op.get("parameters", [])
                          if p["in"] == "path"}
@@ -177,10 +178,10 @@ def _fuzz(server: ServerProcess, *, methods: tuple[str, ...], max_examples: int,
 def test_fuzzing_read_routes_finds_no_5xx_nor_undocumented_answers_and_changes_nothing(
     server: ServerProcess,
 ) -> None:
-    before = httpx.get(f"{server.http_url}/healthz", timeout=10).json()
+    before = httpx.get(f"{server.http_url}/healthz", timeout=10, headers=server.auth).json()
     failures, sent = _fuzz(server, methods=("get",), max_examples=25, budget_s=45)
     assert sent > 100
-    after = httpx.get(f"{server.http_url}/healthz", timeout=10).json()
+    after = httpx.get(f"{server.http_url}/healthz", timeout=10, headers=server.auth).json()
     assert before == after
     assert failures == [], "\n\n".join(failures)
 
@@ -193,4 +194,5 @@ def test_fuzzing_write_routes_on_a_throwaway_server_finds_no_5xx(
                            budget_s=45)
     assert sent > 40
     assert failures == [], "\n\n".join(failures)
-    assert httpx.get(f"{empty_server.http_url}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{empty_server.http_url}/healthz", timeout=10,
+                     headers=empty_server.auth).status_code == 200

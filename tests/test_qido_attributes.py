@@ -43,7 +43,7 @@ def hanoi(server: ServerProcess) -> list[Stored]:
 
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> DICOMwebClient:
-    return DICOMwebClient(url=server.dicomweb_url)
+    return DICOMwebClient(url=server.dicomweb_url, headers=server.auth)
 
 
 def _value(model: dict[str, Any], tag: str) -> Any:

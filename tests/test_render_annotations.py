@@ -146,7 +146,8 @@ def ct(server: ServerProcess) -> Stored:
 
 def _rendered(server: ServerProcess, path: str, **params: str) -> httpx.Response:
     return httpx.get(f"{server.dicomweb_url}{path}", timeout=60,
-                     params={"accept": "image/png", "viewport": "512,512", **params})
+                     params={"accept": "image/png", "viewport": "512,512", **params},
+                         headers=server.auth)
 
 
 def test_rendered_instance_and_frames_honour_annotation(server: ServerProcess,
@@ -170,9 +171,9 @@ def test_rendered_instance_and_frames_honour_annotation(server: ServerProcess,
 
 def test_rendered_series_honours_annotation(server: ServerProcess, ct: Stored) -> None:
     path = f"/studies/{ct.study}/series/{ct.series}/rendered"
-    plain = httpx.get(f"{server.dicomweb_url}{path}", timeout=60)
+    plain = httpx.get(f"{server.dicomweb_url}{path}", timeout=60, headers=server.auth)
     annotated = httpx.get(f"{server.dicomweb_url}{path}", params={"annotation": "patient"},
-                          timeout=60)
+                          timeout=60, headers=server.auth)
     assert annotated.status_code == 200 and annotated.content != plain.content
 
 

@@ -106,7 +106,8 @@ def test_without_spool_cstore_while_s3_is_down_fails_and_nothing_becomes_visible
         own_moto.stop()
         status = c_store_status(server, make_instance(study_uid=study))
         assert status == 0xA700
-        found = httpx.get(f"{server.dicomweb_url}/studies/{study}/instances", timeout=30)
+        found = httpx.get(f"{server.dicomweb_url}/studies/{study}/instances", timeout=30,
+                          headers=server.auth)
         assert len(found.json()) == 1  # only the instance stored before S3 went away
     finally:
         server.stop()

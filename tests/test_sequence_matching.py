@@ -136,7 +136,7 @@ def _studies(responses: list[Dataset]) -> set[str]:
 
 
 def _qido(server: ServerProcess, **filters: str) -> set[str]:
-    client = DICOMwebClient(url=server.dicomweb_url)
+    client = DICOMwebClient(url=server.dicomweb_url, headers=server.auth)
     return {s["0020000D"]["Value"][0] for s in client.search_for_studies(search_filters=filters)}
 
 
@@ -272,7 +272,7 @@ def test_qido_returns_the_sequence_when_asked_with_includefield(
             "StudyInstanceUID": stored.study_a,
             "includefield": "ReferencedStudySequence,ProcedureCodeSequence.CodeValue",
         },
-    )
+     headers=server.auth)
     assert response.status_code == 200, response.text
     (study,) = response.json()
     assert [i["00081155"]["Value"][0] for i in study["00081110"]["Value"]] == [
@@ -304,7 +304,7 @@ def test_series_level_request_attributes_and_relational_study_level(
     assert _qido(server, **{"RequestAttributesSequence.RequestedProcedureID": requested}) == {
         stored.study_a
     }
-    series_qido = DICOMwebClient(url=server.dicomweb_url).search_for_series(
+    series_qido = DICOMwebClient(url=server.dicomweb_url, headers=server.auth).search_for_series(
         search_filters={
             "RequestAttributesSequence.ScheduledProcedureStepID": "SPS-A",
             "PatientID": stored.patient_id,
@@ -340,7 +340,7 @@ def test_unsupported_sequence_keys_are_refused_naming_the_key(server: ServerProc
     qido = httpx.get(
         f"{server.dicomweb_url}/studies",
         params={"ReferencedImageSequence.ReferencedSOPInstanceUID": "1.2.3"},
-    )
+     headers=server.auth)
     assert qido.status_code == 400 and "ReferencedImageSequence" in qido.json()["error"]
 
     del query.ReferencedImageSequence

@@ -55,7 +55,8 @@ def moto_with_restart(tmp_path: Path) -> Iterator[list[MotoServer]]:
 
 
 def _pending(server: ServerProcess) -> int:
-    return int(httpx.get(f"{server.http_url}/admin/storage", timeout=30).json()[
+    return int(httpx.get(f"{server.http_url}/admin/storage", timeout=30,
+                         headers=server.auth).json()[
         "pending_uploads"])
 
 
@@ -77,7 +78,7 @@ def test_spool_acknowledges_while_s3_is_down_serves_from_spool_and_uploads_after
         assert c_store_status(server, part10) == 0x0000
         assert _pending(server) == 1
         url = f"{server.dicomweb_url}/studies/{study}/series/{series}/instances/{sop}"
-        served = httpx.get(url, timeout=30)
+        served = httpx.get(url, timeout=30, headers=server.auth)
         assert served.status_code == 200 and dataset_bytes(part10) in served.content
         server.stop()
 
@@ -94,6 +95,7 @@ def test_spool_acknowledges_while_s3_is_down_serves_from_spool_and_uploads_after
         assert dataset_bytes(remote.read(key)) == dataset_bytes(part10)
         assert list(FilesystemStore(data_dir / "spool").keys()) == []
         url = f"{server.dicomweb_url}/studies/{study}/series/{series}/instances/{sop}"
-        assert httpx.get(url, timeout=30).status_code == 200  # now served from S3
+        assert httpx.get(url, timeout=30,
+                         headers=server.auth).status_code == 200  # now served from S3
     finally:
         server.stop()

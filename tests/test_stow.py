@@ -26,7 +26,7 @@ def _seq(body: dict[str, object], tag: str) -> list[dict[str, dict[str, list[obj
 def test_dicomweb_client_stores_instances(server: ServerProcess) -> None:
     study = generate_uid()
     datasets = [make_dataset(study_uid=study), make_dataset(study_uid=study, modality="MR")]
-    client = DICOMwebClient(url=server.dicomweb_url)
+    client = DICOMwebClient(url=server.dicomweb_url, headers=server.auth)
     response = client.store_instances(datasets)
     assert isinstance(response, Dataset)
     assert {item.ReferencedSOPInstanceUID for item in response.ReferencedSOPSequence} == {
@@ -44,7 +44,8 @@ def test_stored_bytes_come_back_byte_exact_with_transfer_syntax_star(server: Ser
     (ref,) = _seq(response.json(), "00081199")
     url = ref["00081190"]["Value"][0]
     assert isinstance(url, str)
-    ((headers, data),) = multipart_parts(httpx.get(url, headers={"Accept": AS_STORED}))
+    ((headers, data),) = multipart_parts(httpx.get(url, headers={**server.auth,
+                                                                  "Accept": AS_STORED}))
     assert data == original
     assert headers["content-type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.5"
 
@@ -67,7 +68,7 @@ def test_partial_failure_is_202_with_reasons_per_instance(server: ServerProcess)
     assert refused["00081155"]["Value"] == [dcmread(io.BytesIO(other_study)).SOPInstanceUID]
     assert httpx.get(f"{server.dicomweb_url}/studies",
                      params={"StudyInstanceUID": dcmread(io.BytesIO(other_study))
-                             .StudyInstanceUID}).json() == []
+                             .StudyInstanceUID}, headers=server.auth).json() == []
 
 
 def test_all_failed_is_409(server: ServerProcess) -> None:
@@ -83,7 +84,7 @@ def test_all_failed_is_409(server: ServerProcess) -> None:
 )
 def test_unsupported_media_types_are_415(server: ServerProcess, content_type: str) -> None:
     response = httpx.post(server.dicomweb_url + "/studies", content=make_instance(),
-                          headers={"Content-Type": content_type})
+                          headers={**server.auth, "Content-Type": content_type})
     assert response.status_code == 415
     assert "multipart/related" in response.json()["error"]
 
@@ -91,7 +92,8 @@ def test_unsupported_media_types_are_415(server: ServerProcess, content_type: st
 def test_malformed_multipart_is_400(server: ServerProcess) -> None:
     response = httpx.post(
         server.dicomweb_url + "/studies", content=b"--b\r\n\r\nno closing boundary",
-        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
+        headers={**server.auth,
+                 "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
     assert response.status_code == 400
     assert "closing boundary" in response.json()["error"]
 
@@ -104,7 +106,7 @@ def test_upload_over_the_limit_is_413_and_nothing_is_stored(limited_server: Serv
     assert response.status_code == 413
     assert "MINIPACS_MAX_UPLOAD_BYTES" in response.json()["error"]
     assert httpx.get(f"{limited_server.dicomweb_url}/studies/{study}/metadata"
-                     ).status_code == 404
+                     , headers=limited_server.auth).status_code == 404
 
 
 def test_stow_stored_instances_are_found_by_cfind(server: ServerProcess) -> None:

@@ -26,8 +26,10 @@ from viewer_support import (
     fold,
     measure_length,
     play_cine,
+    reader_session,
     scroll_stack,
     search_unaccented_name,
+    session_cookie,
     state,
     study_with_modality,
     switch_language,
@@ -66,11 +68,14 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def browser_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+def browser_page(browser: Browser, request: pytest.FixtureRequest, server: ServerProcess
+                 ) -> Iterator[Page]:
     """A fresh page in its own context (empty localStorage), 1280×800, failing on JS errors.
 
     Each test's last screen is saved to test-artifacts/viewer/<test>.png to look at."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    # Signed in as a radiologist (the account made with the CLI, its session cookie).
+    context.add_cookies([session_cookie(server, reader_session(server))])
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

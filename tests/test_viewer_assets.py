@@ -30,10 +30,10 @@ def test_every_relative_import_points_at_a_module() -> None:
 
 def test_viewer_files_are_revalidated_and_unchanged_ones_cost_a_304(server: Any) -> None:
     url = f"{server.http_url}/viewer/js/main.js"
-    first = httpx.get(url)
+    first = httpx.get(url, headers=server.auth)
     assert first.status_code == 200
     assert first.headers["cache-control"] == "no-cache"
     assert first.text == (VIEWER / "js" / "main.js").read_text()
-    again = httpx.get(url, headers={"If-None-Match": first.headers["etag"]})
+    again = httpx.get(url, headers={**server.auth, "If-None-Match": first.headers["etag"]})
     assert again.status_code == 304
     assert again.content == b""

@@ -25,6 +25,7 @@ from viewer_support import (
     play_cine,
     scroll_stack,
     search_unaccented_name,
+    sign_in_reader,
     study_with_modality,
     switch_language,
     value,
@@ -49,11 +50,13 @@ def firefox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firefox]:
 
 
 @pytest.fixture
-def page(firefox: Firefox, request: pytest.FixtureRequest) -> Iterator[FirefoxPage]:
+def page(firefox: Firefox, request: pytest.FixtureRequest, server: ServerProcess
+         ) -> Iterator[FirefoxPage]:
     """A fresh tab in its own user context, 1280×800, failing on uncaught JS errors.
 
     The last screen is saved to test-artifacts/viewer/firefox-<test>.png to look at."""
     tab = firefox.new_page(1280, 800)
+    sign_in_reader(server, tab)  # its own user context: sign in through the form
     yield tab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     tab.screenshot(str(ARTIFACTS / f"firefox-{request.node.name}.png"))

@@ -42,7 +42,8 @@ def ct(server: ServerProcess) -> Stored:
 def _get(server: ServerProcess, path: str, accept: str | None = None, **params: str
          ) -> httpx.Response:
     headers = {"Accept": accept} if accept else {}
-    return httpx.get(server.dicomweb_url + path, headers=headers, params=params, timeout=60)
+    return httpx.get(server.dicomweb_url + path,
+                     headers={**server.auth, **headers}, params=params, timeout=60)
 
 
 def _image(response: httpx.Response) -> Image.Image:
@@ -54,7 +55,7 @@ def _image(response: httpx.Response) -> Image.Image:
 def test_uncompressed_frames_are_the_pixels_of_the_frames_asked_for(
     server: ServerProcess, ct: Stored
 ) -> None:
-    client = DICOMwebClient(url=server.dicomweb_url)
+    client = DICOMwebClient(url=server.dicomweb_url, headers=server.auth)
     frames = client.retrieve_instance_frames(
         ct.study, ct.series, ct.sop, frame_numbers=[1, 3],
         media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),),
@@ -130,7 +131,7 @@ def test_frame_errors(server: ServerProcess, ct: Stored, suffix: str, accept: st
 def test_bulkdata_uris_in_metadata_resolve_to_the_values(server: ServerProcess) -> None:
     profile = bytes(range(256)) * 8
     (item,) = store(server, make_instance(modality="OT", ICCProfile=profile))
-    client = DICOMwebClient(url=server.dicomweb_url)
+    client = DICOMwebClient(url=server.dicomweb_url, headers=server.auth)
     meta = client.retrieve_instance_metadata(item.study, item.series, item.sop)
     assert client.retrieve_bulkdata(meta["00282000"]["BulkDataURI"]) == [profile]
     (pixels,) = client.retrieve_bulkdata(meta["7FE00010"]["BulkDataURI"])
@@ -196,7 +197,7 @@ def test_rendered_frames_viewport_quality_and_multiframe(server: ServerProcess, 
 
 def test_dicomweb_client_retrieves_rendered_instances_and_frames(server: ServerProcess,
                                                                  ct: Stored) -> None:
-    client = DICOMwebClient(url=server.dicomweb_url)
+    client = DICOMwebClient(url=server.dicomweb_url, headers=server.auth)
     png = client.retrieve_instance_rendered(ct.study, ct.series, ct.sop,
                                             media_types=("image/png",),
                                             params={"viewport": "32,32"})

@@ -34,7 +34,8 @@ def _params(stored: Stored, **extra: str) -> dict[str, str]:
 
 
 def _get(server: ServerProcess, stored: Stored, **extra: str) -> httpx.Response:
-    return httpx.get(f"{server.http_url}/wado", params=_params(stored, **extra), timeout=60)
+    return httpx.get(f"{server.http_url}/wado", params=_params(stored, **extra), timeout=60,
+                     headers=server.auth)
 
 
 def _png(server: ServerProcess, stored: Stored, **extra: str) -> NDArray[np.uint8]:
@@ -49,7 +50,7 @@ def test_a_missing_required_parameter_is_400_naming_it(server: ServerProcess, wi
                                                         name: str) -> None:
     params = _params(wide)
     del params[name]
-    response = httpx.get(f"{server.http_url}/wado", params=params)
+    response = httpx.get(f"{server.http_url}/wado", params=params, headers=server.auth)
     assert response.status_code == 400
     assert name in response.text and "missing" in response.text
 

@@ -30,7 +30,7 @@ def _schedule(server: ServerProcess, **fields: Any) -> dict[str, Any]:
             "scheduled_start_date": "20250301", "scheduled_start_time": "0900",
             "accession_number": "ACC-WL-1", "requested_procedure_description": "CT ngực",
             **fields}
-    response = httpx.post(f"{server.http_url}/admin/worklist", json=body)
+    response = httpx.post(f"{server.http_url}/admin/worklist", json=body, headers=server.auth)
     assert response.status_code == 201, response.text
     item: dict[str, Any] = response.json()
     return item
@@ -127,24 +127,26 @@ def test_updated_and_cancelled_items_show_as_such(server: ServerProcess) -> None
     body = {k: v for k, v in item.items()
             if k not in ("scheduled_procedure_step_id", "status")}
     body["scheduled_start_time"] = "1430"
-    updated = httpx.put(f"{server.http_url}/admin/worklist/{step}", json=body)
+    updated = httpx.put(f"{server.http_url}/admin/worklist/{step}", json=body, headers=server.auth)
     assert updated.status_code == 200, updated.text
     (found,) = _mwl_find(server, _sps_query(station))
     assert found.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime == "1430"
-    cancelled = httpx.delete(f"{server.http_url}/admin/worklist/{step}")
+    cancelled = httpx.delete(f"{server.http_url}/admin/worklist/{step}", headers=server.auth)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
     assert _mwl_find(server, _sps_query(station)) == []
     listed = httpx.get(f"{server.http_url}/admin/worklist",
-                       params={"include_cancelled": "true"}).json()
+                       params={"include_cancelled": "true"}, headers=server.auth).json()
     assert any(i["scheduled_procedure_step_id"] == step for i in listed)
 
 
 def test_worklist_api_refuses_bad_items_saying_why(server: ServerProcess) -> None:
     response = httpx.post(f"{server.http_url}/admin/worklist",
-                          json={"patient_id": "X", "scheduled_start_date": "2025-03-01"})
+                          json={"patient_id": "X", "scheduled_start_date": "2025-03-01"},
+                              headers=server.auth)
     assert response.status_code == 400
     assert "2025-03-01" in response.json()["error"]
-    assert httpx.delete(f"{server.http_url}/admin/worklist/NOPE").status_code == 404
+    assert httpx.delete(f"{server.http_url}/admin/worklist/NOPE",
+                        headers=server.auth).status_code == 404
 
 
 def test_cli_schedules_and_cancels_items_the_running_server_offers(
@@ -254,7 +256,7 @@ def test_worklist_item_sequences_through_the_api_and_pynetdicom(server: ServerPr
     station = _station()
     item = _coded_item(server, station, "30745-4", "XQ ngực")
     fetched = httpx.get(f"{server.http_url}/admin/worklist/"
-                        f"{item['scheduled_procedure_step_id']}").json()
+                        f"{item['scheduled_procedure_step_id']}", headers=server.auth).json()
     assert fetched["requested_procedure_codes"][0]["code_meaning"] == "XQ ngực"
     assert fetched["scheduled_protocol_codes"] == item["scheduled_protocol_codes"]
     query = _sps_query(station)
@@ -268,7 +270,7 @@ def test_worklist_item_sequences_through_the_api_and_pynetdicom(server: ServerPr
     bad = httpx.post(f"{server.http_url}/admin/worklist", json={
         "patient_id": "X", "requested_procedure_codes": [{"code_value": "1",
                                                           "coding_scheme_designator": ""}],
-        "referenced_studies": [{"sop_instance_uid": "not-a-uid"}]})
+        "referenced_studies": [{"sop_instance_uid": "not-a-uid"}]}, headers=server.auth)
     assert bad.status_code == 400
     assert "coding scheme" in bad.json()["error"] and "not-a-uid" in bad.json()["error"]
 

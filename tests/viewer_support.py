@@ -22,10 +22,12 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "viewer"
 
 
 def dicomweb_json(server: Any, path: str, **query: str) -> list[dict[str, Any]]:
+    """QIDO/metadata as the tests' admin token (the server fixture's `auth`)."""
     url = f"{server.http_url}/dicom-web/{path}"
     if query:
         url += "?" + urllib.parse.urlencode(query)
-    request = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
+    request = urllib.request.Request(url, headers={"Accept": "application/dicom+json",
+                                                   **server.auth})
     with urllib.request.urlopen(request, timeout=30) as response:
         body = response.read()
     return json.loads(body) if body.strip() else []
@@ -317,3 +319,25 @@ def session_cookie(server: Any, token: str) -> dict[str, Any]:
     `BrowserContext.add_cookies` takes: a page opened after it is signed in."""
     return {"name": "minipacs_session", "value": token, "url": server.http_url,
             "httpOnly": True, "sameSite": "Strict"}
+
+
+READER, READER_PASSWORD = "bs.doc-phim", "Doc-Phim-2026!"
+
+
+def reader_session(server: Any) -> str:
+    """A session of a radiologist account made once per server with `minipacs user add`,
+    for the reading scenarios (the viewer signed in as a radiologist would be)."""
+    token: str | None = getattr(server, "_reader_session", None)
+    if token is None:
+        server.add_user(READER, "radiologist", READER_PASSWORD)
+        token = api_login(server, READER, READER_PASSWORD)
+        server._reader_session = token
+    return token
+
+
+def sign_in_reader(server: Any, page: Any) -> None:
+    """Open the viewer and sign in through its form as the reading radiologist."""
+    reader_session(server)
+    page.goto(f"{server.http_url}/viewer/")
+    sign_in_on_page(page, READER, READER_PASSWORD)
+    page.wait_for_function("() => document.getElementById('login-view').hidden")

@@ -15,6 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from minipacs.web.route_rules import PUBLIC, SIGNED_IN, rule_for
+
 DICOM_JSON = "application/dicom+json"
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _DICOM_JSON_ARRAY = {"schema": {"type": "array", "items": {"type": "object"}}}
@@ -30,6 +32,10 @@ ERROR_SCHEMA: dict[str, Any] = {
 _ERRORS: dict[str, str] = {
     "400": "A parameter or the body is malformed (the error names it, its value and what is "
            "expected)",
+    "401": "No credentials, or wrong, expired or revoked ones (log in, or send "
+           "Authorization: Bearer <token> or Basic)",
+    "403": "The caller's role may not do this (docs/security.md), or must change its "
+           "one-time password first",
     "404": "No such study, series, instance, frame, AE or worklist item",
     "406": "The Accept header (or accept/contentType parameter) excludes every media type "
            "this resource can produce",
@@ -79,8 +85,16 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> set[str]:
         codes.add("406")  # negotiated from Accept (PS3.18 §8.7)
     if "requestBody" in operation:
         codes.update({"413", "415"})
-    if method == "post" and path.startswith("/dicom-web/studies"):
+    if (method == "post" and path.startswith("/dicom-web/studies")) or \
+            (method, path) == ("post", "/admin/users"):
         codes.add("409")
+    rule = rule_for(method.upper(), path)
+    if rule != PUBLIC:
+        codes.add("401")  # web/route_rules.py: this route needs credentials
+    if rule not in (PUBLIC, SIGNED_IN):
+        codes.add("403")  # ... and a role with its action
+    if path in ("/auth/login", "/auth/share"):
+        codes.add("401")
     return codes
 
 
