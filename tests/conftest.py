@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -181,6 +182,11 @@ def settings(tmp_path: Path, backends: Backends) -> Settings:
     return Settings(data_dir=tmp_path / "data", load_samples=False, **backends.settings())
 
 
+def open_test_archive(settings: Settings) -> Archive:
+    """`open_archive` acting for the system principal "tests" (core calls need one)."""
+    return open_archive(settings).acting_as(system_principal("tests"))
+
+
 @pytest.fixture
 def archive(settings: Settings) -> Iterator[Archive]:
     """An in-process archive on a fresh index (SQLite or PostgreSQL) and blob store,
@@ -243,3 +249,22 @@ def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     proc = ServerProcess(tmp_path_factory.mktemp("viewer-server")).start()
     yield proc
     proc.stop()
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's chromium through Playwright, one for the whole run (Playwright's sync API
+    allows one driver at a time)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed; run ./test.sh, which installs it (apt-get)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -68,5 +68,6 @@ def start_store_scp(
 
 def register_ae(server: ServerProcess, title: str, port: int, **options: Any) -> None:
     body = {"host": "127.0.0.1", "port": port, **options}
-    response = httpx.put(f"{server.http_url}/admin/ae/{title}", json=body, timeout=10)
+    response = httpx.put(f"{server.http_url}/admin/ae/{title}", json=body, timeout=10,
+                         headers=server.auth)
     assert response.status_code == 200, response.text

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
+from conftest import open_test_archive
 from factories import make_instance
 from minipacs.archive import Archive
 from minipacs.config import Settings
 from minipacs.dicom.matching import Filter, parse_match
 from minipacs.errors import Conflict, InvalidAttribute, InvalidInstance, NotFound
-from minipacs.node import open_archive
 
 
 def _filter(**values: str) -> Filter:
@@ -61,7 +61,7 @@ def test_same_uid_other_bytes_replaces_by_default_and_is_audited(archive: Archiv
 
 
 def test_reject_policy_refuses_changed_duplicate(settings: Settings) -> None:
-    archive = open_archive(settings.model_copy(update={"duplicate_policy": "reject"}))
+    archive = open_test_archive(settings.model_copy(update={"duplicate_policy": "reject"}))
     sop = generate_uid()
     archive.ingest(make_instance(sop_uid=sop, StudyDescription="a"))
     with pytest.raises(Conflict, match=sop):
@@ -190,7 +190,7 @@ def test_delete_study_removes_rows_and_blobs(archive: Archive) -> None:
     study = generate_uid()
     archive.ingest(make_instance(study_uid=study))
     archive.ingest(make_instance(study_uid=study))
-    assert archive.delete_study(study, actor="admin") == 2
+    assert archive.delete_study(study) == 2
     assert archive.counts()["instances"] == 0
     assert list(archive.store.keys()) == []
 

@@ -20,10 +20,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModelInstance,
 )
 
-from conftest import ServerProcess
+from conftest import ServerProcess, open_test_archive
 from dimse_peers import storescu
 from factories import make_instance
-from minipacs.node import open_archive
 from node_tools import server_settings
 from retrieve_peers import register_ae
 
@@ -139,7 +138,8 @@ def test_instance_whose_stored_bytes_changed_is_not_committed(
     while httpx.get(f"{empty_server.http_url}/admin/storage",
                     headers=empty_server.auth).json()["pending_uploads"]:
         time.sleep(0.05)
-    archive = open_archive(server_settings(empty_server).model_copy(update={"s3_spool": False}))
+    archive = open_test_archive(
+        server_settings(empty_server).model_copy(update={"s3_spool": False}))
     (record,) = archive.instances(sop_instance_uid=ref[1])
     data = bytearray(archive.store.read(record.blob_key))
     data[-1] ^= 0xFF  # one flipped bit of pixel data: still DICOM, no longer what was sent

@@ -15,11 +15,10 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 
 from backends import Backends
-from conftest import ServerProcess
+from conftest import ServerProcess, open_test_archive
 from dimse_peers import dataset_bytes
 from factories import make_instance
 from minipacs.integrity import verify
-from minipacs.node import open_archive
 from node_tools import server_settings
 
 
@@ -84,7 +83,7 @@ def test_kill_9_while_four_clients_push_loses_nothing_acknowledged(
     assert 16 <= len(acknowledged) < sent_total, "the crash must interrupt the pushes"
 
     empty_server.start()  # same data dir, index and blob store
-    archive = open_archive(server_settings(empty_server))
+    archive = open_test_archive(server_settings(empty_server))
     try:
         for path in acknowledged:
             sop = path.stem
@@ -156,7 +155,7 @@ def test_two_nodes_ingesting_the_same_study_concurrently_keep_one_copy_of_everyt
                 "pending_uploads"]:
             assert time.monotonic() < deadline, "spooled uploads never finished"
             time.sleep(0.1)  # polling for the uploads, not waiting on time
-    archive = open_archive(server_settings(node_a))
+    archive = open_test_archive(server_settings(node_a))
     try:
         for path in ct + mr + own_a + own_b:
             (record,) = archive.instances(sop_instance_uid=path.stem)

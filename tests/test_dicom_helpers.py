@@ -97,11 +97,12 @@ def test_instance_key_and_check_key() -> None:
             check_key(bad)
 
 
-def test_auth_on_is_refused_until_accounts_exist() -> None:
+def test_auth_is_on_unless_turned_off_and_nothing_else_is_accepted() -> None:
     from pydantic import ValidationError
 
     from minipacs.config import Settings
 
-    with pytest.raises(ValidationError, match="not implemented yet"):
-        Settings(auth="on")
+    assert Settings().auth == "on"
     assert Settings(auth="off").auth == "off"
+    with pytest.raises(ValidationError):
+        Settings(auth="maybe")

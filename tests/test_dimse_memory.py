@@ -20,10 +20,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from conftest import ServerProcess
+from conftest import ServerProcess, open_test_archive
 from dimse_peers import dataset_bytes, storescu
 from factories import make_dataset, make_instance
-from minipacs.node import open_archive
 from node_tools import server_settings
 from test_dimse_hostile import MiB, proc_status, server_pid
 
@@ -51,7 +50,7 @@ def expected_part10(sop_class: str, sop_instance: str, dataset_bytes: bytes) -> 
 
 
 def stored_sha256(server: ServerProcess, sop_uid: str) -> tuple[str, bytes | None]:
-    archive = open_archive(server_settings(server))
+    archive = open_test_archive(server_settings(server))
     try:
         records = archive.instances_matching(sop_uids=[sop_uid])
         assert len(records) == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydicom.uid import generate_uid
 from sqlalchemy import inspect, text
 
+from conftest import open_test_archive
 from factories import make_instance
 from minipacs.archive import Archive
 from minipacs.config import Settings
@@ -20,7 +21,6 @@ from minipacs.index.schema import (
     pending_model_changes,
     upgrade,
 )
-from minipacs.node import open_archive
 
 
 def test_new_archive_index_is_at_the_newest_revision_and_matches_the_models(
@@ -55,7 +55,7 @@ def test_index_made_before_migrations_is_stamped_as_baseline_then_upgraded(
     assert current_revision(engine) == head_revision()
     assert head_revision() >= BASELINE
     engine.dispose()
-    archive = open_archive(settings)
+    archive = open_test_archive(settings)
     archive.ingest(make_instance())
     assert archive.counts()["instances"] == 1
     archive.close()

@@ -88,6 +88,10 @@ def _bad_value(param: dict[str, Any]) -> str:
     if name in BAD_BY_NAME:
         return BAD_BY_NAME[name]
     schema = param.get("schema", {})
+    limits = [s.get("maxLength") for s in [schema, *schema.get("anyOf", [])]
+              if s.get("maxLength")]
+    if limits:  # free text with a length limit: one character too many
+        return "x" * (limits[0] + 1)
     kinds = [schema.get("type")] + [s.get("type") for s in schema.get("anyOf", [])]
     for kind in kinds:
         if kind in BAD_BY_TYPE:

@@ -7,7 +7,6 @@ from numbers copied out of sample_dicom, so the tests follow the samples if they
 
 from __future__ import annotations
 
-import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from conftest import ServerProcess
 from viewer_support import (
@@ -38,16 +37,6 @@ from viewer_support import (
     wait_for_rows_of_patient,
 )
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
 # ---- fixtures -------------------------------------------------------------------------
 
 
@@ -55,16 +44,6 @@ CHROMIUM_ARGS = [
 def server(viewer_server: ServerProcess) -> ServerProcess:
     return viewer_server
 
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is not installed; run ./test.sh, which installs it (apt-get)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ server's data dir and backends, while the server runs.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from backends import Backends
 from conftest import ServerProcess
@@ -41,8 +40,6 @@ from viewer_support import (
     wait_for_sign_in_form,
 )
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 RADIOLOGIST, RADIOLOGIST_PASSWORD = "bs.lan", "Xquang-Phoi-2026!"
 CLINICIAN, CLINICIAN_PASSWORD = "bs.minh", "Noi-Khoa-Tim-77"
 
@@ -88,16 +85,6 @@ def ct_study(server: ServerProcess) -> dict[str, Any]:
     assert studies, "no sample CT study"
     return studies[0]
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is not installed; run ./test.sh, which installs it (apt-get)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

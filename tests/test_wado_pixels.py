@@ -22,10 +22,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from conftest import ServerProcess
+from conftest import ServerProcess, open_test_archive
 from dicomweb_peers import Stored, multipart_parts, store
 from factories import make_instance
-from minipacs.node import open_archive
 from node_tools import server_settings
 
 RAW_ACCEPT = ('multipart/related; type="application/octet-stream"; '
@@ -254,7 +253,7 @@ def test_thumbnails_are_small_jpegs_of_the_middle_image_and_are_cached(
     assert study_thumb.content == series_thumb.content == middle.content
     assert middle.content != _get(server, items[0].path + "/thumbnail").content
     # Through the server's own blob store (folder or S3, whichever the run uses).
-    archive = open_archive(server_settings(server))
+    archive = open_test_archive(server_settings(server))
     try:
         cached = [k for k in archive.store.keys(f"derived/{study}/") if k.endswith(".jpg")]
     finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, Table, func, insert, select, text
+from sqlalchemy import Connection, MetaData, Table, delete, func, insert, select, text
 
 from minipacs import __version__
 from minipacs.archive import Archive
@@ -178,7 +178,15 @@ def restore(archive: Archive, src: Path, *, actor: str = "restore") -> BackupSum
         blob_bytes += path.stat().st_size
     rows: dict[str, int] = {}
     with archive.write_engine.connect() as connection, connection.begin():
-        for table in _tables(connection):
+        tables = _tables(connection)
+        # The index holds no instance, but a node that started once has made its first
+        # account and audit events: the backup's accounts, tokens and audit trail (one
+        # chain) replace them, as its patients and studies fill the empty tables.
+        replaced = connection.scalar(select(func.count()).select_from(
+            next(t for t in tables if t.name == "audit_events"))) or 0
+        for table in reversed(tables):
+            connection.execute(delete(table))
+        for table in tables:
             source = (instance_rows if table.name == "instances"
                       else list(_read_rows(src / "index" / f"{table.name}.jsonl")))
             values = [{k: _python_value(table, k, v) for k, v in row.items() if k in table.c}
@@ -204,7 +212,8 @@ def restore(archive: Archive, src: Path, *, actor: str = "restore") -> BackupSum
     # A backup made before revision 0003 has no kept sequences: derive them.
     archive.refresh_sequences(only_missing=True)
     archive.audit("restore", actor, detail=f"restored {len(instance_rows)} instances from "
-                  f"{src} (backup of {manifest.get('created_at')})")
+                  f"{src} (backup of {manifest.get('created_at')}); the {replaced} audit "
+                  "events of this node before the restore were replaced by the backup's")
     log.info("restored %d instances from %s", len(instance_rows), src)
     return BackupSummary(src, revision, rows, len(instance_rows), blob_bytes,
                          sorted(skipped), reindexed)

@@ -128,6 +128,9 @@ def _describe(openapi: dict[str, Any]) -> dict[str, Any]:
                     continue
                 entry = responses.setdefault(code, {"description": _ERRORS[code]})
                 entry["content"] = {"application/json": _ERROR_REF}
+            for code, entry in responses.items():  # errors a route declared itself
+                if code.startswith(("4", "5")) and "content" not in entry:
+                    entry["content"] = {"application/json": _ERROR_REF}
     return openapi
 
 

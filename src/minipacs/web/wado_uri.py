@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from minipacs.access.roles import Action
 from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.annotation import parse_annotation
 from minipacs.dicom.render import (
@@ -169,20 +170,25 @@ def wado_uri(
                              "states; ask without it (windowCenter/windowWidth, region and "
                              "annotation are offered)")
     assert studyUID and seriesUID and objectUID  # checked above, for mypy
-    record = archive.instances(check_uid(studyUID, "studyUID"), check_uid(seriesUID, "seriesUID"),
-                               check_uid(objectUID, "objectUID"))[0]
-    params: dict[str, str | None] = {
-        "annotation": annotation, "rows": rows, "columns": columns, "region": region,
-        "windowCenter": windowCenter, "windowWidth": windowWidth,
-        "imageQuality": imageQuality, "frameNumber": frameNumber,
-        "transferSyntax": transferSyntax,
-    }
+    if frameNumber is not None and not (frameNumber.isdigit() and int(frameNumber) >= 1):
+        # The form now; the range once the instance is known (`_rendered`).
+        raise QueryError(f"'frameNumber' must be a frame number from 1, not {frameNumber!r}")
     wanted = _media_types(contentType)
     if not wanted:
         # PS3.18 (2013) §7.1.2: image/jpeg by default. A multi-frame instance gives its
         # first frame (or frameNumber) rather than the 2013 §7.2.2 application/dicom:
         # EMRs put these URLs in <img> tags. transferSyntax only makes sense for DICOM.
         wanted = ["application/dicom" if transferSyntax is not None else "image/jpeg"]
+    # The instance itself is a download; an image of it is a view (docs/security.md).
+    action = Action.DOWNLOAD if wanted[0] == "application/dicom" else Action.VIEW
+    record = archive.instances(check_uid(studyUID, "studyUID"), check_uid(seriesUID, "seriesUID"),
+                               check_uid(objectUID, "objectUID"), action=action)[0]
+    params: dict[str, str | None] = {
+        "annotation": annotation, "rows": rows, "columns": columns, "region": region,
+        "windowCenter": windowCenter, "windowWidth": windowWidth,
+        "imageQuality": imageQuality, "frameNumber": frameNumber,
+        "transferSyntax": transferSyntax,
+    }
     for media in wanted:
         if media == "application/dicom":
             _refuse(params, _RENDERING, media)
