@@ -45,3 +45,9 @@ class InvalidRequest(QueryError):
     """An administrative request (AE registry, worklist item) carries an impossible value.
 
     A QueryError subclass so every door already maps it as a client error (HTTP 400)."""
+
+
+class IncompleteInstance(InvalidInstance):
+    """The bytes cannot be read back whole: an element's declared length runs past what
+    was received, a delimiter or the end of a deflate stream is missing, or the data set
+    is not encoded as its file meta's TransferSyntaxUID says. Refused at ingest."""
