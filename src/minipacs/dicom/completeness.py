@@ -255,6 +255,7 @@ class _Walk:
         self.little = little
         self.encapsulated = encapsulated  # None: unknown transfer syntax, not checked
         self.where = where  # "byte" (of the file) or "inflated byte" (of the data set)
+        self.strict_order = False
         self.found = _Found()
         self._tag = struct.Struct("<HH" if little else ">HH")
         self._u16 = struct.Struct("<H" if little else ">H")
@@ -269,6 +270,7 @@ class _Walk:
         """Walk elements until `end` (a defined length), an Item Delimitation Item
         (`in_item` of undefined length) or the end of the bytes (the top level)."""
         r = self.reader
+        previous = -1
         while end is None or r.pos < end:
             start = r.pos
             head = r.read(8)
@@ -284,6 +286,14 @@ class _Walk:
                     f"{self._at(start)}")
             group, element = self._tag.unpack_from(head)
             tag = group << 16 | element
+            # PS3.5 §7.1: tags increase and occur once. A repeat is never a data set (it
+            # is what a run of zeros reads as); order is only demanded when guessing
+            # another encoding, since some senders write elements out of order.
+            if tag == previous or (self.strict_order and tag < previous):
+                raise IncompleteInstance(
+                    f"{tag_name(tag)} at {self._at(start)} follows {tag_name(previous)}: "
+                    "elements repeated or out of order, not a data set (PS3.5 §7.1)")
+            previous = tag
             if tag == ITEM_DELIMITER:
                 if in_item and end is None:
                     return
@@ -541,12 +551,14 @@ def _guess_bare(head: bytes) -> str:
     return _EXPLICIT_LE if explicit else _IMPLICIT_LE
 
 
-def _walk_dataset(r: _Reader, start: int, encoding: _Encoding) -> _Found:
+def _walk_dataset(r: _Reader, start: int, encoding: _Encoding, *, strict_order: bool = False
+                  ) -> _Found:
     r.skip(start - r.pos)
     reader: _Reader = _InflatingReader(r) if encoding.deflated else r
     walk = _Walk(reader, implicit=encoding.implicit, little=encoding.little,
                  encapsulated=encoding.encapsulated,
                  where="inflated byte" if encoding.deflated else "byte")
+    walk.strict_order = strict_order
     first = reader.pos
     walk.dataset(None, in_item=False, implicit=encoding.implicit, top=True)
     if reader.pos == first:
@@ -565,7 +577,8 @@ def _actual_encoding(open_reader: Callable[[], _Reader], start: int, declared: s
             continue
         try:
             _walk_dataset(open_reader(), start,
-                          _Encoding(other.implicit, other.little, False, claimed.encapsulated))
+                          _Encoding(other.implicit, other.little, False, claimed.encapsulated),
+                          strict_order=True)
         except (IncompleteInstance, InvalidAttribute):
             continue
         return ts
