@@ -17,6 +17,7 @@ from minipacs.dimse.server import start_dimse_server, tls_context
 from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
 from minipacs.storage import create_store
+from minipacs.storage.scratch import stow_spool, sweep_folders
 from minipacs.web.app import create_app
 from minipacs.worklist import Worklist
 
@@ -65,7 +66,8 @@ def bind_http(host: str, port: int) -> socket.socket:
 
 def serve(settings: Settings) -> None:
     """Run until interrupted: DIMSE in background threads, HTTP in this thread."""
-    archive = open_archive(settings)
+    archive = open_archive(settings)  # its blob store sweeps its own temp files
+    sweep_folders(stow_spool(settings.data_dir))  # STOW-RS bodies of killed requests
     if settings.load_samples and settings.sample_dir.is_dir() and archive.is_empty():
         load_samples(archive, settings.sample_dir)
     http_sock = bind_http(settings.http_host, settings.http_port)
