@@ -202,6 +202,21 @@ def test_a_large_file_is_walked_without_being_read(tmp_path: Path) -> None:
     assert peak < 4 * 1024 * 1024
 
 
+def test_a_run_of_zeros_where_elements_should_be_is_refused_at_once(tmp_path: Path) -> None:
+    """1 GB of zeros after an implicit VR file meta reads as (0000,0000) of length 0,
+    over and over: refused at the repeat, not walked 8 bytes at a time."""
+    data = _instance(ImplicitVRLittleEndian)
+    meta_end = 144 + int.from_bytes(data[140:144], "little")
+    path = tmp_path / "zeros.dcm"
+    with open(path, "wb") as fh:
+        fh.write(data[:meta_end])
+        fh.truncate(meta_end + 1024**3)
+    started = time.monotonic()
+    with pytest.raises(IncompleteInstance, match="repeated or out of order"):
+        check_complete(path)
+    assert time.monotonic() - started < 5
+
+
 def test_import_reports_cut_files_and_stores_the_rest(archive: Archive, tmp_path: Path
                                                       ) -> None:
     good = _instance()
@@ -358,6 +373,18 @@ def test_verify_reports_instances_stored_cut_short_by_older_versions(archive: Ar
     assert bad_key == key and why.startswith("Pixel Data (7FE0,0010) declares")
     assert not report.healthy
     assert archive.instances(sop_instance_uid=whole.sop_instance_uid)
+
+
+def test_rebuild_does_not_index_an_orphan_blob_that_is_not_whole(archive: Archive) -> None:
+    cut = _instance(frames=2)[:-300]
+    a = parse_instance(cut).attributes
+    key = instance_key(a.study_instance_uid, a.series_instance_uid, a.sop_instance_uid)
+    archive.store.put(key, cut)  # written before a crash, never acknowledged
+    report = verify(archive, rebuild_index=True)
+    assert report.orphans == [key] and report.reindexed == []
+    ((unreadable, why),) = report.unreadable
+    assert unreadable == key and why.startswith("Pixel Data (7FE0,0010) declares")
+    assert archive.counts()["instances"] == 0
 
 
 # ------------------------------------------------------------------ leftovers
