@@ -51,6 +51,7 @@ from minipacs.integrity import verify
 from minipacs.node import open_archive
 from minipacs.storage import FilesystemStore, instance_key
 from minipacs.storage.scratch import stow_spool
+from node_tools import minipacs_cli
 
 CUT_SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
                 DeflatedExplicitVRLittleEndian, RLELossless, JPEGBaseline8Bit)
@@ -227,6 +228,18 @@ def test_import_reports_cut_files_and_stores_the_rest(archive: Archive, tmp_path
     assert summary.stored == 1
     ((path, why),) = summary.rejected
     assert path.name == "cut.dcm" and "Pixel Data (7FE0,0010)" in why
+
+
+def test_import_command_names_each_cut_file_and_exits_1(settings: Settings, tmp_path: Path
+                                                        ) -> None:
+    folder = tmp_path / "cd"
+    folder.mkdir()
+    (folder / "good.dcm").write_bytes(_instance())
+    (folder / "cut.dcm").write_bytes(_instance(rows=64, columns=64)[:-1000])
+    result = minipacs_cli(settings, "import", str(folder))
+    assert result.returncode == 1, result.stderr
+    assert re.search(r"rejected .*cut\.dcm: Pixel Data \(7FE0,0010\) declares 8192 bytes, "
+                     r"7192 received", result.stdout), result.stdout
 
 
 # ------------------------------------------------------------------ C-STORE
