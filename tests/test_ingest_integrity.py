@@ -50,7 +50,7 @@ from minipacs.index.upsert import derive
 from minipacs.integrity import verify
 from minipacs.node import open_archive
 from minipacs.storage import FilesystemStore, instance_key
-from minipacs.storage.scratch import stow_spool
+from minipacs.storage.scratch import hold, stow_spool
 from node_tools import minipacs_cli
 
 CUT_SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
@@ -422,8 +422,6 @@ def test_temp_files_of_killed_writes_are_swept_at_start_never_listed(settings: S
         legacy.write_bytes(_instance()[:3000])  # where older versions wrote them
         busy = local.incoming / f"busy.dcm.{'c' * 32}.tmp"
         with open(busy, "wb") as writer:  # a live writer (another worker) holds its file
-            from minipacs.storage.scratch import hold
-
             hold(writer)
             writer.write(b"in flight")
             writer.flush()
