@@ -18,18 +18,23 @@ exactly at the Pixel Data element leaves).
 
 from __future__ import annotations
 
-import os
 import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from pydicom.datadict import dictionary_description, dictionary_VR
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
+from minipacs.dicom.byte_sources import (
+    FileReader,
+    InflatingReader,
+    MemoryReader,
+    Reader,
+    StreamReader,
+)
 from minipacs.errors import IncompleteInstance, InvalidAttribute, InvalidInstance
 
 PREAMBLE_LEN = 128
@@ -51,8 +56,6 @@ _PIXEL_TAGS = frozenset({PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA})
 # The two-letter VRs of PS3.5 §6.2 (pydicom's list; its "US or SS" forms are not VRs).
 _VALID_VRS = frozenset(v.value.encode("ascii") for v in VR if len(v.value) == 2)
 _LONG_VRS = frozenset(v.value.encode("ascii") for v in EXPLICIT_VR_LENGTH_32)
-_IN_CHUNK = 256 * 1024  # compressed bytes fed to zlib at a time
-_OUT_CHUNK = 1024 * 1024  # at most this much inflated output held at a time
 _IMPLICIT_LE = UID("1.2.840.10008.1.2")
 _EXPLICIT_LE = UID("1.2.840.10008.1.2.1")
 _EXPLICIT_BE = UID("1.2.840.10008.1.2.2")
@@ -81,160 +84,6 @@ def _is_sequence_in_dictionary(tag: int) -> bool:
     return known
 
 
-class _Reader(Protocol):
-    pos: int
-
-    def read(self, n: int) -> bytes: ...
-
-    def skip(self, n: int) -> int: ...
-
-    def unread(self, n: int) -> None: ...
-
-
-class _MemoryReader:
-    """Bytes already in memory: reads slice, skips move an index."""
-
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
-        self._view = memoryview(data).cast("B")
-        self._size = len(self._view)
-        self.pos = 0
-
-    def read(self, n: int) -> bytes:
-        chunk = bytes(self._view[self.pos:self.pos + n])
-        self.pos += len(chunk)
-        return chunk
-
-    def skip(self, n: int) -> int:
-        moved = min(n, self._size - self.pos)
-        self.pos += moved
-        return moved
-
-    def unread(self, n: int) -> None:
-        self.pos -= n
-
-
-class _FileReader:
-    """A file on disk (a spooled C-STORE or STOW-RS part): values are seeked over."""
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self._fh = fh
-        self._size = os.fstat(fh.fileno()).st_size
-        self.pos = 0
-
-    def read(self, n: int) -> bytes:
-        chunk = self._fh.read(n)
-        self.pos += len(chunk)
-        return chunk
-
-    def skip(self, n: int) -> int:
-        moved = min(n, self._size - self.pos)
-        self._fh.seek(moved, os.SEEK_CUR)
-        self.pos += moved
-        return moved
-
-    def unread(self, n: int) -> None:
-        self._fh.seek(-n, os.SEEK_CUR)
-        self.pos -= n
-
-
-class _StreamReader:
-    """A stream that cannot seek (an object store download): skipping reads and drops,
-    at most `_OUT_CHUNK` bytes at a time; the last read can be pushed back."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._pushed = b""
-        self._last = b""
-        self.pos = 0
-
-    def _raw_read(self, n: int) -> bytes:
-        parts = [self._pushed[:n]]
-        self._pushed = self._pushed[n:]
-        want = n - len(parts[0])
-        while want > 0:
-            chunk = self._stream.read(want)
-            if not chunk:
-                break
-            parts.append(chunk)
-            want -= len(chunk)
-        return b"".join(parts)
-
-    def read(self, n: int) -> bytes:
-        chunk = self._raw_read(n)
-        self._last = chunk
-        self.pos += len(chunk)
-        return chunk
-
-    def skip(self, n: int) -> int:
-        moved = 0
-        while moved < n:
-            chunk = self._raw_read(min(n - moved, _OUT_CHUNK))
-            if not chunk:
-                break
-            moved += len(chunk)
-        self._last = b""
-        self.pos += moved
-        return moved
-
-    def unread(self, n: int) -> None:
-        assert n <= len(self._last), "only the last read can be pushed back"
-        self._pushed = self._last[len(self._last) - n:] + self._pushed
-        self._last = self._last[:len(self._last) - n]
-        self.pos -= n
-
-
-class _InflatingReader:
-    """The inflated bytes of a raw deflate stream (PS3.5 §A.5), produced as they are
-    needed and at most about 1 MiB at a time; `pos` counts inflated bytes."""
-
-    def __init__(self, raw: _Reader) -> None:
-        self._raw = raw
-        self._start = raw.pos
-        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        self._buffer = bytearray()
-        self.pos = 0
-
-    def _inflate_more(self) -> bool:
-        """Inflate another piece into the buffer; False once the stream has ended."""
-        if self._inflater.eof:
-            return False
-        data = self._inflater.unconsumed_tail or self._raw.read(_IN_CHUNK)
-        if not data:
-            raise IncompleteInstance(
-                f"deflated data set is cut short: its deflate stream (from byte "
-                f"{self._start}) ends without its final block, after {self.pos + len(self._buffer)}"
-                " inflated bytes")
-        try:
-            self._buffer += self._inflater.decompress(data, _OUT_CHUNK)
-        except zlib.error as exc:
-            raise IncompleteInstance(
-                f"deflated data set is not a valid deflate stream (from byte {self._start}, "
-                f"after {self.pos + len(self._buffer)} inflated bytes): {exc}") from exc
-        return True
-
-    def read(self, n: int) -> bytes:
-        while len(self._buffer) < n and self._inflate_more():
-            pass
-        chunk = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        self.pos += len(chunk)
-        return chunk
-
-    def skip(self, n: int) -> int:
-        moved = 0
-        while moved < n:
-            if not self._buffer and not self._inflate_more():
-                break
-            take = min(n - moved, len(self._buffer))
-            del self._buffer[:take]
-            moved += take
-        self.pos += moved
-        return moved
-
-    def unread(self, n: int) -> None:  # pragma: no cover - the meta is never deflated
-        raise AssertionError("an inflated stream cannot be rewound")
-
-
 @dataclass
 class _Found:
     """What the walk saw at the top level of the data set."""
@@ -248,7 +97,7 @@ class _Found:
 class _Walk:
     """One pass over a data set encoded one way (VR explicit or not, byte order)."""
 
-    def __init__(self, reader: _Reader, *, implicit: bool, little: bool,
+    def __init__(self, reader: Reader, *, implicit: bool, little: bool,
                  encapsulated: bool | None, where: str) -> None:
         self.reader = reader
         self.implicit = implicit
@@ -463,7 +312,7 @@ class _Meta:
     end: int  # reader position of the first data set byte
 
 
-def _read_meta(r: _Reader) -> _Meta:
+def _read_meta(r: Reader) -> _Meta:
     """The file meta group (always explicit VR little endian, PS3.10 §7.1)."""
     walk = _Walk(r, implicit=False, little=True, encapsulated=None, where="byte")
     ts = sop_class = ""
@@ -551,10 +400,10 @@ def _guess_bare(head: bytes) -> str:
     return _EXPLICIT_LE if explicit else _IMPLICIT_LE
 
 
-def _walk_dataset(r: _Reader, start: int, encoding: _Encoding, *, strict_order: bool = False
+def _walk_dataset(r: Reader, start: int, encoding: _Encoding, *, strict_order: bool = False
                   ) -> _Found:
     r.skip(start - r.pos)
-    reader: _Reader = _InflatingReader(r) if encoding.deflated else r
+    reader: Reader = InflatingReader(r) if encoding.deflated else r
     walk = _Walk(reader, implicit=encoding.implicit, little=encoding.little,
                  encapsulated=encoding.encapsulated,
                  where="inflated byte" if encoding.deflated else "byte")
@@ -566,7 +415,7 @@ def _walk_dataset(r: _Reader, start: int, encoding: _Encoding, *, strict_order: 
     return walk.found
 
 
-def _actual_encoding(open_reader: Callable[[], _Reader], start: int, declared: str
+def _actual_encoding(open_reader: Callable[[], Reader], start: int, declared: str
                      ) -> str | None:
     """Another VR/byte order under which the (not deflated) data set walks cleanly."""
     claimed = _Encoding.of(declared)
@@ -599,18 +448,18 @@ def check_complete(source: bytes | bytearray | memoryview | Path | BinaryIO) -> 
             _check(lambda: _rewound(fh), can_rewind=True)
     elif isinstance(source, bytes | bytearray | memoryview):
         view = memoryview(source)
-        _check(lambda: _MemoryReader(view), can_rewind=True)
+        _check(lambda: MemoryReader(view), can_rewind=True)
     else:
-        stream = _StreamReader(source)
+        stream = StreamReader(source)
         _check(lambda: stream, can_rewind=False)
 
 
-def _rewound(fh: BinaryIO) -> _Reader:
+def _rewound(fh: BinaryIO) -> Reader:
     fh.seek(0)
-    return _FileReader(fh)
+    return FileReader(fh)
 
 
-def _check(open_reader: Callable[[], _Reader], *, can_rewind: bool) -> None:
+def _check(open_reader: Callable[[], Reader], *, can_rewind: bool) -> None:
     r = open_reader()
     head = r.read(PREAMBLE_LEN + 4)
     if len(head) == PREAMBLE_LEN + 4 and head[PREAMBLE_LEN:] == b"DICM":
