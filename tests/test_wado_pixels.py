@@ -212,7 +212,10 @@ def test_rendered_colour_instance_is_rgb(server: ServerProcess) -> None:
 
 def test_rendered_series_and_study_have_one_part_per_instance(server: ServerProcess) -> None:
     study, series = generate_uid(), generate_uid()
-    no_pixels = make_instance(study_uid=study, modality="OT", Rows=None, Columns=None,
+    # A Basic Text SR: an image SOP class without Pixel Data is refused at ingest (PS3.3
+    # C.7.6.3; it is what a file cut just before its pixels looks like).
+    no_pixels = make_instance(study_uid=study, modality="SR",
+                              sop_class="1.2.840.10008.5.1.4.1.1.88.11", Rows=None, Columns=None,
                               PixelData=None, SamplesPerPixel=None, BitsAllocated=None,
                               BitsStored=None, HighBit=None, PixelRepresentation=None,
                               PhotometricInterpretation=None)

@@ -32,6 +32,7 @@ from minipacs.audit.chain import AuditEntry, AuditRecord, append
 from minipacs.audit.chain import search as search_audit
 from minipacs.audit.reads import ReadCoalescer
 from minipacs.deidentify.models import DeidentificationExport, ExportedStudy
+from minipacs.dicom.completeness import check_complete
 from minipacs.dicom.header import ParsedInstance, parse_instance
 from minipacs.dicom.item_matching import keep_matching_items
 from minipacs.dicom.matching import Filter
@@ -123,9 +124,13 @@ class Archive:
     def ingest(self, source: bytes | Path, *, received_from: str = "") -> IngestResult:
         """Store one instance (Part-10 bytes or a file) and index it; durable on return.
 
-        Raises `InvalidInstance` (not DICOM, missing/bad UIDs), `Conflict` (same SOP
-        Instance UID, other bytes, with duplicate_policy='reject') or `StorageError`.
+        Raises `InvalidInstance` (not DICOM, missing/bad UIDs; `IncompleteInstance` when
+        the bytes cannot be read back whole), `Conflict` (same SOP Instance UID, other
+        bytes, with duplicate_policy='reject') or `StorageError`.
         """
+        # First, before anything is written: every element's declared length must fit
+        # in what was received (a walk of element headers, pixels skipped, not decoded).
+        check_complete(source)
         parsed = parse_instance(source)
         attrs = parsed.attributes
         existing = self._existing(attrs.sop_instance_uid)
@@ -616,9 +621,11 @@ class Archive:
         """Index an instance from a blob already in the store (`verify --rebuild-index`).
 
         The blob is the source of truth: its header fills the rows, its hash the sha256.
-        Raises `InvalidInstance` when the blob is not a DICOM instance.
+        Raises `InvalidInstance` when the blob is not a DICOM instance, or not whole.
         """
-        parsed = parse_instance(self.store.read(key))
+        blob = self.store.read(key)
+        check_complete(blob)
+        parsed = parse_instance(blob)
         replaced = self._index_instance(parsed, key, derive(parsed), actor or "verify")
         a = parsed.attributes
         self.audit("reindex", actor, a.patient_id, a.study_instance_uid,

@@ -49,3 +49,9 @@ class InvalidRequest(QueryError):
 
 class Unauthenticated(MinipacsError):
     """No credentials, or credentials that are wrong, expired, revoked or locked (HTTP 401)."""
+
+
+class IncompleteInstance(InvalidInstance):
+    """The bytes cannot be read back whole: an element's declared length runs past what
+    was received, a delimiter or the end of a deflate stream is missing, or the data set
+    is not encoded as its file meta's TransferSyntaxUID says. Refused at ingest."""

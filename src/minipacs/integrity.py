@@ -7,6 +7,11 @@ blob is gone are removed (both audited), and the sequences patients, studies and
 keep for sequence matching are re-derived from the stored instance metadata (filling rows
 restored from a backup made before they were kept). Corrupt blobs are only reported: their bytes
 no longer match what was acknowledged, so the fix is a restore from backup, not a re-index.
+Incomplete blobs (intact, but cut short when they arrived: older versions acknowledged
+some) are only reported too: the sender still has the whole instance to send again.
+
+Temp files of interrupted writes and STOW-RS spool folders of killed requests hold
+patient data: verify removes those no live process holds, and counts them.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 from minipacs.archive import Archive
-from minipacs.errors import MinipacsError, NotFound
+from minipacs.dicom.completeness import check_complete
+from minipacs.errors import InvalidInstance, MinipacsError, NotFound
+from minipacs.storage.scratch import sweep_folders
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +43,50 @@ class VerifyReport:
     forgotten: list[str] = field(default_factory=list)  # rows removed (blob missing)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (key, why) not DICOM
     resequenced: int = 0  # patient/study/series rows whose kept sequences changed
+    incomplete: list[tuple[str, str]] = field(default_factory=list)  # (key, why) not whole
+    temp_removed: int = 0  # temp files and spool folders of interrupted writes, removed
 
     @property
     def healthy(self) -> bool:
         """True when nothing is wrong any more (after repairs, if any were made)."""
         unrepaired_missing = set(self.missing) - set(self.forgotten)
         unrepaired_orphans = set(self.orphans) - set(self.reindexed)
-        return not (unrepaired_missing or self.corrupt or unrepaired_orphans)
+        return not (unrepaired_missing or self.corrupt or unrepaired_orphans
+                    or self.incomplete)
 
 
-def _sha256(archive: Archive, key: str) -> str:
-    digest = hashlib.sha256()
-    for chunk in archive.store.iter_chunks(key):
-        digest.update(chunk)
-    return digest.hexdigest()
+class _Hashing:
+    """A blob stream that hashes what is read through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.digest = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._stream.read(n)
+        self.digest.update(chunk)
+        return chunk
+
+
+def _read_blob(archive: Archive, key: str) -> tuple[str, str | None]:
+    """SHA-256 of a blob and why it is not whole (None when it is), in one read."""
+    with archive.store.open(key) as fh:
+        hashing = _Hashing(fh)
+        why = None
+        try:
+            check_complete(cast(BinaryIO, hashing))
+        except InvalidInstance as exc:
+            why = str(exc)
+        while hashing.read(1024 * 1024):
+            pass
+    return hashing.digest.hexdigest(), why
+
+
+def sweep_temporary(archive: Archive, stow_spool: Path | None = None) -> int:
+    """Remove temp blob files and STOW-RS spool folders no live process holds."""
+    sweep: Any = getattr(archive.store, "sweep_temporary", None)
+    removed = int(sweep(everywhere=True)) if sweep is not None else 0
+    return removed + (sweep_folders(stow_spool) if stow_spool is not None else 0)
 
 
 def verify(
@@ -56,16 +95,19 @@ def verify(
     rebuild_index: bool = False,
     actor: str = "verify",
     on_progress: Callable[[str], None] | None = None,
+    stow_spool: Path | None = None,
 ) -> VerifyReport:
-    """Re-hash every indexed blob, list orphan blobs; with `rebuild_index`, repair."""
+    """Re-hash every indexed blob and check it is whole, list orphan blobs, remove temp
+    files of interrupted writes (and `stow_spool` folders); with `rebuild_index`, repair."""
     report = VerifyReport(checked=0)
+    temp_removed = sweep_temporary(archive, stow_spool)
     indexed: dict[str, str] = {}
     checked = 0
     for record in archive.iter_instance_records():
         indexed[record.blob_key] = record.sop_instance_uid
         checked += 1
         try:
-            actual = _sha256(archive, record.blob_key)
+            actual, not_whole = _read_blob(archive, record.blob_key)
         except NotFound:
             report.missing.append(record.blob_key)
             if rebuild_index:
@@ -77,6 +119,10 @@ def verify(
                 log.error("blob %s is corrupt: sha256 %s, index says %s", record.blob_key,
                           actual, record.sha256)
                 report.corrupt.append(record.blob_key)
+            elif not_whole is not None:
+                log.error("instance %s (blob %s) is not whole: %s", record.sop_instance_uid,
+                          record.blob_key, not_whole)
+                report.incomplete.append((record.blob_key, not_whole))
         if on_progress is not None:
             on_progress(record.blob_key)
     for key in archive.store.keys(INSTANCE_PREFIX):
@@ -93,5 +139,5 @@ def verify(
     resequenced = archive.refresh_sequences() if rebuild_index else 0
     return VerifyReport(
         checked, report.missing, report.corrupt, report.orphans, report.reindexed,
-        report.forgotten, report.unreadable, resequenced,
+        report.forgotten, report.unreadable, resequenced, report.incomplete, temp_removed,
     )

@@ -64,14 +64,19 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from minipacs.integrity import verify
     from minipacs.node import open_archive
+    from minipacs.storage.scratch import stow_spool
 
     archive = open_archive(settings)
     try:
-        report = verify(archive, rebuild_index=args.rebuild_index, actor=_actor("verify"))
+        report = verify(archive, rebuild_index=args.rebuild_index, actor=_actor("verify"),
+                        stow_spool=stow_spool(settings.data_dir))
     finally:
         archive.close()
     print(f"{report.checked} instances checked: {len(report.missing)} missing, "
           f"{len(report.corrupt)} corrupt, {len(report.orphans)} orphaned blobs")
+    print(f"{len(report.incomplete)} not readable whole (cut short when received); "
+          f"{report.temp_removed} temp files and upload spools of interrupted writes "
+          "removed")
     for key in report.missing:
         done = " (row removed)" if key in report.forgotten else ""
         print(f"  missing  {key}{done}")
@@ -80,6 +85,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     for key in report.orphans:
         done = " (indexed)" if key in report.reindexed else ""
         print(f"  orphan   {key}{done}")
+    for key, why in report.incomplete:
+        print(f"  not whole {key}: {why} (stored cut short by an older version; have the "
+              "sender send it again)")
     for key, why in report.unreadable:
         print(f"  unreadable {key}: {why}")
     if args.rebuild_index:
@@ -167,10 +175,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
 
     verify = sub.add_parser(
-        "verify", help="re-hash every blob; report missing, corrupt and orphaned ones",
+        "verify", help="re-hash every blob; report missing, corrupt, cut-short and "
+        "orphaned ones",
         description="Check that every indexed instance's blob exists with the SHA-256 "
-        "recorded at ingest, and list blobs no index row points at. Exits 1 when "
-        "something is wrong. Safe while the server runs.",
+        "recorded at ingest and is whole (every element's length fits), list blobs no "
+        "index row points at, and remove temp files and STOW-RS spools that interrupted "
+        "writes left (patient data). Exits 1 when something is wrong. Safe while the "
+        "server runs.",
     )
     verify.add_argument(
         "--rebuild-index", action="store_true",

@@ -24,6 +24,7 @@ from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
 from minipacs.periodic import PeriodicTask
 from minipacs.storage import create_store
+from minipacs.storage.scratch import stow_spool, sweep_folders
 from minipacs.web.app import create_app
 from minipacs.web.request_bounds import header_limited_protocol
 from minipacs.worklist import Worklist
@@ -90,7 +91,8 @@ def http_parser_options(settings: Settings) -> dict[str, Any]:
 
 def serve(settings: Settings) -> None:
     """Run until interrupted: DIMSE in background threads, HTTP in this thread."""
-    archive = open_archive(settings)
+    archive = open_archive(settings)  # its blob store sweeps its own temp files
+    sweep_folders(stow_spool(settings.data_dir))  # STOW-RS bodies of killed requests
     if settings.load_samples and settings.sample_dir.is_dir() and archive.is_empty():
         load_samples(archive, settings.sample_dir)
     http_sock = bind_http(settings.http_host, settings.http_port)

@@ -25,7 +25,13 @@ FIND_OUT_OF_RESOURCES = 0xA700
 
 
 def store_failure(exc: MinipacsError) -> Dataset:
-    """Status dataset for a failed C-STORE, with the reason in ErrorComment (0000,0902)."""
+    """Status dataset for a failed C-STORE, with the reason in ErrorComment (0000,0902).
+
+    PS3.4 B.2.3: Cxxx "cannot understand" for bytes that cannot be parsed, which includes
+    an instance not readable whole (`IncompleteInstance`: cut short, broken delimiters,
+    not encoded as its transfer syntax says); A9xx "data set does not match SOP class"
+    for one that parses but lacks what its class requires (`InvalidAttribute`: a UID, or
+    an image's Pixel Data)."""
     if isinstance(exc, InvalidAttribute):
         code = STORE_DATASET_MISMATCH
     elif isinstance(exc, InvalidInstance | Conflict):

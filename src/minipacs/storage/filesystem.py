@@ -12,8 +12,11 @@ from typing import BinaryIO
 from minipacs.errors import NotFound, StorageError
 from minipacs.storage.base import BlobStat
 from minipacs.storage.keys import check_key
+from minipacs.storage.scratch import TMP_SUFFIX, hold, sweep_files
 
-_TMP_SUFFIX = ".tmp"
+# Blobs are written here first, then renamed into place (same file system, so atomic).
+# One folder, so the sweep at start reads one directory, not the whole archive.
+INCOMING = ".incoming"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -25,25 +28,35 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FilesystemStore:
-    """Each blob is one file; writes go to a temp file, are fsynced, then renamed in place."""
+    """Each blob is one file; writes go to a temp file, are fsynced, then renamed in place.
+
+    Temp files a killed process left are removed when the store is opened (never listed
+    as keys, never served); `sweep_temporary(everywhere=True)` also finds those older
+    versions wrote next to the blobs (`minipacs verify`).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.incoming = self.root / INCOMING
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.sweep_temporary()
 
     def __repr__(self) -> str:
         return f"FilesystemStore({str(self.root)!r})"
 
     def _path(self, key: str) -> Path:
+        if key.split("/", 1)[0] == INCOMING or key.endswith(TMP_SUFFIX):
+            raise ValueError(f"blob key {key!r} names a temp file, never a blob")
         return self.root / check_key(key)
 
     def put(self, key: str, data: bytes | Path) -> None:
         target = self._path(key)
         try:
             created = self._make_parents(target.parent)
-            tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}"
+            tmp = self.incoming / f"{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}"
             try:
                 with open(tmp, "wb") as out:
+                    hold(out)  # until renamed: a sweep never takes a file being written
                     if isinstance(data, Path):
                         with open(data, "rb") as src:
                             shutil.copyfileobj(src, out, 1024 * 1024)
@@ -51,7 +64,7 @@ class FilesystemStore:
                         out.write(data)
                     out.flush()
                     os.fsync(out.fileno())
-                os.replace(tmp, target)
+                    os.replace(tmp, target)
             finally:
                 if tmp.exists():
                     tmp.unlink()
@@ -60,6 +73,18 @@ class FilesystemStore:
                 _fsync_dir(directory)
         except OSError as exc:
             raise StorageError(f"could not write blob {key}: {exc}") from exc
+
+    def sweep_temporary(self, *, everywhere: bool = False) -> int:
+        """Remove temp files of interrupted writes (no live process holds them).
+
+        `everywhere` also walks the whole tree for the `.<name>.<hex>.tmp` files older
+        versions wrote next to the blobs (slow on a large archive: `verify` does it).
+        Returns how many were removed."""
+        paths = list(self.incoming.glob(f"*{TMP_SUFFIX}"))
+        if everywhere:
+            paths += [p for p in self.root.rglob(f".*{TMP_SUFFIX}")
+                      if p.is_file() and p.parent != self.incoming]
+        return sweep_files(iter(paths))
 
     def _make_parents(self, directory: Path) -> list[Path]:
         """mkdir -p, returning the parents of newly created folders (to fsync them)."""
@@ -111,7 +136,8 @@ class FilesystemStore:
         if not start.is_dir():
             return
         for path in sorted(start.rglob("*")):
-            if path.is_file() and not path.name.endswith(_TMP_SUFFIX):
+            if path.is_file() and not path.name.endswith(TMP_SUFFIX) \
+                    and INCOMING not in path.relative_to(self.root).parts:
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key

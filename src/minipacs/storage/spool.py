@@ -136,6 +136,13 @@ class SpooledStore:
                 if not self._pending:
                     self._idle.notify_all()
 
+    def sweep_temporary(self, *, everywhere: bool = False) -> int:
+        """Temp files of interrupted writes to the spool (it sweeps them when opened too).
+        Objects appear in the bucket only once their PUT completes; the parts of a
+        multipart upload a killed process began are left to the bucket's lifecycle rule
+        (AbortIncompleteMultipartUpload), see docs/conformance.md."""
+        return self.spool.sweep_temporary(everywhere=everywhere)
+
     def close(self) -> None:
         """Stop the workers; what is still spooled is uploaded on the next start."""
         self._stopping.set()

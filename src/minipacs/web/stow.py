@@ -7,7 +7,6 @@ memory), then each part goes through `Archive.ingest`, the same path C-STORE tak
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from minipacs.archive import Archive, IngestResult
-from minipacs.dicom.header import parse_instance
+from minipacs.dicom.completeness import check_complete
+from minipacs.dicom.header import ParsedInstance, parse_instance
 from minipacs.dicom.json_model import dumps, element
 from minipacs.errors import Conflict, InvalidAttribute, InvalidInstance, StorageError
+from minipacs.storage.scratch import scratch_folder, stow_spool
 from minipacs.web.auth import acting_archive
 from minipacs.web.dicomweb import DICOM_JSON, _uid, check_uid, dicomweb_base
 from minipacs.web.multipart import MultipartError, MultipartSpooler, boundary_of
@@ -56,14 +57,25 @@ def _outcome_of_part(archive: Archive, path: Path, media: str, expected_study: s
     if media.split(";")[0].strip().lower() not in ("application/dicom", ""):
         return PartOutcome("", "", "", "", CANNOT_UNDERSTAND,
                            f"part type {media!r} is not application/dicom")
+    parsed: ParsedInstance | None = None
+    refusal: InvalidInstance | None = None
     try:
         parsed = parse_instance(path)
-    except InvalidAttribute as exc:
-        return PartOutcome("", "", "", "", DOES_NOT_MATCH_SOP_CLASS, str(exc))
     except InvalidInstance as exc:
-        return PartOutcome("", "", "", "", CANNOT_UNDERSTAND, str(exc))
+        refusal = exc
+    try:
+        # Whatever the header said: a part cut short is refused for that, naming the
+        # element it ends in (and the instance, when its UIDs survived the cut).
+        check_complete(path)
+    except InvalidInstance as exc:
+        refusal = exc
+    if refusal is not None or parsed is None:
+        ids = ("", "", "", "") if parsed is None else _ids(parsed)
+        code = DOES_NOT_MATCH_SOP_CLASS if isinstance(refusal, InvalidAttribute) \
+            else CANNOT_UNDERSTAND
+        return PartOutcome(*ids, code, str(refusal))
     a = parsed.attributes
-    ids = (a.sop_class_uid, a.sop_instance_uid, a.study_instance_uid, a.series_instance_uid)
+    ids = _ids(parsed)
     if expected_study is not None and a.study_instance_uid != expected_study:
         return PartOutcome(*ids, STUDY_MISMATCH,
                            f"StudyInstanceUID {a.study_instance_uid} is not the study "
@@ -80,6 +92,11 @@ def _outcome_of_part(archive: Archive, path: Path, media: str, expected_study: s
         return PartOutcome(*ids, OUT_OF_RESOURCES, str(exc))
     return PartOutcome(result.sop_class_uid, result.sop_instance_uid,
                        result.study_instance_uid, result.series_instance_uid)
+
+
+def _ids(parsed: ParsedInstance) -> tuple[str, str, str, str]:
+    a = parsed.attributes
+    return a.sop_class_uid, a.sop_instance_uid, a.study_instance_uid, a.series_instance_uid
 
 
 def _response_body(outcomes: list[PartOutcome], base: str, study: str | None
@@ -138,8 +155,10 @@ async def _store(request: Request, study: str | None) -> Response:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return _too_large(int(declared), limit)
     received_from = f"STOW-RS {request.client.host if request.client else '?'}"
-    with tempfile.TemporaryDirectory(prefix="minipacs-stow-") as folder:
-        spooler = MultipartSpooler(boundary, Path(folder))
+    # Under the data dir, marked in use while this request runs: what a killed process
+    # leaves there (patient data) is swept at the next start and by `minipacs verify`.
+    with scratch_folder(stow_spool(settings.data_dir), "request-") as folder:
+        spooler = MultipartSpooler(boundary, folder)
         total = 0
         try:
             async for chunk in request.stream():
