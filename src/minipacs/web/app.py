@@ -35,6 +35,7 @@ from minipacs.web import (
     auth,
     dicomweb,
     exports,
+    fhir,
     retention,
     stow,
     wado_pixels,
@@ -97,7 +98,7 @@ def create_app(
     app.state.accounts = accounts
 
     @app.exception_handler(MinipacsError)
-    def _core_error(request: Request, exc: MinipacsError) -> JSONResponse:
+    def _core_error(request: Request, exc: MinipacsError) -> Response:
         status = status_for(exc)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
@@ -106,6 +107,8 @@ def create_app(
             # RFC 6750 §3 / RFC 7617: the schemes a client may use. Bearer only: a Basic
             # challenge would make browsers pop up their own dialog over the viewer.
             headers["WWW-Authenticate"] = 'Bearer realm="minipacs"'
+        if request.url.path.startswith("/fhir/"):  # the FHIR door answers OperationOutcome
+            return fhir.fhir_error(status, str(exc), headers)
         return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
     if settings.cors_origins.strip():
@@ -125,6 +128,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(retention.router)
     app.include_router(exports.router)
+    app.include_router(fhir.router)
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:

@@ -85,6 +85,17 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/admin/tokens/{token_id}"): Action.MANAGE_USERS,
     ("GET", "/admin/audit"): Action.READ_AUDIT,
     ("POST", "/exports/deidentified"): Action.EXPORT_DEIDENTIFIED,
+    # FHIR R4 (web/fhir.py): searches query, reads view; the CapabilityStatement, the
+    # Endpoints, the unknown-type answers and the IID redirect say nothing about a patient
+    ("GET", "/fhir/metadata"): PUBLIC,
+    ("GET", "/fhir/ImagingStudy"): Action.QUERY,
+    ("GET", "/fhir/ImagingStudy/{study}"): Action.VIEW,
+    ("GET", "/fhir/Patient"): Action.QUERY,
+    ("GET", "/fhir/Patient/{patient_id}"): Action.VIEW,
+    ("GET", "/fhir/Endpoint/{endpoint_id}"): PUBLIC,
+    ("GET", "/fhir/{resource_type}"): PUBLIC,
+    ("GET", "/fhir/{resource_type}/{logical_id}"): PUBLIC,
+    ("GET", "/IHEInvokeImageDisplay"): PUBLIC,
 }
 
 
