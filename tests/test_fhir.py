@@ -232,6 +232,8 @@ def test_errors_are_operation_outcomes(server: ServerProcess, emr: httpx.Client)
     _outcome(emr.get("/Endpoint/nothing"), 404)
     assert "Observation" in _outcome(emr.get("/Observation"), 404).issue[0].diagnostics
     _outcome(emr.get("/Observation/1"), 404)
+    assert "not supported" in _outcome(emr.get("/Patient/x/_history/1"), 404).issue[0].diagnostics
+    _outcome(emr.post("/Patient", json={"resourceType": "Patient"}), 405)
     anonymous = httpx.get(f"{server.http_url}/fhir/ImagingStudy")
     assert _outcome(anonymous, 401).issue[0].code == "login"
     research = server.create_token("fhir-research", "research")

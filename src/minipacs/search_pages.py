@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from minipacs.dicom.matching import Filter, like_pattern
@@ -52,6 +52,11 @@ class RecordConditions:
     updated_before: datetime | None = None
     matches_nothing: bool = False
 
+    def describe(self) -> str:
+        """The conditions given, as `name=value` text for the audit trail."""
+        return " ".join(f"{name}={value}" for name, value in vars(self).items()
+                        if value not in (None, False))
+
 
 @dataclass(frozen=True)
 class SearchPage:
@@ -79,10 +84,31 @@ def _conditions(conditions: RecordConditions, level: PageLevel) -> list[ColumnEl
                        Patient.other_patient_ids.like(f"%|{like_pattern(value)}|%",
                                                       escape="\\")))
     if level == "STUDY" and conditions.updated_from is not None:
-        out.append(Study.updated_at >= conditions.updated_from)
+        out.append(or_(Study.updated_at >= conditions.updated_from,
+                       exists(_instances_since(conditions.updated_from))))
     if level == "STUDY" and conditions.updated_before is not None:
-        out.append(Study.updated_at < conditions.updated_before)
+        out += [Study.updated_at < conditions.updated_before,
+                ~exists(_instances_since(conditions.updated_before))]
     return out
+
+
+def _instances_since(moment: datetime) -> Any:
+    """The study's instances that arrived at or after `moment` (correlated subquery)."""
+    return (select(Instance.id).join(Series, Instance.series_pk == Series.id)
+            .where(Series.study_pk == Study.id, Instance.created_at >= moment))
+
+
+def _last_updated(session: Session, rows: Sequence[Any]) -> dict[str, datetime]:
+    """Per study: the later of its row's last change and its newest instance's arrival."""
+    studies = {row[0].id: row[0] for row in rows}
+    if not studies:
+        return {}
+    newest = dict(session.execute(
+        select(Series.study_pk, func.max(Instance.created_at))
+        .join(Instance, Instance.series_pk == Series.id)
+        .where(Series.study_pk.in_(list(studies))).group_by(Series.study_pk)).tuples().all())
+    return {study.study_instance_uid: max(t for t in (study.updated_at, newest.get(pk)) if t)
+            for pk, study in studies.items()}
 
 
 def search_page(session: Session, level: PageLevel, filt: Filter,
@@ -125,5 +151,4 @@ def search_page(session: Session, level: PageLevel, filt: Filter,
     instances: dict[str, list[dict[str, Any]]] = {}
     for model in instance_matches(instance_rows, ()):
         instances.setdefault(model["0020000E"]["Value"][0], []).append(model)
-    updated = {row[0].study_instance_uid: row[0].updated_at for row in rows}
-    return SearchPage(studies, total, series, instances, updated)
+    return SearchPage(studies, total, series, instances, _last_updated(session, rows))

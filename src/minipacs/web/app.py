@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from minipacs import __version__
@@ -110,6 +112,12 @@ def create_app(
         if request.url.path.startswith("/fhir/"):  # the FHIR door answers OperationOutcome
             return fhir.fhir_error(status, str(exc), headers)
         return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/fhir/"):  # unmatched /fhir paths: OperationOutcome
+            return fhir.unsupported(request.method, request.url.path, exc.status_code)
+        return await http_exception_handler(request, exc)
 
     if settings.cors_origins.strip():
         app.add_middleware(

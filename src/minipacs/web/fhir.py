@@ -67,6 +67,7 @@ def fhir_response(resource: Resource, status: int = 200) -> Response:
 
 # FHIR R4 OperationOutcome issue-type codes per HTTP status (http.html, RESTful API).
 _ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
+                405: "not-supported",
                 406: "not-supported", 409: "conflict", 503: "transient"}
 
 
@@ -98,11 +99,12 @@ def _parse(request: Request, kind: SearchKind) -> Search:
                          strict=_strict(request))
 
 
-def _page(request: Request, kind: SearchKind, search: Search, action: Action) -> SearchPage:
+def _page(request: Request, kind: SearchKind, search: Search, action: Action,
+          study_uid: str | None = None) -> SearchPage:
     level: Literal["PATIENT", "STUDY"] = "STUDY" if kind == "ImagingStudy" else "PATIENT"
     return acting_archive(request).search_page(level, search.filter, search.conditions,
-                                               action=action, limit=search.count,
-                                               offset=search.offset)
+                                               action=action, study_uid=study_uid,
+                                               limit=search.count, offset=search.offset)
 
 
 def _resources(request: Request, kind: SearchKind, page: SearchPage) -> list[Resource]:
@@ -169,7 +171,7 @@ def read_imaging_study(request: Request, study: str) -> Response:
         [("_id", study)], "ImagingStudy", strict=False).filter,
         RecordConditions(matches_nothing=uid is None), 1, 0, ())
     resources = _resources(request, "ImagingStudy",
-                           _page(request, "ImagingStudy", search, Action.VIEW))
+                           _page(request, "ImagingStudy", search, Action.VIEW, uid))
     if not resources:
         raise NotFound(f"ImagingStudy/{study[:80]} is not in the archive (its id is the "
                        "Study Instance UID)")
@@ -206,6 +208,13 @@ def unknown_type(resource_type: str) -> Response:
 @router.get("/fhir/{resource_type}/{logical_id}", include_in_schema=False)
 def unknown_type_read(resource_type: str, logical_id: str) -> Response:
     return unknown_type(resource_type)
+
+
+def unsupported(method: str, path: str, status: int) -> Response:
+    """A request no /fhir route answers (history, vread, operations, writes)."""
+    return fhir_error(status, f"{method} {path[:120]} is not supported (read and search "
+                              "only: no history, vread, operations or writes); see "
+                              "/fhir/metadata")
 
 
 # IHE ITI TF-1 §29 / TF-2 §3.106 Invoke Image Display: parameters the viewer reads.
