@@ -280,3 +280,25 @@ def test_bhyt_accepts_card_social_insurance_number_and_cccd() -> None:
 def test_patient_ids_are_fhir_ids_and_decode_to_the_key(key: tuple[str, str]) -> None:
     logical = patient_id_of(*key)
     assert logical is not None and patient_key_of(logical) == key
+
+
+def test_searches_and_reads_are_audited_as_the_emr_with_the_patients_found(
+    server: ServerProcess,
+) -> None:
+    token = server.create_token("fhir-audited", "emr")
+    headers = {"Authorization": f"Bearer {token}"}
+    search = httpx.get(f"{server.http_url}/fhir/ImagingStudy", headers=headers,
+                       params={"patient.identifier": f"{VN_CCCD}|{AN_CCCD}", "_count": "0"})
+    summary = _bundle(search)
+    assert summary.total == 2 and not summary.entry  # _count=0: the total only
+    found = httpx.get(f"{server.http_url}/fhir/ImagingStudy", headers=headers,
+                      params={"patient.identifier": AN_CCCD})
+    assert _bundle(found).total == 2
+    read = httpx.get(f"{server.http_url}/fhir/Patient/{patient_id_of(AN_ID, 'BV-DEMO')}",
+                     headers=headers)
+    assert read.status_code == 200
+    events = server.http.get("/admin/audit", params={"actor": "token:fhir-audited"}).json()
+    # Newest first. A count-only search names no patient: its criteria say whom it was on.
+    assert [(e["action"], e["patient_id"]) for e in events] == [
+        ("view", AN_ID), ("query", AN_ID), ("query", "")]
+    assert AN_CCCD in events[2]["detail"] and "2 matches" in events[2]["detail"]
