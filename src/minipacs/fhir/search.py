@@ -9,6 +9,7 @@ refused with ``Prefer: handling=strict`` (FHIR R4 §3.1.1.5.7 / http.html#search
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -52,6 +53,8 @@ _STATUSES = {"registered", "available", "cancelled", "entered-in-error", "unknow
 _GENDERS = {"male": "M", "female": "F", "other": "O"}
 _PREFIXES = ("eq", "ge", "gt", "le", "lt")
 _FORMAT_PARAMS = {"_format", "_pretty"}
+# Spellings of a supported parameter with a type modifier that changes nothing here.
+_ALIASES = {"subject:Patient": "subject", "basedon:ServiceRequest": "basedon"}
 
 
 @dataclass(frozen=True)
@@ -208,12 +211,18 @@ class SearchBuilder:
                 count = min(_number(name, value), self.max_page)
             elif name == "_getpagesoffset":
                 offset = _number(name, value)
-            elif name in params:
-                grouped.setdefault(name, []).append(value.strip())
+            elif name in params or name in _ALIASES:
+                grouped.setdefault(_ALIASES.get(name, name), []).append(value.strip())
             elif name in _FORMAT_PARAMS:
                 if name == "_format" and value not in ("json", "application/fhir+json",
                                                        "application/json"):
                     raise QueryError(f"_format={value!r}: only JSON is served")
+            elif re.split(r"[:.]", name)[0] in params:
+                # FHIR R4 search §3.1.1.4: a server SHALL reject a parameter with a modifier
+                # (or chain) it does not support, rather than return more than was asked.
+                raise QueryError(f"search parameter {name!r}: this modifier or chain is not "
+                                 f"supported on {resource} (supported: "
+                                 f"{', '.join(sorted(params))})")
             elif strict:
                 raise QueryError(f"search parameter {name!r} is not supported on {resource}"
                                  f" (supported: {', '.join(sorted(params))}); sent with "

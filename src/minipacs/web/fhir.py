@@ -121,10 +121,11 @@ def _resources(request: Request, kind: SearchKind, page: SearchPage) -> list[Res
     return out
 
 
-def _link(request: Request, kind: SearchKind, relation: str, offset: int, count: int
-          ) -> BundleLink:
+def _link(request: Request, kind: SearchKind, relation: str, offset: int, count: int,
+          ignored: tuple[str, ...]) -> BundleLink:
+    # FHIR R4 search §3.1.1.5.7: the self link shows the parameters actually used.
     kept = [(k, v) for k, v in request.query_params.multi_items()
-            if k not in ("_count", "_getpagesoffset")]
+            if k not in ("_count", "_getpagesoffset", *ignored)]
     query = urlencode([*kept, ("_count", str(count)), ("_getpagesoffset", str(offset))])
     return BundleLink(relation=relation, url=f"{fhir_base(request)}/fhir/{kind}?{query}")
 
@@ -133,12 +134,15 @@ def _search(request: Request, kind: SearchKind) -> Response:
     search = _parse(request, kind)
     page = _page(request, kind, search, Action.QUERY)
     base = fhir_base(request)
-    links = [_link(request, kind, "self", search.offset, search.count)]
+    ignored = search.ignored
+    links = [_link(request, kind, "self", search.offset, search.count, ignored)]
     if search.count and search.offset + search.count < page.total:
-        links.append(_link(request, kind, "next", search.offset + search.count, search.count))
+        links.append(_link(request, kind, "next", search.offset + search.count, search.count,
+                           ignored))
     if search.offset > 0:
         links.append(_link(request, kind, "previous",
-                           max(0, search.offset - max(search.count, 1)), search.count))
+                           max(0, search.offset - max(search.count, 1)), search.count,
+                           ignored))
     bundle = Bundle(
         type="searchset", total=page.total, link=links,
         meta=Meta(lastUpdated=datetime.now(UTC)),
