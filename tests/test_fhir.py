@@ -117,6 +117,12 @@ def test_imaging_study_search_by_cccd_in_either_system_uri_finds_the_patients_st
         "patient.identifier": f"{VN_BHYT}|{AN_BHYT}"}))) == AN_ACCESSIONS
     assert _bundle(emr.get("/ImagingStudy", params={
         "patient.identifier": f"urn:unknown|{AN_CCCD}"})).total == 0
+    an = f"Patient/{patient_id_of(AN_ID, 'BV-DEMO')}"
+    for param in ("patient", "subject", "subject:Patient"):
+        assert _accessions(_bundle(emr.get("/ImagingStudy", params={param: an}))) == \
+            AN_ACCESSIONS
+    assert _bundle(emr.get("/ImagingStudy", params={"patient": f"Patient/{AN_ID}"})
+                   ).total == 0  # same PatientID without its issuer: another patient key
 
 
 def test_imaging_study_resource_follows_the_dicom_mapping(emr: httpx.Client) -> None:
