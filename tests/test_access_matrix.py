@@ -25,7 +25,9 @@ from minipacs.worklist import Worklist
 UID = "1.2.826.0.1.3680043.8.498.1"  # well-formed, never stored
 PARAMS = {"study": UID, "series": UID, "instance": UID, "frames": "1", "tag": "7FE00010",
           "ae_title": "NOBODY", "step_id": "NOSTEP", "username": "nobody", "token_id": "999999",
-          "link_id": "999999", "alert_id": "999999"}
+          "link_id": "999999", "alert_id": "999999",
+          "patient_id": "NOBODY", "endpoint_id": "dicom-wado-rs", "resource_type": "Nothing",
+          "logical_id": "none"}
 
 
 def _api_routes(archive: Archive, settings: Settings) -> list[tuple[str, str]]:

@@ -58,6 +58,7 @@ from minipacs.query_results import (
     series_matches,
     study_matches,
 )
+from minipacs.search_pages import PageLevel, RecordConditions, SearchPage, search_page
 from minipacs.storage import BlobStore, instance_key
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,37 @@ class Archive:
         for model in matches:
             keep_matching_items(model, query.sequence_keys)
         return QueryResult(matches, truncated)
+
+    def search_page(
+        self,
+        level: PageLevel,
+        filt: Filter,
+        conditions: RecordConditions | None = None,
+        *,
+        principal: Principal | None = None,
+        action: Action = Action.QUERY,
+        study_uid: str | None = None,
+        limit: int,
+        offset: int = 0,
+    ) -> SearchPage:
+        """One page of patients or studies (with their series and instances) and how many
+        matched in all (`search_pages.search_page`), for doors that page by offset.
+
+        Like `find`: permitted for `principal` to `action` (query, or view for a read
+        by id, with its `study_uid`: a share link may read its study), audited with the
+        patients found; `limit` is capped by max_query_results."""
+        principal = self.permit(principal, action, study_uid)
+        limit = max(0, min(limit, self.max_query_results))
+        conditions = conditions or RecordConditions()
+        with self._read() as session:
+            page = search_page(session, level, filt, conditions, limit=limit,
+                               offset=max(offset, 0))
+        patients = sorted({_text(m.get("00100020")) for m in page.matches} - {""})
+        self.audit(action.value, principal.actor, patients[0] if len(patients) == 1 else "",
+                   detail=f"{level} {filt.describe()} {conditions.describe()}: {page.total} matches"
+                   + (f", patients {' '.join(patients[:50])}" if patients else ""),
+                   role=principal.role.value, source=principal.source)
+        return page
 
     # ------------------------------------------------------------------ retrieve
     def instances(

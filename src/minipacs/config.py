@@ -229,6 +229,67 @@ class Settings(BaseSettings):
         "longer PDU is answered with A-ABORT. Bounds the memory one association holds.",
     )
 
+    # --- issue #12, FHIR door and patient identity (fhir stream) ---
+    facility_name: str = Field(
+        "minipacs",
+        description="The facility that assigns the hospital patient ID (PatientID), named "
+        "as its FHIR identifier.assigner.",
+    )
+    identity_hospital_system: str = Field(
+        "http://fhir.ehealth.gov.vn/core/sid/patient-internal-id",
+        description="FHIR identifier.system of the hospital patient ID (DICOM PatientID).",
+    )
+    identity_hospital_alternative_systems: str = Field(
+        "", description="Other identifier.system URIs accepted on search for the hospital "
+        "patient ID, comma-separated.",
+    )
+    identity_hospital_type: str = Field(
+        "MR", description="HL7 v2-0203 code of the hospital patient ID: FHIR identifier.type "
+        "and HL7 v2 PID-3.5.",
+    )
+    identity_cccd_issuer: str = Field(
+        "CCCD", description="IssuerOfPatientID of the OtherPatientIDsSequence item carrying "
+        "the national citizen ID (CCCD).",
+    )
+    identity_cccd_system: str = Field(
+        "http://fhir.ehealth.gov.vn/core/sid/national_id",
+        description="FHIR identifier.system of the national citizen ID (CCCD).",
+    )
+    identity_cccd_alternative_systems: str = Field(
+        "http://fhir.hl7.org.vn/core/sid/cccd",
+        description="Other identifier.system URIs accepted on search for the CCCD, "
+        "comma-separated (default: the HL7 Vietnam community guide's).",
+    )
+    identity_cccd_type: str = Field(
+        "NI", description="HL7 v2-0203 code of the CCCD: FHIR identifier.type and PID-3.5."
+    )
+    identity_bhyt_issuer: str = Field(
+        "BHYT", description="IssuerOfPatientID of the OtherPatientIDsSequence item carrying "
+        "the health-insurance number (BHYT).",
+    )
+    identity_bhyt_system: str = Field(
+        "http://fhir.ehealth.gov.vn/core/sid/insurance_number",
+        description="FHIR identifier.system of the health-insurance number (BHYT).",
+    )
+    identity_bhyt_alternative_systems: str = Field(
+        "http://fhir.hl7.org.vn/core/sid/bhyt",
+        description="Other identifier.system URIs accepted on search for the BHYT number, "
+        "comma-separated.",
+    )
+    identity_bhyt_type: str = Field(
+        "HC", description="HL7 v2-0203 code of the BHYT number: FHIR identifier.type and "
+        "PID-3.5.",
+    )
+    fhir_timezone: str = Field(
+        "+07:00",
+        description="UTC offset given to study and series times in FHIR when the DICOM has "
+        "no Timezone Offset From UTC (0008,0201).",
+        pattern=r"^[+-](0\d|1[0-4]):[0-5]\d$",
+    )
+    fhir_page_size: int = Field(
+        20, ge=1, description="FHIR search results per page when the client sends no _count."
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_fits_dicom(cls, value: str) -> str:

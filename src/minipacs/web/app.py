@@ -39,6 +39,7 @@ from minipacs.web import (
     auth,
     dicomweb,
     exports,
+    fhir,
     retention,
     share,
     stow,
@@ -135,7 +136,7 @@ def create_app(
                                               AlertRules.from_settings(settings))
 
     @app.exception_handler(MinipacsError)
-    def _core_error(request: Request, exc: MinipacsError) -> JSONResponse:
+    def _core_error(request: Request, exc: MinipacsError) -> Response:
         status = status_for(exc)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
@@ -144,10 +145,12 @@ def create_app(
             # RFC 6750 §3 / RFC 7617: the schemes a client may use. Bearer only: a Basic
             # challenge would make browsers pop up their own dialog over the viewer.
             headers["WWW-Authenticate"] = 'Bearer realm="minipacs"'
+        if request.url.path.startswith("/fhir/"):  # the FHIR door answers OperationOutcome
+            return fhir.fhir_error(status, str(exc), headers)
         return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
         # Every parameter or body error is a 400 in our own format, never FastAPI's 422;
         # a body in a media type other than JSON is 415 (RFC 9110 §15.5.16).
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -155,11 +158,15 @@ def create_app(
         if body_error and content_type and not content_type.endswith(("/json", "+json")):
             return JSONResponse({"error": f"Content-Type {content_type!r} is not accepted "
                                           "here; send application/json"}, status_code=415)
+        if request.url.path.startswith("/fhir/"):  # FHIR: an OperationOutcome
+            return fhir.fhir_error(400, describe_validation_error(exc), {})
         return JSONResponse({"error": describe_validation_error(exc)}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # Unknown paths (404) and methods (405) answer in the same error format.
+        if request.url.path.startswith("/fhir/"):  # unmatched /fhir paths: OperationOutcome
+            return fhir.unsupported(request.method, request.url.path, exc.status_code)
         if exc.status_code == 404:
             message = f"no resource at {request.url.path[:200]!r}; see /docs for the API"
         elif exc.status_code == 405:
@@ -187,6 +194,7 @@ def create_app(
     app.include_router(retention.router)
     app.include_router(exports.router)
     app.include_router(share.router)
+    app.include_router(fhir.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
     install_openapi(app)

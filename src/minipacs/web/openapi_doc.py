@@ -29,6 +29,8 @@ ERROR_SCHEMA: dict[str, Any] = {
                              "description": "What was wrong, with the value, and what to do"}},
 }
 
+_OUTCOME = {"application/fhir+json": {"schema": {
+    "type": "object", "description": "a FHIR R4 OperationOutcome"}}}
 _ERRORS: dict[str, str] = {
     "400": "A parameter or the body is malformed (the error names it, its value and what is "
            "expected)",
@@ -123,14 +125,16 @@ def _describe(openapi: dict[str, Any]) -> dict[str, Any]:
                 for code in ("202", "409"):
                     responses.setdefault(code, {"description": "See FailedSOPSequence"})
                     responses[code]["content"] = {DICOM_JSON: {"schema": {"type": "object"}}}
+            # The FHIR door answers errors as OperationOutcome (FHIR R4 §3.1.0.4).
+            error = _OUTCOME if path.startswith("/fhir") else {"application/json": _ERROR_REF}
             for code in _statuses(method, path, operation):
                 if code == "409" and "content" in responses.get(code, {}):
                     continue
                 entry = responses.setdefault(code, {"description": _ERRORS[code]})
-                entry["content"] = {"application/json": _ERROR_REF}
+                entry["content"] = dict(error)
             for code, entry in responses.items():  # errors a route declared itself
                 if code.startswith(("4", "5")) and "content" not in entry:
-                    entry["content"] = {"application/json": _ERROR_REF}
+                    entry["content"] = dict(error)
     return openapi
 
 

@@ -92,6 +92,17 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/admin/share-links"): Action.MANAGE_USERS,
     ("DELETE", "/admin/share-links/{link_id}"): Action.MANAGE_USERS,
     ("POST", "/auth/share"): PUBLIC,
+    # FHIR R4 (web/fhir.py): searches query, reads view; the CapabilityStatement, the
+    # Endpoints, the unknown-type answers and the IID redirect say nothing about a patient
+    ("GET", "/fhir/metadata"): PUBLIC,
+    ("GET", "/fhir/ImagingStudy"): Action.QUERY,
+    ("GET", "/fhir/ImagingStudy/{study}"): Action.VIEW,
+    ("GET", "/fhir/Patient"): Action.QUERY,
+    ("GET", "/fhir/Patient/{patient_id}"): Action.VIEW,
+    ("GET", "/fhir/Endpoint/{endpoint_id}"): PUBLIC,
+    ("GET", "/fhir/{resource_type}"): PUBLIC,
+    ("GET", "/fhir/{resource_type}/{logical_id}"): PUBLIC,
+    ("GET", "/IHEInvokeImageDisplay"): PUBLIC,
 }
 
 
