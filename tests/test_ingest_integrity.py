@@ -265,7 +265,8 @@ def _ct(server_sop: str, transfer_syntax: str = ExplicitVRLittleEndian) -> bytes
 
 
 def _qido_instance(server: ServerProcess, sop: str) -> list[object]:
-    response = httpx.get(f"{server.dicomweb_url}/instances", params={"SOPInstanceUID": sop})
+    response = httpx.get(f"{server.dicomweb_url}/instances", params={"SOPInstanceUID": sop},
+                         headers=server.auth)
     assert response.status_code == 200
     return response.json()  # type: ignore[no-any-return]
 
@@ -465,9 +466,10 @@ def test_stow_spool_of_a_killed_server_is_swept_at_the_next_start(
 
     try:
         with pytest.raises(httpx.HTTPError):
-            httpx.post(f"{proc.dicomweb_url}/studies", content=body(), timeout=30, headers={
-                "Content-Type": f'multipart/related; type="application/dicom"; '
-                                f'boundary={boundary}'})
+            httpx.post(f"{proc.dicomweb_url}/studies", content=body(), timeout=30,
+                       headers={**proc.auth,
+                                "Content-Type": f'multipart/related; type="application/dicom"; '
+                                                f'boundary={boundary}'})
         left = list(spool.glob("*/part-*"))
         assert left and left[0].read_bytes()[128:132] == b"DICM"  # patient data, left over
         proc.start()

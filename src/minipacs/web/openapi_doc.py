@@ -53,6 +53,7 @@ _ERRORS: dict[str, str] = {
 # (method, path pattern) -> 200 content: media type -> description. First match wins.
 _UID = r"\{[a-z_]+\}"
 _CONTENT: list[tuple[str, str, dict[str, dict[str, Any]]]] = [
+    ("get", r"^/fhir/", {"application/fhir+json": {"schema": {"type": "object"}}}),
     ("get", rf"^/dicom-web(/studies/{_UID}(/series/{_UID})?)?/(studies|series|instances)$",
      {DICOM_JSON: _DICOM_JSON_ARRAY}),
     ("get", r"/metadata$", {DICOM_JSON: _DICOM_JSON_ARRAY}),
@@ -79,7 +80,8 @@ _MULTIPART_NOTE = (' multipart/related bodies carry a type parameter naming the 
 def _statuses(method: str, path: str, operation: dict[str, Any]) -> set[str]:
     """The error statuses an operation can answer, from what it takes and does."""
     codes = {"431", "503"}  # any request: an oversized head; the index or store down
-    if operation.get("parameters") or "requestBody" in operation:
+    if operation.get("parameters") or "requestBody" in operation or \
+            path == "/IHEInvokeImageDisplay":  # reads its IID parameters itself
         codes.add("400")
     if "{" in path or path == "/wado":
         codes.add("404")
@@ -118,7 +120,11 @@ def _describe(openapi: dict[str, Any]) -> dict[str, Any]:
                         described["description"] = (described.get("description", "")
                                                     + "." + _MULTIPART_NOTE).lstrip(".")
                     break
-            if path.endswith("/metadata"):
+            if path == "/IHEInvokeImageDisplay":
+                responses.pop("200", None)
+                responses["303"] = {"description": "See Other: the viewer's link for the "
+                                                   "request (Location)"}
+            if path.endswith("/metadata") and path.startswith("/dicom-web"):
                 responses["304"] = {"description": "Not modified: If-None-Match named the "
                                                    "current ETag"}
             if method == "post" and path.startswith("/dicom-web/studies"):
