@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, delete, insert, select, update
 
 from conftest import ServerProcess
 from dicomweb_peers import store
+from dimse_peers import storescu
 from factories import make_instance
 from minipacs.audit.chain import AuditRecord, event_hash
 from minipacs.index.models import AuditEvent, AuditHead
@@ -131,4 +134,23 @@ def test_queries_views_and_refusals_are_recorded_with_actor_source_and_patient(
                      headers={"Authorization": f"Bearer {auditor}"}).status_code == 403
     engine = index_engine(server)
     assert events(engine, action="read-audit", actor="token:kiem-toan")
+    engine.dispose()
+
+
+def test_stores_and_associations_are_recorded_for_each_door(
+    empty_server: ServerProcess, tmp_path: Path
+) -> None:
+    server = empty_server
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(make_instance(patient_id="BN-STORE-AUDIT"))
+    assert storescu(server, path).returncode == 0  # dcmtk: calling AE STORESCU
+    (stowed,) = store(server, make_instance(patient_id="BN-STOW-AUDIT"))
+    engine = index_engine(server)
+    by_dimse = events(engine, action="store", patient_id="BN-STORE-AUDIT")
+    assert [(e.actor, e.source) for e in by_dimse] == [("ae:STORESCU", "127.0.0.1")]
+    associations = events(engine, action="association", actor="ae:STORESCU")
+    assert associations and associations[0].role == "dicom-node"
+    by_http = events(engine, action="store", patient_id="BN-STOW-AUDIT")
+    assert [(e.actor, e.study_instance_uid) for e in by_http] == [
+        ("token:tests-admin", stowed.study)]
     engine.dispose()

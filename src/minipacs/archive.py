@@ -122,13 +122,17 @@ class Archive:
         create_schema(self.write_engine)
 
     # ------------------------------------------------------------------ ingest
-    def ingest(self, source: bytes | Path, *, received_from: str = "") -> IngestResult:
+    def ingest(self, source: bytes | Path, *, received_from: str = "",
+               principal: Principal | None = None) -> IngestResult:
         """Store one instance (Part-10 bytes or a file) and index it; durable on return.
+        The `store` audit event commits with the index rows.
 
-        Raises `InvalidInstance` (not DICOM, missing/bad UIDs; `IncompleteInstance` when
-        the bytes cannot be read back whole), `Conflict` (same SOP Instance UID, other
-        bytes, with duplicate_policy='reject') or `StorageError`.
+        Raises `Forbidden` unless the principal may store, `InvalidInstance` (not DICOM,
+        missing/bad UIDs; `IncompleteInstance` when the bytes cannot be read back whole),
+        `Conflict` (same SOP Instance UID, other bytes, with duplicate_policy='reject') or
+        `StorageError`.
         """
+        principal = self.permit(principal, Action.STORE)
         # First, before anything is written: every element's declared length must fit
         # in what was received (a walk of element headers, pixels skipped, not decoded).
         check_complete(source)
@@ -149,17 +153,13 @@ class Archive:
             attrs.study_instance_uid, attrs.series_instance_uid, attrs.sop_instance_uid
         )
         self.store.put(key, parsed.part10 if parsed.part10 is not None else source)
-        replaced = self._index_instance(parsed, key, derive(parsed), received_from)
+        replaced = self._index_instance(parsed, key, derive(parsed), received_from,
+                                        principal=principal)
         if replaced is not None and replaced.blob_key != key:
             self.store.delete(replaced.blob_key)
         status: IngestStatus = "stored"
         if replaced is not None and replaced.sha256 != parsed.sha256:
             status = "replaced"
-            self.audit(
-                "replace", received_from, attrs.patient_id, attrs.study_instance_uid,
-                f"SOP Instance {attrs.sop_instance_uid} replaced: sha256 "
-                f"{replaced.sha256} -> {parsed.sha256}",
-            )
         log.info("%s %s (%s, %d bytes) from %s", status, attrs.sop_instance_uid,
                  attrs.modality or "?", parsed.size, received_from or "?")
         return self._result(parsed, status)
@@ -176,18 +176,33 @@ class Archive:
         return records[0] if records else None
 
     def _index_instance(
-        self, parsed: ParsedInstance, key: str, derived: Derived, received_from: str
+        self, parsed: ParsedInstance, key: str, derived: Derived, received_from: str,
+        *, principal: Principal | None = None,
     ) -> InstanceRecord | None:
-        """Upsert patient → study → series → instance in one transaction.
+        """Upsert patient → study → series → instance in one transaction, with the
+        principal's `store` (or `replace`) audit event in it when one is given.
 
         Retries on unique-key races (another node or thread inserting the same patient,
         study or series at the same moment). Returns the record it replaced, if any.
         """
+        a = parsed.attributes
         last_error: Exception | None = None
         for attempt in range(_INDEX_ATTEMPTS):
             try:
                 with self._write_lock, self._write() as session, session.begin():
-                    return upsert_instance(session, parsed, key, derived, received_from)
+                    replaced = upsert_instance(session, parsed, key, derived, received_from)
+                    if principal is not None:
+                        changed = replaced is not None and replaced.sha256 != parsed.sha256
+                        detail = (f"SOP Instance {a.sop_instance_uid} replaced: sha256 "
+                                  f"{replaced.sha256} -> {parsed.sha256}"
+                                  if changed and replaced is not None else
+                                  f"SOP Instance {a.sop_instance_uid} ({a.modality or '?'}, "
+                                  f"{parsed.size} bytes) from {received_from or '?'}")
+                        append(session, AuditRecord(
+                            "replace" if changed else "store", principal.actor,
+                            principal.role.value, principal.source, a.patient_id,
+                            a.study_instance_uid, detail=detail))
+                    return replaced
             except (IntegrityError, OperationalError) as exc:
                 last_error = exc
                 log.debug("index attempt %d for %s failed: %s", attempt + 1,

@@ -75,6 +75,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from minipacs.access.principal import cli_principal
     from minipacs.folder_import import import_files, iter_files
     from minipacs.node import open_archive
 
@@ -86,7 +87,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     if settings.log_level != "DEBUG":
         # One line per instance would scroll the progress bar away; the summary says it all.
         logging.getLogger("minipacs.archive").setLevel(logging.WARNING)
-    archive = open_archive(settings)
+    archive = open_archive(settings).acting_as(cli_principal("import"))
     files = list(iter_files(args.paths))
     with Progress(
         TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from minipacs.access.accounts import AccountPolicy, Accounts
+from minipacs.access.principal import system_principal
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.audit.alerts import AlertMonitor, AlertRules
@@ -46,7 +47,8 @@ def open_archive(settings: Settings) -> Archive:
 
 def load_samples(archive: Archive, sample_dir: Path) -> None:
     files = list(iter_files([sample_dir]))
-    summary = import_files(archive, [f for f in files if f.suffix == ".dcm"],
+    summary = import_files(archive.acting_as(system_principal("sample-preload")),
+                           [f for f in files if f.suffix == ".dcm"],
                            received_from="sample_dicom")
     log.info("loaded sample studies from %s: %d stored, %d rejected", sample_dir,
              summary.stored, len(summary.rejected))
