@@ -36,7 +36,7 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from backends import Backends
-from conftest import ServerProcess
+from conftest import ServerProcess, open_test_archive
 from dicomweb_peers import stow
 from dimse_peers import dataset_bytes, run_dcmtk
 from factories import make_instance
@@ -48,7 +48,6 @@ from minipacs.errors import IncompleteInstance, InvalidAttribute, InvalidInstanc
 from minipacs.folder_import import import_files
 from minipacs.index.upsert import derive
 from minipacs.integrity import verify
-from minipacs.node import open_archive
 from minipacs.storage import FilesystemStore, instance_key
 from minipacs.storage.scratch import hold, stow_spool
 from node_tools import minipacs_cli
@@ -412,7 +411,7 @@ def _local_store(archive: Archive) -> FilesystemStore:
 
 def test_temp_files_of_killed_writes_are_swept_at_start_never_listed(settings: Settings
                                                                      ) -> None:
-    archive = open_archive(settings)
+    archive = open_test_archive(settings)
     try:
         local = _local_store(archive)
         stored = archive.ingest(_instance())
@@ -428,7 +427,7 @@ def test_temp_files_of_killed_writes_are_swept_at_start_never_listed(settings: S
             writer.flush()
             assert not any(k.endswith(".tmp") for k in archive.store.keys())
             archive.close()
-            archive = open_archive(settings)  # a node starting
+            archive = open_test_archive(settings)  # a node starting
             assert not leftover.exists()
             assert busy.exists() and legacy.exists()  # held; not in the start-up sweep
             report = verify(archive)

@@ -127,8 +127,12 @@ def test_content_types_and_transfer_syntax(server: ServerProcess, wide: Stored) 
 
 
 def test_an_instance_without_pixels_defaults_to_dicom(server: ServerProcess) -> None:
-    [stored] = store(server, make_instance(modality="OT", PixelData=None, Rows=None,
-                                           Columns=None, patient_id="WURI-2"))
+    # A Basic Text SR: an image SOP class without Pixel Data is refused at ingest.
+    [stored] = store(server, make_instance(
+        modality="SR", sop_class="1.2.840.10008.5.1.4.1.1.88.11", patient_id="WURI-2",
+        PixelData=None, Rows=None, Columns=None, SamplesPerPixel=None, BitsAllocated=None,
+        BitsStored=None, HighBit=None, PixelRepresentation=None,
+        PhotometricInterpretation=None))
     response = _get(server, stored)
     assert response.headers["content-type"] == "application/dicom"
     assert response.content == stored.data
