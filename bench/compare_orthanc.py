@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -74,6 +74,7 @@ class Target:
     ae_title: str
     dicomweb: str
     process: subprocess.Popen[bytes]
+    headers: dict[str, str] = field(default_factory=dict)  # credentials, where needed
 
 
 def start_minipacs(work: Path) -> Target:
@@ -90,7 +91,14 @@ def start_minipacs(work: Path) -> Target:
         time.sleep(0.05)
     ports = json.loads(ready.read_text())
     url = f"http://127.0.0.1:{ports['http_port']}"
-    return Target("minipacs", ports["dicom_port"], url, "MINIPACS", f"{url}/dicom-web", proc)
+    # Accounts are on, as in a hospital: a token made as an admin would make it (the
+    # credential check is cached, so it costs what it costs a real client).
+    made = subprocess.run([sys.executable, "-m", "minipacs", "token", "create", "bench",
+                           "--role", "radiologist", "--data-dir", str(work / "data")],
+                          capture_output=True, text=True, check=True)
+    token = made.stdout.strip().splitlines()[-1]
+    return Target("minipacs", ports["dicom_port"], url, "MINIPACS", f"{url}/dicom-web", proc,
+                  {"Authorization": f"Bearer {token}"})
 
 
 def start_orthanc(work: Path) -> Target:
@@ -162,7 +170,7 @@ def bench(target: Target, datasets: list[Dataset], queries: int) -> dict[str, st
 
     find = timed(c_find, queries)
     assoc.release()
-    client = httpx.Client(timeout=60)
+    client = httpx.Client(timeout=60, headers=target.headers)
     study = str(datasets[0].StudyInstanceUID)
     series = str(datasets[0].SeriesInstanceUID)
     sop = str(datasets[0].SOPInstanceUID)

@@ -59,6 +59,9 @@ def write_ct(folder: Path, slices: int, size: int) -> str:
     return str(study)
 
 
+READER_PASSWORD = "Bench-Reader-2026!"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,9 +90,20 @@ def main() -> None:
             while not ready.exists():
                 time.sleep(0.05)
             url = json.loads(ready.read_text())["url"]
+            # Accounts are on: a radiologist made with the CLI, signed in once (the
+            # session cookie each browser context gets, as after a real sign-in).
+            subprocess.run([sys.executable, "-m", "minipacs", "user", "add", "bench.reader",
+                            "--role", "radiologist", "--password-stdin", "--data-dir",
+                            str(data)], input=f"{READER_PASSWORD}\n", text=True, check=True,
+                           stdout=subprocess.DEVNULL)
+            session = httpx.post(f"{url}/auth/login", json={
+                "username": "bench.reader", "password": READER_PASSWORD}, timeout=60)
+            token = session.raise_for_status().json()["access_token"]
+            auth = {"Authorization": f"Bearer {token}"}
             # A hospital's server has been up for hours: warm its query path once first
             # (imports, SQL compilation caches) so the number is the viewer's, not a cold start.
-            httpx.get(f"{url}/dicom-web/studies", params={"includefield": "all"}, timeout=60)
+            httpx.get(f"{url}/dicom-web/studies", params={"includefield": "all"}, timeout=60,
+                      headers=auth)
             httpx.get(f"{url}/viewer/js/main.js", timeout=60)  # and its static-file path
             chromium = shutil.which("chromium") or "/usr/bin/chromium"
             with sync_playwright() as p:
@@ -99,6 +113,9 @@ def main() -> None:
                 firsts = []
                 for run in range(args.runs):
                     context = browser.new_context(viewport={"width": 1280, "height": 800})
+                    context.add_cookies([{"name": "minipacs_session", "value": token,
+                                          "url": url, "httpOnly": True,
+                                          "sameSite": "Strict"}])
                     page = context.new_page()
                     page.goto(f"{url}/viewer/?StudyInstanceUID={study}")
                     page.wait_for_function(

@@ -46,6 +46,25 @@ def test_missing_bucket_is_created_and_blobs_round_trip(s3: S3Store) -> None:
     assert not s3.exists("studies/1.2/series/3.4/5.6.dcm")
 
 
+def test_an_opened_object_seeks_and_reads_only_what_it_is_asked(s3: S3Store) -> None:
+    # Frames of a large multi-frame on S3 are read at their offsets (dicom/frames.py),
+    # not after fetching the object whole into memory (Archive.open_instance).
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    s3.put("seek/object.dcm", data)
+    with s3.open("seek/object.dcm") as fh:
+        assert fh.seekable()
+        fh.seek(2 * 1024 * 1024)
+        assert fh.read(100) == data[2 * 1024 * 1024:2 * 1024 * 1024 + 100]
+        fh.seek(5)
+        assert fh.read(10) == data[5:15]
+        assert fh.tell() == 15
+        fh.seek(-7, os.SEEK_END)
+        assert fh.read() == data[-7:]
+        assert fh.read(1) == b""
+        fh.seek(0)
+        assert fh.read() == data
+
+
 def test_missing_blob_is_not_found_naming_key_and_bucket(s3: S3Store) -> None:
     with pytest.raises(NotFound, match=f"no/such.dcm is missing from bucket {s3.bucket}"):
         s3.read("no/such.dcm")

@@ -31,24 +31,59 @@ PART_SIZE = 5 * 1024 * 1024
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 
 
-class _ObjectReader(io.RawIOBase):
-    """A GetObject response as a readable file; closing it returns the connection."""
+class _SeekableObject(io.RawIOBase):
+    """An object as a seekable file: reads stream from one GetObject at the current
+    position; a seek drops it and the next read opens a ranged GetObject from there. So a
+    frame of a 1 GB multi-frame costs its own bytes, not the object's, and a sequential
+    read is still one request."""
 
-    def __init__(self, response: Any) -> None:
-        self._response = response
+    def __init__(self, store: S3Store, key: str, size: int) -> None:
+        self._store, self._key, self._size = store, key, size
+        self._pos = 0
+        self._response: Any = None
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = {io.SEEK_SET: offset, io.SEEK_CUR: self._pos + offset,
+                  io.SEEK_END: self._size + offset}[whence]
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        if target != self._pos:
+            self._drop()
+            self._pos = target
+        return self._pos
+
     def readinto(self, buffer: Any) -> int:
-        data = self._response.read(len(buffer))
+        if self._pos >= self._size:
+            return 0
+        if self._response is None:
+            self._response = self._store._get(self._key, offset=self._pos)
+        try:
+            data = self._response.read(len(buffer))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            self._drop()
+            raise self._store._fail("read", self._key, exc) from exc
         buffer[: len(data)] = data
+        self._pos += len(data)
         return len(data)
+
+    def _drop(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response.release_conn()
+            self._response = None
 
     def close(self) -> None:
         if not self.closed:
-            self._response.close()
-            self._response.release_conn()
+            self._drop()
         super().close()
 
 
@@ -140,7 +175,10 @@ class S3Store:
             raise self._fail("read", key, exc) from exc
 
     def open(self, key: str) -> BinaryIO:
-        return cast(BinaryIO, io.BufferedReader(_ObjectReader(self._get(key)), PART_SIZE // 4))
+        """The object as a seekable, buffered file (ranged reads after a seek)."""
+        size = self.stat(key).size
+        return cast(BinaryIO, io.BufferedReader(_SeekableObject(self, key, size),
+                                                PART_SIZE // 4))
 
     def read(self, key: str) -> bytes:
         return b"".join(self.iter_chunks(key))
