@@ -24,7 +24,7 @@ from minipacs.access.accounts import Accounts
 from minipacs.access.principal import Principal, anonymous_principal
 from minipacs.access.roles import Action
 from minipacs.archive import Archive
-from minipacs.errors import Unauthenticated
+from minipacs.errors import InvalidRequest, Unauthenticated
 
 SESSION_COOKIE = "minipacs_session"
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -166,13 +166,14 @@ def change_password(request: Request, principal: PrincipalDep,
 
 def _own_user(principal: Principal) -> str:
     if principal.kind != "user":
-        raise Unauthenticated("only a logged-in user enrols a second factor; an operator "
-                              "enrols others with `minipacs user totp NAME`")
+        raise InvalidRequest(f"{principal.actor} is no logged-in user: only users enrol a "
+                             "second factor (an operator: `minipacs user totp NAME`)")
     return principal.name
 
 
 @router.post("/totp/enroll", summary="Start enrolling a TOTP second factor (RFC 6238)",
-             responses={401: {"description": "not logged in as a user"},
+             responses={400: {"description": "the caller is no logged-in user"},
+                        401: {"description": "not logged in"},
                         409: {"description": "a second factor is active already"}})
 def totp_enroll(request: Request, principal: PrincipalDep) -> dict[str, Any]:
     """A new secret for the caller, pending until `POST /auth/totp/confirm`: shown once,
@@ -184,8 +185,9 @@ def totp_enroll(request: Request, principal: PrincipalDep) -> dict[str, Any]:
 
 @router.post("/totp/confirm", status_code=204,
              summary="Activate the pending second factor with a code from the app",
-             responses={400: {"description": "the code does not match, or nothing pending"},
-                        401: {"description": "not logged in as a user"}})
+             responses={400: {"description": "the code does not match, nothing is "
+                                             "pending, or the caller is no logged-in user"},
+                        401: {"description": "not logged in"}})
 def totp_confirm(request: Request, principal: PrincipalDep,
                  body: Annotated[CodeBody, Body()]) -> Response:
     get_accounts(request).confirm_totp(_own_user(principal), body.code,
