@@ -61,7 +61,8 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
                 "locked" if u.locked_until else "active")
             print(f"{u.username:24} {u.role.value:13} {state:28} last login "
                   f"{_when(u.last_login_at)}" + ("  (must change password)"
-                                                  if u.must_change_password else ""))
+                                                  if u.must_change_password else "")
+                  + ("  (second factor)" if u.totp_enabled else ""))
     elif args.user_command in ("disable", "enable"):
         u = accounts.set_disabled(args.name, args.user_command == "disable",
                                   reason=args.reason if args.user_command == "disable" else "",
@@ -70,6 +71,16 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     elif args.user_command == "reset-password":
         password = accounts.reset_password(args.name, actor=actor)
         print(f"one-time password for {args.name} (to be changed at next login): {password}")
+    elif args.user_command == "totp":
+        if args.disable:
+            u = accounts.disable_totp(args.name, actor=actor)
+            print(f"second factor of {u.username} removed")
+            return 0
+        secret, uri = accounts.enroll_totp(args.name, actor=actor)
+        print(f"second factor (TOTP, 6 digits every 30 s) enrolled for {args.name}; "
+              "shown only now: add it to the authenticator app")
+        print(f"otpauth URI: {uri}")
+        print(f"secret (base32): {secret}")
     return 0
 
 
@@ -158,6 +169,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
             parser.add_argument("--reason", default="by admin (CLI)")
         add_setting_flags(parser)
         parser.set_defaults(func=cmd_user)
+    totp = user_sub.add_parser(
+        "totp", help="enrol (or --disable) a TOTP second factor",
+        description="Enrol a second factor (TOTP, RFC 6238): prints the otpauth:// URI and "
+        "the base32 secret once, active at once; replaces an earlier one. The secret is "
+        "kept in the index: protect database backups.")
+    totp.add_argument("name", metavar="NAME")
+    totp.add_argument("--disable", action="store_true", help="remove the second factor")
+    add_setting_flags(totp)
+    totp.set_defaults(func=cmd_user)
     add_setting_flags(add)
     add.set_defaults(func=cmd_user)
 

@@ -289,6 +289,14 @@ class Settings(BaseSettings):
     fhir_page_size: int = Field(
         20, ge=1, description="FHIR search results per page when the client sends no _count."
     )
+    # issue #11 TOTP second factor for administrators
+    auth_admin_totp: Literal["optional", "required"] = Field(
+        "optional",
+        description="Second factor (TOTP, RFC 6238) for administrators. 'required' (the VN "
+        "level-3 preset): an admin without one may log in only to enrol "
+        "(POST /auth/totp/enroll, then /auth/totp/confirm). 'optional': only accounts "
+        "enrolled with `minipacs user totp NAME` need a code.",
+    )
 
     @field_validator("ae_title")
     @classmethod

@@ -29,6 +29,9 @@ const REFUSALS = [
   [/must not contain the user name/, () => ['auth.hasUser']],
   [/needs three of/, () => ['auth.kinds']],
   [/must differ from the last (\d+)/, (m) => ['auth.history', { n: m[1] }]],
+  [/^a one-time code from the authenticator app is required/, () => ['auth.totpNeeded']],
+  [/^the one-time code .* is wrong or expired/, () => ['auth.totpWrong']],
+  [/^this one-time code was already used/, () => ['auth.totpUsed']],
 ];
 
 /** A server refusal as [i18n key, params]. */
@@ -214,6 +217,7 @@ export class Session {
       const password = document.getElementById('login-password');
       if (this.user?.kind === 'user' && !user.value) user.value = this.user.name;
       password.value = '';
+      this.showCodeField(false);
       (user.value ? password : user).focus();
     } else {
       const old = document.getElementById('password-old');
@@ -230,6 +234,14 @@ export class Session {
     target.hidden = false;
   }
 
+  /** The one-time code field: shown when the server answers that the account needs it. */
+  showCodeField(shown) {
+    document.getElementById('login-totp-field').hidden = !shown;
+    const code = document.getElementById('login-totp');
+    code.value = '';
+    if (shown) code.focus();
+  }
+
   async submitLogin() {
     const errorEl = document.getElementById('login-error');
     const button = this.loginForm.querySelector('[type=submit]');
@@ -239,14 +251,22 @@ export class Session {
       this.showMessage(errorEl, ['auth.wrong']);
       return;
     }
+    const codeShown = !document.getElementById('login-totp-field').hidden;
+    const totp = codeShown ? document.getElementById('login-totp').value.trim() : '';
     button.disabled = true;
     try {
-      const response = await postJson('login', { username, password });
+      const response = await postJson('login', totp ? { username, password, totp } : { username, password });
       if (!response.ok) {
-        this.showMessage(errorEl, refusalMessage(await errorText(response)));
+        const message = refusalMessage(await errorText(response));
+        if (message[0].startsWith('auth.totp')) this.showCodeField(true);
+        this.showMessage(errorEl, message);
         return;
       }
       const me = await response.json();
+      if (me.must_enroll_totp) {
+        this.showMessage(errorEl, ['auth.mustEnroll']);
+        return;
+      }
       if (me.must_change_password) {
         this.user = me;
         document.getElementById('password-old').value = password;

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from minipacs.access import totp
 from minipacs.access.passwords import (
     PasswordPolicy,
     hash_password,
@@ -54,6 +55,7 @@ class AccountPolicy:
     session_max_hours: int = 12
     admin_password_max_age_days: int = 90
     account_idle_days: int = 45
+    admin_totp: str = "optional"  # or "required": admins need a second factor
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccountPolicy:
@@ -67,6 +69,7 @@ class AccountPolicy:
             session_max_hours=settings.auth_session_max_hours,
             admin_password_max_age_days=settings.auth_admin_password_max_age_days,
             account_idle_days=settings.auth_account_idle_days,
+            admin_totp=settings.auth_admin_totp,
         )
 
 
@@ -81,6 +84,7 @@ class UserInfo:
     locked_until: datetime | None
     last_login_at: datetime | None
     created_at: datetime | None
+    totp_enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,8 @@ def token_digest(token: str) -> str:
 
 def _user_info(u: UserAccount) -> UserInfo:
     return UserInfo(u.username, Role(u.role), u.full_name, u.disabled, u.disabled_reason,
-                    u.must_change_password, u.locked_until, u.last_login_at, u.created_at)
+                    u.must_change_password, u.locked_until, u.last_login_at, u.created_at,
+                    u.totp_enabled)
 
 
 def _token_info(t: ApiToken) -> TokenInfo:
@@ -283,17 +288,55 @@ class Accounts:
             return f"account {user.username} is disabled: {user.disabled_reason}"
         return ""
 
-    def login(self, username: str, password: str, *, source: str = "") -> LoginResult:
-        """Verify a user's password and open a session (a bearer token, returned once).
+    def login(self, username: str, password: str, *, code: str = "", source: str = ""
+              ) -> LoginResult:
+        """Verify a user's password (and one-time `code`, when the account has a second
+        factor) and open a session (a bearer token, returned once).
 
         Raises `Unauthenticated` with a message that does not tell a wrong user name from
         a wrong password; the audit trail records which."""
-        result = self._login(username, password, source, open_session=True)
+        result = self._login(username, password, source, open_session=True, code=code)
         assert isinstance(result, LoginResult)
         return result
 
-    def _login(self, username: str, password: str, source: str, *, open_session: bool
-               ) -> LoginResult | Principal:
+    def _must_enroll(self, user: UserAccount) -> bool:
+        return (self.policy.admin_totp == "required" and user.role == Role.ADMIN.value
+                and not user.totp_enabled)
+
+    def _failed(self, s: Session, user: UserAccount, now: datetime, source: str,
+                what: str) -> None:
+        """A failed login that counts towards the lockout, audited."""
+        user.failed_logins += 1
+        detail = f"{what} ({user.failed_logins} in a row)"
+        if user.failed_logins >= self.policy.lockout_attempts:
+            user.locked_until = now + timedelta(minutes=self.policy.lockout_minutes)
+            detail += f"; locked for {self.policy.lockout_minutes} min"
+        append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
+                              outcome="failure", detail=detail))
+
+    def _second_factor(self, s: Session, user: UserAccount, code: str, now: datetime,
+                       source: str) -> str:
+        """Why the one-time code does not let `user` in ("" when it does); a wrong or
+        replayed code counts as a failed login, a missing one does not (the viewer asks
+        for it after the password)."""
+        code = code.strip()
+        if not code:
+            append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
+                                  outcome="failure", detail="no one-time code"))
+            return (f"a one-time code from the authenticator app is required for account "
+                    f"{user.username}: send 'totp' (6 digits) with the password")
+        step = totp.matching_step(user.totp_secret, code)
+        if step is None:
+            self._failed(s, user, now, source, "wrong one-time code")
+            return f"the one-time code {code[:8]!r} is wrong or expired"
+        if step <= user.totp_last_step:
+            self._failed(s, user, now, source, "one-time code used again")
+            return "this one-time code was already used; wait for the next one"
+        user.totp_last_step = step
+        return ""
+
+    def _login(self, username: str, password: str, source: str, *, open_session: bool,
+               code: str = "") -> LoginResult | Principal:
         now = utc_now()
         refusal = ""
         with self._write() as s, s.begin():
@@ -310,15 +353,20 @@ class Accounts:
                     append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
                                           outcome="failure", detail=problem))
                     refusal = problem
-                elif not verify_password(user.password_hash, password):
-                    user.failed_logins += 1
-                    detail = f"wrong password ({user.failed_logins} in a row)"
-                    if user.failed_logins >= self.policy.lockout_attempts:
-                        user.locked_until = now + timedelta(minutes=self.policy.lockout_minutes)
-                        detail += f"; locked for {self.policy.lockout_minutes} min"
+                elif not open_session and (user.totp_enabled or self._must_enroll(user)):
+                    # Checked before the password: Basic is no oracle for it either.
+                    refusal = (f"HTTP Basic cannot carry the second factor account "
+                               f"{user.username} needs: use an API token (Bearer) or log "
+                               "in (POST /auth/login with 'totp')")
                     append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
-                                          outcome="failure", detail=detail))
+                                          outcome="failure", detail="HTTP Basic refused: "
+                                          "the account needs a second factor"))
+                elif not verify_password(user.password_hash, password):
+                    self._failed(s, user, now, source, "wrong password")
                     refusal = "wrong user name or password"
+                elif user.totp_enabled and (refusal := self._second_factor(
+                        s, user, code, now, source)):
+                    pass
                 else:
                     user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
                     must_change = user.must_change_password or (
@@ -331,11 +379,17 @@ class Accounts:
                                        name=user.username, role=user.role, user_pk=user.id,
                                        expires_at=expires, last_used_at=now))
                     detail = "session" if open_session else "HTTP Basic"
+                    if user.totp_enabled:
+                        detail += " with one-time code"
+                    must_enroll = self._must_enroll(user)
                     append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
                                           detail=detail + (", must change password"
-                                                           if must_change else "")))
+                                                           if must_change else "")
+                                          + (", must enrol a second factor"
+                                             if must_enroll else "")))
                     principal = Principal("user", user.username, Role(user.role), source,
-                                          must_change_password=must_change)
+                                          must_change_password=must_change,
+                                          must_enroll_totp=must_enroll)
         if refusal:
             raise Unauthenticated(refusal)
         return LoginResult(token, principal, expires) if open_session else principal
@@ -356,6 +410,64 @@ class Accounts:
         for row in s.scalars(select(ApiToken).where(ApiToken.user_pk == user.id,
                                                     ApiToken.revoked_at.is_(None))):
             row.revoked_at = utc_now()
+
+    # ----------------------------------------------------------------- second factor
+    def enroll_totp(self, username: str, *, actor: str = "system:cli") -> tuple[str, str]:
+        """The operator enrols `username` (CLI): a new secret, active at once, replacing
+        any earlier one; returns (base32 secret, otpauth URI), shown only now."""
+        secret = totp.new_secret()
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            user.totp_secret, user.totp_enabled, user.totp_last_step = secret, True, 0
+            append(s, AuditRecord("totp-enable", actor, detail=f"user {user.username}"))
+            name = user.username
+        self._forget_cache()
+        return secret, totp.provisioning_uri(secret, name)
+
+    def disable_totp(self, username: str, *, actor: str = "system:cli") -> UserInfo:
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            if not user.totp_enabled and not user.totp_secret:
+                raise Conflict(f"user {user.username} has no second factor")
+            user.totp_secret, user.totp_enabled, user.totp_last_step = "", False, 0
+            append(s, AuditRecord("totp-disable", actor, detail=f"user {user.username}"))
+            info = _user_info(user)
+        self._forget_cache()
+        return info
+
+    def start_totp(self, username: str, *, source: str = "") -> tuple[str, str]:
+        """A logged-in user starts enrolling: a pending secret (inactive until
+        `confirm_totp`); returns (secret, URI). Refused when one is active already: only
+        an operator replaces it (`minipacs user totp NAME`)."""
+        secret = totp.new_secret()
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            if user.totp_enabled:
+                raise Conflict(f"user {user.username} has a second factor already; an "
+                               "operator replaces it with `minipacs user totp NAME`")
+            user.totp_secret, user.totp_last_step = secret, 0
+            append(s, AuditRecord("totp-enroll", f"user:{user.username}", user.role, source,
+                                  detail="secret issued, awaiting confirmation"))
+            name = user.username
+        return secret, totp.provisioning_uri(secret, name)
+
+    def confirm_totp(self, username: str, code: str, *, source: str = "") -> None:
+        """The first code from the app proves it holds the pending secret: activate it."""
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            if user.totp_enabled:
+                raise Conflict(f"user {user.username}'s second factor is active already")
+            if not user.totp_secret:
+                raise InvalidRequest("no enrolment is pending: POST /auth/totp/enroll first")
+            step = totp.matching_step(user.totp_secret, code.strip())
+            if step is None:
+                raise InvalidRequest(f"the one-time code {code[:8]!r} does not match the "
+                                     "secret being enrolled (6 digits from the app, "
+                                     "with its clock right)")
+            user.totp_enabled, user.totp_last_step = True, step
+            append(s, AuditRecord("totp-enable", f"user:{user.username}", user.role, source,
+                                  detail=f"user {user.username}, confirmed with a code"))
+        self._forget_cache()
 
     # ----------------------------------------------------------------- tokens
     def create_token(self, name: str, role: Role | str, *, expires_days: int | None = None,
@@ -414,7 +526,7 @@ class Accounts:
                 raise Unauthenticated("the token is unknown or revoked; log in again")
             if row.expires_at is not None and row.expires_at <= now:
                 raise Unauthenticated("the token has expired; log in again")
-            must_change = False
+            must_change = must_enroll = False
             if row.kind == "session":
                 user = s.get(UserAccount, row.user_pk) if row.user_pk else None
                 if user is None or user.disabled:
@@ -431,6 +543,7 @@ class Accounts:
                 must_change = user.must_change_password or (
                     user.role == Role.ADMIN.value and now - user.password_changed_at
                     > timedelta(days=self.policy.admin_password_max_age_days))
+                must_enroll = self._must_enroll(user)
             if row.last_used_at is None or (now - row.last_used_at).total_seconds() > \
                     _TOUCH_SECONDS:
                 row.last_used_at = now
@@ -447,7 +560,8 @@ class Accounts:
             else:
                 kind: PrincipalKind = "user" if row.kind == "session" else "token"
                 principal = Principal(kind, row.name, Role(row.role), source,
-                                      must_change_password=must_change, session_id=row.id)
+                                      must_change_password=must_change,
+                                      must_enroll_totp=must_enroll, session_id=row.id)
         self._remember(digest, principal)
         return principal
 

@@ -9,7 +9,7 @@ from minipacs.errors import Forbidden
 
 def permits(principal: Principal, action: Action, study_uid: str | None = None) -> bool:
     """May `principal` do `action` (to `study_uid`, when the action is on one study)?"""
-    if principal.must_change_password:
+    if principal.must_change_password or principal.must_enroll_totp:
         return False
     if not role_may(principal.role, action):
         return False
@@ -31,6 +31,9 @@ def require(principal: Principal, action: Action, study_uid: str | None = None) 
     if principal.must_change_password:
         raise Forbidden(f"{principal.name} must change the one-time password first "
                         "(POST /auth/password, or the viewer's login page)")
+    if principal.must_enroll_totp:
+        raise Forbidden(f"{principal.name} must enrol a second factor first "
+                        "(POST /auth/totp/enroll, then POST /auth/totp/confirm)")
     if principal.study_uids is not None and study_uid not in principal.study_uids:
         raise Forbidden(f"{principal.actor} may only open the study it was shared for")
     raise Forbidden(f"{principal.actor} (role {principal.role.value}) may not "

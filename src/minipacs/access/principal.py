@@ -29,6 +29,7 @@ class Principal:
     actions: frozenset[Action] | None = None
     study_uids: frozenset[str] | None = None
     must_change_password: bool = False
+    must_enroll_totp: bool = False  # an admin under `auth_admin_totp=required`, not enrolled
     session_id: int | None = field(default=None, compare=False)
 
     @property

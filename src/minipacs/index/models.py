@@ -169,6 +169,12 @@ class UserAccount(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    # TOTP second factor (access/totp.py): a shared secret, kept as is (the server must
+    # compute codes); pending until confirmed when enrolled over HTTP. The last time step
+    # used is kept so a code is never accepted twice.
+    totp_secret: Mapped[str] = mapped_column(String(64), default="")
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    totp_last_step: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ApiToken(Base):

@@ -24,7 +24,7 @@ from minipacs.access.accounts import Accounts
 from minipacs.access.principal import Principal, anonymous_principal
 from minipacs.access.roles import Action
 from minipacs.archive import Archive
-from minipacs.errors import Unauthenticated
+from minipacs.errors import InvalidRequest, Unauthenticated
 
 SESSION_COOKIE = "minipacs_session"
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -99,6 +99,12 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
 class LoginBody(BaseModel):
     username: str = Field(max_length=64)
     password: str = Field(max_length=256)
+    totp: str = Field("", max_length=16, description="the 6-digit one-time code, for "
+                      "accounts with a second factor")
+
+
+class CodeBody(BaseModel):
+    code: str = Field(max_length=16, description="6 digits from the authenticator app")
 
 
 class PasswordBody(BaseModel):
@@ -109,16 +115,19 @@ class PasswordBody(BaseModel):
 def _me(principal: Principal) -> dict[str, Any]:
     return {"name": principal.name, "kind": principal.kind, "role": principal.role.value,
             "must_change_password": principal.must_change_password,
+            "must_enroll_totp": principal.must_enroll_totp,
             "actions": sorted(a.value for a in Action if control.permits(principal, a))}
 
 
 @router.post("/login", summary="Log in: a session token (also set as an HttpOnly cookie)",
              responses={401: {"description": "wrong user name or password, locked or "
-                                             "disabled account"}})
+                                             "disabled account, one-time code missing, "
+                                             "wrong or used already"}})
 def login(request: Request, response: Response, body: Annotated[LoginBody, Body()]
           ) -> dict[str, Any]:
     accounts = get_accounts(request)
-    result = accounts.login(body.username, body.password, source=client_address(request))
+    result = accounts.login(body.username, body.password, code=body.totp,
+                            source=client_address(request))
     set_session_cookie(request, response, result.token)
     return {"access_token": result.token, "token_type": "bearer",
             "expires_at": result.expires_at.isoformat() + "Z", **_me(result.principal)}
@@ -152,4 +161,35 @@ def change_password(request: Request, principal: PrincipalDep,
     get_accounts(request).change_password(principal.name, body.old_password,
                                           body.new_password,
                                           source=client_address(request))
+    return Response(status_code=204)
+
+
+def _own_user(principal: Principal) -> str:
+    if principal.kind != "user":
+        raise InvalidRequest(f"{principal.actor} is no logged-in user: only users enrol a "
+                             "second factor (an operator: `minipacs user totp NAME`)")
+    return principal.name
+
+
+@router.post("/totp/enroll", summary="Start enrolling a TOTP second factor (RFC 6238)",
+             responses={400: {"description": "the caller is no logged-in user"},
+                        401: {"description": "not logged in"},
+                        409: {"description": "a second factor is active already"}})
+def totp_enroll(request: Request, principal: PrincipalDep) -> dict[str, Any]:
+    """A new secret for the caller, pending until `POST /auth/totp/confirm`: shown once,
+    as an otpauth:// URI (for a QR code) and in base32 (to type in)."""
+    secret, uri = get_accounts(request).start_totp(_own_user(principal),
+                                                   source=client_address(request))
+    return {"otpauth_uri": uri, "secret": secret}
+
+
+@router.post("/totp/confirm", status_code=204,
+             summary="Activate the pending second factor with a code from the app",
+             responses={400: {"description": "the code does not match, nothing is "
+                                             "pending, or the caller is no logged-in user"},
+                        401: {"description": "not logged in"}})
+def totp_confirm(request: Request, principal: PrincipalDep,
+                 body: Annotated[CodeBody, Body()]) -> Response:
+    get_accounts(request).confirm_totp(_own_user(principal), body.code,
+                                       source=client_address(request))
     return Response(status_code=204)

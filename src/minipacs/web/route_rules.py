@@ -35,6 +35,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/auth/logout"): PUBLIC,
     ("GET", "/auth/me"): SIGNED_IN,
     ("POST", "/auth/password"): SIGNED_IN,
+    ("POST", "/auth/totp/enroll"): SIGNED_IN,
+    ("POST", "/auth/totp/confirm"): SIGNED_IN,
     # QIDO-RS
     ("GET", "/dicom-web/studies"): Action.QUERY,
     ("GET", "/dicom-web/series"): Action.QUERY,
