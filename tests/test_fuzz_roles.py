@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -28,6 +29,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from conftest import ServerProcess
+from dicomweb_peers import store
+from factories import make_instance
 from minipacs.web.route_rules import PUBLIC, RULES
 from test_openapi_contract import _openapi, _operations
 
@@ -126,3 +129,27 @@ def test_every_non_public_operation_refuses_missing_and_garbage_credentials_with
                 checked += 1
     assert checked > 100
     assert _state(server) == before
+
+
+def test_sql_looking_values_are_stored_and_matched_literally(server: ServerProcess) -> None:
+    """Quotes, comment markers and OR-clauses in attributes are data: a query for the
+    exact value finds that one study, a query for a similar one finds nothing."""
+    marker = uuid.uuid4().hex[:8]
+    patient_id = f"{marker}' OR '1'='1"
+    name = f"O'Hara^{marker}'; DROP TABLE studies;--"
+    [stored] = store(server, make_instance(patient_id=patient_id, patient_name=name))
+    for params, found in (({"PatientID": patient_id}, 1), ({"PatientName": name}, 1),
+                          ({"PatientID": f"x{marker}' OR '1'='1"}, 0),
+                          ({"PatientID": "' OR 1=1 --"}, 0),
+                          ({"PatientName": "*'; DROP TABLE studies;--"}, 1)):
+        response = server.http.get("/dicom-web/studies", params=params,
+                                   headers={"Accept": "application/dicom+json"})
+        assert response.status_code in (200, 204), (params, response.text)
+        studies = response.json() if response.status_code == 200 else []
+        uids = [s["0020000D"]["Value"][0] for s in studies]
+        if found:
+            assert stored.study in uids, (params, uids)
+        else:
+            assert uids == [], (params, uids)
+    health = server.http.get("/healthz").json()
+    assert health["studies"] >= 1
