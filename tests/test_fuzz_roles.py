@@ -3,7 +3,9 @@ role's API token, schemathesis finds no 5xx, no undocumented status or media typ
 its `ignored_auth` check (which re-sends each accepted request without credentials and
 with wrong ones) finds no route that answers without valid credentials. Then every
 non-public operation is called with no credentials and with a garbage bearer token: all
-401. Nothing in the archive changes and the audit trail still verifies.
+401. Nothing in the archive changes and the audit trail still verifies. Write routes are
+fuzzed as admin by tests/test_openapi_contract.py; here as four non-admin roles, on a
+throwaway server.
 
 The OpenAPI document declares no security scheme (auth is described in docs/security.md),
 so the fuzzer's copy of it is given one here, from web/route_rules.py: a bearer token on
@@ -58,18 +60,19 @@ def _state(server: ServerProcess) -> Any:
     return health
 
 
-def _fuzz_reads_as(server: ServerProcess, schema: Any, token: str) -> tuple[list[str], int]:
+def _fuzz_as(server: ServerProcess, schema: Any, token: str, methods: tuple[str, ...] = ("get",),
+             examples: int = EXAMPLES_PER_OPERATION) -> tuple[list[str], int]:
     headers = {"Authorization": f"Bearer {token}"}
     failures: list[str] = []
     sent = [0]
     deadline = time.monotonic() + BUDGET_PER_ROLE_S
     for result in schema.get_all_operations():
         operation = result.ok()
-        if operation.method.lower() != "get" or time.monotonic() > deadline:
+        if operation.method.lower() not in methods or time.monotonic() > deadline:
             continue
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+        @settings(max_examples=examples, deadline=None, database=None,
                   derandomize=True, phases=[Phase.explicit, Phase.generate],
                   suppress_health_check=list(HealthCheck))
         def run(case: Any) -> None:
@@ -97,13 +100,33 @@ def test_fuzzing_read_routes_as_each_role_finds_no_5xx_no_ignored_auth_changes_n
     failures: list[str] = []
     for role in ROLES:
         token = server.create_token(f"fuzz-{role}", role)
-        role_failures, sent = _fuzz_reads_as(server, schema, token)
+        role_failures, sent = _fuzz_as(server, schema, token)
         failures += [f"[{role}] {f}" for f in role_failures]
         report[role] = sent
     print("requests per role:", report)
     assert all(sent > 30 for sent in report.values()), report
     assert _state(server) == before
     assert failures == [], "\n\n".join(failures)
+
+
+@pytest.mark.timeout(180)
+def test_fuzzing_write_routes_as_non_admin_roles_on_a_throwaway_server_finds_no_5xx(
+    empty_server: ServerProcess,
+) -> None:
+    schema = schemathesis.openapi.from_dict(_secured(_openapi(empty_server)))
+    failures: list[str] = []
+    report: dict[str, int] = {}
+    for role in ("technologist", "clinician", "research", "auditor"):
+        token = empty_server.create_token(f"fuzz-{role}", role)
+        role_failures, sent = _fuzz_as(empty_server, schema, token,
+                                       methods=("put", "post", "delete"), examples=3)
+        failures += [f"[{role}] {f}" for f in role_failures]
+        report[role] = sent
+    print("write requests per role:", report)
+    assert all(sent > 20 for sent in report.values()), report
+    assert failures == [], "\n\n".join(failures)
+    verified = empty_server.cli("audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_every_non_public_operation_refuses_missing_and_garbage_credentials_with_401(
