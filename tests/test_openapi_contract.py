@@ -171,7 +171,7 @@ def _fuzz(server: ServerProcess, *, methods: tuple[str, ...], max_examples: int,
                   phases=[Phase.explicit, Phase.generate],
                   suppress_health_check=list(HealthCheck))
         def run(case: Any) -> None:
-            response = case.call(base_url=server.http_url, timeout=30)
+            response = case.call(base_url=server.http_url, timeout=30, headers=server.auth)
             sent[0] += 1
             assert response.status_code < 500, \
                 f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
