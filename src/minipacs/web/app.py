@@ -49,6 +49,7 @@ from minipacs.web import (
 from minipacs.web.openapi_doc import install_openapi
 from minipacs.web.request_bounds import BoundedBody, RejectUnsafeUrl
 from minipacs.web.route_rules import enforce_route_rule
+from minipacs.web.security_headers import SecurityHeaders
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,9 @@ def create_app(
             allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["*"],
+            # Never credentials cross-origin (with '*' above all): other sites' pages call
+            # us with a bearer token of their own, never with a user's session cookie.
+            allow_credentials=False,
             expose_headers=dicomweb.EXPOSED_HEADERS,
         )
     app.include_router(auth.router)
@@ -197,6 +201,7 @@ def create_app(
     app.include_router(fhir.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
+    app.add_middleware(SecurityHeaders, settings=settings)  # outermost: every answer
     install_openapi(app)
 
     @app.get("/", include_in_schema=False)
