@@ -201,7 +201,10 @@ def create_app(
     app.include_router(fhir.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
-    app.add_middleware(SecurityHeaders, settings=settings)  # outermost: every answer
+    # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = (  # type: ignore[method-assign]
+        lambda: SecurityHeaders(build_stack(), settings))
     install_openapi(app)
 
     @app.get("/", include_in_schema=False)
