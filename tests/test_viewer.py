@@ -123,7 +123,7 @@ def test_clicking_a_study_opens_the_viewer_and_back_returns_to_the_list(
     assert state(page, "studyInstanceUID") == value(ct, "0020000D")
     assert f"StudyInstanceUID={value(ct, '0020000D')}" in page.url
     page.go_back()
-    page.wait_for_function(f"{H}.page === 'list'")
+    page.wait_for_function(f"() => {H}.page === 'list'")
     assert page.locator("[data-testid=study-row]").count() > 0
 
 
@@ -202,7 +202,7 @@ def test_iid_study_link_with_two_accession_numbers_lists_both(
     accessions = ",".join(urllib.parse.quote(value(s, "00080050")) for s in (ct, mr))
     page = browser_page
     page.goto(f"{server.http_url}/viewer/?requestType=STUDY&accessionNumber={accessions}")
-    page.wait_for_function("document.querySelectorAll('[data-testid=study-row]').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=study-row]').length === 2")
     uids = set(
         page.eval_on_selector_all(
             "[data-testid=study-row]", "rows => rows.map(r => r.dataset.studyUid)"
@@ -218,7 +218,7 @@ def test_iid_patient_link_lists_only_that_patients_studies(server: Any, browser_
     page.goto(
         f"{server.http_url}/viewer/?requestType=PATIENT&patientID={urllib.parse.quote(patient_id)}"
     )
-    page.wait_for_function("document.querySelectorAll('[data-testid=study-row]').length > 0")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=study-row]').length > 0")
     ids = page.locator("[data-testid=study-row] td[data-column=patient-id]").all_inner_texts()
     assert set(ids) == {patient_id}
     assert len(ids) == len(dicomweb_json(server, "studies", PatientID=patient_id))
@@ -340,7 +340,7 @@ def test_download_zip_holds_every_instance_of_the_study(server: Any, browser_pag
     ct = study_with_modality(server, "CT")
     page = browser_page
     page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(ct, '0020000D')}")
-    page.wait_for_function(f"{H}.page === 'viewer' && {H}.imageCount > 0")
+    page.wait_for_function(f"() => {H}.page === 'viewer' && {H}.imageCount > 0")
     with page.expect_download() as download:
         page.click("[data-testid=action-download]")
     path = download.value.path()

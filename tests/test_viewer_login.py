@@ -225,7 +225,7 @@ def test_a_refused_request_signs_in_again_over_the_current_view(
     wait_for_first_image(page)
     # Nothing left in flight (frames, thumbnails), so that the next request is the search.
     page.wait_for_function(
-        f"{H}.loadedFrameCount === {H}.totalFrameCount && [...document.querySelectorAll('.series-thumb img')].every(i => i.complete)"
+        f"() => {H}.loadedFrameCount === {H}.totalFrameCount && [...document.querySelectorAll('.series-thumb img')].every(i => i.complete)"
     )
     # The session is gone as far as the server is concerned (as after its idle lock).
     page.context.clear_cookies()
@@ -238,7 +238,7 @@ def test_a_refused_request_signs_in_again_over_the_current_view(
     page.fill("[data-testid=login-password]", RADIOLOGIST_PASSWORD)
     page.click("[data-testid=login-submit]")
     # The refused search was asked again: the list fills in.
-    page.wait_for_function(f"{H}.page === 'list' && {H}.resultCount > 0")
+    page.wait_for_function(f"() => {H}.page === 'list' && {H}.resultCount > 0")
     assert page.is_hidden("[data-testid=login-view]")
 
 
@@ -256,7 +256,7 @@ def test_an_idle_viewer_locks_itself_and_ends_the_session(
     assert page.inner_text("[data-testid=login-notice]").startswith("Phiên làm việc đã bị khoá")
     assert fetch_status(page, "../dicom-web/studies") == 401
     sign_in_on_page(page, CLINICIAN, CLINICIAN_PASSWORD)
-    page.wait_for_function(f"{H}.user !== null")
+    page.wait_for_function(f"() => {H}.user !== null")
     assert state(page, "studyInstanceUID") == value(ct_study, "0020000D")
 
 
@@ -299,9 +299,9 @@ def test_with_auth_off_the_viewer_shows_no_sign_in(
     proc.start()
     try:
         page.goto(f"{proc.http_url}/viewer/")
-        page.wait_for_function(f"{H} && {H}.user !== null")
+        page.wait_for_function(f"() => {H} && {H}.user !== null")
         assert state(page, "user")["kind"] == "anonymous"
-        page.wait_for_function(f"{H}.resultCount === 0 && document.querySelector('[data-testid=result-count]').textContent !== ''")
+        page.wait_for_function(f"() => {H}.resultCount === 0 && document.querySelector('[data-testid=result-count]').textContent !== ''")
         assert page.is_hidden("[data-testid=login-view]")
         assert page.is_hidden("[data-testid=user-box]")
     finally:

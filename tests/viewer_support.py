@@ -85,7 +85,7 @@ def state(page: Any, name: str) -> Any:
 
 def wait_for_first_image(page: Any) -> None:
     page.wait_for_function(
-        f"{H}.page === 'viewer' && {H}.activeViewport.currentImageKind === 'pixels'"
+        f"() => {H}.page === 'viewer' && {H}.activeViewport.currentImageKind === 'pixels'"
     )
 
 
@@ -157,14 +157,14 @@ def scroll_stack(server: Any, page: Any) -> None:
     page.mouse.move(*viewport_centre(page))
     for _ in range(3):
         page.mouse.wheel(0, 100)
-    page.wait_for_function(f"{H}.imageNumber === 4")
+    page.wait_for_function(f"() => {H}.imageNumber === 4")
     page.wait_for_function(
         "() => document.querySelector('.viewport.active [data-testid=image-number]').textContent.includes('4/')"
     )
     page.keyboard.press("End")
-    page.wait_for_function(f"{H}.imageNumber === {count}")
+    page.wait_for_function(f"() => {H}.imageNumber === {count}")
     page.keyboard.press("Home")
-    page.wait_for_function(f"{H}.imageNumber === 1")
+    page.wait_for_function(f"() => {H}.imageNumber === 1")
 
 
 def drag_window_level(server: Any, page: Any) -> None:
@@ -199,7 +199,7 @@ def measure_length(server: Any, page: Any) -> None:
     page.mouse.down()
     page.mouse.move(x1, y1, steps=5)
     page.mouse.up()
-    page.wait_for_function(f"{H}.lastMeasurement !== null")
+    page.wait_for_function(f"() => {H}.lastMeasurement !== null")
     # Read back where the whole-pixel mouse positions fell in the image.
     a = page.evaluate(f"{H}.clientToImage({x0}, {y0})")
     b = page.evaluate(f"{H}.clientToImage({x1}, {y1})")
@@ -216,17 +216,17 @@ def play_cine(server: Any, page: Any) -> None:
     series, metadata = first_series_metadata(server, value(us, "0020000D"), multiframe=True)
     frames = int(value(metadata[0], "00280008"))
     page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={value(us, '0020000D')}")
-    page.wait_for_function(f"{H}.page === 'viewer' && {H}.imageCount > 0")
+    page.wait_for_function(f"() => {H}.page === 'viewer' && {H}.imageCount > 0")
     page.click(f"[data-testid=series-thumbnail][data-series-uid='{value(series, '0020000E')}']")
     page.wait_for_function(
-        f"{H}.imageCount === {frames} && {H}.activeViewport.currentImageKind === 'pixels'"
+        f"() => {H}.imageCount === {frames} && {H}.activeViewport.currentImageKind === 'pixels'"
     )
     first = state(page, "cineFrame")
     page.click("[data-testid=action-cine]")
-    page.wait_for_function(f"{H}.cinePlaying && {H}.cineFramesShown >= 3")
+    page.wait_for_function(f"() => {H}.cinePlaying && {H}.cineFramesShown >= 3")
     assert state(page, "cineFrame") != first
     page.keyboard.press("c")
-    page.wait_for_function(f"!{H}.cinePlaying")
+    page.wait_for_function(f"() => !{H}.cinePlaying")
 
 
 def switch_language(server: Any, page: Any) -> None:
@@ -234,10 +234,10 @@ def switch_language(server: Any, page: Any) -> None:
     assert state(page, "lang") == "vi"
     assert text_of(page, "[data-testid=search-submit]") == "Tìm kiếm"
     page.click("[data-testid=language-switch]")
-    page.wait_for_function("document.documentElement.lang === 'en'")
+    page.wait_for_function("() => document.documentElement.lang === 'en'")
     assert text_of(page, "[data-testid=search-submit]") == "Search"
     page.reload()
-    page.wait_for_function(f"{H} && {H}.lang === 'en'")
+    page.wait_for_function(f"() => {H} && {H}.lang === 'en'")
     assert text_of(page, "[data-testid=search-submit]") == "Search"
 
 

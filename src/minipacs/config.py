@@ -298,6 +298,27 @@ class Settings(BaseSettings):
         "enrolled with `minipacs user totp NAME` need a code.",
     )
 
+    # --- issue #11 (HTTPS and security headers of the HTTP door) ---
+    http_tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) for HTTPS on the HTTP port; with "
+        "HTTP_TLS_KEY the port speaks only HTTPS (TLS 1.2 or later) and sends HSTS.",
+    )
+    http_tls_key: Path | None = Field(
+        None, description="PEM private key of HTTP_TLS_CERT.",
+    )
+    frame_ancestors: str = Field(
+        "'none'",
+        description="Who may show our pages in a frame (CSP frame-ancestors): 'none', "
+        "'self', or space-separated origins, e.g. https://emr.example.org for an EMR that "
+        "embeds the viewer.",
+    )
+    viewer_connect_origins: str = Field(
+        "",
+        description="Other DICOMweb origins the viewer may fetch from with ?server= "
+        "(CSP connect-src), comma-separated, e.g. https://pacs2.example.org; empty: only "
+        "this server.",
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_fits_dicom(cls, value: str) -> str:
@@ -324,5 +345,10 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         host = self.http_host if self.http_host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{http_port if http_port is not None else self.http_port}"
+        scheme = "https" if self.http_tls_cert and self.http_tls_key else "http"
+        return f"{scheme}://{host}:{http_port if http_port is not None else self.http_port}"
 
+    @property
+    def viewer_connect_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.viewer_connect_origins.split(",")
+                if o.strip()]

@@ -91,8 +91,24 @@ def http_parser_options(settings: Settings) -> dict[str, Any]:
     return {"http": header_limited_protocol(settings.http_max_header_bytes)}
 
 
+def http_tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's HTTPS options when both a certificate and a key are configured."""
+    cert, key = settings.http_tls_cert, settings.http_tls_key
+    if cert is None and key is None:
+        return {}
+    if cert is None or key is None:
+        raise SystemExit("HTTPS needs both MINIPACS_HTTP_TLS_CERT and MINIPACS_HTTP_TLS_KEY "
+                         f"(PEM files); only {'the certificate' if key is None else 'the key'}"
+                         " is set")
+    for name, path in (("MINIPACS_HTTP_TLS_CERT", cert), ("MINIPACS_HTTP_TLS_KEY", key)):
+        if not path.is_file():
+            raise SystemExit(f"{name}={str(path)!r} is not a readable file")
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
 def serve(settings: Settings) -> None:
     """Run until interrupted: DIMSE in background threads, HTTP in this thread."""
+    https = http_tls_options(settings)  # a half-configured HTTPS stops us before anything
     archive = open_archive(settings)  # its blob store sweeps its own temp files
     sweep_folders(stow_spool(settings.data_dir))  # STOW-RS bodies of killed requests
     if settings.load_samples and settings.sample_dir.is_dir() and archive.is_empty():
@@ -143,7 +159,12 @@ def serve(settings: Settings) -> None:
     app = create_app(archive, settings.model_copy(update={"http_port": http_port}),
                      registry=registry, worklist=worklist, accounts=accounts, alerts=alerts)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
-                            timeout_graceful_shutdown=5, **http_parser_options(settings))
+                            timeout_graceful_shutdown=5, **http_parser_options(settings),
+                            **https)
+    if config.is_ssl:
+        config.load()
+        assert config.ssl is not None
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8996: no TLS 1.0/1.1
     server = uvicorn.Server(config)
     base = settings.base_url(http_port)
     counts = archive.counts()

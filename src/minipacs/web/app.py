@@ -49,6 +49,7 @@ from minipacs.web import (
 from minipacs.web.openapi_doc import install_openapi
 from minipacs.web.request_bounds import BoundedBody, RejectUnsafeUrl
 from minipacs.web.route_rules import enforce_route_rule
+from minipacs.web.security_headers import SecurityHeaders
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,9 @@ def create_app(
             allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["*"],
+            # Never credentials cross-origin (with '*' above all): other sites' pages call
+            # us with a bearer token of their own, never with a user's session cookie.
+            allow_credentials=False,
             expose_headers=dicomweb.EXPOSED_HEADERS,
         )
     app.include_router(auth.router)
@@ -197,6 +201,10 @@ def create_app(
     app.include_router(fhir.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
+    # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = (  # type: ignore[method-assign]
+        lambda: SecurityHeaders(build_stack(), settings))
     install_openapi(app)
 
     @app.get("/", include_in_schema=False)

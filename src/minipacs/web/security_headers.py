@@ -1,0 +1,78 @@
+"""Security headers on every HTTP response (pure ASGI, so errors, redirects and static
+files get them too): no MIME sniffing, no Referer (share links and tokens live in URLs),
+who may frame us, HSTS over HTTPS, and for the viewer a Content-Security-Policy allowing
+exactly what its own files use."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from minipacs.config import Settings
+
+# RFC 6797 §6.1.1: one year; no includeSubDomains (other hosts of the hospital's domain
+# are not ours to pin to HTTPS).
+HSTS = "max-age=31536000"
+
+
+def viewer_policy(frame_ancestors: str, connect_origins: list[str]) -> str:
+    """CSP (W3C CSP Level 3) of the viewer's pages: ES modules and styles from this server
+    only (no inline script, no eval), images from here plus blob: (rendered frames and
+    measurement overlays made in the page) and data: (the empty favicon), fetches to this
+    server plus the origins an admin lists for `?server=`, no plugins, no workers, no
+    <base> rewriting, forms posting only here."""
+    connect = " ".join(["'self'", *connect_origins])
+    return ("default-src 'none'; script-src 'self'; style-src 'self'; "
+            "img-src 'self' blob: data:; "
+            f"connect-src {connect}; font-src 'self'; manifest-src 'self'; "
+            "object-src 'none'; base-uri 'none'; form-action 'self'; "
+            f"frame-ancestors {frame_ancestors}")
+
+
+def frame_options(frame_ancestors: str) -> str | None:
+    """X-Frame-Options for browsers without CSP frame-ancestors (RFC 7034): it can say
+    only DENY or SAMEORIGIN, so with other origins allowed it is left out (a DENY would
+    break the EMR's iframe in browsers that honour both)."""
+    return {"'none'": "DENY", "'self'": "SAMEORIGIN"}.get(frame_ancestors)
+
+
+class SecurityHeaders:
+    """Adds the headers to each `http.response.start`; a header the route set itself
+    (none do today) is left as the route set it."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        ancestors = " ".join(settings.frame_ancestors.split()) or "'none'"
+        self.common: list[tuple[bytes, bytes]] = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+        ]
+        xfo = frame_options(ancestors)
+        if xfo:
+            self.common.append((b"x-frame-options", xfo.encode()))
+        self.api_csp = f"frame-ancestors {ancestors}".encode()
+        self.viewer_csp = viewer_policy(ancestors,
+                                        settings.viewer_connect_origin_list).encode()
+        self.hsts_always = (settings.public_url or "").lower().startswith("https://")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        csp = self.viewer_csp if path == "/viewer" or path.startswith("/viewer/") \
+            else self.api_csp
+        extra = [*self.common, (b"content-security-policy", csp)]
+        if self.hsts_always or scope.get("scheme") == "https":
+            # RFC 6797 §7.2: sent only over a secure transport (ours, or the TLS proxy's
+            # in front of us when PUBLIC_URL is https).
+            extra.append((b"strict-transport-security", HSTS.encode()))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in extra if h[0] not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
