@@ -42,6 +42,11 @@ class _SeekableObject(io.RawIOBase):
         self._pos = 0
         self._response: Any = None
 
+    @property
+    def name(self) -> str:
+        """What readers (pydicom among them) show for the file: its key."""
+        return self._key
+
     def readable(self) -> bool:
         return True
 
