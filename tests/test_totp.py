@@ -190,7 +190,7 @@ def test_viewer_asks_for_the_code_and_signs_in_with_it(server: ServerProcess,
         wait_for_message(page, "login-error", "Mã xác thực không đúng hoặc đã hết hạn.")
         page.fill("[data-testid=login-totp]", fresh_code(secret))
         page.click("[data-testid=login-submit]")
-        page.wait_for_function(f"{H}.user !== null && {H}.user.name === '{name}'")
+        page.wait_for_function(f"() => {H}.user !== null && {H}.user.name === '{name}'")
         assert page.is_hidden("[data-testid=login-view]")
     finally:
         context.close()
