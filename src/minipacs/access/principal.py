@@ -30,6 +30,9 @@ class Principal:
     study_uids: frozenset[str] | None = None
     must_change_password: bool = False
     session_id: int | None = field(default=None, compare=False)
+    # Why this caller opens a restricted patient's record (HTTP X-Break-Glass-Reason;
+    # `access/restricted.py`); None when none was given.
+    break_glass_reason: str | None = field(default=None, compare=False)
 
     @property
     def actor(self) -> str:
