@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from minipacs.access import control
 from minipacs.access.principal import Principal
+from minipacs.access.restricted import RestrictedStudies, require_reason
 from minipacs.access.roles import Action
 from minipacs.audit.chain import AuditEntry, AuditRecord, append
 from minipacs.audit.chain import search as search_audit
@@ -114,6 +115,7 @@ class Archive:
         self.principal: Principal | None = None  # see acting_as
         self._read: sessionmaker[Session] = session_factory(engine)
         self._write: sessionmaker[Session] = session_factory(self.write_engine)
+        self._restricted = RestrictedStudies(self._read)
         # SQLite has one writer at a time anyway; queueing threads here keeps them off
         # its busy-wait. PostgreSQL needs no such lock (and nodes share nothing in-process).
         self._write_lock: AbstractContextManager[Any] = (
@@ -327,6 +329,7 @@ class Archive:
         """
         principal = self.permit(principal, action, study_instance_uid)
         records = self._instances(study_instance_uid, series_instance_uid, sop_instance_uid)
+        self._break_glass(principal, action, {r.study_instance_uid for r in records})
         self._audit_read(principal, action, records)
         if study_instance_uid is None and principal.study_uids is not None:
             for record in records:
@@ -374,6 +377,7 @@ class Archive:
 
         A view of the study by `principal`: permitted and audited as `instances` is."""
         principal = self.permit(principal, Action.VIEW, study_instance_uid)
+        self._break_glass(principal, Action.VIEW, {study_instance_uid})
         stmt = (
             select(Instance.metadata_json)
             .join(Series, Instance.series_pk == Series.id)
@@ -495,6 +499,28 @@ class Archive:
             raise
         return principal
 
+    def _break_glass(self, principal: Principal, action: Action,
+                     study_uids: set[str]) -> None:
+        """Restricted patients (`access/restricted.py`): a read of their studies needs a
+        break-the-glass reason, refused (audited) without one, audited with it. No query:
+        the restricted studies are cached per node."""
+        for study_uid in sorted(study_uids):
+            key = self._restricted.patient_of(study_uid)
+            if key is None:
+                continue
+            try:
+                reason = require_reason(principal, key, study_uid)
+            except Forbidden as exc:
+                self.audit(action.value, principal.actor, key.patient_id, study_uid,
+                           detail=str(exc), role=principal.role.value,
+                           source=principal.source, outcome="refused")
+                raise
+            if reason is not None and self._reads.first_in_window(
+                    principal.actor, f"break-glass {reason}", study_uid):
+                self.audit("break-glass", principal.actor, key.patient_id, study_uid,
+                           detail=f"{action.value}, reason: {reason}",
+                           role=principal.role.value, source=principal.source)
+
     def _audit_read(self, principal: Principal, action: Action,
                     records: Sequence[InstanceRecord]) -> None:
         """One event per study read, per principal and window (`audit/reads.py`)."""
@@ -582,6 +608,7 @@ class Archive:
         principal = self.permit(principal, Action.DOWNLOAD)
         records = self._instances_matching(patient_ids=patient_ids, study_uids=study_uids,
                                            series_uids=series_uids, sop_uids=sop_uids)
+        self._break_glass(principal, Action.DOWNLOAD, {r.study_instance_uid for r in records})
         self._audit_read(principal, Action.DOWNLOAD, records)
         return records
 

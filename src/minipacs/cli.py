@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     from minipacs.accounts_cli import add_commands as add_account_commands
 
     add_account_commands(sub, _add_setting_flags)
+    from minipacs.patient_cli import add_commands as add_patient_commands
+    add_patient_commands(sub, _add_setting_flags)
 
     from minipacs.export_cli import add_export_command
 

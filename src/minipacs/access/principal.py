@@ -31,6 +31,9 @@ class Principal:
     must_change_password: bool = False
     must_enroll_totp: bool = False  # an admin under `auth_admin_totp=required`, not enrolled
     session_id: int | None = field(default=None, compare=False)
+    # Why this caller opens a restricted patient's record (HTTP X-Break-Glass-Reason;
+    # `access/restricted.py`); None when none was given.
+    break_glass_reason: str | None = field(default=None, compare=False)
 
     @property
     def actor(self) -> str:

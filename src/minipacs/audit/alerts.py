@@ -8,6 +8,7 @@ must look at.
 | `after-hours` | a person (account or share link) read patient data outside working hours |
 | `failed-logins` | more than N failed logins from one address in 15 minutes |
 | `share-many-addresses` | one share link was used from more than N addresses |
+| `break-glass` | someone opened a restricted patient's study with a stated reason |
 
 A monitor scans the events appended since its last scan (every node runs one; each
 alert is raised once, the unique (rule, subject, window) row decides which node does),
@@ -153,6 +154,13 @@ class AlertMonitor:
                 yield ("failed-logins", source or "?", quarter_key,
                        f"{failures} failed logins from {source or 'an unknown address'} "
                        f"within 15 minutes (threshold {r.failed_logins_per_15_min})")
+        for e in new:
+            if e.action == "break-glass" and e.outcome == "success":
+                # One alert per (actor, study) a day: each glass broken is looked at.
+                yield ("break-glass", f"{e.actor} {e.study_instance_uid}"[:128],
+                       f"{e.at:%Y-%m-%d}",
+                       f"{e.actor} broke the glass on restricted patient {e.patient_id}, "
+                       f"study {e.study_instance_uid}: {e.detail}")
         for link in {e.actor for e in new if e.action == "share-use"}:
             addresses = s.scalar(select(func.count(distinct(AuditEvent.source))).where(
                 AuditEvent.action == "share-use", AuditEvent.actor == link)) or 0

@@ -306,6 +306,21 @@ class SecurityAlert(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
+class RestrictedPatient(Base):
+    """A patient (PatientID, IssuerOfPatientID) whose studies need a break-the-glass
+    reason to read (`access/restricted.py`)."""
+
+    __tablename__ = "restricted_patients"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    restricted_by: Mapped[str] = mapped_column(String(128), default="")
+    at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
 class AuditForwarding(Base):
     """How far the audit trail has been sent to the syslog collector (one row)."""
 

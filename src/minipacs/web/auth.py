@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, Field
@@ -49,6 +51,11 @@ def authenticate(request: Request) -> Principal:
         principal = anonymous_principal(source)
     else:
         principal = _from_credentials(request, get_accounts(request), source)
+    # Header values are ASCII: a reason in Vietnamese comes percent-encoded UTF-8
+    # (RFC 3986 2.1), which is decoded here; plain ASCII passes unchanged.
+    reason = unquote(request.headers.get("x-break-glass-reason", "")).strip()
+    if reason:
+        principal = dataclasses.replace(principal, break_glass_reason=reason[:512])
     request.state.principal = principal
     return principal
 
