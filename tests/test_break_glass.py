@@ -133,3 +133,26 @@ def test_dimse_c_get_of_a_restricted_study_is_refused(guarded: ServerProcess) ->
     events = guarded.http.get("/admin/audit", params={"patient_id": "BN-VIP-2"}).json()
     assert any(e["outcome"] == "refused" and "restricted patient" in e["detail"]
                for e in events), events
+
+
+def test_admin_api_restricts_lists_and_lifts(guarded: ServerProcess) -> None:
+    vip = store(guarded, make_instance(patient_id="BN-VIP-3"))[0]
+    made = guarded.http.post("/admin/restricted-patients",
+                             json={"patient_id": "BN-VIP-3", "reason": "người nổi tiếng"})
+    assert made.status_code == 201 and made.json()["created"] is True
+    listed = guarded.http.get("/admin/restricted-patients").json()
+    assert [(r["patient_id"], r["reason"]) for r in listed
+            if r["patient_id"] == "BN-VIP-3"] == [("BN-VIP-3", "người nổi tiếng")]
+    clinician = guarded.create_token("bs-api-vip", "clinician")
+    headers = {"Authorization": f"Bearer {clinician}"}
+    # This node invalidated its cache on the change: refused at once.
+    assert httpx.get(f"{guarded.dicomweb_url}/studies/{vip.study}/metadata",
+                     headers=headers).status_code == 403
+    assert httpx.post(f"{guarded.http_url}/admin/restricted-patients", headers=headers,
+                      json={"patient_id": "BN-VIP-3", "reason": "x"}).status_code == 403
+    assert guarded.http.delete("/admin/restricted-patients/BN-VIP-3").status_code == 204
+    assert guarded.http.delete("/admin/restricted-patients/BN-VIP-3").status_code == 404
+    assert httpx.get(f"{guarded.dicomweb_url}/studies/{vip.study}/metadata",
+                     headers=headers).status_code == 200
+    trail = guarded.http.get("/admin/audit", params={"patient_id": "BN-VIP-3"}).json()
+    assert {"patient-restrict", "patient-unrestrict"} <= {e["action"] for e in trail}

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from minipacs.access import control
+from minipacs.access import control, restricted
 from minipacs.access.principal import Principal
 from minipacs.access.restricted import RestrictedStudies, require_reason
 from minipacs.access.roles import Action
@@ -533,6 +533,30 @@ class Archive:
                 self.audit(action.value, principal.actor, record.patient_id, study_uid,
                            detail=f"{count} instances", role=principal.role.value,
                            source=principal.source)
+
+    def restrict_patient(self, patient_id: str, issuer: str = "", reason: str = "", *,
+                         principal: Principal | None = None) -> bool:
+        """Flag a patient restricted (VIP, staff, sensitive): reading their studies then
+        needs a break-the-glass reason. False when already restricted (reason updated)."""
+        principal = self.permit(principal, Action.MANAGE_USERS)
+        with self._write_lock, self._write() as session, session.begin():
+            created = restricted.restrict(session, patient_id, issuer, reason, principal.actor)
+        self._restricted.invalidate()
+        return created
+
+    def unrestrict_patient(self, patient_id: str, issuer: str = "", *,
+                           principal: Principal | None = None) -> bool:
+        principal = self.permit(principal, Action.MANAGE_USERS)
+        with self._write_lock, self._write() as session, session.begin():
+            lifted = restricted.unrestrict(session, patient_id, issuer, principal.actor)
+        self._restricted.invalidate()
+        return lifted
+
+    def restricted_patients(self, principal: Principal | None = None
+                            ) -> list[restricted.Restriction]:
+        self.permit(principal, Action.MANAGE_USERS)
+        with self._read() as session:
+            return restricted.restrictions(session)
 
     def audit_events(self, principal: Principal | None = None, *, source: str = "",
                      **criteria: Any) -> list[AuditEntry]:

@@ -40,6 +40,7 @@ from minipacs.web import (
     dicomweb,
     exports,
     fhir,
+    restricted_admin,
     retention,
     share,
     stow,
@@ -198,6 +199,7 @@ def create_app(
     app.include_router(retention.router)
     app.include_router(exports.router)
     app.include_router(share.router)
+    app.include_router(restricted_admin.router)
     app.include_router(fhir.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)

@@ -86,6 +86,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/admin/tokens"): Action.MANAGE_USERS,
     ("DELETE", "/admin/tokens/{token_id}"): Action.MANAGE_USERS,
     ("GET", "/admin/audit"): Action.READ_AUDIT,
+    # who may open whom is an access decision, like accounts (not a demographics fix)
+    ("GET", "/admin/restricted-patients"): Action.MANAGE_USERS,
+    ("POST", "/admin/restricted-patients"): Action.MANAGE_USERS,
+    ("DELETE", "/admin/restricted-patients/{patient_id}"): Action.MANAGE_USERS,
     ("GET", "/admin/audit/export"): Action.READ_AUDIT,
     ("GET", "/admin/alerts"): Action.READ_AUDIT,
     ("POST", "/admin/alerts/{alert_id}/acknowledge"): Action.READ_AUDIT,
