@@ -3,17 +3,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from conftest import ServerProcess
 from dicomweb_peers import store
 from dimse_peers import storescu
 from factories import make_instance
-from minipacs.audit.chain import AuditRecord, event_hash
+from minipacs.archive import Archive
+from minipacs.audit.chain import AuditRecord, event_hash, prune, utc_now
+from minipacs.audit.chain import verify as verify_chain
+from minipacs.audit.checkpoints import verify_against_checkpoints, write_checkpoint
 from minipacs.index.models import AuditEvent, AuditHead
 
 
@@ -154,3 +159,34 @@ def test_stores_and_associations_are_recorded_for_each_door(
     assert [(e.actor, e.study_instance_uid) for e in by_http] == [
         ("token:tests-admin", stowed.study)]
     engine.dispose()
+
+
+def test_retention_prunes_old_events_and_the_rest_still_verifies(archive: Archive) -> None:
+    for n in range(5):
+        archive.audit("view", f"user:reader{n}", "BN-OLD", detail="an old read")
+    checkpoint_key = b"k" * 32
+    assert write_checkpoint(archive.engine, archive.store, checkpoint_key) is not None
+    cutoff = utc_now() + timedelta(seconds=1)  # everything so far counts as "old"
+    with archive.write_engine.begin() as connection, Session(bind=connection) as session:
+        pruned = prune(session, cutoff, "system:tests")
+        session.flush()
+    assert pruned == 5
+    archive.audit("view", "user:reader9", "BN-NEW", detail="a new read")
+    report = verify_chain(archive.engine)
+    assert report.ok, report.problem
+    assert verify_against_checkpoints(archive.engine, archive.store, checkpoint_key)[1] == ""
+    remaining = events(archive.engine)
+    assert [e.action for e in remaining] == ["audit-prune", "view"]
+    assert "5 events" in remaining[0].detail
+    # Pruning does not open a gap for tampering: the next event still must follow.
+    with archive.write_engine.begin() as connection:
+        connection.execute(update(AuditEvent).where(AuditEvent.seq == remaining[0].seq)
+                           .values(detail="nothing was pruned"))
+    assert not verify_chain(archive.engine).ok
+
+
+def test_cli_prune_keeps_recent_events(empty_server: ServerProcess) -> None:
+    done = empty_server.cli("audit", "prune", "--older-than-days", "30")
+    assert done.returncode == 0 and "0 audit events older than 30 days pruned" in done.stdout
+    code, out = verify(empty_server)
+    assert code == 0, out

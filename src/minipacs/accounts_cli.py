@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from minipacs.access.accounts import AccountPolicy, Accounts
+from minipacs.access.principal import cli_principal
 from minipacs.access.roles import ACCOUNT_ROLES, Role
 from minipacs.config import Settings
 from minipacs.maintenance_cli import _reporting_errors
@@ -123,6 +124,15 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     archive = open_archive(settings)
     try:
         key = load_key(settings.audit_key, settings.data_dir)
+        if args.audit_command == "prune":
+            days = args.older_than_days or settings.audit_retention_days
+            if not days:
+                print("minipacs audit prune: give --older-than-days N (or set "
+                      "MINIPACS_AUDIT_RETENTION_DAYS)", file=sys.stderr)
+                return 2
+            pruned = archive.acting_as(cli_principal("audit-prune")).prune_audit(days)
+            print(f"{pruned} audit events older than {days} days pruned")
+            return 0
         if args.audit_command == "checkpoint":
             cp = write_checkpoint(archive.engine, archive.store, key)
             print(f"checkpoint at event {cp.seq}" if cp else "the audit trail is empty")
@@ -204,7 +214,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                            "store. Exit 0: intact; 1: broken (the first broken event is named).")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     for name, helptext in (("verify", "check the whole chain and the checkpoints"),
-                           ("checkpoint", "sign the chain's head into the blob store")):
+                           ("checkpoint", "sign the chain's head into the blob store"),
+                           ("prune", "delete events older than the retention (recorded)")):
         parser = audit_sub.add_parser(name, help=helptext)
+        if name == "prune":
+            parser.add_argument("--older-than-days", type=int, metavar="N",
+                                help="default: MINIPACS_AUDIT_RETENTION_DAYS")
         add_setting_flags(parser)
         parser.set_defaults(func=cmd_audit)

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -29,7 +30,8 @@ from minipacs.access import control, restricted
 from minipacs.access.principal import Principal
 from minipacs.access.restricted import RestrictedStudies, require_reason
 from minipacs.access.roles import Action
-from minipacs.audit.chain import AuditEntry, AuditRecord, append
+from minipacs.audit.chain import AuditEntry, AuditRecord, append, utc_now
+from minipacs.audit.chain import prune as prune_audit
 from minipacs.audit.chain import search as search_audit
 from minipacs.audit.reads import ReadCoalescer
 from minipacs.deidentify.models import DeidentificationExport, ExportedStudy
@@ -40,6 +42,7 @@ from minipacs.dicom.matching import Filter
 from minipacs.errors import (
     Conflict,
     Forbidden,
+    InvalidRequest,
     MinipacsError,
     NotFound,
     QueryError,
@@ -533,6 +536,17 @@ class Archive:
                 self.audit(action.value, principal.actor, record.patient_id, study_uid,
                            detail=f"{count} instances", role=principal.role.value,
                            source=principal.source)
+
+    def prune_audit(self, older_than_days: int, *, principal: Principal | None = None
+                    ) -> int:
+        """Retention: delete audit events older than `older_than_days` (the chain stays
+        verifiable from the last pruned event; the pruning is an event). Returns the count."""
+        principal = self.permit(principal, Action.MANAGE_USERS)
+        if older_than_days < 1:
+            raise InvalidRequest("keep at least one day of audit events")
+        before = utc_now() - timedelta(days=older_than_days)
+        with self._write_lock, self._write() as session, session.begin():
+            return prune_audit(session, before, principal.actor)
 
     def restrict_patient(self, patient_id: str, issuer: str = "", reason: str = "", *,
                          principal: Principal | None = None) -> bool:

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
         "the system's trusted CAs).")
     audit_syslog_seconds: float = Field(
         2, gt=0, description="How often new audit events are sent to the collector.")
+    audit_retention_days: int | None = Field(
+        None, ge=30, description="Delete audit events older than this many days (checked "
+        "hourly; the chain stays verifiable and the pruning is itself recorded). Unset: keep "
+        "them forever. Set it no lower than your regulations require.")
     audit_key: str | None = Field(
         None,
         description="Secret that signs audit-trail checkpoints (kept outside the database). "

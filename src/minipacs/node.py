@@ -154,6 +154,11 @@ def serve(settings: Settings) -> None:
                                                   settings)
         background.append(PeriodicTask("audit-syslog", forwarder.forward_pending,
                                        settings.audit_syslog_seconds))
+    if settings.audit_retention_days:
+        days = settings.audit_retention_days
+        keeper = archive.acting_as(system_principal("audit-retention"))
+        background.append(PeriodicTask("audit-retention",
+                                       lambda: keeper.prune_audit(days), 3600))
     for task in background:
         task.start()
     app = create_app(archive, settings.model_copy(update={"http_port": http_port}),

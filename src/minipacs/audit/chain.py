@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from minipacs.index.models import AuditEvent, AuditHead
@@ -136,6 +136,9 @@ def verify(engine: Engine) -> ChainReport:
                            f"row id {unchained} has no sequence number: inserted outside "
                            "the chain")
     prev, expected_seq, count = GENESIS, 1, 0
+    if head is not None and head.base_seq:
+        # Events up to base_seq were pruned under the retention setting (`prune`).
+        prev, expected_seq = head.base_hash, head.base_seq + 1
     for event in iter_events(engine):
         count += 1
         if event.seq != expected_seq:
@@ -208,3 +211,26 @@ def search(session: Session, *, patient_id: str | None = None, actor: str | None
 def entry_of(e: AuditEvent) -> AuditEntry:
     return AuditEntry(e.seq or 0, e.at, e.action, e.actor, e.role, e.source, e.patient_id,
                       e.study_instance_uid, e.outcome, e.detail, e.hash)
+
+
+def prune(session: Session, before: datetime, actor: str) -> int:
+    """Retention: delete the events recorded before `before` (UTC), inside the caller's
+    transaction, keeping the chain verifiable from the last pruned event's hash (kept in
+    `audit_head`), and record the pruning itself as an event. Returns how many went."""
+    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()
+                           ).one_or_none()
+    if head is None:
+        return 0
+    last = session.scalars(select(AuditEvent).where(AuditEvent.at < _naive_utc(before))
+                           .order_by(AuditEvent.seq.desc()).limit(1)).one_or_none()
+    if last is None or last.seq is None or last.seq <= head.base_seq:
+        return 0
+    pruned = session.scalar(select(func.count()).select_from(AuditEvent)
+                            .where(AuditEvent.seq <= last.seq)) or 0
+    session.execute(delete(AuditEvent).where(AuditEvent.seq <= last.seq))
+    head.base_seq, head.base_hash = last.seq, last.hash
+    append(session, AuditRecord(
+        "audit-prune", actor, detail=f"{pruned} events recorded before "
+        f"{_naive_utc(before):%Y-%m-%d %H:%M} UTC pruned (retention); the chain continues "
+        f"from event {last.seq}, hash {last.hash}"))
+    return pruned

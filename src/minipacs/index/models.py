@@ -147,6 +147,10 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     hash: Mapped[str] = mapped_column(String(64), default="")
+    # Retention: events up to `base_seq` were pruned; the chain now starts from the hash
+    # of that last pruned event (`audit/chain.py: prune`).
+    base_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    base_hash: Mapped[str] = mapped_column(String(64), default="")
 
 
 class UserAccount(Base):
