@@ -363,3 +363,35 @@ def test_share_link_with_pin_opens_the_shared_study_and_nothing_else(
     assert fetch_status(page, f"../dicom-web/studies/{study_uid}") == 403
     listed = page.evaluate("fetch('../dicom-web/studies', {credentials: 'same-origin'}).then(r => r.json())")
     assert [value(s, "0020000D") for s in listed] == [study_uid]
+
+
+# ---- the auditor's page ------------------------------------------------------------------
+
+
+def test_auditor_page_lists_who_saw_a_patient_and_refuses_other_roles(
+    server: ServerProcess, ct_study: dict[str, Any], page: Page
+) -> None:
+    patient = value(ct_study, "00100020")
+    radiologist = api_login(server, RADIOLOGIST, RADIOLOGIST_PASSWORD)
+    assert dicomweb_json_as(server, radiologist, f"studies/{value(ct_study, '0020000D')}/metadata")
+    add_user(server, "kiem.toan", "auditor", "Kiem-Toan-2026!")
+    page.context.add_cookies([session_cookie(server, api_login(server, "kiem.toan",
+                                                               "Kiem-Toan-2026!"))])
+    page.goto(f"{server.http_url}/viewer/audit.html")
+    page.wait_for_function("() => !document.getElementById('audit-message').hidden")
+    page.fill("[data-testid=audit-patient]", patient)
+    page.fill("[data-testid=audit-action]", "view")
+    page.click("[data-testid=audit-search]")
+    page.wait_for_function(
+        "name => [...document.querySelectorAll('#audit-rows tr')].some(r => r.textContent.includes(name))",
+        arg=f"user:{RADIOLOGIST}")
+    assert page.inner_text("h1") == "Nhật ký truy cập"
+    assert patient in page.inner_text("#audit-rows")
+    assert "format=csv" in page.get_attribute("[data-testid=audit-csv]", "href")
+    screenshot(page, "audit-page")
+    # A clinician's session is told the page is not for them.
+    page.context.clear_cookies()
+    page.context.add_cookies([session_cookie(server, api_login(server, CLINICIAN,
+                                                               CLINICIAN_PASSWORD))])
+    page.reload()
+    wait_for_message(page, "audit-message", "Tài khoản này không có quyền đọc nhật ký (cần vai trò kiểm toán hoặc quản trị).")
