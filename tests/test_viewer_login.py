@@ -143,7 +143,8 @@ def test_sign_out_returns_to_the_sign_in_form_and_ends_the_session(
     page.goto(link)
     sign_in_on_page(page, CLINICIAN, CLINICIAN_PASSWORD)
     wait_for_first_image(page)
-    page.click("[data-testid=logout]")
+    with page.expect_navigation():  # sign-out reloads the page, dropping the study
+        page.click("[data-testid=logout]")
     wait_for_sign_in_form(page)
     assert page.evaluate("location.href") == link
     assert page.evaluate(f"{H}.user") is None

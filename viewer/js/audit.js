@@ -30,29 +30,34 @@ function cell(text) {
   return td;
 }
 
+let latest = 0; // only the newest search may fill the table (answers can cross)
+
 async function search() {
+  const mine = ++latest;
   const params = criteria();
   csv.href = `../admin/audit/export?format=csv&${params}`;
   params.set('limit', '500');
   let response;
+  let events = [];
   try {
     response = await fetch(`../admin/audit?${params}`, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+    if (response.ok) events = await response.json();
   } catch (error) {
-    say('login.unreachable', { error: error?.message ?? String(error) });
+    if (mine === latest) say('login.unreachable', { error: error?.message ?? String(error) });
     return;
   }
-  rows.replaceChildren();
+  if (mine !== latest) return;
+  if (!response.ok) rows.replaceChildren();
   if (response.status === 401) return say('audit.signIn');
   if (response.status === 403) return say('audit.forbidden');
   if (!response.ok) return say('auth.other', { error: (await response.json()).error ?? response.status });
-  const events = await response.json();
-  for (const e of events) {
+  rows.replaceChildren(...events.map((e) => {
     const tr = document.createElement('tr');
     tr.className = `outcome-${e.outcome}`;
     tr.append(cell(new Date(e.at).toLocaleString(getLang() === 'vi' ? 'vi-VN' : 'en-GB')), cell(e.actor), cell(e.source), cell(e.action),
       cell(e.patient_id), cell(e.study_instance_uid), cell(e.outcome), cell(e.detail));
-    rows.append(tr);
-  }
+    return tr;
+  }));
   say('audit.count', { n: events.length });
 }
 
