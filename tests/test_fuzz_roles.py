@@ -15,7 +15,6 @@ refuse."""
 from __future__ import annotations
 
 import copy
-import time
 import uuid
 from typing import Any
 
@@ -37,8 +36,9 @@ from minipacs.web.route_rules import PUBLIC, RULES
 from test_openapi_contract import _openapi, _operations
 
 ROLES = ("admin", "radiologist", "technologist", "clinician", "emr", "research", "auditor")
+# Bounded by count, not by wall time, so a slow machine fuzzes exactly what a fast one
+# does: admin (the most routes) gets three examples per operation, other roles one each.
 EXAMPLES_PER_OPERATION = 3
-BUDGET_PER_ROLE_S = 10.0
 CHECKS = [status_code_conformance, content_type_conformance, ignored_auth]
 
 
@@ -65,10 +65,9 @@ def _fuzz_as(server: ServerProcess, schema: Any, token: str, methods: tuple[str,
     headers = {"Authorization": f"Bearer {token}"}
     failures: list[str] = []
     sent = [0]
-    deadline = time.monotonic() + BUDGET_PER_ROLE_S
     for result in schema.get_all_operations():
         operation = result.ok()
-        if operation.method.lower() not in methods or time.monotonic() > deadline:
+        if operation.method.lower() not in methods:
             continue
 
         @given(case=operation.as_strategy())
@@ -100,7 +99,8 @@ def test_fuzzing_read_routes_as_each_role_finds_no_5xx_no_ignored_auth_changes_n
     failures: list[str] = []
     for role in ROLES:
         token = server.create_token(f"fuzz-{role}", role)
-        role_failures, sent = _fuzz_as(server, schema, token)
+        role_failures, sent = _fuzz_as(server, schema, token,
+                                       examples=EXAMPLES_PER_OPERATION if role == "admin" else 1)
         failures += [f"[{role}] {f}" for f in role_failures]
         report[role] = sent
     print("requests per role:", report)
