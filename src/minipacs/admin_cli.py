@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -16,7 +17,9 @@ from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
 from minipacs.config import Settings
 from minipacs.errors import MinipacsError
 from minipacs.index.database import create_index_engine
-from minipacs.worklist import Code, ReferencedStudy, Worklist, WorklistItem
+
+if TYPE_CHECKING:  # the worklist pulls in pydicom: imported when a worklist command runs
+    from minipacs.worklist import Worklist
 
 AddSettingFlags = Callable[[argparse.ArgumentParser], None]
 
@@ -121,6 +124,8 @@ def add_ae_commands(
 
 # ---------------------------------------------------------------------- worklist
 def _worklist(settings: Settings) -> Worklist:
+    from minipacs.worklist import Worklist
+
     return Worklist(*_engines(settings))
 
 
@@ -147,6 +152,8 @@ _WORKLIST_OPTIONS = {
 
 
 def cmd_worklist_add(args: argparse.Namespace, settings: Settings) -> int:
+    from minipacs.worklist import Code, ReferencedStudy, WorklistItem
+
     values = {field: getattr(args, field) for field, _ in _WORKLIST_OPTIONS.values()}
     item = WorklistItem(
         patient_id=args.patient_id, **values,

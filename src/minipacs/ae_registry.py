@@ -11,7 +11,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.charset import python_encoding
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -87,6 +86,8 @@ def parse_rights(text: str | list[str] | frozenset[str]) -> frozenset[str]:
 
 def _check_charset(term: str, what: str) -> str:
     value = term.strip()
+    from pydicom.charset import python_encoding  # pydicom is slow to import for the CLI
+
     if value and python_encoding.get(value) is None:
         raise InvalidAE(
             f"{what} {term!r} is not a DICOM character set term (e.g. 'ISO_IR 192', "

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,8 +54,32 @@ def create_index_engine(url: str, *, writer: bool = False) -> Engine:
     return engine
 
 
+_VERSIONS = Path(__file__).resolve().parent / "migrations" / "versions"
+
+
+def newest_revision() -> str:
+    """The newest migration's id: revisions are numbered 0001, 0002, ... and each file
+    is named after its id (tests/test_migrations.py holds both to that)."""
+    return max(m.group(1) for p in _VERSIONS.glob("*.py")
+               if (m := re.match(r"(\d{4})_", p.name)))
+
+
+def _at_newest(engine: Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    except Exception:  # no alembic_version table yet: an empty or pre-migration index
+        return False
+    return [row[0] for row in found] == [newest_revision()]
+
+
 def create_schema(engine: Engine) -> None:
-    """Bring the index to the newest schema through its Alembic migrations (idempotent)."""
+    """Bring the index to the newest schema through its Alembic migrations (idempotent).
+
+    An index already at the newest revision is recognised with one SELECT, so the CLI and
+    each store that opens the index do not import and walk Alembic's scripts (0.3 s)."""
+    if _at_newest(engine):
+        return
     from minipacs.index.schema import upgrade  # Alembic loads only when a schema is needed
 
     upgrade(engine)
