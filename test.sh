@@ -24,7 +24,24 @@ python=${PYTHON:-python3}
 
 echo "--- ruff"; .venv/bin/ruff check src tests sample_dicom bench
 echo "--- mypy"; .venv/bin/mypy
-# The suite runs twice: on the embedded backends (SQLite index, blob folder), then on the
-# production ones (a throwaway PostgreSQL cluster, a loopback S3 server), see tests/backends.py.
-echo "--- pytest (SQLite, folder)"; .venv/bin/pytest "$@"
-echo "--- pytest (PostgreSQL, S3)"; exec .venv/bin/pytest --db postgres --blobs s3 "$@"
+# The suite runs twice: on the embedded backends (SQLite index, blob folder) and on the
+# production ones (a throwaway PostgreSQL cluster, a loopback S3 server), see
+# tests/backends.py. The two runs share nothing (free ports, their own temp folders), and
+# most of a run's time is spent waiting on servers, so they run side by side: the embedded
+# run prints as it goes, the production run's output follows it. MINIPACS_TESTS_SERIAL=1
+# runs them one after the other instead.
+if [ "${MINIPACS_TESTS_SERIAL:-0}" = "1" ]; then
+  echo "--- pytest (SQLite, folder)"; .venv/bin/pytest "$@"
+  echo "--- pytest (PostgreSQL, S3)"; exec .venv/bin/pytest --db postgres --blobs s3 "$@"
+fi
+production_log=$(mktemp --suffix=-pytest-postgres-s3.log)
+.venv/bin/pytest --db postgres --blobs s3 "$@" >"$production_log" 2>&1 &
+production=$!
+trap 'kill "$production" 2>/dev/null || true' INT TERM
+echo "--- pytest (SQLite, folder); the PostgreSQL + S3 run goes on beside it"
+embedded_status=0; .venv/bin/pytest "$@" || embedded_status=$?
+production_status=0; wait "$production" || production_status=$?
+echo "--- pytest (PostgreSQL, S3), run beside the above (log: $production_log)"
+cat "$production_log"
+echo "--- SQLite + folder: exit $embedded_status; PostgreSQL + S3: exit $production_status"
+[ "$embedded_status" -eq 0 ] && [ "$production_status" -eq 0 ]
