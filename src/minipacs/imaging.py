@@ -168,7 +168,9 @@ class Imaging:
 
     def _cache_name(self, record: InstanceRecord, kind: str, frame: int,
                     options: RenderOptions) -> str:
-        token = f"{kind}|{record.sha256}|{frame}|{options.cache_token()}"
+        # A reconciled patient's values are part of what is rendered (annotations).
+        token = f"{kind}|{record.sha256}|{frame}|{options.cache_token()}" + (
+            f"|{record.patient_patch}" if record.patient_patch else "")
         digest = hashlib.sha256(token.encode()).hexdigest()[:40]
         return f"{digest}.{_SUFFIX.get(options.media_type, 'bin')}"
 
