@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -641,7 +641,8 @@ class Archive:
         stored bytes untouched (emr/reconciliation.py). Raises `Forbidden` without the
         reconcile permission, `NotFound`, `InvalidRequest` (bad keyword or value)."""
         principal = self.permit(principal, Action.RECONCILE)
-        with self._write_lock, self._write() as session, session.begin():
+
+        def work(session: Session) -> Reconciliation:
             done = reconciliation.update_patient(session, key, changes, reason,
                                                  principal.actor)
             changed = {k: f"{done.before[k]!r} -> {done.after[k]!r}"
@@ -651,7 +652,9 @@ class Archive:
                 key[0], detail=f"{reconciliation.describe(key)}: "
                 + (", ".join(f"{k} {v}" for k, v in changed.items()) or "no change")
                 + f"; {len(done.study_uids)} studies; reason: {reason}"))
-        return done
+            return done
+
+        return self._retried(work, f"updating {reconciliation.describe(key)}")
 
     def merge_patients(self, source: tuple[str, str], target: tuple[str, str], *,
                        reason: str, principal: Principal | None = None) -> Reconciliation:
@@ -659,7 +662,8 @@ class Archive:
         (later instances with it are filed under `target`). Audited under both patients.
         Raises `Forbidden`, `NotFound` (either unknown), `InvalidRequest` (into itself)."""
         principal = self.permit(principal, Action.RECONCILE)
-        with self._write_lock, self._write() as session, session.begin():
+
+        def work(session: Session) -> Reconciliation:
             done = reconciliation.merge_patients(session, source, target, reason,
                                                  principal.actor)
             detail = (f"{reconciliation.describe(source)} merged into "
@@ -669,8 +673,24 @@ class Archive:
                 append(session, AuditRecord("patient-merge", principal.actor,
                                             principal.role.value, principal.source,
                                             patient_id, detail=detail))
+            return done
+
+        done = self._retried(work, f"merging {reconciliation.describe(source)}")
         self._restricted.invalidate()  # the studies moved to another patient key
         return done
+
+    def _retried(self, work: Callable[[Session], Reconciliation], what: str
+                 ) -> Reconciliation:
+        """`work` in one write transaction, again when a concurrent writer (an instance
+        of the same patient arriving on another node) made it fail on a key."""
+        last_error: Exception | None = None
+        for _attempt in range(_INDEX_ATTEMPTS):
+            try:
+                with self._write_lock, self._write() as session, session.begin():
+                    return work(session)
+            except (IntegrityError, OperationalError) as exc:
+                last_error = exc
+        raise StorageError(f"{what} failed after {_INDEX_ATTEMPTS} attempts: {last_error}")
 
     def patient_history(self, key: tuple[str, str], *, principal: Principal | None = None
                         ) -> list[Correction]:
@@ -711,11 +731,12 @@ class Archive:
         except StorageError as exc:
             log.warning("could not cache %s for %s: %s", name, record.sop_instance_uid, exc)
 
-    def open_instance(self, record: InstanceRecord) -> BinaryIO:
+    def open_instance(self, record: InstanceRecord, *, as_stored: bool = False) -> BinaryIO:
         """The Part-10 file as served, open for reading (seekable); the caller closes it.
-        Patched (reconciled patient): a temporary copy, header patched, pixels copied."""
+        Patched (reconciled patient): a temporary copy, header patched, pixels copied;
+        `as_stored` for readers of pixels only (frames), which need no copy."""
         fh = _seekable(self.store.open(record.blob_key))
-        if not record.patient_patch:
+        if not record.patient_patch or as_stored:
             return fh
         with fh:
             header, offset = patched_header(fh, dict(record.patient_patch))
