@@ -362,6 +362,11 @@ def test_update_demographics_with_vietnamese_name_is_found_accent_free_everywher
                    patient_name="NGUYEN^AN")
     names = {_name(s) for s in client.search_for_studies(search_filters={"PatientID": pid})}
     assert names == {"Nguyễn^Văn An"}
+    listed = server.cli("patient", "history", pid)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2 and "sai tên khi đăng ký" in lines[0] and "\tdấu\t" in lines[1]
+    assert '"PatientName": "Nguyễn^Văn Ân"' in lines[1]  # the value before, kept
 
 
 def test_refusals_say_what_was_wrong_and_change_nothing(
