@@ -14,13 +14,15 @@ import hashlib
 import io
 import logging
 import re
+import shutil
+import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, cast
 
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -39,6 +41,9 @@ from minipacs.dicom.completeness import check_complete
 from minipacs.dicom.header import ParsedInstance, parse_instance
 from minipacs.dicom.item_matching import keep_matching_items
 from minipacs.dicom.matching import Filter
+from minipacs.dicom.patient_header import patched_header
+from minipacs.emr import reconciliation
+from minipacs.emr.reconciliation import Correction, Reconciliation
 from minipacs.errors import (
     Conflict,
     Forbidden,
@@ -82,6 +87,14 @@ class IngestResult:
     size: int
     sha256: str
     transfer_syntax_uid: str
+
+
+@dataclass(frozen=True)
+class ServedInstance:
+    """An instance as a door sends it: `length` bytes, in `chunks`."""
+
+    length: int
+    chunks: Iterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -406,12 +419,42 @@ class Archive:
                        detail="metadata", role=principal.role.value, source=principal.source)
         return texts
 
+    # Every door's retrieve goes through these three: an instance whose patient was
+    # reconciled (`record.patient_patch`) is served with its header patched, the blob
+    # untouched (emr/reconciliation.py); otherwise the stored bytes as they are.
     def read_instance(self, record: InstanceRecord) -> bytes:
-        return self.store.read(record.blob_key)
+        if not record.patient_patch:
+            return self.store.read(record.blob_key)
+        with self.store.open(record.blob_key) as fh:
+            header, offset = patched_header(_seekable(fh), dict(record.patient_patch))
+            fh.seek(offset)
+            return header + fh.read()
 
     def stream_instance(self, record: InstanceRecord, chunk_size: int = 1024 * 1024
                         ) -> Iterator[bytes]:
-        return self.store.iter_chunks(record.blob_key, chunk_size)
+        return self.serve_instance(record, chunk_size).chunks
+
+    def serve_instance(self, record: InstanceRecord, chunk_size: int = 1024 * 1024
+                       ) -> ServedInstance:
+        """The instance as served (its length first, for Content-Length), streamed."""
+        if not record.patient_patch:
+            return ServedInstance(record.size,
+                                  self.store.iter_chunks(record.blob_key, chunk_size))
+        fh = _seekable(self.store.open(record.blob_key))
+        try:
+            header, offset = patched_header(fh, dict(record.patient_patch))
+        except BaseException:
+            fh.close()
+            raise
+
+        def chunks() -> Iterator[bytes]:
+            with fh:
+                yield header
+                fh.seek(offset)
+                while chunk := fh.read(chunk_size):
+                    yield chunk
+
+        return ServedInstance(len(header) + record.size - offset, chunks())
 
     # ------------------------------------------------------------------ housekeeping
     def counts(self) -> dict[str, int]:
@@ -590,6 +633,78 @@ class Archive:
         with self._write_lock, self._write() as session, session.begin():
             session.add_all(DeidentificationExport(**vars(study)) for study in studies)
 
+    # ------------------------------------------------------------------ reconciliation
+    def update_patient(self, key: tuple[str, str], changes: dict[str, str], *, reason: str,
+                       principal: Principal | None = None) -> Reconciliation:
+        """Correct a patient's PatientName, PatientBirthDate or PatientSex (`key`:
+        PatientID, IssuerOfPatientID or ""); every door then shows the new values, the
+        stored bytes untouched (emr/reconciliation.py). Raises `Forbidden` without the
+        reconcile permission, `NotFound`, `InvalidRequest` (bad keyword or value)."""
+        principal = self.permit(principal, Action.RECONCILE)
+
+        def work(session: Session) -> Reconciliation:
+            done = reconciliation.update_patient(session, key, changes, reason,
+                                                 principal.actor)
+            changed = {k: f"{done.before[k]!r} -> {done.after[k]!r}"
+                       for k in done.after if done.before[k] != done.after[k]}
+            append(session, AuditRecord(
+                "patient-update", principal.actor, principal.role.value, principal.source,
+                key[0], detail=f"{reconciliation.describe(key)}: "
+                + (", ".join(f"{k} {v}" for k, v in changed.items()) or "no change")
+                + f"; {len(done.study_uids)} studies; reason: {reason}"))
+            return done
+
+        return self._retried(work, f"updating {reconciliation.describe(key)}")
+
+    def merge_patients(self, source: tuple[str, str], target: tuple[str, str], *,
+                       reason: str, principal: Principal | None = None) -> Reconciliation:
+        """Make every study of `source` the `target` patient's; `source` becomes an alias
+        (later instances with it are filed under `target`). Audited under both patients.
+        Raises `Forbidden`, `NotFound` (either unknown), `InvalidRequest` (into itself)."""
+        principal = self.permit(principal, Action.RECONCILE)
+
+        def work(session: Session) -> Reconciliation:
+            done = reconciliation.merge_patients(session, source, target, reason,
+                                                 principal.actor)
+            detail = (f"{reconciliation.describe(source)} merged into "
+                      f"{reconciliation.describe(target)}: {len(done.study_uids)} studies "
+                      f"({' '.join(done.study_uids[:20])}); reason: {reason}")
+            for patient_id in dict.fromkeys((source[0], target[0])):
+                append(session, AuditRecord("patient-merge", principal.actor,
+                                            principal.role.value, principal.source,
+                                            patient_id, detail=detail))
+            return done
+
+        done = self._retried(work, f"merging {reconciliation.describe(source)}")
+        self._restricted.invalidate()  # the studies moved to another patient key
+        return done
+
+    def _retried(self, work: Callable[[Session], Reconciliation], what: str
+                 ) -> Reconciliation:
+        """`work` in one write transaction, again when a concurrent writer (an instance
+        of the same patient arriving on another node) made it fail on a key."""
+        last_error: Exception | None = None
+        for _attempt in range(_INDEX_ATTEMPTS):
+            try:
+                with self._write_lock, self._write() as session, session.begin():
+                    return work(session)
+            except (IntegrityError, OperationalError) as exc:
+                last_error = exc
+        raise StorageError(f"{what} failed after {_INDEX_ATTEMPTS} attempts: {last_error}")
+
+    def patient_history(self, key: tuple[str, str], *, principal: Principal | None = None
+                        ) -> list[Correction]:
+        """The patient's corrections and merges, values before and after (audited)."""
+        principal = self.permit(principal, Action.RECONCILE)
+        with self._read() as session:
+            entries = reconciliation.history(session, key)
+            if not entries:
+                reconciliation.find_patient(session, key)  # NotFound for an unknown one
+        self.audit("patient-history", principal.actor, key[0],
+                   detail=f"{reconciliation.describe(key)}: {len(entries)} corrections",
+                   role=principal.role.value, source=principal.source)
+        return entries
+
     # ------------------------------------------------------------------ derived objects
     # Rendered images and thumbnails, cached as blobs next to (not inside) the instances.
     # A name is a digest of what was derived (instance SHA-256 included) plus a suffix, so
@@ -616,13 +731,21 @@ class Archive:
         except StorageError as exc:
             log.warning("could not cache %s for %s: %s", name, record.sop_instance_uid, exc)
 
-    def open_instance(self, record: InstanceRecord) -> BinaryIO:
-        """The stored Part-10 file, open for reading (seekable); the caller closes it."""
-        fh = self.store.open(record.blob_key)
-        if fh.seekable():
+    def open_instance(self, record: InstanceRecord, *, as_stored: bool = False) -> BinaryIO:
+        """The Part-10 file as served, open for reading (seekable); the caller closes it.
+        Patched (reconciled patient): a temporary copy, header patched, pixels copied;
+        `as_stored` for readers of pixels only (frames), which need no copy."""
+        fh = _seekable(self.store.open(record.blob_key))
+        if not record.patient_patch or as_stored:
             return fh
         with fh:
-            return io.BytesIO(fh.read())
+            header, offset = patched_header(fh, dict(record.patient_patch))
+            copy = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
+            copy.write(header)
+            fh.seek(offset)
+            shutil.copyfileobj(fh, copy, 1024 * 1024)
+        copy.seek(0)
+        return cast(BinaryIO, copy)
 
     def delete_derived(self, study_instance_uid: str) -> None:
         """Drop every cached derived object of a study (after the study is deleted)."""
@@ -689,7 +812,7 @@ class Archive:
             return None, "not in the archive"
         digest = hashlib.sha256()
         try:
-            for chunk in self.stream_instance(record):
+            for chunk in self.store.iter_chunks(record.blob_key):  # as stored
                 digest.update(chunk)
         except (MinipacsError, OSError) as exc:
             return record, f"blob unreadable: {exc}"
@@ -782,6 +905,13 @@ class Archive:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _seekable(fh: BinaryIO) -> BinaryIO:
+    if fh.seekable():
+        return fh
+    with fh:
+        return io.BytesIO(fh.read())
 
 
 def _text(element: Any) -> str:

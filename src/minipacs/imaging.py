@@ -69,7 +69,7 @@ class Imaging:
         """
         if decode:
             parts = []
-            with self.archive.open_instance(record) as fh:
+            with self.archive.open_instance(record, as_stored=True) as fh:
                 for number in numbers:
                     frame, _ = decode_frame_from_file(fh, number)
                     samples = frame.pixels.shape[2] if frame.pixels.ndim == 3 else 1
@@ -95,7 +95,7 @@ class Imaging:
         Every frame number is checked against the header before the first frame is
         yielded, so `NotFound` comes before any byte is sent; `NotAcceptable` for an
         undecodable first frame too (take the first part before starting a response)."""
-        with self.archive.open_instance(record) as fh:
+        with self.archive.open_instance(record, as_stored=True) as fh:
             pixels = stored_pixels(fh)
             check_frames_exist(pixels, numbers)
             header = pixels.header
@@ -119,7 +119,7 @@ class Imaging:
 
         Read from the header (up to Pixel Data) first: a waveform or an overlay never
         costs loading the pixels; only a tag not found there is looked for in all of it."""
-        with self.archive.open_instance(record) as fh:
+        with self.archive.open_instance(record, as_stored=True) as fh:
             value = element_value(dcmread(fh, stop_before_pixels=True), tag)
         if value is None:
             value = element_value(self.dataset(record), tag)
@@ -168,7 +168,9 @@ class Imaging:
 
     def _cache_name(self, record: InstanceRecord, kind: str, frame: int,
                     options: RenderOptions) -> str:
-        token = f"{kind}|{record.sha256}|{frame}|{options.cache_token()}"
+        # A reconciled patient's values are part of what is rendered (annotations).
+        token = f"{kind}|{record.sha256}|{frame}|{options.cache_token()}" + (
+            f"|{record.patient_patch}" if record.patient_patch else "")
         digest = hashlib.sha256(token.encode()).hexdigest()[:40]
         return f"{digest}.{_SUFFIX.get(options.media_type, 'bin')}"
 

@@ -44,6 +44,9 @@ class Patient(Base):
     other_patient_ids: Mapped[str] = mapped_column(String(1024), default="")
     # The patient's indexed sequences as DICOM JSON (index/sequences.py); NULL: not derived.
     sequences_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Demographics set by reconciliation (emr/reconciliation.py): arriving instances no
+    # longer overwrite them (they are served corrected instead).
+    reconciled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     studies: Mapped[list[Study]] = relationship(back_populates="patient")
 
@@ -110,6 +113,10 @@ class Instance(Base):
     metadata_json: Mapped[str] = mapped_column(Text)
     received_from: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    # Reconciliation: the patient attributes as the stored blob holds them (JSON, keyword
+    # -> value) when they differ from the patient row's; NULL when they agree. Set, the
+    # blob is served with the patient row's values patched in (dicom/patient_header.py).
+    stored_patient: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 
@@ -332,3 +339,38 @@ class AuditForwarding(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PatientCorrection(Base):
+    """One reconciliation of a patient (`emr/reconciliation.py`): demographics corrected
+    ("update") or another patient's studies merged in ("merge"), with the values before
+    and after, so the originals stay visible to admins (a history per patient)."""
+
+    __tablename__ = "patient_corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    kind: Mapped[str] = mapped_column(String(16))
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    # merge: the patient whose studies came in (and whose row is gone)
+    source_patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    source_issuer: Mapped[str] = mapped_column(String(64), default="")
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    before_json: Mapped[str] = mapped_column(Text, default="{}")
+    after_json: Mapped[str] = mapped_column(Text, default="{}")
+    study_uids: Mapped[str] = mapped_column(Text, default="")
+
+
+class PatientAlias(Base):
+    """A patient key merged away: instances arriving later with it are filed under
+    `patient_pk` (the merge target), served with the target's attributes."""
+
+    __tablename__ = "patient_aliases"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)

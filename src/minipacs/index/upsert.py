@@ -9,6 +9,7 @@ over all instances (`index.sequences.accumulate`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -16,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from minipacs.dicom.header import InstanceAttributes, ParsedInstance
 from minipacs.dicom.json_model import dumps, instance_json
-from minipacs.index.models import Instance, Patient, Series, Study
+from minipacs.dicom.patient_header import overlay_json
+from minipacs.index.models import Instance, Patient, PatientAlias, Series, Study
 from minipacs.index.sequences import EntitySequences, accumulate, entity_sequences
 
 
@@ -35,6 +37,9 @@ class InstanceRecord:
     sha256: str
     number_of_frames: int | None
     instance_number: int | None
+    # Reconciliation: patient attributes (keyword, value) the blob is served with, when
+    # its stored ones differ from the index's (dicom/patient_header.py); () otherwise.
+    patient_patch: tuple[tuple[str, str], ...] = ()
 
 
 def upsert_instance(
@@ -43,7 +48,11 @@ def upsert_instance(
     """Patient → study → series → instance rows for one parsed instance, in the caller's
     transaction. Returns the record of the instance it replaced, if any."""
     a = parsed.attributes
-    patient = session.scalars(
+    # A key merged away (emr/reconciliation.py) files the instance under the target.
+    alias_pk = session.scalar(select(PatientAlias.patient_pk).where(
+        PatientAlias.patient_id == a.patient_id,
+        PatientAlias.issuer == a.issuer_of_patient_id))
+    patient = session.get(Patient, alias_pk) if alias_pk is not None else session.scalars(
         select(Patient).where(
             Patient.patient_id == a.patient_id,
             Patient.issuer_of_patient_id == a.issuer_of_patient_id,
@@ -52,7 +61,17 @@ def upsert_instance(
     if patient is None:
         patient = Patient(patient_id=a.patient_id, issuer_of_patient_id=a.issuer_of_patient_id)
         session.add(patient)
-    _update_patient(patient, a)
+    stored_patient: str | None = None
+    metadata = derived.metadata
+    if alias_pk is not None or patient.reconciled:
+        # Reconciled values win over what arrives; the instance is served corrected.
+        _gather_other_ids(patient, a)
+        stored, current = attribute_values(a), patient_values(patient)
+        if stored != current:
+            stored_patient = json.dumps(stored, ensure_ascii=False)
+            metadata = dumps(overlay_json(json.loads(metadata), current))
+    else:
+        _update_patient(patient, a)
     patient.sequences_json = accumulate(patient.sequences_json, derived.sequences.patient)
     session.flush()
 
@@ -102,7 +121,8 @@ def upsert_instance(
     instance.blob_key = key
     instance.size = parsed.size
     instance.sha256 = parsed.sha256
-    instance.metadata_json = derived.metadata
+    instance.metadata_json = metadata
+    instance.stored_patient = stored_patient
     instance.received_from = received_from[:128]
     if replaced is not None:
         session.flush()
@@ -130,6 +150,10 @@ def _update_patient(patient: Patient, a: InstanceAttributes) -> None:
     patient.patient_name_folded = a.patient_name_folded
     patient.patient_birth_date = a.patient_birth_date
     patient.patient_sex = a.patient_sex
+    _gather_other_ids(patient, a)
+
+
+def _gather_other_ids(patient: Patient, a: InstanceAttributes) -> None:
     known = [x for x in (patient.other_patient_ids or "").split("|") if x]
     merged = list(dict.fromkeys([*known, *a.other_patient_ids]))
     patient.other_patient_ids = ("|" + "|".join(merged) + "|") if merged else ""
@@ -171,7 +195,31 @@ def drop_if_empty(session: Session, series_instance_uid: str) -> None:
         session.execute(delete(Study).where(Study.id == study_pk))
 
 
+def patient_values(patient: Patient) -> dict[str, str]:
+    """The patient row's attributes by keyword (what instances are served with)."""
+    return {
+        "PatientName": patient.patient_name,
+        "PatientID": patient.patient_id,
+        "IssuerOfPatientID": patient.issuer_of_patient_id,
+        "PatientBirthDate": patient.patient_birth_date,
+        "PatientSex": patient.patient_sex,
+    }
+
+
+def attribute_values(a: InstanceAttributes) -> dict[str, str]:
+    """An arriving instance's patient attributes by keyword (as its blob holds them)."""
+    return {
+        "PatientName": a.patient_name,
+        "PatientID": a.patient_id,
+        "IssuerOfPatientID": a.issuer_of_patient_id,
+        "PatientBirthDate": a.patient_birth_date,
+        "PatientSex": a.patient_sex,
+    }
+
+
 def record_of(instance: Instance, series: Series, study: Study, patient: Patient) -> InstanceRecord:
+    patch = (tuple(patient_values(patient).items())
+             if instance.stored_patient is not None else ())
     return InstanceRecord(
         sop_instance_uid=instance.sop_instance_uid,
         sop_class_uid=instance.sop_class_uid,
@@ -184,4 +232,5 @@ def record_of(instance: Instance, series: Series, study: Study, patient: Patient
         sha256=instance.sha256,
         number_of_frames=instance.number_of_frames,
         instance_number=instance.instance_number,
+        patient_patch=patch,
     )

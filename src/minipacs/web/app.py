@@ -40,6 +40,7 @@ from minipacs.web import (
     dicomweb,
     exports,
     fhir,
+    patients_admin,
     restricted_admin,
     retention,
     share,
@@ -200,6 +201,7 @@ def create_app(
     app.include_router(exports.router)
     app.include_router(share.router)
     app.include_router(restricted_admin.router)
+    app.include_router(patients_admin.router)
     app.include_router(fhir.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)

@@ -198,10 +198,11 @@ def _retrieve(request: Request, archive: Archive, records: list[InstanceRecord])
     def parts() -> Iterator[tuple[dict[str, str], Iterable[bytes]]]:
         for record in records:
             if target is None or record.transfer_syntax_uid == target:
+                served = archive.serve_instance(record)
                 yield (
                     {"Content-Type": "application/dicom; transfer-syntax="
-                     + record.transfer_syntax_uid, "Content-Length": str(record.size)},
-                    archive.stream_instance(record),
+                     + record.transfer_syntax_uid, "Content-Length": str(served.length)},
+                    served.chunks,
                 )
             else:
                 # Transcoded one frame at a time: the peak is the header plus one frame

@@ -90,6 +90,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/admin/restricted-patients"): Action.MANAGE_USERS,
     ("POST", "/admin/restricted-patients"): Action.MANAGE_USERS,
     ("DELETE", "/admin/restricted-patients/{patient_id}"): Action.MANAGE_USERS,
+    # patient reconciliation (web/patients_admin.py): demographics and merges
+    ("PATCH", "/admin/patients/{patient_id}"): Action.RECONCILE,
+    ("POST", "/admin/patients/merge"): Action.RECONCILE,
+    ("GET", "/admin/patients/{patient_id}/history"): Action.RECONCILE,
     ("GET", "/admin/audit/export"): Action.READ_AUDIT,
     ("GET", "/admin/alerts"): Action.READ_AUDIT,
     ("POST", "/admin/alerts/{alert_id}/acknowledge"): Action.READ_AUDIT,
