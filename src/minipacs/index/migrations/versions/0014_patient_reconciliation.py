@@ -1,6 +1,6 @@
 """Patient reconciliation: corrections history, merge aliases, served-corrected instances.
 
-Revision ID: 0015
+Revision ID: 0014
 Revises: 0013
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
+revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None
