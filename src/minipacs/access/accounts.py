@@ -301,7 +301,7 @@ class Accounts:
 
     def _must_enroll(self, user: UserAccount) -> bool:
         return (self.policy.admin_totp == "required" and user.role == Role.ADMIN.value
-                and not user.totp_enabled)
+                and not user.totp_enabled and not user.identity_provider)
 
     def _failed(self, s: Session, user: UserAccount, now: datetime, source: str,
                 what: str) -> None:
@@ -349,6 +349,10 @@ class Accounts:
                 refusal = "wrong user name or password"
             else:
                 problem = self._check_usable(s, user, now)
+                if not problem and user.identity_provider:
+                    # Single sign-on accounts (access/single_sign_on.py) have no password.
+                    problem = (f"account {user.username} signs in with its OpenID "
+                               f"Provider ({user.identity_provider}), not with a password")
                 if problem:
                     append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
                                           outcome="failure", detail=problem))
@@ -540,9 +544,10 @@ class Accounts:
                                           detail=f"session locked after {idle} idle minutes"))
                     raise Unauthenticated(f"the session was locked after {idle} idle "
                                           "minutes; log in again")
-                must_change = user.must_change_password or (
-                    user.role == Role.ADMIN.value and now - user.password_changed_at
-                    > timedelta(days=self.policy.admin_password_max_age_days))
+                must_change = not user.identity_provider and (
+                    user.must_change_password or (
+                        user.role == Role.ADMIN.value and now - user.password_changed_at
+                        > timedelta(days=self.policy.admin_password_max_age_days)))
                 must_enroll = self._must_enroll(user)
             if row.last_used_at is None or (now - row.last_used_at).total_seconds() > \
                     _TOUCH_SECONDS:
