@@ -146,11 +146,35 @@ export class Session {
       return;
     }
     if (response.status === 401) {
+      this.offerSingleSignOn();
       await this.signIn('');
       return;
     }
     // Another answer (an older server without /auth): carry on as before sign-in existed.
     console.warn(`GET /auth/me answered ${response.status}; the viewer continues without sign-in`);
+  }
+
+  /** GET /auth/oidc: with single sign-on on, the form offers "Sign in with <provider>",
+   * which leaves for the provider and comes back to this same address signed in. */
+  async offerSingleSignOn() {
+    const button = document.getElementById('login-sso');
+    let sso;
+    try {
+      const response = await fetch(authUrl('oidc'), { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      sso = response.ok ? await response.json() : { enabled: false };
+    } catch (error) {
+      console.error(error);
+      return;
+    }
+    if (!sso.enabled) return;
+    const label = () => (button.textContent = t('login.sso', { name: sso.name }));
+    label();
+    onLangChange(label);
+    button.hidden = false;
+    button.addEventListener('click', () => {
+      const back = window.location.pathname + window.location.search;
+      window.location.assign(`${authUrl('oidc/login')}?next=${encodeURIComponent(back)}`);
+    });
   }
 
   /**

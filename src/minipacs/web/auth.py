@@ -22,7 +22,7 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from minipacs.access import control
-from minipacs.access.accounts import Accounts
+from minipacs.access.accounts import TOKEN_PREFIX, Accounts
 from minipacs.access.principal import Principal, anonymous_principal
 from minipacs.access.roles import Action
 from minipacs.archive import Archive
@@ -64,7 +64,13 @@ def _from_credentials(request: Request, accounts: Accounts, source: str) -> Prin
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return accounts.authenticate_bearer(value.strip(), source=source)
+        token = value.strip()
+        sso = getattr(request.app.state, "sso", None)
+        if sso is not None and not token.startswith(TOKEN_PREFIX) and token.count(".") == 2:
+            # A JWT from the OpenID Provider (access/single_sign_on.py); ours start mp_.
+            principal: Principal = sso.bearer_principal(token, source=source)
+            return principal
+        return accounts.authenticate_bearer(token, source=source)
     if scheme.lower() == "basic" and value.strip():
         try:
             username, sep, password = base64.b64decode(value.strip(), validate=True
