@@ -138,8 +138,12 @@ def create_app(
     app.state.ae_registry = registry
     app.state.worklist = worklist
     app.state.accounts = accounts
-    app.state.sso = SingleSignOn(OpenIdProvider(settings), accounts) \
-        if settings.oidc_issuer else None
+    app.state.sso = None
+    if settings.oidc_issuer:
+        try:
+            app.state.sso = SingleSignOn(OpenIdProvider(settings), accounts)
+        except ValueError as exc:
+            raise SystemExit(f"single sign-on settings: {exc}") from None
     app.state.share_links = ShareLinks(archive.engine, archive.write_engine)
     app.state.alerts = alerts or AlertMonitor(archive.engine, archive.write_engine,
                                               AlertRules.from_settings(settings))
