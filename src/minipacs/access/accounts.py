@@ -473,6 +473,27 @@ class Accounts:
                                   detail=f"user {user.username}, confirmed with a code"))
         self._forget_cache()
 
+    def disable_own_totp(self, username: str, code: str, *, source: str = "") -> None:
+        """The user removes their own second factor, proving it with a current code (never
+        one used before); refused for administrators when the policy requires one."""
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            if not user.totp_enabled:
+                raise Conflict(f"user {user.username} has no active second factor")
+            if user.role == Role.ADMIN.value and self.policy.admin_totp == "required":
+                raise Conflict("administrators must keep a second factor here "
+                               "(MINIPACS_AUTH_ADMIN_TOTP=required)")
+            step = totp.matching_step(user.totp_secret, code.strip())
+            if step is None or step <= user.totp_last_step:
+                append(s, AuditRecord("totp-disable", f"user:{user.username}", user.role,
+                                      source, outcome="failure", detail="wrong or used code"))
+                raise InvalidRequest(f"the one-time code {code[:8]!r} is wrong, expired or "
+                                     "used already")
+            user.totp_secret, user.totp_enabled, user.totp_last_step = "", False, 0
+            append(s, AuditRecord("totp-disable", f"user:{user.username}", user.role, source,
+                                  detail=f"user {user.username}, confirmed with a code"))
+        self._forget_cache()
+
     # ----------------------------------------------------------------- tokens
     def create_token(self, name: str, role: Role | str, *, expires_days: int | None = None,
                      actor: str = "system:cli") -> tuple[str, TokenInfo]:
