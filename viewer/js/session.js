@@ -137,6 +137,10 @@ export class Session {
     }
     if (response.ok) {
       const me = await response.json();
+      if (me.must_enroll_totp && !me.must_change_password) {
+        window.location.assign(new URL('security.html', window.location.href).href);
+        return;
+      }
       if (me.must_change_password) {
         this.user = me;
         await this.signIn('', 'password');
@@ -287,8 +291,10 @@ export class Session {
         return;
       }
       const me = await response.json();
-      if (me.must_enroll_totp) {
-        this.showMessage(errorEl, ['auth.mustEnroll']);
+      if (me.must_enroll_totp && !me.must_change_password) {
+        // An administrator who must enrol a second factor: the security page does it,
+        // then leads back here.
+        window.location.assign(new URL('security.html', window.location.href).href);
         return;
       }
       if (me.must_change_password) {
@@ -322,6 +328,10 @@ export class Session {
         return;
       }
       for (const id of ['password-old', 'password-new', 'password-confirm']) document.getElementById(id).value = '';
+      if (this.user?.must_enroll_totp) {
+        window.location.assign(new URL('security.html', window.location.href).href);
+        return;
+      }
       this.signedIn({ ...this.user, must_change_password: false });
     } catch (error) {
       this.showMessage(errorEl, ['login.unreachable', { error: error?.message ?? String(error) }]);
@@ -352,6 +362,8 @@ export class Session {
     this.userBox.hidden = !user || user.kind === 'anonymous' || !!this.pending;
     if (!user) return;
     document.getElementById('user-name').textContent = user.name;
+    // Only a signed-in person has a second factor to manage (not a share link).
+    this.userBox.querySelector('.security-link').hidden = user.kind !== 'user';
     const roleKey = `role.${user.role}`;
     const role = t(roleKey);
     document.getElementById('user-role').textContent = role === roleKey ? user.role : role;
