@@ -10,6 +10,9 @@ command -v storescu >/dev/null 2>&1 || apt_packages+=(dcmtk)
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 command -v firefox-esr >/dev/null 2>&1 || apt_packages+=(firefox-esr)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_packages+=(postgresql)
+# tests/test_oidc.py runs a real OpenID Provider (npm's oidc-provider) on Node.js
+command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing Debian packages: ${apt_packages[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

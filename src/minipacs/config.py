@@ -323,6 +323,47 @@ class Settings(BaseSettings):
         "this server.",
     )
 
+    # --- issue #11 (single sign-on with OpenID Connect; access/oidc.py, web/oidc.py) ---
+    oidc_issuer: str = Field(
+        "", description="OpenID Provider's issuer URL, e.g. "
+        "https://sso.example.org/realms/hospital (Keycloak); its "
+        "/.well-known/openid-configuration is read at first use. Empty: single sign-on off.",
+    )
+    oidc_client_id: str = Field("", description="minipacs' client id at the provider.")
+    oidc_client_secret: str = Field(
+        "", description="minipacs' client secret at the provider (confidential client); "
+        "empty for a public client (PKCE only).",
+    )
+    oidc_scopes: str = Field(
+        "openid profile", description="Scopes asked for at sign-in, space-separated "
+        "(must include openid).",
+    )
+    oidc_audience: str = Field(
+        "", description="The 'aud' an API caller's access token (Bearer JWT) must carry; "
+        "empty: the client id.",
+    )
+    oidc_username_claim: str = Field(
+        "preferred_username", description="Claim whose value becomes the minipacs user "
+        "name (the 'sub' claim when the token has none).",
+    )
+    oidc_roles_claim: str = Field(
+        "roles", description="Claim holding the user's roles or groups; a dotted path "
+        "reaches into objects, e.g. realm_access.roles (Keycloak realm roles).",
+    )
+    oidc_role_map: str = Field(
+        "", description="Provider role or group → minipacs role, comma-separated "
+        "NAME=ROLE pairs, e.g. 'pacs-admin=admin,pacs-radiologist=radiologist'; the first "
+        "pair whose NAME the token carries decides. A token matching none is refused.",
+    )
+    oidc_provider_name: str = Field(
+        "OpenID Connect", description="How the viewer's sign-in button names the "
+        "provider ('Sign in with ...').",
+    )
+    oidc_clock_skew_seconds: int = Field(
+        30, ge=0, le=300, description="Leeway for 'exp', 'iat' and 'nbf' of tokens from "
+        "the provider (clock drift between machines).",
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_fits_dicom(cls, value: str) -> str:

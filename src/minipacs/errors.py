@@ -51,6 +51,11 @@ class Unauthenticated(MinipacsError):
     """No credentials, or credentials that are wrong, expired, revoked or locked (HTTP 401)."""
 
 
+class IdentityProviderError(MinipacsError):
+    """The OpenID Provider single sign-on relies on did not answer, or answered what no
+    provider should (HTTP 502): the caller's credentials were not judged at all."""
+
+
 class IncompleteInstance(InvalidInstance):
     """The bytes cannot be read back whole: an element's declared length runs past what
     was received, a delimiter or the end of a deflate stream is missing, or the data set

@@ -137,6 +137,10 @@ export class Session {
     }
     if (response.ok) {
       const me = await response.json();
+      if (me.must_enroll_totp && !me.must_change_password) {
+        window.location.assign(new URL('security.html', window.location.href).href);
+        return;
+      }
       if (me.must_change_password) {
         this.user = me;
         await this.signIn('', 'password');
@@ -146,11 +150,35 @@ export class Session {
       return;
     }
     if (response.status === 401) {
+      this.offerSingleSignOn();
       await this.signIn('');
       return;
     }
     // Another answer (an older server without /auth): carry on as before sign-in existed.
     console.warn(`GET /auth/me answered ${response.status}; the viewer continues without sign-in`);
+  }
+
+  /** GET /auth/oidc: with single sign-on on, the form offers "Sign in with <provider>",
+   * which leaves for the provider and comes back to this same address signed in. */
+  async offerSingleSignOn() {
+    const button = document.getElementById('login-sso');
+    let sso;
+    try {
+      const response = await fetch(authUrl('oidc'), { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      sso = response.ok ? await response.json() : { enabled: false };
+    } catch (error) {
+      console.error(error);
+      return;
+    }
+    if (!sso.enabled) return;
+    const label = () => (button.textContent = t('login.sso', { name: sso.name }));
+    label();
+    onLangChange(label);
+    button.hidden = false;
+    button.addEventListener('click', () => {
+      const back = window.location.pathname + window.location.search;
+      window.location.assign(`${authUrl('oidc/login')}?next=${encodeURIComponent(back)}`);
+    });
   }
 
   /**
@@ -263,8 +291,10 @@ export class Session {
         return;
       }
       const me = await response.json();
-      if (me.must_enroll_totp) {
-        this.showMessage(errorEl, ['auth.mustEnroll']);
+      if (me.must_enroll_totp && !me.must_change_password) {
+        // An administrator who must enrol a second factor: the security page does it,
+        // then leads back here.
+        window.location.assign(new URL('security.html', window.location.href).href);
         return;
       }
       if (me.must_change_password) {
@@ -298,6 +328,10 @@ export class Session {
         return;
       }
       for (const id of ['password-old', 'password-new', 'password-confirm']) document.getElementById(id).value = '';
+      if (this.user?.must_enroll_totp) {
+        window.location.assign(new URL('security.html', window.location.href).href);
+        return;
+      }
       this.signedIn({ ...this.user, must_change_password: false });
     } catch (error) {
       this.showMessage(errorEl, ['login.unreachable', { error: error?.message ?? String(error) }]);
@@ -328,6 +362,8 @@ export class Session {
     this.userBox.hidden = !user || user.kind === 'anonymous' || !!this.pending;
     if (!user) return;
     document.getElementById('user-name').textContent = user.name;
+    // Only a signed-in person has a second factor to manage (not a share link).
+    this.userBox.querySelector('.security-link').hidden = user.kind !== 'user';
     const roleKey = `role.${user.role}`;
     const role = t(roleKey);
     document.getElementById('user-role').textContent = role === roleKey ? user.role : role;

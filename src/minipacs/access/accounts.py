@@ -301,7 +301,7 @@ class Accounts:
 
     def _must_enroll(self, user: UserAccount) -> bool:
         return (self.policy.admin_totp == "required" and user.role == Role.ADMIN.value
-                and not user.totp_enabled)
+                and not user.totp_enabled and not user.identity_provider)
 
     def _failed(self, s: Session, user: UserAccount, now: datetime, source: str,
                 what: str) -> None:
@@ -349,6 +349,10 @@ class Accounts:
                 refusal = "wrong user name or password"
             else:
                 problem = self._check_usable(s, user, now)
+                if not problem and user.identity_provider:
+                    # Single sign-on accounts (access/single_sign_on.py) have no password.
+                    problem = (f"account {user.username} signs in with its OpenID "
+                               f"Provider ({user.identity_provider}), not with a password")
                 if problem:
                     append(s, AuditRecord("login", f"user:{user.username}", user.role, source,
                                           outcome="failure", detail=problem))
@@ -469,6 +473,27 @@ class Accounts:
                                   detail=f"user {user.username}, confirmed with a code"))
         self._forget_cache()
 
+    def disable_own_totp(self, username: str, code: str, *, source: str = "") -> None:
+        """The user removes their own second factor, proving it with a current code (never
+        one used before); refused for administrators when the policy requires one."""
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            if not user.totp_enabled:
+                raise Conflict(f"user {user.username} has no active second factor")
+            if user.role == Role.ADMIN.value and self.policy.admin_totp == "required":
+                raise Conflict("administrators must keep a second factor here "
+                               "(MINIPACS_AUTH_ADMIN_TOTP=required)")
+            step = totp.matching_step(user.totp_secret, code.strip())
+            if step is None or step <= user.totp_last_step:
+                append(s, AuditRecord("totp-disable", f"user:{user.username}", user.role,
+                                      source, outcome="failure", detail="wrong or used code"))
+                raise InvalidRequest(f"the one-time code {code[:8]!r} is wrong, expired or "
+                                     "used already")
+            user.totp_secret, user.totp_enabled, user.totp_last_step = "", False, 0
+            append(s, AuditRecord("totp-disable", f"user:{user.username}", user.role, source,
+                                  detail=f"user {user.username}, confirmed with a code"))
+        self._forget_cache()
+
     # ----------------------------------------------------------------- tokens
     def create_token(self, name: str, role: Role | str, *, expires_days: int | None = None,
                      actor: str = "system:cli") -> tuple[str, TokenInfo]:
@@ -540,9 +565,10 @@ class Accounts:
                                           detail=f"session locked after {idle} idle minutes"))
                     raise Unauthenticated(f"the session was locked after {idle} idle "
                                           "minutes; log in again")
-                must_change = user.must_change_password or (
-                    user.role == Role.ADMIN.value and now - user.password_changed_at
-                    > timedelta(days=self.policy.admin_password_max_age_days))
+                must_change = not user.identity_provider and (
+                    user.must_change_password or (
+                        user.role == Role.ADMIN.value and now - user.password_changed_at
+                        > timedelta(days=self.policy.admin_password_max_age_days)))
                 must_enroll = self._must_enroll(user)
             if row.last_used_at is None or (now - row.last_used_at).total_seconds() > \
                     _TOUCH_SECONDS:

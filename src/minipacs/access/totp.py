@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import pyotp
+import segno
 
 ISSUER = "minipacs"
 DIGITS = 6
@@ -28,6 +29,12 @@ def new_secret() -> str:
 def provisioning_uri(secret: str, username: str) -> str:
     """The otpauth:// URI an authenticator app reads (from a QR code or pasted)."""
     return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=ISSUER)
+
+
+def qr_code_data_uri(uri: str) -> str:
+    """The otpauth:// URI as a QR code (ISO/IEC 18004, error correction M), an SVG data
+    URI an <img> shows (made here: the viewer's CSP loads nothing from elsewhere)."""
+    return str(segno.make(uri, error="m", micro=False).svg_data_uri(scale=5, border=4))
 
 
 def well_formed(code: str) -> bool:

@@ -186,6 +186,10 @@ class UserAccount(Base):
     totp_secret: Mapped[str] = mapped_column(String(64), default="")
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     totp_last_step: Mapped[int] = mapped_column(Integer, default=0)
+    # Single sign-on (access/oidc.py): the issuer and 'sub' of an account the OpenID
+    # Provider vouches for; such an account has no usable password. Empty: a local account.
+    identity_provider: Mapped[str] = mapped_column(String(255), default="")
+    external_subject: Mapped[str] = mapped_column(String(255), default="")
 
 
 class ApiToken(Base):

@@ -17,7 +17,9 @@ from starlette.types import Scope
 
 from minipacs import __version__
 from minipacs.access.accounts import Accounts
+from minipacs.access.oidc import OpenIdProvider
 from minipacs.access.share import ShareLinks
+from minipacs.access.single_sign_on import SingleSignOn
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.audit.alerts import AlertMonitor, AlertRules
@@ -25,6 +27,7 @@ from minipacs.config import Settings
 from minipacs.errors import (
     Conflict,
     Forbidden,
+    IdentityProviderError,
     InvalidInstance,
     MinipacsError,
     NotAcceptable,
@@ -40,6 +43,7 @@ from minipacs.web import (
     dicomweb,
     exports,
     fhir,
+    oidc,
     patients_admin,
     restricted_admin,
     retention,
@@ -68,6 +72,7 @@ _STATUS: list[tuple[type[MinipacsError], int]] = [
     (NotAcceptable, 406),
     (Conflict, 409),
     (StorageError, 503),
+    (IdentityProviderError, 502),
 ]
 
 
@@ -134,6 +139,12 @@ def create_app(
     app.state.ae_registry = registry
     app.state.worklist = worklist
     app.state.accounts = accounts
+    app.state.sso = None
+    if settings.oidc_issuer:
+        try:
+            app.state.sso = SingleSignOn(OpenIdProvider(settings), accounts)
+        except ValueError as exc:
+            raise SystemExit(f"single sign-on settings: {exc}") from None
     app.state.share_links = ShareLinks(archive.engine, archive.write_engine)
     app.state.alerts = alerts or AlertMonitor(archive.engine, archive.write_engine,
                                               AlertRules.from_settings(settings))
@@ -191,6 +202,7 @@ def create_app(
             expose_headers=dicomweb.EXPOSED_HEADERS,
         )
     app.include_router(auth.router)
+    app.include_router(oidc.router)
     app.include_router(accounts_admin.router)
     app.include_router(dicomweb.router)
     app.include_router(wado_pixels.router)

@@ -21,8 +21,8 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, Field
 
-from minipacs.access import control
-from minipacs.access.accounts import Accounts
+from minipacs.access import control, totp
+from minipacs.access.accounts import TOKEN_PREFIX, Accounts
 from minipacs.access.principal import Principal, anonymous_principal
 from minipacs.access.roles import Action
 from minipacs.archive import Archive
@@ -64,7 +64,13 @@ def _from_credentials(request: Request, accounts: Accounts, source: str) -> Prin
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return accounts.authenticate_bearer(value.strip(), source=source)
+        token = value.strip()
+        sso = getattr(request.app.state, "sso", None)
+        if sso is not None and not token.startswith(TOKEN_PREFIX) and token.count(".") == 2:
+            # A JWT from the OpenID Provider (access/single_sign_on.py); ours start mp_.
+            principal: Principal = sso.bearer_principal(token, source=source)
+            return principal
+        return accounts.authenticate_bearer(token, source=source)
     if scheme.lower() == "basic" and value.strip():
         try:
             username, sep, password = base64.b64decode(value.strip(), validate=True
@@ -184,10 +190,10 @@ def _own_user(principal: Principal) -> str:
                         409: {"description": "a second factor is active already"}})
 def totp_enroll(request: Request, principal: PrincipalDep) -> dict[str, Any]:
     """A new secret for the caller, pending until `POST /auth/totp/confirm`: shown once,
-    as an otpauth:// URI (for a QR code) and in base32 (to type in)."""
+    as an otpauth:// URI, as its QR code (an SVG data URI) and in base32 (to type in)."""
     secret, uri = get_accounts(request).start_totp(_own_user(principal),
                                                    source=client_address(request))
-    return {"otpauth_uri": uri, "secret": secret}
+    return {"otpauth_uri": uri, "secret": secret, "qr_code": totp.qr_code_data_uri(uri)}
 
 
 @router.post("/totp/confirm", status_code=204,
@@ -199,4 +205,26 @@ def totp_confirm(request: Request, principal: PrincipalDep,
                  body: Annotated[CodeBody, Body()]) -> Response:
     get_accounts(request).confirm_totp(_own_user(principal), body.code,
                                        source=client_address(request))
+    return Response(status_code=204)
+
+
+@router.get("/totp", summary="Whether the caller has a second factor (TOTP)",
+            responses={400: {"description": "the caller is no logged-in user"},
+                       401: {"description": "not logged in"}})
+def totp_status(request: Request, principal: PrincipalDep) -> dict[str, Any]:
+    user = get_accounts(request).user(_own_user(principal))
+    return {"enabled": user.totp_enabled, "must_enroll": principal.must_enroll_totp}
+
+
+@router.post("/totp/disable", status_code=204,
+             summary="Remove one's own second factor, with a current code from the app",
+             responses={400: {"description": "the code is wrong, expired or used already, "
+                                             "or the caller is no logged-in user"},
+                        401: {"description": "not logged in"},
+                        409: {"description": "no second factor is active, or the policy "
+                                             "requires administrators to keep one"}})
+def totp_disable(request: Request, principal: PrincipalDep,
+                 body: Annotated[CodeBody, Body()]) -> Response:
+    get_accounts(request).disable_own_totp(_own_user(principal), body.code,
+                                           source=client_address(request))
     return Response(status_code=204)

@@ -37,6 +37,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/auth/password"): SIGNED_IN,
     ("POST", "/auth/totp/enroll"): SIGNED_IN,
     ("POST", "/auth/totp/confirm"): SIGNED_IN,
+    ("GET", "/auth/totp"): SIGNED_IN,
+    ("POST", "/auth/totp/disable"): SIGNED_IN,
+    # single sign-on (web/oidc.py): the redirects to and from the OpenID Provider
+    ("GET", "/auth/oidc"): PUBLIC,
+    ("GET", "/auth/oidc/login"): PUBLIC,
+    ("GET", "/auth/oidc/callback"): PUBLIC,
     # QIDO-RS
     ("GET", "/dicom-web/studies"): Action.QUERY,
     ("GET", "/dicom-web/series"): Action.QUERY,
