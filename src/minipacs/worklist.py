@@ -15,6 +15,8 @@ import logging
 import re
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -209,6 +211,17 @@ class Worklist:
         log.info("worklist item %s %s for patient %s on %s", item.scheduled_procedure_step_id,
                  item.status, item.patient_id, item.scheduled_station_ae_title or "any station")
         return item
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A write transaction on the worklist's rows (the order service's changes)."""
+        with self._write_lock, self._write() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with self._read() as session:
+            yield session
 
     def get(self, step_id: str) -> WorklistItem:
         with self._read() as session:

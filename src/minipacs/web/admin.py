@@ -197,3 +197,15 @@ def put_worklist_item(step_id: str, body: WorklistBody, worklist: WorklistDep
 @router.delete("/worklist/{step_id}", summary="Cancel a step: modalities no longer see it")
 def cancel_worklist_item(step_id: str, worklist: WorklistDep) -> dict[str, Any]:
     return worklist.cancel(step_id).as_json()
+
+
+@router.get("/orders/reconciliation",
+            summary="Orders whose accession arrived with another patient's images")
+def orders_needing_reconciliation(request: Request) -> list[dict[str, Any]]:
+    from minipacs.emr.orders import Orders
+    from minipacs.web.auth import acting_archive
+
+    orders = Orders(acting_archive(request), request.app.state.worklist)
+    return [{**o.item.as_json(), "version": o.version, "reconciliation": o.reconciliation,
+             "performed_study_uid": o.performed_study_uid}
+            for o in orders.needing_reconciliation()]
