@@ -216,6 +216,8 @@ def test_update_needs_the_current_etag_and_revoked_cancels_the_worklist_item(
     assert "version 2" in _outcome(stale, 412)
     (item,) = findscu_worklist(server, tmp_path, station)
     assert item.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate == "20261205"
+    study_uid = next(i.value for i in order.identifier if i.system == "urn:dicom:uid")
+    assert f"urn:oid:{item.StudyInstanceUID}" == study_uid  # kept across the update
     assert item.PatientName == "Nguyễn^Văn An"  # demographics from the index
     revoked = emr.put(f"/ServiceRequest/{order.id}", json={**body, "status": "revoked"},
                       headers={"If-Match": 'W/"2"'})

@@ -124,12 +124,15 @@ class Orders:
         """Replace order `step_id` with `item` (which may change its status). Raises
         `NotFound`, `PreconditionFailed` when `if_version` is not the current version."""
         principal = self.archive.permit(principal, Action.MANAGE_WORKLIST)
-        item = validated(replace(item, scheduled_procedure_step_id=step_id))
+        validated(replace(item, scheduled_procedure_step_id=step_id))  # before any write
         with self._changing() as session:
             row = self._current(session, step_id, if_version)
             before = row.status
-            if not item.study_instance_uid or item.study_instance_uid == "":
-                item = replace(item, study_instance_uid=row.study_instance_uid)
+            # The modality may already have the Study Instance UID: an update without
+            # one keeps it (a new one would split the study from its order).
+            item = validated(replace(item, scheduled_procedure_step_id=step_id,
+                                     study_instance_uid=item.study_instance_uid
+                                     or row.study_instance_uid))
             row = store_item(session, item)
             if placer_order_number is not None:
                 row.placer_order_number = placer_order_number
