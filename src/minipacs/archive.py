@@ -43,6 +43,7 @@ from minipacs.dicom.item_matching import keep_matching_items
 from minipacs.dicom.matching import Filter
 from minipacs.dicom.patient_header import patched_header
 from minipacs.emr import reconciliation
+from minipacs.emr.order_links import link_arriving_instance
 from minipacs.emr.reconciliation import Correction, Reconciliation
 from minipacs.errors import (
     Conflict,
@@ -209,6 +210,11 @@ class Archive:
             try:
                 with self._write_lock, self._write() as session, session.begin():
                     replaced = upsert_instance(session, parsed, key, derived, received_from)
+                    # Orders: arriving images complete theirs (emr/order_links.py).
+                    link_arriving_instance(
+                        session, a, actor=principal.actor if principal else "system",
+                        role=principal.role.value if principal else "",
+                        source=principal.source if principal else received_from)
                     if principal is not None:
                         changed = replaced is not None and replaced.sha256 != parsed.sha256
                         detail = (f"SOP Instance {a.sop_instance_uid} replaced: sha256 "

@@ -33,6 +33,10 @@ class Conflict(MinipacsError):
     """The instance clashes with what is stored (e.g. same SOP Instance UID, other bytes)."""
 
 
+class PreconditionFailed(Conflict):
+    """The client's version of a resource (If-Match) is not the current one (HTTP 412)."""
+
+
 class Forbidden(MinipacsError):
     """The caller is not allowed to do this."""
 

@@ -1,9 +1,11 @@
 """The Modality Worklist: scheduled procedure steps that modalities query (PS3.4 Annex K).
 
-Items are created, updated and cancelled by the admin API and the CLI (later by the EMR
-order flow); the worklist C-FIND SCP reads them through `Worklist.find`, which shares
+Items are created, updated and cancelled by the admin API and the CLI, and by the EMR
+order flow (`emr/orders.py`: an order *is* a worklist item, its status the order's
+state); the worklist C-FIND SCP reads them through `Worklist.find`, which shares
 the matching rules (`Filter`, `value_condition`, and sequence matching over DICOM JSON
-from `dicom.item_matching`) with C-FIND and QIDO-RS.
+from `dicom.item_matching`) with C-FIND and QIDO-RS. Modalities are offered the items
+still to be done: SCHEDULED and IN PROGRESS.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 import re
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -39,8 +43,15 @@ from minipacs.index.sequences import prefilter
 
 log = logging.getLogger(__name__)
 
+# The order's state (emr/orders.py). IN PROGRESS, COMPLETED and DISCONTINUED are what a
+# modality reports with MPPS (PS3.3 C.4.14, Performed Procedure Step Status).
 SCHEDULED = "SCHEDULED"
+IN_PROGRESS = "IN PROGRESS"
+COMPLETED = "COMPLETED"
+DISCONTINUED = "DISCONTINUED"
 CANCELLED = "CANCELLED"
+STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, DISCONTINUED, CANCELLED)
+OFFERED = (SCHEDULED, IN_PROGRESS)  # what the worklist C-FIND answers with
 _DATE = re.compile(r"^\d{8}$")
 _TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 
@@ -67,7 +78,9 @@ MATCHING_KEYS = (PATIENT_NAME, *_COLUMNS)
 REFERENCED_STUDIES = tag_key("ReferencedStudySequence")
 REQUESTED_PROCEDURE_CODES = tag_key("RequestedProcedureCodeSequence")
 SCHEDULED_PROTOCOL_CODES = tag_key("ScheduledProtocolCodeSequence")  # inside the SPS item
-_KEPT_SEQUENCES = {REFERENCED_STUDIES, REQUESTED_PROCEDURE_CODES, SPS_SEQUENCE}
+OTHER_PATIENT_IDS = tag_key("OtherPatientIDsSequence")  # national IDs (CCCD, BHYT)
+_KEPT_SEQUENCES = {REFERENCED_STUDIES, REQUESTED_PROCEDURE_CODES, SPS_SEQUENCE,
+                   OTHER_PATIENT_IDS}
 # What a reference to a study usually names as its SOP class: Detached Study Management
 # (retired, but still what order systems send; pydicom's UID dictionary names it so).
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
@@ -89,6 +102,14 @@ class ReferencedStudy:
 
     sop_instance_uid: str
     sop_class_uid: str = DETACHED_STUDY_MANAGEMENT
+
+
+@dataclass(frozen=True)
+class OtherPatientID:
+    """One item of OtherPatientIDsSequence (0010,1002): e.g. a CCCD with issuer CCCD."""
+
+    patient_id: str
+    issuer_of_patient_id: str
 
 
 @dataclass(frozen=True)
@@ -117,6 +138,7 @@ class WorklistItem:
     referenced_studies: tuple[ReferencedStudy, ...] = ()
     requested_procedure_codes: tuple[Code, ...] = ()
     scheduled_protocol_codes: tuple[Code, ...] = ()
+    other_patient_ids: tuple[OtherPatientID, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,7 +146,7 @@ class WorklistItem:
 
 ITEM_FIELDS = tuple(f.name for f in fields(WorklistItem))
 _SEQUENCE_FIELDS = ("referenced_studies", "requested_procedure_codes",
-                    "scheduled_protocol_codes")
+                    "scheduled_protocol_codes", "other_patient_ids")
 COLUMN_FIELDS = tuple(name for name in ITEM_FIELDS if name not in _SEQUENCE_FIELDS)
 
 
@@ -141,8 +163,8 @@ def validated(item: WorklistItem) -> WorklistItem:
         problems.append(f"scheduled_start_time {item.scheduled_start_time!r} is not HHMM[SS]")
     if item.study_instance_uid and not is_safe_uid(item.study_instance_uid):
         problems.append(f"study_instance_uid {item.study_instance_uid!r} is not a UID")
-    if item.status not in (SCHEDULED, CANCELLED):
-        problems.append(f"status {item.status!r} must be {SCHEDULED} or {CANCELLED}")
+    if item.status not in STATUSES:
+        problems.append(f"status {item.status!r} must be one of {', '.join(STATUSES)}")
     for name, limit in (("scheduled_procedure_step_id", 16), ("accession_number", 16),
                         ("requested_procedure_id", 16), ("modality", 16)):
         if len(getattr(item, name)) > limit:
@@ -151,6 +173,10 @@ def validated(item: WorklistItem) -> WorklistItem:
         for uid in (ref.sop_instance_uid, ref.sop_class_uid):
             if not is_safe_uid(uid):
                 problems.append(f"referenced study UID {uid!r} is not a UID")
+    for other in item.other_patient_ids:
+        if not other.patient_id.strip() or len(other.patient_id) > 64:
+            problems.append(f"other patient ID {other.patient_id!r} must be 1 to 64 "
+                            "characters")
     for name in ("requested_procedure_codes", "scheduled_protocol_codes"):
         for code in getattr(item, name):
             problems.extend(f"{name}: {problem}" for problem in _code_problems(code))
@@ -181,21 +207,21 @@ class Worklist:
         """Create the item, or replace the one with the same step ID. Returns it as stored."""
         item = validated(item)
         with self._write_lock, self._write() as session, session.begin():
-            row = session.scalars(
-                select(ScheduledProcedureStep).where(
-                    ScheduledProcedureStep.scheduled_procedure_step_id
-                    == item.scheduled_procedure_step_id)
-            ).one_or_none()
-            if row is None:
-                row = ScheduledProcedureStep()
-                session.add(row)
-            for name in COLUMN_FIELDS:
-                setattr(row, name, getattr(item, name))
-            row.patient_name_lower = lower_name(item.patient_name)
-            row.sequences_json = dumps(sequences_model(item))
+            store_item(session, item)
         log.info("worklist item %s %s for patient %s on %s", item.scheduled_procedure_step_id,
                  item.status, item.patient_id, item.scheduled_station_ae_title or "any station")
         return item
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A write transaction on the worklist's rows (the order service's changes)."""
+        with self._write_lock, self._write() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with self._read() as session:
+            yield session
 
     def get(self, step_id: str) -> WorklistItem:
         with self._read() as session:
@@ -220,14 +246,16 @@ class Worklist:
         with self._read() as session:
             return [_item(row) for row in session.scalars(stmt)]
 
-    def find(self, filt: Filter, *, limit: int) -> tuple[list[WorklistItem], list[str]]:
-        """Scheduled (not cancelled) items matching `filt`, at most `limit`, and the
-        keywords whose values were ignored because matching on them is not supported.
+    def find(self, filt: Filter, *, limit: int, offset: int = 0,
+             statuses: tuple[str, ...] = OFFERED) -> tuple[list[WorklistItem], list[str]]:
+        """Items to be done (or in `statuses`) matching `filt`, at most `limit` after
+        skipping `offset`, and the keywords whose values were ignored because matching
+        on them is not supported.
 
         Keys on the items of kept sequences are narrowed in SQL and decided in Python
         (`kept_sequence_keys`) while rows stream in order, before the limit applies."""
         stmt = select(ScheduledProcedureStep).where(
-            ScheduledProcedureStep.status != CANCELLED)
+            ScheduledProcedureStep.status.in_(statuses))
         ignored = []
         on_items = []
         for match in filt.active():
@@ -247,19 +275,49 @@ class Worklist:
                              ScheduledProcedureStep.id)
         with self._read() as session:
             if not keys:
-                return [_item(row) for row in session.scalars(stmt.limit(limit))], ignored
+                return [_item(row) for row in session.scalars(
+                    stmt.limit(limit).offset(max(offset, 0)))], ignored
             found: list[WorklistItem] = []
+            skip = max(offset, 0)
             rows = session.scalars(stmt.execution_options(yield_per=_YIELD))
             try:
                 for row in rows:
                     model = json.loads(row.sequences_json or "{}")
                     if all(dataset_matches(model, key) for key in keys):
+                        if skip:
+                            skip -= 1
+                            continue
                         found.append(_item(row))
                         if len(found) >= limit:
                             break
             finally:
                 rows.close()
             return found, ignored
+
+
+def step_row(session: Session, step_id: str) -> ScheduledProcedureStep | None:
+    return session.scalars(select(ScheduledProcedureStep).where(
+        ScheduledProcedureStep.scheduled_procedure_step_id == step_id)).one_or_none()
+
+
+def store_item(session: Session, item: WorklistItem) -> ScheduledProcedureStep:
+    """Write a validated item into its row (created when new) in the caller's
+    transaction; every change bumps the row's version (the order's ETag)."""
+    row = step_row(session, item.scheduled_procedure_step_id)
+    if row is None:
+        row = ScheduledProcedureStep(version=0)
+        session.add(row)
+    for name in COLUMN_FIELDS:
+        setattr(row, name, getattr(item, name))
+    row.patient_name_lower = lower_name(item.patient_name)
+    row.sequences_json = dumps(sequences_model(item))
+    row.version = (row.version or 0) + 1
+    return row
+
+
+def item_of(row: ScheduledProcedureStep) -> WorklistItem:
+    """The worklist item a row holds."""
+    return _item(row)
 
 
 def kept_sequence_keys(filt: Filter) -> tuple[SequenceKey, ...]:
@@ -303,6 +361,11 @@ def sequences_model(item: WorklistItem) -> dict[str, Any]:
     ReferencedStudySequence, RequestedProcedureCodeSequence, and the one
     ScheduledProcedureStepSequence item holding ScheduledProtocolCodeSequence."""
     model: dict[str, Any] = {}
+    if item.other_patient_ids:
+        model[OTHER_PATIENT_IDS] = _sequence([
+            {"00100020": element("00100020", other.patient_id),
+             "00100021": element("00100021", other.issuer_of_patient_id)}
+            for other in item.other_patient_ids])
     if item.referenced_studies:
         model[REFERENCED_STUDIES] = _sequence([
             {"00081150": element("00081150", ref.sop_class_uid),
@@ -350,4 +413,7 @@ def _item(row: ScheduledProcedureStep) -> WorklistItem:
             for i in (model.get(REFERENCED_STUDIES) or {}).get("Value", [])),
         requested_procedure_codes=_codes(model.get(REQUESTED_PROCEDURE_CODES)),
         scheduled_protocol_codes=_codes(steps[0].get(SCHEDULED_PROTOCOL_CODES)),
+        other_patient_ids=tuple(
+            OtherPatientID(_text(i, "00100020"), _text(i, "00100021"))
+            for i in (model.get(OTHER_PATIENT_IDS) or {}).get("Value", [])),
     )

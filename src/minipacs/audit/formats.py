@@ -48,6 +48,13 @@ EVENTS: dict[str, tuple[Code, Code | None, str]] = {
     "share-create": (_DCM.SecurityAlert, _DCM.UserSecurityAttributesChanged, "C"),
     "share-use": (_DCM.UserAuthentication, _DCM.Login, "E"),
     "share-revoke": (_DCM.SecurityAlert, _DCM.UserSecurityAttributesChanged, "D"),
+    # Orders (emr/orders.py): DCM 110109 Order Record (PS3.15 A.5.3.10).
+    "order-create": (_DCM.OrderRecord, None, "C"),
+    "order-update": (_DCM.OrderRecord, None, "U"),
+    "order-cancel": (_DCM.OrderRecord, None, "D"),
+    "order-status": (_DCM.OrderRecord, None, "U"),
+    "order-mismatch": (_DCM.OrderRecord, None, "E"),
+    "order-read": (_DCM.OrderRecord, None, "R"),
 }
 _ACCOUNT_CHANGE = (_DCM.SecurityAlert, _DCM.UserSecurityAttributesChanged, "U")
 # EventOutcomeIndicator (PS3.15 A.5.1): 0 success, 4 minor failure, 8 serious failure.

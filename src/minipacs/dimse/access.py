@@ -146,9 +146,11 @@ def guard_get(handler: Callable[..., Iterator[Any]], policy: AccessPolicy
     return guarded
 
 
-def guard_n_action(handler: Callable[..., Any], policy: AccessPolicy) -> Callable[..., Any]:
+def guard_n_action(handler: Callable[..., Any], policy: AccessPolicy,
+                   right: str = "commitment") -> Callable[..., Any]:
+    """An N- service handler refused (0x0124) to a calling AE without `right`."""
     def guarded(event: Any) -> Any:
-        refused = policy.refusal(event, "commitment")
+        refused = policy.refusal(event, right)
         return (refused, None) if refused is not None else handler(event)
     return guarded
 

@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -39,6 +40,7 @@ from minipacs.dimse.access import (
 )
 from minipacs.dimse.cancel import record_cancel
 from minipacs.dimse.commitment_scp import handle_n_action
+from minipacs.dimse.mpps_scp import handle_mpps_create, handle_mpps_set
 from minipacs.dimse.outgoing import OutgoingTransport
 from minipacs.dimse.peer_options import charset_repair, peer_charsets
 from minipacs.dimse.query_scp import handle_find, negotiate_find_options
@@ -92,6 +94,7 @@ def build_ae(ae_title: str) -> AE:
                   ModalityWorklistInformationFind):
         ae.add_supported_context(model, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(StorageCommitmentPushModel, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(ModalityPerformedProcedureStep, ALL_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -189,6 +192,11 @@ def start_dimse_server(
         (evt.EVT_N_ACTION, guard_n_action(acting_for_peer(
             handle_n_action, archive, policy, registry=registry, outgoing=outgoing),
             policy)),
+        # MPPS (PS3.4 Annex F): the modality that stores reports its steps.
+        (evt.EVT_N_CREATE, guard_n_action(acting_for_peer(
+            handle_mpps_create, archive, policy, worklist=worklist), policy, "store")),
+        (evt.EVT_N_SET, guard_n_action(acting_for_peer(
+            handle_mpps_set, archive, policy, worklist=worklist), policy, "store")),
     ]
     ledger = ConnectionLedger(limits)
     plain_port = port if (ssl_context is None or tls_port is not None) else None

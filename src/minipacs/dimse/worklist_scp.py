@@ -24,6 +24,7 @@ from minipacs.dimse.status import (
 from minipacs.dimse.storage_scp import peer_of
 from minipacs.errors import MinipacsError
 from minipacs.worklist import (
+    IN_PROGRESS,
     Worklist,
     WorklistItem,
     kept_sequence_keys,
@@ -31,6 +32,12 @@ from minipacs.worklist import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def sps_status(order_status: str) -> str:
+    """The order's state as Scheduled Procedure Step Status (0040,0020), whose defined
+    terms (PS3.3 C.4.10) have STARTED where MPPS says IN PROGRESS."""
+    return "STARTED" if order_status == IN_PROGRESS else order_status
 
 
 def item_dataset(item: WorklistItem, matched: tuple[SequenceKey, ...] = ()) -> Dataset:
@@ -49,7 +56,7 @@ def item_dataset(item: WorklistItem, matched: tuple[SequenceKey, ...] = ()) -> D
     sps.ScheduledPerformingPhysicianName = item.scheduled_performing_physician_name
     sps.ScheduledProcedureStepDescription = item.scheduled_procedure_step_description
     sps.ScheduledProcedureStepID = item.scheduled_procedure_step_id
-    sps.ScheduledProcedureStepStatus = item.status
+    sps.ScheduledProcedureStepStatus = sps_status(item.status)
     sps.ScheduledProtocolCodeSequence = step.get("ScheduledProtocolCodeSequence", Sequence())
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
@@ -58,6 +65,7 @@ def item_dataset(item: WorklistItem, matched: tuple[SequenceKey, ...] = ()) -> D
     ds.PatientName = item.patient_name
     ds.PatientID = item.patient_id
     ds.IssuerOfPatientID = item.issuer_of_patient_id
+    ds.OtherPatientIDsSequence = kept.get("OtherPatientIDsSequence", Sequence())
     ds.PatientBirthDate = item.patient_birth_date
     ds.PatientSex = item.patient_sex
     ds.StudyInstanceUID = item.study_instance_uid

@@ -1,2 +1,3 @@
-"""Links to the electronic medical record: patient identity and reconciliation (more to come:
-orders and the worklist, the change feed, FHIR push)."""
+"""Links to the electronic medical record (issue 12): patient identity and reconciliation
+(`reconciliation`), orders ⇄ the Modality Worklist (`orders`), orders completed by arriving
+images (`order_links`)."""

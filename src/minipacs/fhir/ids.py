@@ -62,3 +62,14 @@ def patient_key_of(logical_id: str) -> tuple[str, str] | None:
 def study_uid_of(logical_id: str) -> str | None:
     """The Study Instance UID an ImagingStudy id names, or None."""
     return logical_id if is_safe_uid(logical_id) else None
+
+
+def order_id_of(step_id: str) -> str | None:
+    """A ServiceRequest's logical id: its order's step ID, spelt as a Patient id is."""
+    return patient_id_of(step_id, "")
+
+
+def step_id_of(logical_id: str) -> str | None:
+    """The step ID a ServiceRequest id names, or None."""
+    key = patient_key_of(logical_id)
+    return key[0] if key is not None and not key[1] else None

@@ -38,7 +38,7 @@ CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-typ
 FORMAT_PROBLEM_URL = "urn:minipacs:fhir:identifier-format-problem"
 WADO_RS_ENDPOINT, IID_ENDPOINT = "dicom-wado-rs", "ihe-iid"
 # Coding Scheme Designator (0008,0102) → FHIR code system (PS3.16 Table 8-1).
-_CODING_SCHEMES = {
+CODING_SCHEMES = {
     "DCM": DCM, "SCT": "http://snomed.info/sct", "LN": "http://loinc.org",
     "UCUM": "http://unitsofmeasure.org", "RADLEX": "http://radlex.org",
     "I10": "http://hl7.org/fhir/sid/icd-10", "ICD10": "http://hl7.org/fhir/sid/icd-10",
@@ -97,7 +97,7 @@ def _code(item: dict[str, Any]) -> Coding:
     """A DICOM code sequence item (Code Value, Coding Scheme Designator, Code Meaning)."""
     value = text(item, "00080100") or text(item, "00080119") or text(item, "00080120")
     scheme = text(item, "00080102")
-    return Coding(system=_CODING_SCHEMES.get(scheme.upper()), code=value or None,
+    return Coding(system=CODING_SCHEMES.get(scheme.upper()), code=value or None,
                   display=text(item, "00080104") or None)
 
 
@@ -165,9 +165,11 @@ def patient_reference(model: dict[str, Any]) -> Reference:
 
 def imaging_study_resource(study: dict[str, Any], series: list[dict[str, Any]],
                            instances: dict[str, list[dict[str, Any]]], *,
-                           timezone: str, last_updated: datetime | None) -> ImagingStudy:
+                           timezone: str, last_updated: datetime | None,
+                           based_on: list[str] | None = None) -> ImagingStudy:
     """One study (STUDY level DICOM JSON with ProcedureCodeSequence), its series
-    (SERIES level, with RequestAttributesSequence) and their instances (IMAGE level)."""
+    (SERIES level, with RequestAttributesSequence) and their instances (IMAGE level);
+    `based_on`: ServiceRequest ids of the orders it was performed for."""
     uid = text(study, "0020000D")
     offset = _utc_offset(study, timezone)
     identifiers = [Identifier(system=DICOM_UID_SYSTEM, value=f"urn:oid:{uid}")]
@@ -193,6 +195,8 @@ def imaging_study_resource(study: dict[str, Any], series: list[dict[str, Any]],
         id=uid,
         meta=meta,
         identifier=identifiers,
+        basedOn=[Reference(reference=f"ServiceRequest/{order}") for order in based_on]
+        if based_on else None,
         status="available",
         modality=[Coding(system=DCM, code=m) for m in modalities] or None,
         subject=patient_reference(study),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -37,7 +38,7 @@ IMAGING_STUDY_PARAMS: dict[str, tuple[ParamType, str]] = {
     "started": ("date", "study date, day precision (eq/ge/gt/le/lt, repeatable)"),
     "modality": ("token", "modality of a series (DCM code), comma-separated for any"),
     "status": ("token", "every stored study is 'available'; other codes match nothing"),
-    "basedon": ("reference", "matches nothing: minipacs has no ServiceRequests yet"),
+    "basedon": ("reference", "ServiceRequest/<id>: the study performed for that order"),
 }
 PATIENT_PARAMS: dict[str, tuple[ParamType, str]] = {
     "_id": ("token", "the Patient id (see docs/emr-integration.md)"),
@@ -157,8 +158,11 @@ def _number(name: str, value: str) -> int:
 class SearchBuilder:
     """Turns one FHIR search's parameters into a `Search`."""
 
-    def __init__(self, systems: IdentitySystems, page_size: int, max_page: int) -> None:
+    def __init__(self, systems: IdentitySystems, page_size: int, max_page: int,
+                 study_of_order: Callable[[str], str | None] | None = None) -> None:
         self.systems = systems
+        # ServiceRequest id → the Study Instance UID it was performed as (basedon)
+        self.study_of_order = study_of_order
         self.page_size = page_size
         self.max_page = max_page
         self.matches: list[Match] = []
@@ -295,7 +299,12 @@ class SearchBuilder:
             if "available" not in statuses:
                 self.nothing = True
         elif name == "basedon":
-            self.nothing = True
+            study = self.study_of_order(value.rsplit("ServiceRequest/", 1)[-1]) \
+                if self.study_of_order is not None else None
+            if study is None:
+                self.nothing = True
+            else:
+                self.matches.append(_single("0020000D", study))
         elif name == "gender":
             sex = _GENDERS.get(value)
             if sex is None:

@@ -286,7 +286,7 @@ class ScheduledProcedureStep(Base):
     patient_sex: Mapped[str] = mapped_column(String(16), default="")
     accession_number: Mapped[str] = mapped_column(String(16), default="", index=True)
     referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
-    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
     requested_procedure_id: Mapped[str] = mapped_column(String(16), default="")
     requested_procedure_description: Mapped[str] = mapped_column(String(64), default="")
     modality: Mapped[str] = mapped_column(String(16), default="", index=True)
@@ -298,6 +298,17 @@ class ScheduledProcedureStep(Base):
     # ReferencedStudySequence, RequestedProcedureCodeSequence and, inside the one
     # ScheduledProcedureStepSequence item, ScheduledProtocolCodeSequence, as DICOM JSON.
     sequences_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The order this step is (emr/orders.py, issue 12): its version (FHIR ETag, bumped by
+    # every change), the placer's order number, the study its images arrived as, the
+    # MPPS instance a modality reported it with, and why it needs reconciling ("": no).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    placer_order_number: Mapped[str] = mapped_column(String(64), default="",
+                                                     server_default="")
+    performed_study_uid: Mapped[str] = mapped_column(String(64), default="",
+                                                     server_default="")
+    performed_procedure_step_uid: Mapped[str] = mapped_column(
+        String(64), default="", server_default="", index=True)
+    reconciliation: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, server_default=func.now(), onupdate=func.now()

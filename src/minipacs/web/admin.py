@@ -13,7 +13,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
+from minipacs.emr.orders import Orders
 from minipacs.errors import NotFound
+from minipacs.web.auth import acting_archive
 from minipacs.worklist import (
     DETACHED_STUDY_MANAGEMENT,
     Code,
@@ -178,9 +180,14 @@ def list_worklist(worklist: WorklistDep, include_cancelled: bool = False
     return [item.as_json() for item in worklist.items(include_cancelled=include_cancelled)]
 
 
+def _orders(request: Request) -> Orders:
+    """Worklist changes are order changes: permitted and audited by the order service."""
+    return Orders(acting_archive(request), request.app.state.worklist)
+
+
 @router.post("/worklist", status_code=201, summary="Schedule a procedure step")
-def create_worklist_item(body: WorklistBody, worklist: WorklistDep) -> dict[str, Any]:
-    return worklist.put(_item(body)).as_json()
+def create_worklist_item(body: WorklistBody, request: Request) -> dict[str, Any]:
+    return _orders(request).place(_item(body)).item.as_json()
 
 
 @router.get("/worklist/{step_id}", summary="One worklist item")
@@ -189,11 +196,23 @@ def get_worklist_item(step_id: str, worklist: WorklistDep) -> dict[str, Any]:
 
 
 @router.put("/worklist/{step_id}", summary="Create or update the step with this ID")
-def put_worklist_item(step_id: str, body: WorklistBody, worklist: WorklistDep
+def put_worklist_item(step_id: str, body: WorklistBody, request: Request
                       ) -> dict[str, Any]:
-    return worklist.put(_item(body, step_id)).as_json()
+    orders = _orders(request)
+    try:
+        return orders.update(step_id, _item(body, step_id)).item.as_json()
+    except NotFound:
+        return orders.place(_item(body, step_id)).item.as_json()
 
 
 @router.delete("/worklist/{step_id}", summary="Cancel a step: modalities no longer see it")
-def cancel_worklist_item(step_id: str, worklist: WorklistDep) -> dict[str, Any]:
-    return worklist.cancel(step_id).as_json()
+def cancel_worklist_item(step_id: str, request: Request) -> dict[str, Any]:
+    return _orders(request).cancel(step_id).item.as_json()
+
+
+@router.get("/orders/reconciliation",
+            summary="Orders whose accession arrived with another patient's images")
+def orders_needing_reconciliation(request: Request) -> list[dict[str, Any]]:
+    return [{**o.item.as_json(), "version": o.version, "reconciliation": o.reconciliation,
+             "performed_study_uid": o.performed_study_uid}
+            for o in _orders(request).needing_reconciliation()]

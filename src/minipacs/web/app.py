@@ -32,6 +32,7 @@ from minipacs.errors import (
     MinipacsError,
     NotAcceptable,
     NotFound,
+    PreconditionFailed,
     QueryError,
     StorageError,
     Unauthenticated,
@@ -43,6 +44,7 @@ from minipacs.web import (
     dicomweb,
     exports,
     fhir,
+    fhir_orders,
     oidc,
     patients_admin,
     restricted_admin,
@@ -70,6 +72,7 @@ _STATUS: list[tuple[type[MinipacsError], int]] = [
     (Forbidden, 403),
     (NotFound, 404),
     (NotAcceptable, 406),
+    (PreconditionFailed, 412),
     (Conflict, 409),
     (StorageError, 503),
     (IdentityProviderError, 502),
@@ -159,7 +162,7 @@ def create_app(
             # RFC 6750 §3 / RFC 7617: the schemes a client may use. Bearer only: a Basic
             # challenge would make browsers pop up their own dialog over the viewer.
             headers["WWW-Authenticate"] = 'Bearer realm="minipacs"'
-        if request.url.path.startswith("/fhir/"):  # the FHIR door answers OperationOutcome
+        if (request.url.path + "/").startswith("/fhir/"):  # the FHIR door answers OperationOutcome
             return fhir.fhir_error(status, str(exc), headers)
         return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
@@ -172,14 +175,14 @@ def create_app(
         if body_error and content_type and not content_type.endswith(("/json", "+json")):
             return JSONResponse({"error": f"Content-Type {content_type!r} is not accepted "
                                           "here; send application/json"}, status_code=415)
-        if request.url.path.startswith("/fhir/"):  # FHIR: an OperationOutcome
+        if (request.url.path + "/").startswith("/fhir/"):  # FHIR: an OperationOutcome
             return fhir.fhir_error(400, describe_validation_error(exc), {})
         return JSONResponse({"error": describe_validation_error(exc)}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # Unknown paths (404) and methods (405) answer in the same error format.
-        if request.url.path.startswith("/fhir/"):  # unmatched /fhir paths: OperationOutcome
+        if (request.url.path + "/").startswith("/fhir/"):  # unmatched /fhir paths: OperationOutcome
             return fhir.unsupported(request.method, request.url.path, exc.status_code)
         if exc.status_code == 404:
             message = f"no resource at {request.url.path[:200]!r}; see /docs for the API"
@@ -214,6 +217,7 @@ def create_app(
     app.include_router(share.router)
     app.include_router(restricted_admin.router)
     app.include_router(patients_admin.router)
+    app.include_router(fhir_orders.router)  # before fhir's catch-all /fhir/{type}
     app.include_router(fhir.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)

@@ -9,6 +9,7 @@ are OperationOutcome resources (`fhir_error`, installed for /fhir paths by the a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -20,6 +21,7 @@ from fhir.resources.R4B.capabilitystatement import (
     CapabilityStatement,
     CapabilityStatementImplementation,
     CapabilityStatementRest,
+    CapabilityStatementRestInteraction,
     CapabilityStatementRestResource,
     CapabilityStatementRestResourceInteraction,
     CapabilityStatementRestResourceSearchParam,
@@ -34,10 +36,12 @@ from fhir.resources.R4B.resource import Resource
 
 from minipacs import __version__
 from minipacs.access.roles import Action
+from minipacs.emr.orders import Orders
 from minipacs.errors import NotFound, QueryError
-from minipacs.fhir.ids import patient_key_of, study_uid_of
+from minipacs.fhir.ids import order_id_of, patient_key_of, step_id_of, study_uid_of
 from minipacs.fhir.resources import endpoints, imaging_study_resource, patient_resource, text
 from minipacs.fhir.search import IMAGING_STUDY_PARAMS, PATIENT_PARAMS, Search, SearchBuilder
+from minipacs.fhir.service_request import SERVICE_REQUEST_PARAMS
 from minipacs.patient_identity import IdentitySystems
 from minipacs.search_pages import RecordConditions, SearchPage
 from minipacs.web.auth import acting_archive
@@ -68,7 +72,8 @@ def fhir_response(resource: Resource, status: int = 200) -> Response:
 # FHIR R4 OperationOutcome issue-type codes per HTTP status (http.html, RESTful API).
 _ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
                 405: "not-supported",
-                406: "not-supported", 409: "conflict", 503: "transient"}
+                406: "not-supported", 409: "conflict", 412: "conflict",
+                503: "transient"}
 
 
 def fhir_error(status: int, diagnostics: str, headers: dict[str, str] | None = None
@@ -94,7 +99,7 @@ def _strict(request: Request) -> bool:
 def _parse(request: Request, kind: SearchKind) -> Search:
     settings = request.app.state.settings
     builder = SearchBuilder(_systems(request), settings.fhir_page_size,
-                            settings.max_query_results)
+                            settings.max_query_results, _study_of_order(request))
     return builder.build(list(request.query_params.multi_items()), kind,
                          strict=_strict(request))
 
@@ -112,13 +117,27 @@ def _resources(request: Request, kind: SearchKind, page: SearchPage) -> list[Res
         systems = _systems(request)
         return [p for p in (patient_resource(m, systems) for m in page.matches) if p]
     timezone = request.app.state.settings.fhir_timezone
+    based_on = _orders(request).orders_of_studies(
+        [text(study, "0020000D") for study in page.matches])
     out: list[Resource] = []
     for study in page.matches:
         uid = text(study, "0020000D")
-        out.append(imaging_study_resource(study, page.series.get(uid, []), page.instances,
-                                          timezone=timezone,
-                                          last_updated=page.last_updated.get(uid)))
+        out.append(imaging_study_resource(
+            study, page.series.get(uid, []), page.instances, timezone=timezone,
+            last_updated=page.last_updated.get(uid),
+            based_on=[i for i in map(order_id_of, based_on.get(uid, [])) if i]))
     return out
+
+
+def _orders(request: Request) -> Orders:
+    return Orders(acting_archive(request), request.app.state.worklist)
+
+
+def _study_of_order(request: Request) -> Callable[[str], str | None]:
+    def study_of(logical_id: str) -> str | None:
+        step = step_id_of(logical_id)
+        return _orders(request).study_of_order(step) if step else None
+    return study_of
 
 
 def _link(request: Request, kind: SearchKind, relation: str, offset: int, count: int,
@@ -155,7 +174,7 @@ def _search(request: Request, kind: SearchKind) -> Response:
 
 @router.get("/fhir/metadata", summary="FHIR CapabilityStatement (what this server does)")
 def metadata(request: Request) -> Response:
-    return fhir_response(capability_statement(fhir_base(request)))
+    return fhir_response(capability_statement(fhir_base(request), SERVICE_REQUEST_PARAMS))
 
 
 @router.get("/fhir/ImagingStudy", summary="Search ImagingStudy (FHIR R4)")
@@ -215,10 +234,10 @@ def unknown_type_read(resource_type: str, logical_id: str) -> Response:
 
 
 def unsupported(method: str, path: str, status: int) -> Response:
-    """A request no /fhir route answers (history, vread, operations, writes)."""
-    return fhir_error(status, f"{method} {path[:120]} is not supported (read and search "
-                              "only: no history, vread, operations or writes); see "
-                              "/fhir/metadata")
+    """A request no /fhir route answers (history, vread, operations, other writes)."""
+    return fhir_error(status, f"{method} {path[:120]} is not supported (read and search; "
+                              "writes only of ServiceRequest and transaction Bundles; no "
+                              "history, vread or operations); see /fhir/metadata")
 
 
 # IHE ITI TF-1 §29 / TF-2 §3.106 Invoke Image Display: parameters the viewer reads.
@@ -245,8 +264,10 @@ def invoke_image_display(request: Request) -> Response:
     return RedirectResponse(f"/viewer/?{urlencode(params)}", status_code=303)
 
 
-def capability_statement(base: str) -> CapabilityStatement:
-    """What /fhir does, exactly: generated from the parameter tables the searches use."""
+def capability_statement(base: str, order_params: dict[str, Any] | None = None
+                         ) -> CapabilityStatement:
+    """What /fhir does, exactly: generated from the parameter tables the searches use
+    (`order_params`: ServiceRequest's, from web/fhir_orders.py)."""
     def params(table: dict[str, Any]) -> list[CapabilityStatementRestResourceSearchParam]:
         return [CapabilityStatementRestResourceSearchParam(name=name, type=kind,
                                                            documentation=doc)
@@ -282,5 +303,17 @@ def capability_statement(base: str) -> CapabilityStatement:
                 CapabilityStatementRestResource(
                     type="Endpoint", interaction=interactions("read"),
                     documentation="dicom-wado-rs (DICOMweb base) and ihe-iid (viewer)"),
-            ])],
+                CapabilityStatementRestResource(
+                    type="ServiceRequest",
+                    interaction=interactions("read", "search-type", "create", "update"),
+                    versioning="versioned-update", updateCreate=False,
+                    conditionalCreate=False, conditionalUpdate=False,
+                    documentation="imaging orders: each is a Modality Worklist item; "
+                                  "cancel with status revoked (docs/emr-integration.md)",
+                    searchParam=params(order_params or {})),
+            ],
+            interaction=[CapabilityStatementRestInteraction(
+                code="transaction",
+                documentation="Patient and ServiceRequest entries (POST), all or none")],
+        )],
     )

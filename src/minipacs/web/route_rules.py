@@ -119,6 +119,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/fhir/{resource_type}"): PUBLIC,
     ("GET", "/fhir/{resource_type}/{logical_id}"): PUBLIC,
     ("GET", "/IHEInvokeImageDisplay"): PUBLIC,
+    # Orders (web/fhir_orders.py, web/admin.py): placing, changing and cancelling one
+    # manages the worklist; reading orders is a query or a view of patient data.
+    ("POST", "/fhir/ServiceRequest"): Action.MANAGE_WORKLIST,
+    ("PUT", "/fhir/ServiceRequest/{logical_id}"): Action.MANAGE_WORKLIST,
+    ("POST", "/fhir"): Action.MANAGE_WORKLIST,
+    ("GET", "/fhir/ServiceRequest"): Action.QUERY,
+    ("GET", "/fhir/ServiceRequest/{logical_id}"): Action.VIEW,
+    ("GET", "/admin/orders/reconciliation"): Action.MANAGE_WORKLIST,
 }
 
 
