@@ -38,6 +38,7 @@ from minipacs.web import (
     admin,
     auth,
     dicomweb,
+    emr_sync,
     exports,
     fhir,
     restricted_admin,
@@ -201,6 +202,7 @@ def create_app(
     app.include_router(share.router)
     app.include_router(restricted_admin.router)
     app.include_router(fhir.router)
+    app.include_router(emr_sync.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
     # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.

@@ -109,6 +109,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/fhir/{resource_type}"): PUBLIC,
     ("GET", "/fhir/{resource_type}/{logical_id}"): PUBLIC,
     ("GET", "/IHEInvokeImageDisplay"): PUBLIC,
+    # Keeping the EMR in sync (web/emr_sync.py): the change feed is a query; the FHIR
+    # push's state is the archive's peers, like the AE registry
+    ("GET", "/changes"): Action.QUERY,
 }
 
 
