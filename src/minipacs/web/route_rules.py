@@ -112,6 +112,8 @@ RULES: dict[tuple[str, str], Rule] = {
     # Keeping the EMR in sync (web/emr_sync.py): the change feed is a query; the FHIR
     # push's state is the archive's peers, like the AE registry
     ("GET", "/changes"): Action.QUERY,
+    ("GET", "/admin/fhir-push"): Action.MANAGE_AES,
+    ("POST", "/admin/fhir-push/retry"): Action.MANAGE_AES,
 }
 
 
