@@ -180,3 +180,48 @@ def test_admin_retry_queues_a_study_again_and_only_admins_see_the_push(
                      timeout=30).status_code == 403
     bad = pushing_server.http.post("/admin/fhir-push/retry", params={"study": "1.2.x"})
     assert bad.status_code == 400 and "1.2.x" in bad.text
+
+
+@pytest.fixture
+def two_pushing_nodes(backends: Backends, tmp_path: Path, fhir_peer: FhirPeer
+                      ) -> Iterator[tuple[ServerProcess, ...]]:
+    """Two nodes on one PostgreSQL database and one S3 bucket, both running the push."""
+    shared = {"database_url": backends.postgres.create_database(), **backends.s3_settings()}
+    nodes = []
+    try:
+        for name in ("node-a", "node-b"):
+            (tmp_path / name).mkdir()
+            nodes.append(ServerProcess(tmp_path / name, [
+                "--no-load-samples", *backends.server_args(shared),
+                "--fhir-push-url", fhir_peer.base_url, "--fhir-push-token", fhir_peer.token,
+                "--fhir-push-stable-seconds", "1", "--fhir-push-interval-seconds", "0.1",
+            ]).start())
+        yield tuple(nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_two_nodes_push_each_study_change_once(
+    two_pushing_nodes: tuple[ServerProcess, ServerProcess], fhir_peer: FhirPeer,
+    tmp_path: Path
+) -> None:
+    node_a, node_b = two_pushing_nodes
+    study, series = generate_uid(), generate_uid()
+    _store(node_a, tmp_path / "a", study, series, 2, "PUSHNODES")
+    _store(node_b, tmp_path / "b", study, series, 2, "PUSHNODES")
+    found = eventually(lambda: [s for s in _study_on(fhir_peer, study)
+                                if s.get("numberOfInstances") == 4], "4 instances pushed")
+    # A later study pushed too means both nodes went over the first one many times.
+    later = generate_uid()
+    _store(node_b, tmp_path / "c", later, generate_uid(), 1, "PUSHNODES")
+    eventually(lambda: _study_on(fhir_peer, later), "later study pushed")
+    eventually(lambda: _push_states(node_a, "open") == {}, "nothing left to push")
+    now = _study_on(fhir_peer, study)
+    assert len(now) == 1 and now[0]["id"] == found[0]["id"]
+    # Pushed once per stable state: the version is how often it was written (at most
+    # twice: once if all four instances were in before it became stable).
+    assert now[0]["meta"]["versionId"] == found[0]["meta"]["versionId"]
+    assert found[0]["meta"]["versionId"] in ("1", "2")
+    assert _study_on(fhir_peer, later)[0]["meta"]["versionId"] == "1"
+    assert len(fhir_peer.search("Patient", identifier="PUSHNODES")) == 1

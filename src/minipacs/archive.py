@@ -329,9 +329,9 @@ class Archive:
         """The change feed after sequence number `since` (`emr/changes.py`), for
         `principal` to query; audited as a query naming the patients in the page."""
         principal = self.permit(principal, Action.QUERY)
-        if since < 0:
+        if not 0 <= since < 2**63:  # a BIGINT column
             raise InvalidRequest(f"since={since}: a sequence number is 0 or more "
-                                 "(0: from the beginning)")
+                                 "(0: from the beginning), below 2**63")
         with self._read() as session:
             page = read_change_feed(session, since, limit, principal.study_uids)
         patients = sorted({c.patient_id for c in page.changes} - {""})

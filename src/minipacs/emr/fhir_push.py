@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from minipacs.access.principal import Principal, system_principal
@@ -109,6 +109,14 @@ def state_of(row: FhirPushStudy, now: datetime) -> PushState:
     if row.attempts > 0:
         return "failed"
     return "due" if row.stable_at <= now else "waiting"
+
+
+def _due_conditions(now: datetime) -> list[ColumnElement[bool]]:
+    """A study to push now: a change not pushed, stable, past its next attempt, free."""
+    return [FhirPushStudy.changed_seq > FhirPushStudy.pushed_seq,
+            FhirPushStudy.deleted.is_(False), FhirPushStudy.stable_at <= now,
+            FhirPushStudy.next_attempt_at <= now,
+            or_(FhirPushStudy.lease_until.is_(None), FhirPushStudy.lease_until < now)]
 
 
 class FhirPushQueue:
@@ -256,22 +264,18 @@ class FhirPush(FhirPushQueue):
         now = utc_now()
         with self._read() as session:
             return list(session.scalars(
-                select(FhirPushStudy.study_instance_uid).where(
-                    FhirPushStudy.changed_seq > FhirPushStudy.pushed_seq,
-                    FhirPushStudy.deleted.is_(False), FhirPushStudy.stable_at <= now,
-                    FhirPushStudy.next_attempt_at <= now,
-                    or_(FhirPushStudy.lease_until.is_(None), FhirPushStudy.lease_until < now))
+                select(FhirPushStudy.study_instance_uid).where(*_due_conditions(now))
                 .order_by(FhirPushStudy.next_attempt_at).limit(_DUE_BATCH)))
 
     def claim(self, study_instance_uid: str) -> bool:
-        """Take the study's lease; False when another node holds it."""
+        """Take the study's lease; False when another node holds it, or has pushed it
+        since `due` listed it (the conditions are checked again in the UPDATE)."""
         now = utc_now()
         with self._write() as session, session.begin():
             result = session.execute(
                 update(FhirPushStudy).where(
                     FhirPushStudy.study_instance_uid == study_instance_uid,
-                    or_(FhirPushStudy.lease_until.is_(None),
-                        FhirPushStudy.lease_until < now))
+                    *_due_conditions(now))
                 .values(lease_owner=self.node, lease_until=now + self.lease))
         return bool(getattr(result, "rowcount", 0))
 
