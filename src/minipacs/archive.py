@@ -45,6 +45,9 @@ from minipacs.dicom.patient_header import patched_header
 from minipacs.emr import reconciliation
 from minipacs.emr.order_links import link_arriving_instance
 from minipacs.emr.reconciliation import Correction, Reconciliation
+from minipacs.emr.changes import ChangeEvent, ChangePage, deletion_changes, ingest_changes
+from minipacs.emr.changes import read_changes as read_change_feed
+from minipacs.emr.changes import record as record_changes
 from minipacs.errors import (
     Conflict,
     Forbidden,
@@ -209,7 +212,9 @@ class Archive:
         for attempt in range(_INDEX_ATTEMPTS):
             try:
                 with self._write_lock, self._write() as session, session.begin():
-                    replaced = upsert_instance(session, parsed, key, derived, received_from)
+                    created: list[str] = []
+                    replaced = upsert_instance(session, parsed, key, derived, received_from,
+                                               created)
                     # Orders: arriving images complete theirs (emr/order_links.py).
                     link_arriving_instance(
                         session, a, actor=principal.actor if principal else "system",
@@ -226,6 +231,10 @@ class Archive:
                             "replace" if changed else "store", principal.actor,
                             principal.role.value, principal.source, a.patient_id,
                             a.study_instance_uid, detail=detail))
+                    # Last before the commit (emr/changes.py: writers queue from here).
+                    record_changes(session, ingest_changes(
+                        a.study_instance_uid, a.series_instance_uid, a.sop_instance_uid,
+                        a.patient_id, a.issuer_of_patient_id, created, replaced is not None))
                     return replaced
             except (IntegrityError, OperationalError) as exc:
                 last_error = exc
@@ -329,6 +338,25 @@ class Archive:
         patients = sorted({_text(m.get("00100020")) for m in page.matches} - {""})
         self.audit(action.value, principal.actor, patients[0] if len(patients) == 1 else "",
                    detail=f"{level} {filt.describe()} {conditions.describe()}: {page.total} matches"
+                   + (f", patients {' '.join(patients[:50])}" if patients else ""),
+                   role=principal.role.value, source=principal.source)
+        return page
+
+    # ------------------------------------------------------------------ change feed
+    def changes(self, since: int, limit: int, *, principal: Principal | None = None
+                ) -> ChangePage:
+        """The change feed after sequence number `since` (`emr/changes.py`), for
+        `principal` to query; audited as a query naming the patients in the page."""
+        principal = self.permit(principal, Action.QUERY)
+        if not 0 <= since < 2**63:  # a BIGINT column
+            raise InvalidRequest(f"since={since}: a sequence number is 0 or more "
+                                 "(0: from the beginning), below 2**63")
+        with self._read() as session:
+            page = read_change_feed(session, since, limit, principal.study_uids)
+        patients = sorted({c.patient_id for c in page.changes} - {""})
+        self.audit(Action.QUERY.value, principal.actor,
+                   patients[0] if len(patients) == 1 else "",
+                   detail=f"changes since {since}: {len(page.changes)} changes"
                    + (f", patients {' '.join(patients[:50])}" if patients else ""),
                    role=principal.role.value, source=principal.source)
         return page
@@ -498,6 +526,7 @@ class Archive:
                                         principal.source, records[0].patient_id,
                                         study_instance_uid,
                                         detail=f"{len(records)} instances deleted"))
+            record_changes(session, deletion_changes(records))
         for record in records:
             self.store.delete(record.blob_key)
         self.delete_derived(study_instance_uid)
@@ -898,6 +927,9 @@ class Archive:
                 "forget", actor, patient_id=record.patient_id,
                 study_instance_uid=record.study_instance_uid,
                 detail=f"SOP Instance {sop_instance_uid} removed from the index: {reason}"))
+            record_changes(session, [ChangeEvent(
+                "deleted", "instance", record.study_instance_uid,
+                record.series_instance_uid, sop_instance_uid, record.patient_id)])
 
     def pending_uploads(self) -> int:
         """Blobs acknowledged from the local spool but not yet in object storage."""

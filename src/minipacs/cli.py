@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     from minipacs.patient_cli import add_commands as add_patient_commands
     add_patient_commands(sub, _add_setting_flags)
 
+    from minipacs.fhir_push_cli import add_commands as add_fhir_push_commands
+
+    add_fhir_push_commands(sub, _add_setting_flags)
     from minipacs.export_cli import add_export_command
 
     add_export_command(sub, _add_setting_flags)

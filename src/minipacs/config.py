@@ -363,6 +363,39 @@ class Settings(BaseSettings):
         30, ge=0, le=300, description="Leeway for 'exp', 'iat' and 'nbf' of tokens from "
         "the provider (clock drift between machines).",
     )
+    # --- issue #12, keeping the EMR in sync (emr/fhir_push.py): the FHIR push ---
+    fhir_push_url: str | None = Field(
+        None, description="Base URL of the hospital's FHIR R4 server, e.g. "
+        "https://emr.example.org/fhir: each study, once stable, is created or updated "
+        "there as Patient + ImagingStudy (a transaction Bundle). Unset: no push.",
+    )
+    fhir_push_token: str | None = Field(
+        None, description="Bearer token sent to FHIR_PUSH_URL (Authorization: Bearer).",
+    )
+    fhir_push_username: str | None = Field(
+        None, description="User for HTTP Basic auth at FHIR_PUSH_URL (with "
+        "FHIR_PUSH_PASSWORD; ignored when FHIR_PUSH_TOKEN is set).",
+    )
+    fhir_push_password: str | None = Field(
+        None, description="Password for HTTP Basic auth at FHIR_PUSH_URL.",
+    )
+    fhir_push_stable_seconds: float = Field(
+        300.0, ge=0, description="A study is pushed once no instance has arrived for "
+        "this many seconds (it is then 'stable').",
+    )
+    fhir_push_interval_seconds: float = Field(
+        5.0, gt=0, description="How often a node looks for studies to push.",
+    )
+    fhir_push_retry_seconds: float = Field(
+        30.0, gt=0, description="Wait before the first retry of a failed push; each "
+        "further failure doubles it, up to FHIR_PUSH_RETRY_MAX_SECONDS.",
+    )
+    fhir_push_retry_max_seconds: float = Field(
+        3600.0, gt=0, description="Longest wait between retries of a failed push.",
+    )
+    fhir_push_timeout_seconds: float = Field(
+        30.0, gt=0, description="Timeout of each request to FHIR_PUSH_URL.",
+    )
 
     @field_validator("ae_title")
     @classmethod

@@ -21,8 +21,10 @@ from minipacs.config import Settings
 from minipacs.dimse.outgoing import OutgoingTransport, client_tls_context
 from minipacs.dimse.server import spool_incoming_datasets, start_dimse_server, tls_context
 from minipacs.dimse.transport_limits import TransportLimits
+from minipacs.emr.fhir_push import FhirPush, PushSettings
 from minipacs.folder_import import import_files, iter_files
 from minipacs.index.database import create_index_engine
+from minipacs.patient_identity import IdentitySystems
 from minipacs.periodic import PeriodicTask
 from minipacs.storage import create_store
 from minipacs.storage.scratch import stow_spool, sweep_folders
@@ -106,6 +108,18 @@ def http_tls_options(settings: Settings) -> dict[str, Any]:
     return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
 
 
+def start_fhir_push(archive: Archive, settings: Settings, public_base: str
+                    ) -> FhirPush | None:
+    """The FHIR push worker when FHIR_PUSH_URL is set (emr/fhir_push.py)."""
+    push = PushSettings.from_settings(settings)
+    if push is None:
+        return None
+    log.info("FHIR push to %s: studies stable for %s s", push.url,
+             settings.fhir_push_stable_seconds)
+    return FhirPush(archive, push, IdentitySystems.from_settings(settings),
+                    public_base=public_base, timezone=settings.fhir_timezone)
+
+
 def serve(settings: Settings) -> None:
     """Run until interrupted: DIMSE in background threads, HTTP in this thread."""
     https = http_tls_options(settings)  # a half-configured HTTPS stops us before anything
@@ -159,6 +173,10 @@ def serve(settings: Settings) -> None:
         keeper = archive.acting_as(system_principal("audit-retention"))
         background.append(PeriodicTask("audit-retention",
                                        lambda: keeper.prune_audit(days), 3600))
+    fhir_push = start_fhir_push(archive, settings, settings.base_url(http_port))
+    if fhir_push is not None:
+        background.append(PeriodicTask("fhir-push", fhir_push.run_once,
+                                       settings.fhir_push_interval_seconds))
     for task in background:
         task.start()
     app = create_app(archive, settings.model_copy(update={"http_port": http_port}),

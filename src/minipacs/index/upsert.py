@@ -43,10 +43,12 @@ class InstanceRecord:
 
 
 def upsert_instance(
-    session: Session, parsed: ParsedInstance, key: str, derived: Derived, received_from: str
+    session: Session, parsed: ParsedInstance, key: str, derived: Derived, received_from: str,
+    created: list[str] | None = None,
 ) -> InstanceRecord | None:
     """Patient → study → series → instance rows for one parsed instance, in the caller's
-    transaction. Returns the record of the instance it replaced, if any."""
+    transaction. Returns the record of the instance it replaced, if any; `created`, when
+    given, receives "study" and "series" for the rows this instance made (change feed)."""
     a = parsed.attributes
     # A key merged away (emr/reconciliation.py) files the instance under the target.
     alias_pk = session.scalar(select(PatientAlias.patient_pk).where(
@@ -81,6 +83,8 @@ def upsert_instance(
     if study is None:
         study = Study(study_instance_uid=a.study_instance_uid, patient_pk=patient.id)
         session.add(study)
+        if created is not None:
+            created.append("study")
     _update_study(study, a, patient.id)
     study.sequences_json = derived.sequences.study
     session.flush()
@@ -91,6 +95,8 @@ def upsert_instance(
     if series is None:
         series = Series(series_instance_uid=a.series_instance_uid, study_pk=study.id)
         session.add(series)
+        if created is not None:
+            created.append("series")
     _update_series(series, a, study.id)
     series.sequences_json = derived.sequences.series
     session.flush()

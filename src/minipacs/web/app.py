@@ -42,6 +42,7 @@ from minipacs.web import (
     admin,
     auth,
     dicomweb,
+    emr_sync,
     exports,
     fhir,
     fhir_orders,
@@ -219,6 +220,7 @@ def create_app(
     app.include_router(patients_admin.router)
     app.include_router(fhir_orders.router)  # before fhir's catch-all /fhir/{type}
     app.include_router(fhir.router)
+    app.include_router(emr_sync.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
     # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.

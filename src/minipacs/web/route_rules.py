@@ -127,6 +127,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/fhir/ServiceRequest"): Action.QUERY,
     ("GET", "/fhir/ServiceRequest/{logical_id}"): Action.VIEW,
     ("GET", "/admin/orders/reconciliation"): Action.MANAGE_WORKLIST,
+    # Keeping the EMR in sync (web/emr_sync.py): the change feed is a query; the FHIR
+    # push's state is the archive's peers, like the AE registry
+    ("GET", "/changes"): Action.QUERY,
+    ("GET", "/admin/fhir-push"): Action.MANAGE_AES,
+    ("POST", "/admin/fhir-push/retry"): Action.MANAGE_AES,
 }
 
 
