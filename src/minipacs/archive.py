@@ -43,11 +43,11 @@ from minipacs.dicom.item_matching import keep_matching_items
 from minipacs.dicom.matching import Filter
 from minipacs.dicom.patient_header import patched_header
 from minipacs.emr import reconciliation
-from minipacs.emr.order_links import link_arriving_instance
-from minipacs.emr.reconciliation import Correction, Reconciliation
 from minipacs.emr.changes import ChangeEvent, ChangePage, deletion_changes, ingest_changes
 from minipacs.emr.changes import read_changes as read_change_feed
 from minipacs.emr.changes import record as record_changes
+from minipacs.emr.order_links import link_arriving_instance
+from minipacs.emr.reconciliation import Correction, Reconciliation
 from minipacs.errors import (
     Conflict,
     Forbidden,
