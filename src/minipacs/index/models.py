@@ -179,6 +179,8 @@ class UserAccount(Base):
     totp_secret: Mapped[str] = mapped_column(String(64), default="")
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     totp_last_step: Mapped[int] = mapped_column(Integer, default=0)
+    # Access tags (`access/tags.py`): comma-separated; "" = every study.
+    access_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class ApiToken(Base):
@@ -204,6 +206,8 @@ class ApiToken(Base):
         ForeignKey("share_links.id", ondelete="CASCADE"), nullable=True, index=True
     )
     scope_study_uids: Mapped[str] = mapped_column(Text, default="")
+    # Access tags of an API token (`access/tags.py`): comma-separated; "" = every study.
+    access_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class ShareLink(Base):
@@ -228,6 +232,8 @@ class ShareLink(Base):
     uses: Mapped[int] = mapped_column(Integer, default=0)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_source: Mapped[str] = mapped_column(String(64), default="")
+    # The creator's access tags: the link opens only studies carrying one ("" = any).
+    access_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class RemoteApplicationEntity(Base):
@@ -254,6 +260,10 @@ class RemoteApplicationEntity(Base):
     description: Mapped[str] = mapped_column(String(256), default="")
     # Associations we open to it (C-MOVE, Storage Commitment reports) use TLS.
     tls: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Access tags (`access/tags.py`), comma-separated: given to the studies it stores,
+    # and limiting what it may query and retrieve ("" = no tag / every study).
+    store_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
+    access_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class ScheduledProcedureStep(Base):
@@ -332,3 +342,14 @@ class AuditForwarding(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StudyAccessTag(Base):
+    """An access tag a study carries (`access/tags.py`): principals limited to tags see
+    only studies carrying one of theirs. Keyed by the study's UID; removed with it."""
+
+    __tablename__ = "study_access_tags"
+    __table_args__ = (Index("ix_study_access_tags_tag", "tag", "study_instance_uid"),)
+
+    study_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
