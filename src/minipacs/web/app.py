@@ -34,6 +34,7 @@ from minipacs.errors import (
     Unauthenticated,
 )
 from minipacs.web import (
+    access_tags_admin,
     accounts_admin,
     admin,
     auth,
@@ -200,6 +201,7 @@ def create_app(
     app.include_router(exports.router)
     app.include_router(share.router)
     app.include_router(restricted_admin.router)
+    app.include_router(access_tags_admin.router)
     app.include_router(fhir.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)

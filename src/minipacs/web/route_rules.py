@@ -90,6 +90,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/admin/restricted-patients"): Action.MANAGE_USERS,
     ("POST", "/admin/restricted-patients"): Action.MANAGE_USERS,
     ("DELETE", "/admin/restricted-patients/{patient_id}"): Action.MANAGE_USERS,
+    # access tags: who sees which studies is an access decision too (docs/security.md)
+    ("PUT", "/admin/users/{username}/access-tags"): Action.MANAGE_USERS,
+    ("PUT", "/admin/tokens/{token_id}/access-tags"): Action.MANAGE_USERS,
+    ("GET", "/admin/studies/{study}/access-tags"): Action.MANAGE_USERS,
+    ("POST", "/admin/studies/{study}/access-tags"): Action.MANAGE_USERS,
     ("GET", "/admin/audit/export"): Action.READ_AUDIT,
     ("GET", "/admin/alerts"): Action.READ_AUDIT,
     ("POST", "/admin/alerts/{alert_id}/acknowledge"): Action.READ_AUDIT,
