@@ -15,7 +15,6 @@ import io
 import logging
 import re
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -126,8 +125,7 @@ class Archive:
         # Access tags (`access/tags.py`): the rules, parsed once, and the tags this node
         # knows a study has (so a series of 500 instances writes its tags once).
         self.access_tag_rules = tuple(access_tag_rules)
-        self._tagged: dict[str, tuple[frozenset[str], float]] = {}
-        self._tagged_lock = threading.Lock()
+        self._tagged = access_tags.RecentStudyTags()
         # SQLite has one writer at a time anyway; queueing threads here keeps them off
         # its busy-wait. PostgreSQL needs no such lock (and nodes share nothing in-process).
         self._write_lock: AbstractContextManager[Any] = (
@@ -219,7 +217,7 @@ class Archive:
                             "replace" if changed else "store", principal.actor,
                             principal.role.value, principal.source, a.patient_id,
                             a.study_instance_uid, detail=detail))
-                self._know_tags(a.study_instance_uid, tags)
+                self._tagged.remember(a.study_instance_uid, tags)
                 return replaced
             except (IntegrityError, OperationalError) as exc:
                 last_error = exc
@@ -478,7 +476,7 @@ class Archive:
         for record in records:
             self.store.delete(record.blob_key)
         self.delete_derived(study_instance_uid)
-        self._know_tags(study_instance_uid, None)
+        self._tagged.forget(study_instance_uid)
         log.info("deleted study %s (%d instances) by %s", study_instance_uid, len(records),
                  actor or "?")
         return len(records)
@@ -576,8 +574,6 @@ class Archive:
             return prune_audit(session, before, principal.actor)
 
     # ------------------------------------------------------------------ access tags
-    _TAGGED_SECONDS = 60.0  # how long this node trusts that a study has its tags
-
     def _tags_to_add(self, parsed: ParsedInstance, principal: Principal | None
                      ) -> frozenset[str]:
         """Tags this instance gives its study (the storing AE's, the rules'), minus those
@@ -586,27 +582,7 @@ class Archive:
             if self.access_tag_rules else frozenset()
         if principal is not None:
             tags |= principal.store_tags
-        if not tags:
-            return tags
-        with self._tagged_lock:
-            known, at = self._tagged.get(parsed.attributes.study_instance_uid,
-                                         (frozenset(), 0.0))
-        if tags <= known and time.monotonic() - at < self._TAGGED_SECONDS:
-            return frozenset()
-        return tags
-
-    def _know_tags(self, study_uid: str, tags: frozenset[str] | None) -> None:
-        """After a commit: the study has `tags` (None: forget it, e.g. deleted)."""
-        if tags is not None and not tags:
-            return
-        with self._tagged_lock:
-            if tags is None:
-                self._tagged.pop(study_uid, None)
-                return
-            if len(self._tagged) > 10_000:
-                self._tagged.clear()
-            known, _at = self._tagged.get(study_uid, (frozenset(), 0.0))
-            self._tagged[study_uid] = (known | tags, time.monotonic())
+        return self._tagged.missing(parsed.attributes.study_instance_uid, tags)
 
     def study_access_tags(self, study_instance_uid: str, *,
                           principal: Principal | None = None) -> list[str]:
@@ -639,7 +615,7 @@ class Archive:
                 patient_id, study_instance_uid,
                 detail=f"added {','.join(sorted(added - removed)) or '-'}, removed "
                 f"{','.join(sorted(removed)) or '-'}: now {','.join(now) or '(none)'}"))
-        self._know_tags(study_instance_uid, None)
+        self._tagged.forget(study_instance_uid)
         return now
 
     def restrict_patient(self, patient_id: str, issuer: str = "", reason: str = "", *,

@@ -7,6 +7,8 @@ to the statement that answers it; None means unlimited (no condition at all).
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 
 from sqlalchemy import ColumnElement, delete, exists, select, true
@@ -65,3 +67,37 @@ def forget_study(session: Session, study_instance_uid: str) -> None:
 def tags_of(session: Session, study_instance_uid: str) -> frozenset[str]:
     return frozenset(session.scalars(select(StudyAccessTag.tag).where(
         StudyAccessTag.study_instance_uid == study_instance_uid)))
+
+
+class RecentStudyTags:
+    """The tags this node wrote for a study in the last `ttl` seconds, so the instances of
+    a series after the first write nothing. Per node and short-lived on purpose: another
+    node's admin removing a tag is at worst re-added by an instance arriving here within
+    `ttl` seconds, as the rule or AE that gave it says."""
+
+    def __init__(self, ttl: float = 60.0, size: int = 10_000) -> None:
+        self._ttl, self._size = ttl, size
+        self._known: dict[str, tuple[frozenset[str], float]] = {}
+        self._lock = threading.Lock()
+
+    def missing(self, study_uid: str, tags: frozenset[str]) -> frozenset[str]:
+        """`tags`, or nothing when all were written for this study lately."""
+        if not tags:
+            return tags
+        with self._lock:
+            known, at = self._known.get(study_uid, (frozenset(), float("-inf")))
+        return frozenset() if tags <= known and time.monotonic() - at < self._ttl else tags
+
+    def remember(self, study_uid: str, tags: frozenset[str]) -> None:
+        """After the commit that wrote `tags` for the study."""
+        if not tags:
+            return
+        with self._lock:
+            if len(self._known) > self._size:
+                self._known.clear()
+            known, _at = self._known.get(study_uid, (frozenset(), 0.0))
+            self._known[study_uid] = (known | tags, time.monotonic())
+
+    def forget(self, study_uid: str) -> None:
+        with self._lock:
+            self._known.pop(study_uid, None)
