@@ -372,3 +372,24 @@ def test_a_share_link_never_opens_more_than_its_creator_could_see(
         # Tagged later, the other study stays out of the link: its creator's tags hold.
         server.http.post(f"/admin/studies/{hidden}/access-tags", json={"add": ["neuro"]})
         assert browser.get(f"/dicom-web/studies/{hidden}/metadata").status_code in (403, 404)
+
+
+def test_rules_match_any_value_ignoring_case_accents_and_brackets() -> None:
+    from io import BytesIO
+
+    from pydicom import dcmread
+
+    from minipacs.access.tags import parse_rules, tags_by_rules
+
+    rules = parse_rules(json.dumps([
+        {"attribute": "InstitutionName", "pattern": "BV Bach Mai", "tag": "bachmai"},
+        {"attribute": "StationName", "pattern": "CT?[1]", "tag": "ct1"},
+        {"attribute": "ImageType", "pattern": "deriv*", "tag": "derived"},
+    ]))
+    ds = dcmread(BytesIO(make_instance(InstitutionName="BV  Bạch  Mai",
+                                       StationName="CT9[1]",
+                                       ImageType=["ORIGINAL", "DERIVED"])))
+    assert tags_by_rules(rules, ds) == {"bachmai", "ct1", "derived"}
+    ds.StationName = "CT91"  # '[' is a character, not fnmatch's class
+    ds.InstitutionName = "BV Bach Mai 2"  # no '*': the whole value must match
+    assert tags_by_rules(rules, ds) == {"derived"}

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from minipacs.dicom.names import fold_text
 from minipacs.errors import InvalidRequest
@@ -69,7 +70,7 @@ class AccessTagRule:
         element = dataset.get(self.attribute)
         if element is None:
             return False
-        values = element if isinstance(element, list | tuple) else [element]
+        values = list(element) if isinstance(element, MultiValue | list | tuple) else [element]
         # fnmatch's [..] classes are not DICOM wildcards: escape them.
         wanted = fold_text(self.pattern).replace("[", "[[]")
         return any(fnmatch.fnmatchcase(fold_text(str(value)), wanted) for value in values)
