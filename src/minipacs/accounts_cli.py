@@ -15,6 +15,7 @@ from collections.abc import Callable
 from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.access.principal import cli_principal
 from minipacs.access.roles import ACCOUNT_ROLES, Role
+from minipacs.access.tags import parse_tags
 from minipacs.config import Settings
 from minipacs.maintenance_cli import _reporting_errors
 
@@ -49,8 +50,10 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
         user, one_time = accounts.add_user(args.name, args.role, password=password,
-                                           full_name=args.full_name, actor=actor)
-        print(f"created user {user.username} ({user.role.value})")
+                                           full_name=args.full_name, actor=actor,
+                                           access_tags=parse_tags(args.tags))
+        print(f"created user {user.username} ({user.role.value})"
+              + (f", access tags {','.join(user.access_tags)}" if user.access_tags else ""))
         if one_time:
             print(f"one-time password (to be changed at first login): {one_time}")
     elif args.user_command == "list":
@@ -63,7 +66,12 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{u.username:24} {u.role.value:13} {state:28} last login "
                   f"{_when(u.last_login_at)}" + ("  (must change password)"
                                                   if u.must_change_password else "")
-                  + ("  (second factor)" if u.totp_enabled else ""))
+                  + ("  (second factor)" if u.totp_enabled else "")
+                  + (f"  tags {','.join(u.access_tags)}" if u.access_tags else ""))
+    elif args.user_command == "set-tags":
+        u = accounts.set_user_access_tags(args.name, parse_tags(args.tags), actor=actor)
+        print(f"user {u.username}: access tags "
+              f"{','.join(u.access_tags) or '(none: every study)'}")
     elif args.user_command in ("disable", "enable"):
         u = accounts.set_disabled(args.name, args.user_command == "disable",
                                   reason=args.reason if args.user_command == "disable" else "",
@@ -92,7 +100,8 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     actor = cli_actor(f"token-{args.token_command}")
     if args.token_command == "create":
         token, info = accounts.create_token(args.name, args.role,
-                                            expires_days=args.expires_days, actor=actor)
+                                            expires_days=args.expires_days, actor=actor,
+                                            access_tags=parse_tags(args.tags))
         print(f"token {info.id} for {info.name} ({info.role.value}), expires "
               f"{_when(info.expires_at)}; it is shown only now, keep it safe:")
         print(token)
@@ -103,7 +112,12 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         for t in tokens:
             print(f"{t.id:5} {t.name:24} {t.role.value:13} created {_when(t.created_at)} "
                   f"expires {_when(t.expires_at)} last used {_when(t.last_used_at)}"
-                  + ("  REVOKED" if t.revoked else ""))
+                  + ("  REVOKED" if t.revoked else "")
+                  + (f"  tags {','.join(t.access_tags)}" if t.access_tags else ""))
+    elif args.token_command == "set-tags":
+        t = accounts.set_token_access_tags(args.id, parse_tags(args.tags), actor=actor)
+        print(f"token {t.id} ({t.name}): access tags "
+              f"{','.join(t.access_tags) or '(none: every study)'}")
     elif args.token_command == "revoke":
         t = accounts.revoke_token(args.id, actor=actor)
         print(f"token {t.id} ({t.name}) revoked")
@@ -168,6 +182,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add.add_argument("--full-name", default="", help="shown in the viewer and on reports")
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input")
+    add.add_argument("--tags", default="", metavar="TAGS",
+                     help="comma-separated access tags: the account sees only studies "
+                     "carrying one of them (default: every study)")
+    set_tags = user_sub.add_parser(
+        "set-tags", help="limit an account to studies with these access tags",
+        description="Replace the account's access tags; an empty TAGS ('') lifts the "
+        "limit. Takes effect on every node within seconds (docs/security.md).")
+    set_tags.add_argument("name", metavar="NAME")
+    set_tags.add_argument("tags", metavar="TAGS", help="comma-separated, or ''")
+    add_setting_flags(set_tags)
+    set_tags.set_defaults(func=cmd_user)
     for name, helptext in (("list", "list accounts"),
                            ("disable", "disable an account and end its sessions"),
                            ("enable", "enable (and unlock) an account"),
@@ -201,10 +226,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                         metavar="ROLE", help=f"one of: {ROLES}")
     create.add_argument("--expires-days", type=int, metavar="N",
                         help="valid for N days (default: until revoked)")
+    create.add_argument("--tags", default="", metavar="TAGS",
+                        help="comma-separated access tags: the token sees only studies "
+                        "carrying one of them (default: every study)")
     lst = token_sub.add_parser("list", help="list tokens")
     revoke = token_sub.add_parser("revoke", help="revoke a token by its id (see list)")
     revoke.add_argument("id", type=int, metavar="ID")
-    for parser in (create, lst, revoke):
+    token_tags = token_sub.add_parser(
+        "set-tags", help="limit a token to studies with these access tags ('' lifts it)")
+    token_tags.add_argument("id", type=int, metavar="ID")
+    token_tags.add_argument("tags", metavar="TAGS", help="comma-separated, or ''")
+    for parser in (create, lst, revoke, token_tags):
         add_setting_flags(parser)
         parser.set_defaults(func=cmd_token)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from minipacs.access.tags import parse_tags
 from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
 from minipacs.config import Settings
 from minipacs.errors import MinipacsError
@@ -45,7 +46,8 @@ def cmd_ae_add(args: argparse.Namespace, settings: Settings) -> int:
                 charset_remap_from=args.charset_remap[0] if args.charset_remap else "",
                 charset_remap_to=args.charset_remap[1] if args.charset_remap else "",
                 ascii_responses=args.ascii_responses, description=args.description,
-                tls=args.tls,
+                tls=args.tls, store_tags=parse_tags(args.store_tags),
+                access_tags=parse_tags(args.access_tags),
             )
         )
     except MinipacsError as exc:
@@ -66,6 +68,10 @@ def cmd_ae_list(args: argparse.Namespace, settings: Settings) -> int:
             options.append(f"charset={ae.default_charset}")
         if ae.charset_remap_from:
             options.append(f"remap={ae.charset_remap_from}->{ae.charset_remap_to}")
+        if ae.store_tags:
+            options.append(f"store-tags={','.join(sorted(ae.store_tags))}")
+        if ae.access_tags:
+            options.append(f"access-tags={','.join(sorted(ae.access_tags))}")
         print(f"{ae.ae_title:<16} {ae.host}:{ae.port:<5} {','.join(sorted(ae.rights)):<40} "
               f"{' '.join(options)}".rstrip())
     return 0
@@ -109,6 +115,11 @@ def add_ae_commands(
                      help="reach it over TLS (C-MOVE, Storage Commitment reports), checking "
                      "its certificate against MINIPACS_DICOM_TLS_CA")
     add.add_argument("--description", default="")
+    add.add_argument("--store-tags", default="", metavar="TAGS",
+                     help="comma-separated access tags given to the studies it stores")
+    add.add_argument("--access-tags", default="", metavar="TAGS",
+                     help="comma-separated: it may query and retrieve only studies "
+                     "carrying one of these access tags (default: every study)")
     add_setting_flags(add)
     add.set_defaults(func=cmd_ae_add)
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from minipacs.access.tags import parse_tags, tags_text
 from minipacs.errors import InvalidRequest, NotFound
 from minipacs.index.database import create_schema, session_factory
 from minipacs.index.models import RemoteApplicationEntity
@@ -42,6 +43,10 @@ class RemoteAE:
     ascii_responses: bool = False
     description: str = ""
     tls: bool = False  # we reach it over TLS (PS3.15 B.1)
+    # Access tags (`access/tags.py`): given to studies it stores; limiting what it may
+    # query and retrieve (empty: every study).
+    store_tags: frozenset[str] = frozenset()
+    access_tags: frozenset[str] = frozenset()
 
     def may(self, right: str) -> bool:
         return right in self.rights
@@ -54,7 +59,8 @@ class RemoteAE:
             "charset_remap_from": self.charset_remap_from,
             "charset_remap_to": self.charset_remap_to,
             "ascii_responses": self.ascii_responses, "description": self.description,
-            "tls": self.tls,
+            "tls": self.tls, "store_tags": sorted(self.store_tags),
+            "access_tags": sorted(self.access_tags),
         }
 
 
@@ -111,6 +117,7 @@ def validated(ae: RemoteAE) -> RemoteAE:
         charset_remap_from=_check_charset(ae.charset_remap_from, "charset remap 'from'"),
         charset_remap_to=_check_charset(ae.charset_remap_to, "charset remap 'to'"),
         ascii_responses=ae.ascii_responses, description=ae.description[:256], tls=ae.tls,
+        store_tags=parse_tags(ae.store_tags), access_tags=parse_tags(ae.access_tags),
     )
 
 
@@ -143,6 +150,8 @@ class AERegistry:
             row.ascii_responses = ae.ascii_responses
             row.description = ae.description
             row.tls = ae.tls
+            row.store_tags = tags_text(ae.store_tags)
+            row.access_tags = tags_text(ae.access_tags)
         return ae
 
     def get(self, ae_title: str) -> RemoteAE | None:
@@ -179,4 +188,6 @@ def _to_record(row: RemoteApplicationEntity) -> RemoteAE:
         default_charset=row.default_charset, charset_remap_from=row.charset_remap_from,
         charset_remap_to=row.charset_remap_to, ascii_responses=row.ascii_responses,
         description=row.description, tls=row.tls,
+        store_tags=frozenset(t for t in row.store_tags.split(",") if t),
+        access_tags=frozenset(t for t in row.access_tags.split(",") if t),
     )

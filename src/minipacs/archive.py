@@ -32,6 +32,7 @@ from minipacs.access import control, restricted
 from minipacs.access.principal import Principal
 from minipacs.access.restricted import RestrictedStudies, require_reason
 from minipacs.access.roles import Action
+from minipacs.access.tags import AccessTagRule, parse_tags, tags_by_rules
 from minipacs.audit.chain import AuditEntry, AuditRecord, append, utc_now
 from minipacs.audit.chain import prune as prune_audit
 from minipacs.audit.chain import search as search_audit
@@ -58,6 +59,7 @@ from minipacs.errors import (
     StorageError,
     Unauthenticated,
 )
+from minipacs.index import access_tags
 from minipacs.index.database import create_schema, is_sqlite, session_factory
 from minipacs.index.models import Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
@@ -125,6 +127,7 @@ class Archive:
         write_engine: Engine | None = None,
         duplicate_policy: Literal["replace", "reject"] = "replace",
         max_query_results: int = 1000,
+        access_tag_rules: Sequence[AccessTagRule] = (),
     ) -> None:
         self.store = store
         self.engine = engine
@@ -136,6 +139,10 @@ class Archive:
         self._read: sessionmaker[Session] = session_factory(engine)
         self._write: sessionmaker[Session] = session_factory(self.write_engine)
         self._restricted = RestrictedStudies(self._read)
+        # Access tags (`access/tags.py`): the rules, parsed once, and the tags this node
+        # knows a study has (so a series of 500 instances writes its tags once).
+        self.access_tag_rules = tuple(access_tag_rules)
+        self._tagged = access_tags.RecentStudyTags()
         # SQLite has one writer at a time anyway; queueing threads here keeps them off
         # its busy-wait. PostgreSQL needs no such lock (and nodes share nothing in-process).
         self._write_lock: AbstractContextManager[Any] = (
@@ -208,6 +215,7 @@ class Archive:
         study or series at the same moment). Returns the record it replaced, if any.
         """
         a = parsed.attributes
+        tags = self._tags_to_add(parsed, principal)
         last_error: Exception | None = None
         for attempt in range(_INDEX_ATTEMPTS):
             try:
@@ -220,6 +228,8 @@ class Archive:
                         session, a, actor=principal.actor if principal else "system",
                         role=principal.role.value if principal else "",
                         source=principal.source if principal else received_from)
+                    if tags:
+                        access_tags.add_tags(session, a.study_instance_uid, tags)
                     if principal is not None:
                         changed = replaced is not None and replaced.sha256 != parsed.sha256
                         detail = (f"SOP Instance {a.sop_instance_uid} replaced: sha256 "
@@ -235,7 +245,8 @@ class Archive:
                     record_changes(session, ingest_changes(
                         a.study_instance_uid, a.series_instance_uid, a.sop_instance_uid,
                         a.patient_id, a.issuer_of_patient_id, created, replaced is not None))
-                    return replaced
+                self._tagged.remember(a.study_instance_uid, tags)
+                return replaced
             except (IntegrityError, OperationalError) as exc:
                 last_error = exc
                 log.debug("index attempt %d for %s failed: %s", attempt + 1,
@@ -267,7 +278,8 @@ class Archive:
         principal = self.permit(principal, action)
         if principal.study_uids is not None:  # a share link sees its studies only
             filt = filt.within(STUDY_INSTANCE_UID, principal.study_uids)
-        result = self._find(level, filt, include=include, limit=limit, offset=offset)
+        result = self._find(level, filt, include=include, limit=limit, offset=offset,
+                            visible_tags=principal.access_tags)
         patients = sorted({_text(m.get("00100020")) for m in result.matches} - {""})
         self.audit(action.value, principal.actor, patients[0] if len(patients) == 1 else "",
                    detail=f"{level} {filt.describe()}: {len(result.matches)} matches"
@@ -275,20 +287,25 @@ class Archive:
                    role=principal.role.value, source=principal.source)
         return result
 
-    def study_uids_of_patient(self, patient_id: str, issuer_of_patient_id: str = ""
-                              ) -> list[str]:
-        """Study Instance UIDs of one patient (for share links; the caller audits)."""
+    def study_uids_of_patient(self, patient_id: str, issuer_of_patient_id: str = "",
+                              visible_tags: frozenset[str] | None = None) -> list[str]:
+        """Study Instance UIDs of one patient (for share links; the caller audits): those
+        `visible_tags` (else the tags of the principal this archive acts as) let it see."""
+        if visible_tags is None and self.principal is not None:
+            visible_tags = self.principal.access_tags
         stmt = (select(Study.study_instance_uid).join(Patient, Study.patient_pk == Patient.id)
-                .where(Patient.patient_id == patient_id))
+                .where(Patient.patient_id == patient_id,
+                       access_tags.visible("STUDY", visible_tags)))
         if issuer_of_patient_id:
             stmt = stmt.where(Patient.issuer_of_patient_id == issuer_of_patient_id)
         with self._read() as session:
             return list(session.scalars(stmt.limit(self.max_query_results)))
 
     def _find(self, level: Level, filt: Filter, *, include: Include = (),
-              limit: int | None = None, offset: int = 0) -> QueryResult:
+              limit: int | None = None, offset: int = 0,
+              visible_tags: frozenset[str] | None = None) -> QueryResult:
         cap = min(limit or self.max_query_results, self.max_query_results)
-        query = compile_query(level, filt)
+        query = compile_query(level, filt, visible_tags)
         with self._read() as session:
             if query.sequence_keys:
                 rows: Sequence[Any] = matching_rows(session, query.statement, level,
@@ -300,7 +317,8 @@ class Archive:
             truncated = len(rows) > cap
             rows = rows[:cap]
             if level == "PATIENT":
-                matches = patient_matches(session, [r[0] for r in rows], include)
+                matches = patient_matches(session, [r[0] for r in rows], include,
+                                          visible_tags)
             elif level == "STUDY":
                 matches = study_matches(session, rows, include)
             elif level == "SERIES":
@@ -334,7 +352,7 @@ class Archive:
         conditions = conditions or RecordConditions()
         with self._read() as session:
             page = search_page(session, level, filt, conditions, limit=limit,
-                               offset=max(offset, 0))
+                               offset=max(offset, 0), visible_tags=principal.access_tags)
         patients = sorted({_text(m.get("00100020")) for m in page.matches} - {""})
         self.audit(action.value, principal.actor, patients[0] if len(patients) == 1 else "",
                    detail=f"{level} {filt.describe()} {conditions.describe()}: {page.total} matches"
@@ -378,7 +396,8 @@ class Archive:
         when the principal may not; audited once per study and window (`audit/reads.py`).
         """
         principal = self.permit(principal, action, study_instance_uid)
-        records = self._instances(study_instance_uid, series_instance_uid, sop_instance_uid)
+        records = self._instances(study_instance_uid, series_instance_uid, sop_instance_uid,
+                                  visible_tags=principal.access_tags)
         self._break_glass(principal, action, {r.study_instance_uid for r in records})
         self._audit_read(principal, action, records)
         if study_instance_uid is None and principal.study_uids is not None:
@@ -393,12 +412,15 @@ class Archive:
         sop_instance_uid: str | None = None,
         *,
         missing_ok: bool = False,
+        visible_tags: frozenset[str] | None = None,
     ) -> list[InstanceRecord]:
+        """A study outside `visible_tags` is "not in the archive": existence not revealed."""
         stmt = (
             select(Instance, Series, Study, Patient)
             .join(Series, Instance.series_pk == Series.id)
             .join(Study, Series.study_pk == Study.id)
             .join(Patient, Study.patient_pk == Patient.id)
+            .where(access_tags.visible("IMAGE", visible_tags))
         )
         if study_instance_uid is not None:
             stmt = stmt.where(Study.study_instance_uid == study_instance_uid)
@@ -432,7 +454,8 @@ class Archive:
             select(Instance.metadata_json)
             .join(Series, Instance.series_pk == Series.id)
             .join(Study, Series.study_pk == Study.id)
-            .where(Study.study_instance_uid == study_instance_uid)
+            .where(Study.study_instance_uid == study_instance_uid,
+                   access_tags.visible("STUDY", principal.access_tags))
         )
         if series_instance_uid is not None:
             stmt = stmt.where(Series.series_instance_uid == series_instance_uid)
@@ -513,7 +536,7 @@ class Archive:
         """
         principal = self.permit(principal, Action.DELETE, study_instance_uid)
         actor = principal.actor
-        records = self._instances(study_instance_uid)
+        records = self._instances(study_instance_uid, visible_tags=principal.access_tags)
         with self._write_lock, self._write() as session, session.begin():
             study = session.scalars(
                 select(Study).where(Study.study_instance_uid == study_instance_uid)
@@ -522,6 +545,7 @@ class Archive:
             session.execute(delete(Instance).where(Instance.series_pk.in_(series_ids)))
             session.execute(delete(Series).where(Series.id.in_(series_ids)))
             session.delete(study)
+            access_tags.forget_study(session, study_instance_uid)
             append(session, AuditRecord("delete", actor, principal.role.value,
                                         principal.source, records[0].patient_id,
                                         study_instance_uid,
@@ -530,6 +554,7 @@ class Archive:
         for record in records:
             self.store.delete(record.blob_key)
         self.delete_derived(study_instance_uid)
+        self._tagged.forget(study_instance_uid)
         log.info("deleted study %s (%d instances) by %s", study_instance_uid, len(records),
                  actor or "?")
         return len(records)
@@ -625,6 +650,51 @@ class Archive:
         before = utc_now() - timedelta(days=older_than_days)
         with self._write_lock, self._write() as session, session.begin():
             return prune_audit(session, before, principal.actor)
+
+    # ------------------------------------------------------------------ access tags
+    def _tags_to_add(self, parsed: ParsedInstance, principal: Principal | None
+                     ) -> frozenset[str]:
+        """Tags this instance gives its study (the storing AE's, the rules'), minus those
+        this node wrote for the study lately: usually nothing after the first instance."""
+        tags = tags_by_rules(self.access_tag_rules, parsed.dataset) \
+            if self.access_tag_rules else frozenset()
+        if principal is not None:
+            tags |= principal.store_tags
+        return self._tagged.missing(parsed.attributes.study_instance_uid, tags)
+
+    def study_access_tags(self, study_instance_uid: str, *,
+                          principal: Principal | None = None) -> list[str]:
+        """The access tags a study carries (admins); `NotFound` when no such study."""
+        self.permit(principal, Action.MANAGE_USERS, study_instance_uid)
+        with self._read() as session:
+            if session.scalar(select(Study.id).where(
+                    Study.study_instance_uid == study_instance_uid)) is None:
+                raise NotFound(f"study {study_instance_uid} is not in the archive")
+            return sorted(access_tags.tags_of(session, study_instance_uid))
+
+    def change_study_access_tags(self, study_instance_uid: str, *, add: Sequence[str] = (),
+                                 remove: Sequence[str] = (),
+                                 principal: Principal | None = None) -> list[str]:
+        """Add and remove access tags of a study (admins), audited in the same transaction.
+        Returns the tags it carries afterwards; `NotFound` when no such study."""
+        principal = self.permit(principal, Action.MANAGE_USERS, study_instance_uid)
+        added, removed = parse_tags(add), parse_tags(remove)
+        with self._write_lock, self._write() as session, session.begin():
+            patient_id = session.scalar(
+                select(Patient.patient_id).join(Study, Study.patient_pk == Patient.id)
+                .where(Study.study_instance_uid == study_instance_uid))
+            if patient_id is None:
+                raise NotFound(f"study {study_instance_uid} is not in the archive")
+            access_tags.add_tags(session, study_instance_uid, added - removed)
+            access_tags.remove_tags(session, study_instance_uid, removed)
+            now = sorted(access_tags.tags_of(session, study_instance_uid))
+            append(session, AuditRecord(
+                "study-tags", principal.actor, principal.role.value, principal.source,
+                patient_id, study_instance_uid,
+                detail=f"added {','.join(sorted(added - removed)) or '-'}, removed "
+                f"{','.join(sorted(removed)) or '-'}: now {','.join(now) or '(none)'}"))
+        self._tagged.forget(study_instance_uid)
+        return now
 
     def restrict_patient(self, patient_id: str, issuer: str = "", reason: str = "", *,
                          principal: Principal | None = None) -> bool:
@@ -803,7 +873,8 @@ class Archive:
         unless `principal` may download. Audited once per study."""
         principal = self.permit(principal, Action.DOWNLOAD)
         records = self._instances_matching(patient_ids=patient_ids, study_uids=study_uids,
-                                           series_uids=series_uids, sop_uids=sop_uids)
+                                           series_uids=series_uids, sop_uids=sop_uids,
+                                           visible_tags=principal.access_tags)
         self._break_glass(principal, Action.DOWNLOAD, {r.study_instance_uid for r in records})
         self._audit_read(principal, Action.DOWNLOAD, records)
         return records
@@ -815,6 +886,7 @@ class Archive:
         study_uids: Sequence[str] = (),
         series_uids: Sequence[str] = (),
         sop_uids: Sequence[str] = (),
+        visible_tags: frozenset[str] | None = None,
     ) -> list[InstanceRecord]:
         if not (patient_ids or study_uids or series_uids or sop_uids):
             raise QueryError("a retrieve needs at least one unique key (PatientID, "
@@ -824,6 +896,7 @@ class Archive:
             .join(Series, Instance.series_pk == Series.id)
             .join(Study, Series.study_pk == Study.id)
             .join(Patient, Study.patient_pk == Patient.id)
+            .where(access_tags.visible("IMAGE", visible_tags))
         )
         if patient_ids:
             stmt = stmt.where(Patient.patient_id.in_(list(patient_ids)))

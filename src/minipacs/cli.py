@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_account_commands(sub, _add_setting_flags)
     from minipacs.patient_cli import add_commands as add_patient_commands
     add_patient_commands(sub, _add_setting_flags)
+    from minipacs.study_cli import add_commands as add_study_commands
+    add_study_commands(sub, _add_setting_flags)
 
     from minipacs.fhir_push_cli import add_commands as add_fhir_push_commands
 

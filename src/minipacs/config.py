@@ -397,6 +397,24 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Timeout of each request to FHIR_PUSH_URL.",
     )
 
+    # --- issue #11 (access tags: which studies a principal limited to tags sees) ---
+    access_tag_rules: str = Field(
+        "",
+        description="Rules giving studies access tags at store, as a JSON list of "
+        '{"attribute": DICOM keyword, "pattern": value with * and ? wildcards '
+        '(case-insensitive), "tag": tag}, e.g. [{"attribute": '
+        '"InstitutionalDepartmentName", "pattern": "CARDIO*", "tag": "cardio"}]. '
+        "Users, tokens and AEs limited to tags see only studies carrying one of theirs.",
+    )
+
+    @field_validator("access_tag_rules")
+    @classmethod
+    def _access_tag_rules_parse(cls, value: str) -> str:
+        from minipacs.access.tags import parse_rules
+
+        parse_rules(value)  # raises ValueError saying which rule is wrong and how
+        return value
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_fits_dicom(cls, value: str) -> str:

@@ -13,6 +13,7 @@ import uvicorn
 
 from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.access.principal import system_principal
+from minipacs.access.tags import parse_rules
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.audit.alerts import AlertMonitor, AlertRules
@@ -44,6 +45,7 @@ def open_archive(settings: Settings) -> Archive:
         write_engine=create_index_engine(settings.index_url, writer=True),
         duplicate_policy=settings.duplicate_policy,
         max_query_results=settings.max_query_results,
+        access_tag_rules=parse_rules(settings.access_tag_rules),
     )
 
 

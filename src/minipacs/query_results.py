@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from minipacs.dicom.json_model import element
+from minipacs.index import access_tags
 from minipacs.index.models import Instance, Patient, Series, Study
 from minipacs.index.query import Level
 from minipacs.index.sequences import INDEXED_SEQUENCES, stored
@@ -57,8 +58,11 @@ SERIES_ALL_EXTRA = (
 
 
 def patient_matches(
-    session: Session, patients: list[Patient], include: Include
+    session: Session, patients: list[Patient], include: Include,
+    visible_tags: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Patients with the counts of their studies, series and instances (those of the
+    studies `visible_tags` let the caller see: other studies are not revealed)."""
     ids = [p.id for p in patients]
     counts: dict[int, tuple[int, int, int]] = {}
     if ids:
@@ -71,7 +75,7 @@ def patient_matches(
             )
             .join(Series, Series.study_pk == Study.id)
             .join(Instance, Instance.series_pk == Series.id)
-            .where(Study.patient_pk.in_(ids))
+            .where(Study.patient_pk.in_(ids), access_tags.visible("STUDY", visible_tags))
             .group_by(Study.patient_pk)
         )
         counts = {row[0]: (row[1], row[2], row[3]) for row in session.execute(stmt)}

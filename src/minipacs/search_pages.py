@@ -112,12 +112,14 @@ def _last_updated(session: Session, rows: Sequence[Any]) -> dict[str, datetime]:
 
 
 def search_page(session: Session, level: PageLevel, filt: Filter,
-                conditions: RecordConditions, *, limit: int, offset: int) -> SearchPage:
+                conditions: RecordConditions, *, limit: int, offset: int,
+                visible_tags: frozenset[str] | None = None) -> SearchPage:
     """The `limit` matches after `offset` (query order: patients by name, studies newest
-    first), the total, and for studies their series and instances."""
+    first), the total, and for studies their series and instances; only what a principal
+    limited to `visible_tags` may see (None: everything)."""
     if conditions.matches_nothing:
         return SearchPage([], 0)
-    query = compile_query(level, filt)
+    query = compile_query(level, filt, visible_tags)
     statement = query.statement.where(*_conditions(conditions, level))
     rows: Sequence[Any]
     if query.sequence_keys:
@@ -129,7 +131,8 @@ def search_page(session: Session, level: PageLevel, filt: Filter,
             select(func.count()).select_from(statement.order_by(None).subquery())) or 0
         rows = session.execute(statement.limit(limit).offset(offset)).all() if limit else []
     if level == "PATIENT":
-        return SearchPage(patient_matches(session, [r[0] for r in rows], [_OTHER_IDS]), total)
+        return SearchPage(patient_matches(session, [r[0] for r in rows], [_OTHER_IDS],
+                                          visible_tags), total)
     studies = study_matches(session, rows, [_OTHER_IDS, _PROCEDURE_CODES])
     study_ids = [row[0].id for row in rows]
     series_rows = session.execute(

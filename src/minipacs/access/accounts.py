@@ -16,6 +16,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,6 +33,7 @@ from minipacs.access.passwords import (
 )
 from minipacs.access.principal import Principal, PrincipalKind
 from minipacs.access.roles import Action, Role, parse_role
+from minipacs.access.tags import limit_of, parse_tags, tags_text
 from minipacs.audit.chain import AuditRecord, append, utc_now
 from minipacs.config import Settings
 from minipacs.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
@@ -85,6 +87,7 @@ class UserInfo:
     last_login_at: datetime | None
     created_at: datetime | None
     totp_enabled: bool = False
+    access_tags: tuple[str, ...] = ()  # empty: every study (`access/tags.py`)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class TokenInfo:
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked: bool
+    access_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,13 @@ def token_digest(token: str) -> str:
 def _user_info(u: UserAccount) -> UserInfo:
     return UserInfo(u.username, Role(u.role), u.full_name, u.disabled, u.disabled_reason,
                     u.must_change_password, u.locked_until, u.last_login_at, u.created_at,
-                    u.totp_enabled)
+                    u.totp_enabled, tuple(sorted(limit_of(u.access_tags) or ())))
 
 
 def _token_info(t: ApiToken) -> TokenInfo:
     return TokenInfo(t.id, t.kind, t.name, Role(t.role), t.created_at, t.expires_at,
-                     t.last_used_at, t.revoked_at is not None)
+                     t.last_used_at, t.revoked_at is not None,
+                     tuple(sorted(limit_of(t.access_tags) or ())))
 
 
 def account_role(role: Role | str) -> Role:
@@ -156,12 +161,14 @@ class Accounts:
             return s.scalar(select(func.count(UserAccount.id))) != 0
 
     def add_user(self, username: str, role: Role | str, *, password: str | None = None,
-                 full_name: str = "", actor: str = "system:cli") -> tuple[UserInfo, str | None]:
+                 full_name: str = "", actor: str = "system:cli",
+                 access_tags: Iterable[str] = ()) -> tuple[UserInfo, str | None]:
         """Create an account. Without `password`, a one-time password is generated and
         returned (the user must change it at first login); with one, it must meet the
         policy and the user need not change it."""
         name = check_username(username)
         role = account_role(role)
+        tags = tags_text(parse_tags(access_tags))
         generated = None
         if password is None:
             generated = password = one_time_password()
@@ -169,12 +176,13 @@ class Accounts:
             self._check_policy(password, name)
         user = UserAccount(username=name, role=role.value, full_name=full_name,
                            password_hash=hash_password(password),
-                           must_change_password=generated is not None)
+                           must_change_password=generated is not None, access_tags=tags)
         try:
             with self._write() as s, s.begin():
                 s.add(user)
                 s.flush()
-                append(s, AuditRecord("user-add", actor, detail=f"user {name} ({role.value})"))
+                append(s, AuditRecord("user-add", actor, detail=f"user {name} ({role.value})"
+                                      + (f", access tags {tags}" if tags else "")))
         except IntegrityError:
             raise Conflict(f"user {name!r} already exists") from None
         return _user_info(user), generated
@@ -220,6 +228,34 @@ class Accounts:
                                   detail=f"user {user.username}" +
                                   (f": {reason}" if reason else "")))
             info = _user_info(user)
+        self._forget_cache()
+        return info
+
+    def set_user_access_tags(self, username: str, tags: Iterable[str], *,
+                             actor: str = "system:cli") -> UserInfo:
+        """Limit the account to studies carrying one of `tags` (none: every study)."""
+        text = tags_text(parse_tags(tags))
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            user.access_tags = text
+            append(s, AuditRecord("user-tags", actor, detail=f"user {user.username}: "
+                                  f"access tags {text or '(none: every study)'}"))
+            info = _user_info(user)
+        self._forget_cache()
+        return info
+
+    def set_token_access_tags(self, token_id: int, tags: Iterable[str], *,
+                              actor: str = "system:cli") -> TokenInfo:
+        """Limit an API token to studies carrying one of `tags` (none: every study)."""
+        text = tags_text(parse_tags(tags))
+        with self._write() as s, s.begin():
+            row = s.get(ApiToken, token_id)
+            if row is None or row.kind != "api":
+                raise NotFound(f"no API token {token_id}")
+            row.access_tags = text
+            append(s, AuditRecord("token-tags", actor, detail=f"token {row.id} {row.name}: "
+                                  f"access tags {text or '(none: every study)'}"))
+            info = _token_info(row)
         self._forget_cache()
         return info
 
@@ -393,7 +429,8 @@ class Accounts:
                                              if must_enroll else "")))
                     principal = Principal("user", user.username, Role(user.role), source,
                                           must_change_password=must_change,
-                                          must_enroll_totp=must_enroll)
+                                          must_enroll_totp=must_enroll,
+                                          access_tags=limit_of(user.access_tags))
         if refusal:
             raise Unauthenticated(refusal)
         return LoginResult(token, principal, expires) if open_session else principal
@@ -496,7 +533,8 @@ class Accounts:
 
     # ----------------------------------------------------------------- tokens
     def create_token(self, name: str, role: Role | str, *, expires_days: int | None = None,
-                     actor: str = "system:cli") -> tuple[str, TokenInfo]:
+                     actor: str = "system:cli", access_tags: Iterable[str] = ()
+                     ) -> tuple[str, TokenInfo]:
         """An API token for a system (EMR, script): returned once, kept as a digest."""
         label = check_username(name)
         role = account_role(role)
@@ -504,14 +542,16 @@ class Accounts:
             raise InvalidRequest("--expires-days must be at least 1")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires = utc_now() + timedelta(days=expires_days) if expires_days else None
+        tags = tags_text(parse_tags(access_tags))
         row = ApiToken(token_hash=token_digest(token), kind="api", name=label,
-                       role=role.value, expires_at=expires)
+                       role=role.value, expires_at=expires, access_tags=tags)
         with self._write() as s, s.begin():
             s.add(row)
             s.flush()
             append(s, AuditRecord("token-create", actor,
                                   detail=f"token {row.id} {label} ({role.value})" +
-                                  (f", expires {expires:%Y-%m-%d}" if expires else "")))
+                                  (f", expires {expires:%Y-%m-%d}" if expires else "")
+                                  + (f", access tags {tags}" if tags else "")))
         return token, _token_info(row)
 
     def tokens(self, *, include_sessions: bool = False) -> list[TokenInfo]:
@@ -552,6 +592,7 @@ class Accounts:
             if row.expires_at is not None and row.expires_at <= now:
                 raise Unauthenticated("the token has expired; log in again")
             must_change = must_enroll = False
+            limit = limit_of(row.access_tags)
             if row.kind == "session":
                 user = s.get(UserAccount, row.user_pk) if row.user_pk else None
                 if user is None or user.disabled:
@@ -570,6 +611,7 @@ class Accounts:
                         user.role == Role.ADMIN.value and now - user.password_changed_at
                         > timedelta(days=self.policy.admin_password_max_age_days)))
                 must_enroll = self._must_enroll(user)
+                limit = limit_of(user.access_tags)  # a session has its user's tags
             if row.last_used_at is None or (now - row.last_used_at).total_seconds() > \
                     _TOUCH_SECONDS:
                 row.last_used_at = now
@@ -582,12 +624,13 @@ class Accounts:
                     "share", row.name, Role.CLINICIAN, source,
                     actions=frozenset({Action.QUERY, Action.VIEW}),
                     study_uids=frozenset(u for u in row.scope_study_uids.split("\\") if u),
-                    session_id=row.id)
+                    session_id=row.id, access_tags=limit)
             else:
                 kind: PrincipalKind = "user" if row.kind == "session" else "token"
                 principal = Principal(kind, row.name, Role(row.role), source,
                                       must_change_password=must_change,
-                                      must_enroll_totp=must_enroll, session_id=row.id)
+                                      must_enroll_totp=must_enroll, session_id=row.id,
+                                      access_tags=limit)
         self._remember(digest, principal)
         return principal
 

@@ -19,7 +19,9 @@ class Principal:
     `source` is where the request came from (IP address, or "cli"). `actions`, when
     given, narrows what the principal may do below its role (a DICOM AE's registry
     rights, a share link's read-only view); `study_uids`, when given, limits it to those
-    studies (share links).
+    studies (share links). `access_tags`, when given, limits it to the studies carrying
+    at least one of those tags (`access/tags.py`); None: every study. `store_tags`: the
+    tags studies it stores are given (a calling AE's registry entry).
     """
 
     kind: PrincipalKind
@@ -28,6 +30,8 @@ class Principal:
     source: str = ""
     actions: frozenset[Action] | None = None
     study_uids: frozenset[str] | None = None
+    access_tags: frozenset[str] | None = None
+    store_tags: frozenset[str] = frozenset()
     must_change_password: bool = False
     must_enroll_totp: bool = False  # an admin under `auth_admin_totp=required`, not enrolled
     session_id: int | None = field(default=None, compare=False)
@@ -55,10 +59,14 @@ def cli_principal(command: str) -> Principal:
 
 
 def ae_principal(calling_ae_title: str, address: str,
-                 actions: frozenset[Action] | None) -> Principal:
+                 actions: frozenset[Action] | None, *,
+                 access_tags: frozenset[str] | None = None,
+                 store_tags: frozenset[str] = frozenset()) -> Principal:
     """A calling DICOM AE. `actions`: what its registry rights allow (None: every action
-    a DICOM node may take, when unregistered AEs are admitted)."""
-    return Principal("ae", calling_ae_title, Role.DICOM_NODE, address, actions=actions)
+    a DICOM node may take, when unregistered AEs are admitted); `access_tags` and
+    `store_tags` from its registry entry (`access/tags.py`)."""
+    return Principal("ae", calling_ae_title, Role.DICOM_NODE, address, actions=actions,
+                     access_tags=access_tags, store_tags=store_tags)
 
 
 def anonymous_principal(source: str) -> Principal:

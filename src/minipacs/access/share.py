@@ -24,6 +24,7 @@ from minipacs.access.accounts import TOKEN_PREFIX, LoginResult, token_digest
 from minipacs.access.passwords import hash_password, verify_password
 from minipacs.access.principal import Principal
 from minipacs.access.roles import Action, Role
+from minipacs.access.tags import limit_of, tags_text
 from minipacs.audit.chain import AuditRecord, append, utc_now
 from minipacs.errors import InvalidRequest, NotFound, Unauthenticated
 from minipacs.index.models import ApiToken, ShareLink
@@ -64,9 +65,12 @@ def _info(row: ShareLink) -> ShareInfo:
                      row.last_source)
 
 
-def share_principal(share_pk: int, study_uids: frozenset[str], source: str) -> Principal:
+def share_principal(share_pk: int, study_uids: frozenset[str], source: str,
+                    access_tags: frozenset[str] | None = None) -> Principal:
+    """A share link's session; `access_tags`: its creator's (`access/tags.py`), so a link
+    never opens more than whoever made it could see."""
     return Principal("share", f"link-{share_pk}", Role.CLINICIAN, source,
-                     actions=SHARE_ACTIONS, study_uids=study_uids)
+                     actions=SHARE_ACTIONS, study_uids=study_uids, access_tags=access_tags)
 
 
 class ShareLinks:
@@ -95,7 +99,7 @@ class ShareLinks:
                         patient_id=patient_id, issuer_of_patient_id=issuer_of_patient_id,
                         created_by=principal.actor, note=note[:256],
                         pin_hash=hash_password(pin) if pin else "", failed_pins=0, uses=0,
-                        last_source="",
+                        last_source="", access_tags=tags_text(principal.access_tags or ()),
                         expires_at=utc_now() + timedelta(hours=expires_hours))
         with self._write() as s, s.begin():
             s.add(row)
@@ -126,7 +130,8 @@ class ShareLinks:
             return _info(row)
 
     def exchange(self, token: str, pin: str, *, source: str,
-                 studies_of_patient: Callable[[str, str], list[str]]) -> LoginResult:
+                 studies_of_patient: Callable[[str, str, frozenset[str] | None], list[str]]
+                 ) -> LoginResult:
         """Trade a link (and its PIN) for a session limited to its studies.
 
         Raises `Unauthenticated` for an unknown, expired or revoked link or a wrong PIN
@@ -154,20 +159,22 @@ class ShareLinks:
                                       row.patient_id, row.study_instance_uid,
                                       outcome="failure", detail=refusal))
             else:
+                limit = limit_of(row.access_tags)
                 uids = [row.study_instance_uid] if row.study_instance_uid else \
-                    studies_of_patient(row.patient_id, row.issuer_of_patient_id)
+                    studies_of_patient(row.patient_id, row.issuer_of_patient_id, limit)
                 session_token = TOKEN_PREFIX + secrets.token_urlsafe(32)
                 expires = min(row.expires_at, now + timedelta(hours=_SESSION_HOURS))
                 s.add(ApiToken(token_hash=token_digest(session_token), kind="share",
                                name=f"link-{row.id}", role=Role.CLINICIAN.value,
                                share_pk=row.id, scope_study_uids="\\".join(uids),
+                               access_tags=row.access_tags,
                                expires_at=expires, last_used_at=now))
                 row.uses += 1
                 row.last_used_at, row.last_source = now, source
                 append(s, AuditRecord("share-use", actor, Role.CLINICIAN.value, source,
                                       row.patient_id, row.study_instance_uid,
                                       detail=f"use {row.uses}: {len(uids)} studies"))
-                principal = share_principal(row.id, frozenset(uids), source)
+                principal = share_principal(row.id, frozenset(uids), source, limit)
         if refusal:
             raise Unauthenticated(refusal)
         return LoginResult(session_token, principal, expires)

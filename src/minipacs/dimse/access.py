@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -58,16 +60,35 @@ class AccessPolicy:
         self.registry = registry
         self.enforce = enforce
         self.audit = audit
+        # One registry look-up per association, not per message (a C-STORE of 500
+        # instances is 500 messages); a changed entry applies from the next association.
+        self._principals: weakref.WeakKeyDictionary[Any, Principal] = \
+            weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     def principal(self, event: Any) -> Principal:
         """The calling AE as the principal of this association's core calls."""
+        with self._lock:
+            known = self._principals.get(event.assoc)
+        if known is not None:
+            return known
+        principal = self._principal(event)
+        with self._lock:
+            self._principals[event.assoc] = principal
+        return principal
+
+    def _principal(self, event: Any) -> Principal:
         calling = str(event.assoc.requestor.ae_title).strip()
         actions: frozenset[Action] | None = None
+        # Its entry also carries access tags (`access/tags.py`), which hold whether or
+        # not unregistered AEs are admitted.
+        ae = self.registry.get(calling)
         if self.enforce:
-            ae = self.registry.get(calling)
             actions = frozenset().union(*(ACTIONS_OF_RIGHT.get(r, frozenset())
                                           for r in (ae.rights if ae else ())))
-        return ae_principal(calling, str(event.assoc.requestor.address), actions)
+        return ae_principal(calling, str(event.assoc.requestor.address), actions,
+                            access_tags=(ae.access_tags or None) if ae else None,
+                            store_tags=ae.store_tags if ae else frozenset())
 
     def on_accepted(self, event: Any) -> None:
         """EVT_ACCEPTED: every association is an audit event (PS3.15 A.5.3.9 in spirit)."""

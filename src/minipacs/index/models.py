@@ -190,6 +190,8 @@ class UserAccount(Base):
     # Provider vouches for; such an account has no usable password. Empty: a local account.
     identity_provider: Mapped[str] = mapped_column(String(255), default="")
     external_subject: Mapped[str] = mapped_column(String(255), default="")
+    # Access tags (`access/tags.py`): comma-separated; "" = every study.
+    access_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class ApiToken(Base):
@@ -215,6 +217,8 @@ class ApiToken(Base):
         ForeignKey("share_links.id", ondelete="CASCADE"), nullable=True, index=True
     )
     scope_study_uids: Mapped[str] = mapped_column(Text, default="")
+    # Access tags of an API token (`access/tags.py`): comma-separated; "" = every study.
+    access_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class ShareLink(Base):
@@ -239,6 +243,8 @@ class ShareLink(Base):
     uses: Mapped[int] = mapped_column(Integer, default=0)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_source: Mapped[str] = mapped_column(String(64), default="")
+    # The creator's access tags: the link opens only studies carrying one ("" = any).
+    access_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class RemoteApplicationEntity(Base):
@@ -265,6 +271,10 @@ class RemoteApplicationEntity(Base):
     description: Mapped[str] = mapped_column(String(256), default="")
     # Associations we open to it (C-MOVE, Storage Commitment reports) use TLS.
     tls: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Access tags (`access/tags.py`), comma-separated: given to the studies it stores,
+    # and limiting what it may query and retrieve ("" = no tag / every study).
+    store_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
+    access_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class ScheduledProcedureStep(Base):
@@ -389,3 +399,12 @@ class PatientAlias(Base):
     patient_id: Mapped[str] = mapped_column(String(64))
     issuer: Mapped[str] = mapped_column(String(64), default="")
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+class StudyAccessTag(Base):
+    """An access tag a study carries (`access/tags.py`): principals limited to tags see
+    only studies carrying one of theirs. Keyed by the study's UID; removed with it."""
+
+    __tablename__ = "study_access_tags"
+    __table_args__ = (Index("ix_study_access_tags_tag", "tag", "study_instance_uid"),)
+
+    study_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -17,6 +17,7 @@ from minipacs.dicom.item_matching import SequenceKey, check_sequence_key, sequen
 from minipacs.dicom.matching import Filter, Match, like_pattern
 from minipacs.dicom.names import fold_text, lower_name
 from minipacs.errors import QueryError
+from minipacs.index import access_tags
 from minipacs.index.levels import DEPTH as _DEPTH
 from minipacs.index.levels import LEVELS as LEVELS  # re-exported: doors import them here
 from minipacs.index.levels import Level as Level
@@ -220,12 +221,17 @@ class CompiledQuery:
     sequence_keys: tuple[SequenceKey, ...]
 
 
-def compile_query(level: Level, filt: Filter) -> CompiledQuery:
-    """The query for the rows at `level` that match every active match of `filt`.
+def compile_query(level: Level, filt: Filter,
+                  visible_tags: frozenset[str] | None = None) -> CompiledQuery:
+    """The query for the rows at `level` that match every active match of `filt`, and
+    that a principal limited to `visible_tags` may see (`index/access_tags.py`; None:
+    every row).
 
     Raises `QueryError` naming a key that cannot be matched (PS3.4 C.4.1.2.3: an SCP
     refuses rather than ignore a matching key it does not support)."""
     stmt = base_select(level)
+    if visible_tags is not None:
+        stmt = stmt.where(access_tags.visible(level, visible_tags))
     on_items: list[Match] = []
     active = filt.active()
     # OtherPatientIDsSequence > PatientID alone is decided on the patient's column of

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from minipacs.dicom.header import InstanceAttributes, ParsedInstance
 from minipacs.dicom.json_model import dumps, instance_json
 from minipacs.dicom.patient_header import overlay_json
-from minipacs.index.models import Instance, Patient, PatientAlias, Series, Study
+from minipacs.index.models import Instance, Patient, PatientAlias, Series, Study, StudyAccessTag
 from minipacs.index.sequences import EntitySequences, accumulate, entity_sequences
 
 
@@ -198,7 +198,10 @@ def drop_if_empty(session: Session, series_instance_uid: str) -> None:
     session.delete(series)
     session.flush()
     if session.scalar(select(Series.id).where(Series.study_pk == study_pk).limit(1)) is None:
+        study_uid = session.scalar(select(Study.study_instance_uid).where(Study.id == study_pk))
         session.execute(delete(Study).where(Study.id == study_pk))
+        session.execute(delete(StudyAccessTag).where(
+            StudyAccessTag.study_instance_uid == study_uid))
 
 
 def patient_values(patient: Patient) -> dict[str, str]:

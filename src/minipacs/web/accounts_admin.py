@@ -37,7 +37,8 @@ def _user_json(u: UserInfo) -> dict[str, Any]:
             "disabled": u.disabled, "disabled_reason": u.disabled_reason,
             "must_change_password": u.must_change_password,
             "locked_until": u.locked_until.isoformat() if u.locked_until else None,
-            "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+            "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+            "access_tags": list(u.access_tags)}
 
 
 def _token_json(t: TokenInfo) -> dict[str, Any]:
@@ -45,7 +46,7 @@ def _token_json(t: TokenInfo) -> dict[str, Any]:
             "created_at": t.created_at.isoformat() if t.created_at else None,
             "expires_at": t.expires_at.isoformat() if t.expires_at else None,
             "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
-            "revoked": t.revoked}
+            "revoked": t.revoked, "access_tags": list(t.access_tags)}
 
 
 class UserBody(BaseModel):
@@ -55,12 +56,20 @@ class UserBody(BaseModel):
     password: str | None = Field(
         None, max_length=256,
         description="Omit to have a one-time password generated (returned once).")
+    access_tags: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="Limit the account to studies carrying one of these access tags "
+        "(empty: every study; docs/security.md).")
 
 
 class TokenBody(BaseModel):
     name: str = Field(max_length=64)
     role: Role
     expires_days: int | None = Field(None, ge=1, le=3650)
+    access_tags: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="Limit the token to studies carrying one of these access tags "
+        "(empty: every study).")
 
 
 @router.get("/users", summary="List accounts")
@@ -74,7 +83,7 @@ def add_user(request: Request, principal: ManageUsers, body: Annotated[UserBody,
              ) -> dict[str, Any]:
     user, one_time = get_accounts(request).add_user(
         body.username, body.role, password=body.password, full_name=body.full_name,
-        actor=principal.actor)
+        actor=principal.actor, access_tags=body.access_tags)
     return {**_user_json(user), "one_time_password": one_time}
 
 
@@ -106,7 +115,8 @@ def list_tokens(request: Request, principal: ManageUsers) -> list[dict[str, Any]
 def create_token(request: Request, principal: ManageUsers, body: Annotated[TokenBody, Body()]
                  ) -> dict[str, Any]:
     token, info = get_accounts(request).create_token(
-        body.name, body.role, expires_days=body.expires_days, actor=principal.actor)
+        body.name, body.role, expires_days=body.expires_days, actor=principal.actor,
+        access_tags=body.access_tags)
     return {**_token_json(info), "token": token}
 
 

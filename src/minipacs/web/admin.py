@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
+from minipacs.access.tags import parse_tags
 from minipacs.ae_registry import RIGHTS, AERegistry, RemoteAE, parse_rights
 from minipacs.emr.orders import Orders
 from minipacs.errors import NotFound
@@ -68,6 +69,18 @@ class AEBody(AdminBody):
         False, description="Transliterate C-FIND/worklist answers to ASCII for it."
     )
     description: str = ""
+    tls: bool = Field(
+        False, description="Reach it over TLS (C-MOVE, Storage Commitment reports)."
+    )
+    store_tags: list[str] = Field(
+        default_factory=list,
+        description="Access tags given to the studies it stores (docs/security.md).",
+    )
+    access_tags: list[str] = Field(
+        default_factory=list,
+        description="Limit its queries and retrieves to studies carrying one of these "
+        "access tags (empty: every study).",
+    )
 
 
 @router.get("/ae", summary="List registered remote AEs")
@@ -93,6 +106,8 @@ def put_ae(ae_title: str, body: AEBody, registry: RegistryDep) -> dict[str, Any]
             charset_remap_from=body.charset_remap_from,
             charset_remap_to=body.charset_remap_to,
             ascii_responses=body.ascii_responses, description=body.description,
+            tls=body.tls, store_tags=parse_tags(body.store_tags),
+            access_tags=parse_tags(body.access_tags),
         )
     )
     return stored.as_json()

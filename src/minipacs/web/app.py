@@ -38,6 +38,7 @@ from minipacs.errors import (
     Unauthenticated,
 )
 from minipacs.web import (
+    access_tags_admin,
     accounts_admin,
     admin,
     auth,
@@ -217,6 +218,7 @@ def create_app(
     app.include_router(exports.router)
     app.include_router(share.router)
     app.include_router(restricted_admin.router)
+    app.include_router(access_tags_admin.router)
     app.include_router(patients_admin.router)
     app.include_router(fhir_orders.router)  # before fhir's catch-all /fhir/{type}
     app.include_router(fhir.router)

@@ -100,6 +100,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PATCH", "/admin/patients/{patient_id}"): Action.RECONCILE,
     ("POST", "/admin/patients/merge"): Action.RECONCILE,
     ("GET", "/admin/patients/{patient_id}/history"): Action.RECONCILE,
+    # access tags: who sees which studies is an access decision too (docs/security.md)
+    ("PUT", "/admin/users/{username}/access-tags"): Action.MANAGE_USERS,
+    ("PUT", "/admin/tokens/{token_id}/access-tags"): Action.MANAGE_USERS,
+    ("GET", "/admin/studies/{study}/access-tags"): Action.MANAGE_USERS,
+    ("POST", "/admin/studies/{study}/access-tags"): Action.MANAGE_USERS,
     ("GET", "/admin/audit/export"): Action.READ_AUDIT,
     ("GET", "/admin/alerts"): Action.READ_AUDIT,
     ("POST", "/admin/alerts/{alert_id}/acknowledge"): Action.READ_AUDIT,
