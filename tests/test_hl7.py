@@ -395,3 +395,33 @@ def test_adt_messages_reach_reconciliation_with_the_senders_reason(
 def test_without_an_hl7_port_there_is_no_listener(server: ServerProcess) -> None:
     assert json.loads((server.data_dir / "ready.json").read_text())["hl7_port"] is None
     assert "HL7 v2" not in server.log()
+
+
+def test_a_stalled_connection_does_not_hold_up_another_sender(
+        hl7_server: ServerProcess, tmp_path: Path) -> None:
+    with socket.create_connection(("127.0.0.1", hl7_port(hl7_server)), timeout=10) as stalled:
+        stalled.sendall(b"\x0b" + orm("NW", "BN1", _accession()).encode()[:120])
+        accession = _accession()
+        assert ack_code(send(hl7_server, orm("NW", "BN-BUSY", accession))) == "AA"
+        assert len(worklist(hl7_server, tmp_path, accession)) == 1
+
+
+def test_line_feeds_between_segments_and_escaped_names_are_read(
+        hl7_server: ServerProcess, tmp_path: Path) -> None:
+    accession = _accession()
+    message = orm("NW", "BN-LF", accession).replace(NAME, "Phạm \\T\\ Vũ^Thị Ánh").replace(
+        "\r", "\n")
+    ack = send(hl7_server, message)
+    assert ack_code(ack) == "AA", str(ack)
+    [item] = worklist(hl7_server, tmp_path, accession)
+    assert str(item.PatientName) == "Phạm & Vũ^Thị Ánh"
+
+
+def test_status_changed_to_cancelled_cancels_the_order(
+        hl7_server: ServerProcess, tmp_path: Path) -> None:
+    accession = _accession()
+    assert ack_code(send(hl7_server, orm("NW", "BN-SC", accession))) == "AA"
+    status_changed = orm("SC", "BN-SC", accession).replace(
+        f"ORC|SC|P{accession}|F{accession}||SC|", f"ORC|SC|P{accession}|F{accession}||CA|")
+    assert ack_code(send(hl7_server, status_changed)) == "AA"
+    assert worklist(hl7_server, tmp_path, accession) == []

@@ -119,6 +119,9 @@ class Hl7Listener:
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.info("HL7 connection from %s lost: %s", address, exc)
+        except Exception:  # one failing connection must not go unnoticed or stop others
+            log.exception("HL7 connection from %s ended by an error; the sender gets no "
+                          "ACK and may resend (order writes replace)", address)
         finally:
             writer.close()
 
