@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,8 @@ def hl7_server(tmp_path_factory: pytest.TempPathFactory, backends: Backends
     proc = ServerProcess(tmp_path_factory.mktemp("hl7"), backends.server_args(),
                          env={"MINIPACS_HL7_PORT": "0", "MINIPACS_HL7_ALLOWED_SENDERS": SENDERS,
                               "MINIPACS_HL7_MAX_MESSAGE_BYTES": "65536",
+                              "MINIPACS_HL7_MAX_CONNECTIONS": "4",
+                              "MINIPACS_LOAD_SAMPLES": "false",
                               "MINIPACS_HL7_HOST": "127.0.0.1"}).start()
     yield proc
     proc.stop()
@@ -61,10 +64,9 @@ async def _exchange(port: int, payload: bytes, *, framed: bool) -> hl7.Message |
         else:
             writer.write(payload)
         await writer.drain()
-        try:
-            return await asyncio.wait_for(reader.readmessage(), 30)
-        except asyncio.IncompleteReadError:
-            return None  # the server closed the connection without an answer
+        return await asyncio.wait_for(reader.readmessage(), 30)
+    except (asyncio.IncompleteReadError, ConnectionResetError):
+        return None  # the server closed the connection without an answer
     finally:
         writer.close()
 
@@ -425,3 +427,31 @@ def test_status_changed_to_cancelled_cancels_the_order(
         f"ORC|SC|P{accession}|F{accession}||SC|", f"ORC|SC|P{accession}|F{accession}||CA|")
     assert ack_code(send(hl7_server, status_changed)) == "AA"
     assert worklist(hl7_server, tmp_path, accession) == []
+
+
+def _framed(message: str) -> bytes:
+    return b"\x0b" + message.encode() + b"\x1c\r"
+
+
+def test_connections_beyond_the_limit_are_closed_until_one_frees_up(
+        hl7_server: ServerProcess) -> None:
+    port = hl7_port(hl7_server)
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+    try:
+        deadline, refused = time.monotonic() + 20, False
+        for _ in range(200):  # until the server has counted the four held connections
+            if send_raw(hl7_server, _framed(orm("NW", "BN-CAP", _accession()))) is None:
+                refused = True
+                break
+            assert time.monotonic() < deadline, "a fifth connection was never refused"
+    finally:
+        for sock in held:
+            sock.close()
+    assert refused
+    deadline = time.monotonic() + 20
+    for _ in range(200):  # until the server has seen the held ones close
+        answer = send_raw(hl7_server, _framed(orm("NW", "BN-CAP", _accession())))
+        if answer is not None:
+            assert ack_code(answer) == "AA", str(answer)
+            break
+        assert time.monotonic() < deadline, "no connection was served again"

@@ -341,6 +341,10 @@ class Settings(BaseSettings):
         description="Longest HL7 message accepted (bytes inside one MLLP frame); a longer "
         "one is answered AR and its connection closed.",
     )
+    hl7_max_connections: int = Field(
+        32, ge=1,
+        description="MLLP connections served at once; one more is closed on arrival.",
+    )
     hl7_idle_timeout: float = Field(
         300.0, gt=0,
         description="Seconds an MLLP connection may stay silent (or stall inside a frame) "

@@ -39,12 +39,14 @@ class Hl7Listener:
     `shutdown()`."""
 
     def __init__(self, door: Hl7Door, host: str, port: int, *, max_message_bytes: int,
-                 idle_timeout: float) -> None:
+                 idle_timeout: float, max_connections: int = 32) -> None:
         self.door = door
         self.host = host
         self.requested_port = port
         self.max_message_bytes = max_message_bytes
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self._open = 0  # connections being served (only the loop's thread touches it)
         self.port: int | None = None
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -85,6 +87,12 @@ class Hl7Listener:
     async def _connection(self, reader: Any, writer: Any) -> None:
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if peer else ""
+        if self._open >= self.max_connections:
+            log.warning("HL7 connection from %s closed on arrival: %d connections already "
+                        "served (MINIPACS_HL7_MAX_CONNECTIONS)", address, self._open)
+            writer.close()
+            return
+        self._open += 1
         try:
             for _ in range(1_000_000):  # bounded: a connection is a session, not forever
                 try:
@@ -123,6 +131,7 @@ class Hl7Listener:
             log.exception("HL7 connection from %s ended by an error; the sender gets no "
                           "ACK and may resend (order writes replace)", address)
         finally:
+            self._open -= 1
             writer.close()
 
     def shutdown(self) -> None:
@@ -147,4 +156,5 @@ def start_hl7_listener(settings: Settings, archive: Archive, worklist: Worklist
                    settings.ae_title)
     return Hl7Listener(door, settings.hl7_host, settings.hl7_port,
                        max_message_bytes=settings.hl7_max_message_bytes,
-                       idle_timeout=settings.hl7_idle_timeout).start()
+                       idle_timeout=settings.hl7_idle_timeout,
+                       max_connections=settings.hl7_max_connections).start()
