@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import time
 import uuid
@@ -455,3 +456,37 @@ def test_connections_beyond_the_limit_are_closed_until_one_frees_up(
             assert ack_code(answer) == "AA", str(answer)
             break
         assert time.monotonic() < deadline, "no connection was served again"
+
+
+def test_mutated_messages_always_get_an_ack_and_never_an_exception(
+        archive: Archive, settings: Settings) -> None:
+    """Seeded mutations of good messages (delimiters, truncation, NUL and 0xFF bytes):
+    every one is answered with AA, AE or AR (an ERR for the last two), nothing raises."""
+    door = Hl7Door(archive, Worklist(archive.engine, archive.write_engine),
+                   IdentitySystems.from_settings(settings),
+                   SenderPolicy(parse_allowed_senders("HIS^BVCR")), "MINIPACS")
+    seeds = [orm("NW", "BN-F", "ACC-F"), omi("NW", "BN-F", "ACC-G", ("F1", "F2")),
+             "\r".join([msh("ADT^A40", "F3"), pid("BN-F"), "MRG|BN-G^^^BVCR^MR"]),
+             "MSH", "MSH|^~\\&|HIS|BVCR"]
+    rnd = random.Random(20250301)
+    seen: dict[str, int] = {}
+    for _ in range(300):
+        data = bytearray(rnd.choice(seeds).encode())
+        for _ in range(rnd.randint(1, 5)):
+            at = rnd.randrange(len(data) or 1)
+            roll = rnd.random()
+            if roll < 0.4 and data:
+                data[at] = rnd.choice(b"|^~\\&\r\n\x00\xffAZ09")
+            elif roll < 0.7:
+                del data[at:at + rnd.randint(1, 20)]
+            else:
+                data[at:at] = bytes(rnd.choice(b"|^~\\&\rMSHPIDORC")
+                                    for _ in range(rnd.randint(1, 5)))
+        answer = door.answer(bytes(data), "127.0.0.1").decode()
+        # The ACK copies the sender's delimiters (MSH-1/2), so find MSA by position.
+        msa = next((s for s in answer.split("\r") if s.startswith("MSA")), "")
+        code = msa[4:6]
+        assert code in ("AA", "AE", "AR"), (bytes(data), answer)
+        assert code == "AA" or "\rERR" in answer, (bytes(data), answer)
+        seen[code] = seen.get(code, 0) + 1
+    assert seen.get("AR", 0) > 0 and seen.get("AA", 0) > 0, seen

@@ -22,6 +22,7 @@ from minipacs.hl7.acks import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
     REJECT,
+    REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
     UNSUPPORTED_EVENT_CODE,
@@ -74,16 +75,29 @@ class Hl7Door:
             message = hl7.parse(text)
             if str(message[0][0]).strip() != "MSH":
                 raise hl7.ParseException("first segment is not MSH")
-        except (hl7.ParseException, IndexError, KeyError, ValueError) as exc:
-            problem = rejected(SEGMENT_SEQUENCE_ERROR,
-                               f"not an HL7 v2 message: it must begin with an MSH segment "
-                               f"(MSH|^~\\&|...), got {text[:20]!r} ({exc})", "MSH")
-            self._audit("hl7", "hl7:?", address, "failure", str(problem), role="")
-            return encode(unparsed_acknowledgement(problem, application=self.application))
+        # python-hl7 raises ParseException for a wrong first segment, and assertion,
+        # index or type errors on some broken delimiters: all mean "not parseable".
+        except (hl7.ParseException, AssertionError, IndexError, KeyError, TypeError,
+                ValueError) as exc:
+            return self._unanswerable(rejected(
+                SEGMENT_SEQUENCE_ERROR, f"not an HL7 v2 message: it must begin with an MSH "
+                f"segment (MSH|^~\\&|...), got {text[:20]!r} ({exc})", "MSH"), address)
+        try:  # an ACK copies MSH-3..6, 9, 10-12: they must be there to answer at all
+            acknowledgement(message, None, application=self.application)
+        except (AssertionError, IndexError, KeyError, TypeError, AttributeError):
+            return self._unanswerable(rejected(
+                REQUIRED_FIELD_MISSING, "the MSH segment is incomplete: MSH-9 must be "
+                f"TYPE^TRIGGER, with MSH-10 to MSH-12 after it, got {text[:60]!r}", "MSH"),
+                address)
         outcome = self._process(message, block, address)
         ack = acknowledgement(message, outcome, application=self.application,
                               facility=value(message, message.segment("MSH"), 6))
         return encode(ack)
+
+    def _unanswerable(self, problem: Hl7Problem, address: str) -> bytes:
+        """AR for a message whose MSH cannot be read (MSA-2 empty), audited."""
+        self._audit("hl7", "hl7:?", address, "failure", str(problem), role="")
+        return encode(unparsed_acknowledgement(problem, application=self.application))
 
     def _process(self, message: Message, block: bytes, address: str) -> Hl7Problem | None:
         msh = message.segment("MSH")
