@@ -490,3 +490,12 @@ def test_mutated_messages_always_get_an_ack_and_never_an_exception(
         assert code == "AA" or "\rERR" in answer, (bytes(data), answer)
         seen[code] = seen.get(code, 0) + 1
     assert seen.get("AR", 0) > 0 and seen.get("AA", 0) > 0, seen
+
+
+def test_control_characters_in_a_message_are_rejected_before_anything_is_written(
+        hl7_server: ServerProcess, tmp_path: Path) -> None:
+    accession = _accession()
+    answer = send(hl7_server, orm("NW", "BN-NUL", accession).replace("Khai", "Kh\x00ai"))
+    assert ack_code(answer) == "AR" and err(answer)[0] == "102", str(answer)
+    assert "control character 0x00" in err(answer)[1]
+    assert worklist(hl7_server, tmp_path, accession) == []

@@ -137,7 +137,7 @@ def _escaped(ack: Message, text: str) -> str:
     _, field, repeat, component, subcomponent = ack.separators
     esc = ack.esc
     names = {esc: "E", field: "F", component: "S", subcomponent: "T", repeat: "R"}
-    return "".join(f"{esc}{names[c]}{esc}" if c in names else " " if c in "\r\n" else c
+    return "".join(f"{esc}{names[c]}{esc}" if c in names else " " if ord(c) < 0x20 else c
                    for c in text)
 
 

@@ -89,6 +89,16 @@ class Hl7Door:
                 REQUIRED_FIELD_MISSING, "the MSH segment is incomplete: MSH-9 must be "
                 f"TYPE^TRIGGER, with MSH-10 to MSH-12 after it, got {text[:60]!r}", "MSH"),
                 address)
+        control = next((i for i, c in enumerate(text) if ord(c) < 0x20 and c not in "\r\t"),
+                       None)
+        if control is not None:
+            # §2.7: data carries no control characters but the segment terminator; NUL
+            # cannot even be stored as text in PostgreSQL. Refused before anything.
+            problem = rejected(DATA_TYPE_ERROR,
+                               f"control character 0x{ord(text[control]):02X} at offset "
+                               f"{control}: HL7 data may not contain it", "MSH")
+            self._audit("", "hl7:?", address, "refused", str(problem), role="")
+            return encode(acknowledgement(message, problem, application=self.application))
         outcome = self._process(message, block, address)
         ack = acknowledgement(message, outcome, application=self.application,
                               facility=value(message, message.segment("MSH"), 6))
@@ -96,7 +106,7 @@ class Hl7Door:
 
     def _unanswerable(self, problem: Hl7Problem, address: str) -> bytes:
         """AR for a message whose MSH cannot be read (MSA-2 empty), audited."""
-        self._audit("hl7", "hl7:?", address, "failure", str(problem), role="")
+        self._audit("", "hl7:?", address, "failure", str(problem), role="")
         return encode(unparsed_acknowledgement(problem, application=self.application))
 
     def _process(self, message: Message, block: bytes, address: str) -> Hl7Problem | None:
@@ -178,6 +188,13 @@ class Hl7Door:
 
     def _audit(self, event: str, actor: str, address: str, outcome: str, detail: str,
                handled: Handled | None = None, *, role: str = "emr") -> None:
-        self.archive.audit(f"hl7 {event}"[:32], actor, handled.patient_id if handled else "",
-                           handled.study_instance_uid if handled else "", detail,
+        self.archive.audit(_printable(f"hl7 {event}".strip())[:32], _printable(actor),
+                           _printable(handled.patient_id) if handled else "",
+                           handled.study_instance_uid if handled else "", _printable(detail),
                            role=role, source=address, outcome=outcome)
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters written as \\xNN: what a sender put in a value
+    reaches the audit trail readable, and storable (PostgreSQL text refuses NUL)."""
+    return "".join(c if ord(c) >= 0x20 else f"\\x{ord(c):02x}" for c in text)
