@@ -415,6 +415,34 @@ class Settings(BaseSettings):
         parse_rules(value)  # raises ValueError saying which rule is wrong and how
         return value
 
+    # --- issue #12, HL7 v2 over MLLP (hl7 stream) ---
+    hl7_host: str = Field("0.0.0.0", description="Address the HL7 v2 (MLLP) port binds to.")
+    hl7_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="HL7 v2 over MLLP port for orders (ORM^O01, OMI^O23) and patient "
+        "updates (ADT^A08/A31/A40); unset: no HL7 listener; 0: any free port.",
+    )
+    hl7_allowed_senders: str = Field(
+        "",
+        description="Who may send HL7 messages, comma-separated MSH-3^MSH-4 (sending "
+        "application^facility), each optionally @IP, e.g. HIS^BVCR@10.0.0.5,RIS^BVCR; they "
+        "act with the 'emr' role. Empty: every message is refused (AR).",
+    )
+    hl7_max_message_bytes: int = Field(
+        1024 * 1024, ge=1024,
+        description="Longest HL7 message accepted (bytes inside one MLLP frame); a longer "
+        "one is answered AR and its connection closed.",
+    )
+    hl7_max_connections: int = Field(
+        32, ge=1,
+        description="MLLP connections served at once; one more is closed on arrival.",
+    )
+    hl7_idle_timeout: float = Field(
+        300.0, gt=0,
+        description="Seconds an MLLP connection may stay silent (or stall inside a frame) "
+        "before it is closed.",
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_fits_dicom(cls, value: str) -> str:

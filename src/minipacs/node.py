@@ -24,6 +24,7 @@ from minipacs.dimse.server import spool_incoming_datasets, start_dimse_server, t
 from minipacs.dimse.transport_limits import TransportLimits
 from minipacs.emr.fhir_push import FhirPush, PushSettings
 from minipacs.folder_import import import_files, iter_files
+from minipacs.hl7.server import start_hl7_listener
 from minipacs.index.database import create_index_engine
 from minipacs.patient_identity import IdentitySystems
 from minipacs.periodic import PeriodicTask
@@ -155,6 +156,8 @@ def serve(settings: Settings) -> None:
     # one when that is all there is (a certificate and no DICOM_TLS_PORT).
     dicom_port = dimse.plain_port if dimse.plain_port is not None else dimse.tls_port
     dicom_tls_port = dimse.tls_port
+    hl7 = start_hl7_listener(settings, archive, worklist)  # None: MINIPACS_HL7_PORT unset
+    hl7_port = hl7.port if hl7 is not None else None
     accounts = Accounts(archive.engine, archive.write_engine,
                         AccountPolicy.from_settings(settings))
     one_time_password = accounts.ensure_admin() if settings.auth == "on" else None
@@ -201,6 +204,7 @@ def serve(settings: Settings) -> None:
             f"  DICOM   AE title {settings.ae_title}, port {dicom_port} "
             f"(e.g. echoscu -aec {settings.ae_title} 127.0.0.1 {dicom_port})"
             f"{f', TLS port {dicom_tls_port}' if dicom_tls_port is not None else ''}\n"
+            + (f"  HL7 v2  MLLP port {hl7_port}\n" if hl7_port is not None else "") +
             f"  Viewer  {base}/viewer/\n"
             f"  DICOMweb {base}/dicom-web/studies\n"
             f"  API docs {base}/docs\n"
@@ -218,7 +222,7 @@ def serve(settings: Settings) -> None:
             partial = settings.ready_file.with_name(settings.ready_file.name + ".partial")
             partial.write_text(
                 json.dumps({"dicom_port": dicom_port, "dicom_tls_port": dicom_tls_port,
-                            "http_port": http_port, "url": base})
+                            "http_port": http_port, "hl7_port": hl7_port, "url": base})
             )
             partial.replace(settings.ready_file)
 
@@ -235,4 +239,6 @@ def serve(settings: Settings) -> None:
         for task in background:
             task.stop()
         dimse.shutdown()
+        if hl7 is not None:
+            hl7.shutdown()
         log.info("minipacs stopped")

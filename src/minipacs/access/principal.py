@@ -7,7 +7,7 @@ from typing import Literal
 
 from minipacs.access.roles import Action, Role
 
-PrincipalKind = Literal["user", "token", "share", "ae", "system", "anonymous"]
+PrincipalKind = Literal["user", "token", "share", "ae", "hl7", "system", "anonymous"]
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,8 @@ class Principal:
     """An authenticated caller.
 
     `kind`: a logged-in user, an API token, a share link, a calling DICOM AE, the system
-    itself (CLI, sample preload, background jobs) or, with auth off, an anonymous caller.
+    itself (CLI, sample preload, background jobs), an HL7 v2 sending application (its
+    MSH-3^MSH-4, `hl7/senders.py`) or, with auth off, an anonymous caller.
     `source` is where the request came from (IP address, or "cli"). `actions`, when
     given, narrows what the principal may do below its role (a DICOM AE's registry
     rights, a share link's read-only view); `study_uids`, when given, limits it to those
