@@ -20,7 +20,8 @@ from pydicom import Dataset, dcmread
 
 from backends import Backends
 from conftest import ServerProcess
-from dimse_peers import run_dcmtk
+from dimse_peers import run_dcmtk, storescu
+from factories import make_instance
 from minipacs.archive import Archive
 from minipacs.config import Settings
 from minipacs.hl7.adt import PatientMerge, PatientUpdate, patient_merges, patient_update
@@ -326,19 +327,79 @@ def test_every_message_is_audited_with_its_sender_patient_and_outcome(
     assert f"CCCD:{CCCD}" in event["detail"] and f"BHYT:{BHYT}" in event["detail"]
 
 
-def test_adt_update_and_merge_are_parsed_and_refused_until_reconciliation_exists(
-        hl7_server: ServerProcess) -> None:
-    update = "\r".join([msh("ADT^A08", "ADT1"), pid("BN-ADT", "Lê^Văn Tám"),
+def _store(server: ServerProcess, folder: Path, patient_id: str, name: str) -> str:
+    """One study of two CT instances for `patient_id` (issuer BVCR), sent with storescu."""
+    study, series = f"2.25.{uuid.uuid4().int}", f"2.25.{uuid.uuid4().int}"
+    paths = []
+    for number in (1, 2):
+        path = folder / f"{patient_id}-{number}.dcm"
+        path.write_bytes(make_instance(study_uid=study, series_uid=series,
+                                       patient_id=patient_id, patient_name=name,
+                                       IssuerOfPatientID="BVCR", InstanceNumber=number))
+        paths.append(path)
+    result = storescu(server, *paths)
+    assert result.returncode == 0, result.stderr
+    return study
+
+
+def _studies_of(server: ServerProcess, tmp_path: Path, patient_id: str) -> dict[str, str]:
+    """findscu (dcmtk) at study level: study UID -> PatientName, for one PatientID."""
+    out = tmp_path / f"find-{uuid.uuid4().hex[:6]}"
+    out.mkdir()
+    result = run_dcmtk("findscu", "-S", "-aec", server.ae_title, "-X", "-od", str(out),
+                       "-k", "QueryRetrieveLevel=STUDY", "-k", "SpecificCharacterSet=ISO_IR 192",
+                       "-k", f"PatientID={patient_id}", "-k", "PatientName",
+                       "-k", "StudyInstanceUID", "127.0.0.1", str(server.dicom_port))
+    assert result.returncode == 0, result.stderr
+    return {str(d.StudyInstanceUID): str(d.PatientName)
+            for d in (dcmread(p) for p in sorted(out.iterdir()))}
+
+
+def test_adt_a08_corrects_and_a40_merges_and_every_door_then_agrees(
+        hl7_server: ServerProcess, tmp_path: Path) -> None:
+    """The EMR corrects a name (A08) and merges a patient registered twice at the modality
+    (A40) over MLLP: C-FIND, QIDO-RS, retrieved headers and the audit trail follow."""
+    keep, wrong = f"BN-KEEP-{uuid.uuid4().hex[:6]}", f"BN-WRONG-{uuid.uuid4().hex[:6]}"
+    kept_study = _store(hl7_server, tmp_path, keep, "LE^VAN TAM")
+    wrong_study = _store(hl7_server, tmp_path, wrong, "LE^TAM")
+
+    update = "\r".join([msh("ADT^A08", "ADT-U-" + keep[-6:]), pid(keep, "Lê^Văn Tám"),
                         "PV1|1|O"])
-    merge = "\r".join([msh("ADT^A40", "ADT2"), pid("BN-KEEP"),
-                       "MRG|BN-WRONG^^^BVCR^MR"])
-    for message, event in ((update, "ADT^A08"), (merge, "ADT^A40")):
-        answer = send(hl7_server, message)
-        assert ack_code(answer) == "AR", str(answer)
-        code, text = err(answer)
-        assert code == "200" and "reconciliation not available" in text, str(answer)
-        assert event in text
-    no_mrg = "\r".join([msh("ADT^A40", "ADT3"), pid("BN-KEEP")])
+    answer = send(hl7_server, update)
+    assert ack_code(answer) == "AA", str(answer)
+    assert _studies_of(hl7_server, tmp_path, keep) == {kept_study: "Lê^Văn Tám"}
+
+    merge = "\r".join([msh("ADT^A40", "ADT-M-" + keep[-6:]), pid(keep, "Lê^Văn Tám"),
+                       f"MRG|{wrong}^^^BVCR^MR"])
+    answer = send(hl7_server, merge)
+    assert ack_code(answer) == "AA", str(answer)
+    assert _studies_of(hl7_server, tmp_path, keep) == {kept_study: "Lê^Văn Tám",
+                                                       wrong_study: "Lê^Văn Tám"}
+    assert _studies_of(hl7_server, tmp_path, wrong) == {}
+    qido = hl7_server.http.get("/dicom-web/studies", params={"PatientID": keep},
+                               headers={"Accept": "application/dicom+json"}).json()
+    assert {s["0020000D"]["Value"][0] for s in qido} == {kept_study, wrong_study}
+    # The merged study's instances are served under the target patient (stored bytes as sent).
+    retrieved = hl7_server.http.get(f"/dicom-web/studies/{wrong_study}",
+                                    headers={"Accept": "multipart/related; "
+                                             "type=\"application/dicom\"; transfer-syntax=*"})
+    assert retrieved.status_code == 200
+    assert keep.encode() in retrieved.content and wrong.encode() not in retrieved.content
+
+    events = hl7_server.http.get("/admin/audit", params={"patient_id": keep}).json()
+    actions = {(e["action"], e["actor"]) for e in events}
+    assert ("patient-update", "hl7:HIS^BVCR") in actions, actions
+    assert ("patient-merge", "hl7:HIS^BVCR") in actions, actions
+    history = hl7_server.http.get(f"/admin/patients/{keep}/history",
+                                  params={"issuer": "BVCR"}).json()
+    assert [(h["kind"], h["reason"]) for h in history] == [
+        ("update", f"HL7 ADT^A08 message ADT-U-{keep[-6:]} from HIS^BVCR"),
+        ("merge", f"HL7 ADT^A40 message ADT-M-{keep[-6:]} from HIS^BVCR")], history
+
+    unknown = "\r".join([msh("ADT^A08", "ADT-X"), pid("BN-NOBODY", "Ai^Đó")])
+    answer = send(hl7_server, unknown)
+    assert ack_code(answer) == "AE" and err(answer)[0] == "204", str(answer)
+    no_mrg = "\r".join([msh("ADT^A40", "ADT3"), pid(keep)])
     answer = send(hl7_server, no_mrg)
     assert ack_code(answer) == "AE" and "no MRG segment" in err(answer)[1], str(answer)
 
@@ -366,33 +427,6 @@ def test_an_invalid_cccd_is_kept_as_received_and_flagged(settings: Settings) -> 
         IdentitySystems.from_settings(settings))
     [cccd, _] = update.other_ids
     assert cccd.value == "07918500012" and "is not 12 digits" in (cccd.problem or "")
-
-
-def test_adt_messages_reach_reconciliation_with_the_senders_reason(
-        archive: Archive, settings: Settings) -> None:
-    """In process: the node's archive given the reconciliation calls the lead wires in
-    (`update_patient`, `merge_patients`); the door checks, calls, acknowledges, audits."""
-    calls: list[tuple[str, tuple[object, ...], str]] = []
-
-    def recorder(name: str) -> object:
-        def call(*args: object, reason: str) -> None:
-            calls.append((name, args, reason))
-        return call
-
-    setattr(archive, "update_patient", recorder("update"))  # noqa: B010
-    setattr(archive, "merge_patients", recorder("merge"))  # noqa: B010
-    door = Hl7Door(archive, Worklist(archive.engine, archive.write_engine),
-                   IdentitySystems.from_settings(settings),
-                   SenderPolicy(parse_allowed_senders("HIS^BVCR")), "MINIPACS")
-    for message in ("\r".join([msh("ADT^A08", "U3"), pid("BN-9", "Lê^Văn Tám")]),
-                    "\r".join([msh("ADT^A40", "M3"), pid("BN-9"), "MRG|BN-X^^^BVCR^MR"])):
-        ack = hl7.parse(door.answer(message.encode(), "127.0.0.1").decode().strip("\r"))
-        assert ack_code(ack) == "AA", str(ack)
-    assert [(name, args[:1]) for name, args, _ in calls] == [
-        ("update", (("BN-9", "BVCR"),)), ("merge", (("BN-X", "BVCR"),))]
-    assert calls[0][2] == "HL7 ADT^A08 message U3 from HIS^BVCR"
-    events = archive.audit_events(actor="hl7:HIS^BVCR")
-    assert sorted(e.action for e in events) == ["hl7 ADT^A08", "hl7 ADT^A40"]
 
 
 def test_without_an_hl7_port_there_is_no_listener(server: ServerProcess) -> None:

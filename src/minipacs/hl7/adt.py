@@ -117,5 +117,13 @@ def handle(ctx: MessageContext) -> Handled:
     update = patient_update(ctx.message, ctx.systems)
     apply = _reconciliation(ctx, "update_patient")
     ctx.archive.permit(None, Action.RECONCILE)
-    apply(update.key, update.changes, reason=ctx.reason)
-    return Handled(f"updated {', '.join(update.changes) or 'nothing'}", update.key[0])
+    # Reconciliation corrects name, birth date and sex; national identifiers in PID-3
+    # (CCCD, BHYT) are not corrected by an update yet (docs/conformance.md §5): they are
+    # named in the audit detail instead.
+    changes = {k: v for k, v in update.changes.items() if k != "OtherPatientIDs"}
+    if changes:
+        apply(update.key, changes, reason=ctx.reason)
+    kept = "; other IDs not applied: " + ", ".join(
+        f"{i.issuer or i.type_code}:{i.value}" for i in update.other_ids) \
+        if update.other_ids else ""
+    return Handled(f"updated {', '.join(changes) or 'nothing'}{kept}", update.key[0])

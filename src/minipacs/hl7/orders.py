@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from hl7.containers import Message, Segment
 
 from minipacs.access.roles import Action
+from minipacs.emr.orders import Orders
+from minipacs.errors import NotFound
 from minipacs.hl7.acks import (
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
@@ -34,7 +36,7 @@ from minipacs.hl7.segments import (
     person_name,
     value,
 )
-from minipacs.worklist import Code, Worklist, WorklistItem, validated
+from minipacs.worklist import Code, OtherPatientID, WorklistItem, validated
 
 NEW = frozenset({"NW"})
 CANCEL = frozenset({"CA", "OC", "DC"})
@@ -122,6 +124,8 @@ def base_item(message: Message, patient: PatientFields, group: OrderGroup) -> Wo
     description = value(message, group.obr, 4, 1, 2)
     date, time = scheduled_start(message, group)
     return WorklistItem(
+        other_patient_ids=tuple(OtherPatientID(i.value, i.issuer) for i in patient.other_ids
+                                if i.issuer),
         patient_id=patient.patient_id, patient_name=patient.patient_name,
         issuer_of_patient_id=patient.issuer_of_patient_id,
         patient_birth_date=patient.patient_birth_date, patient_sex=patient.patient_sex,
@@ -133,12 +137,20 @@ def base_item(message: Message, patient: PatientFields, group: OrderGroup) -> Wo
     )
 
 
-def write_order(worklist: Worklist, item: WorklistItem, cancel: bool) -> WorklistItem:
-    """THE one call that turns an HL7 order into the order service (today the worklist):
-    schedule or replace the step, or cancel it."""
-    if cancel:
-        return worklist.cancel(item.scheduled_procedure_step_id)
-    return worklist.put(item)
+def write_order(ctx: MessageContext, item: WorklistItem, control: str) -> WorklistItem:
+    """THE one call that turns an HL7 order into the order service (emr/orders.py), for
+    the sender's principal: permitted and audited in the change's own transaction. A NW
+    for a step that exists (a resent message) replaces it, as a change does."""
+    orders = Orders(ctx.archive, ctx.worklist)
+    step_id = item.scheduled_procedure_step_id
+    if control == "cancel":
+        return orders.cancel(step_id).item
+    if control == "new":
+        try:
+            ctx.worklist.get(step_id)
+        except NotFound:
+            return orders.place(item).item
+    return orders.update(step_id, item).item
 
 
 def apply_orders(ctx: MessageContext, steps: list[tuple[str, WorklistItem]]) -> Handled:
@@ -155,7 +167,7 @@ def apply_orders(ctx: MessageContext, steps: list[tuple[str, WorklistItem]]) -> 
             existing = ctx.worklist.get(item.scheduled_procedure_step_id)
             item = replace(item, status=existing.status)
         checked.append((control, item))
-    written = [(control, write_order(ctx.worklist, item, control == "cancel"))
+    written = [(control, write_order(ctx, item, control))
                for control, item in checked]
     detail = "; ".join(f"{control} step {item.scheduled_procedure_step_id} accession "
                        f"{item.accession_number or '-'} modality {item.modality or '-'}"
@@ -169,8 +181,8 @@ def order_patient(ctx: MessageContext) -> PatientFields:
 
 
 def other_ids_note(other_ids: tuple[OtherIdentifier, ...]) -> str:
-    """The patient's other identifiers (CCCD, BHYT...) for the audit detail: a worklist
-    item holds only PatientID and its issuer; the order service will keep the rest."""
+    """The patient's other identifiers (CCCD, BHYT...) for the audit detail; the order
+    keeps them as its OtherPatientIDsSequence too."""
     if not other_ids:
         return ""
     return "; other IDs " + ", ".join(
