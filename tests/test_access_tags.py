@@ -138,6 +138,13 @@ def test_a_user_limited_to_a_tag_finds_only_those_studies_over_qido_and_fhir(
     patients = httpx.get(f"{server.http_url}/fhir/Patient", headers=_basic("bs.tim"),
                          params={"identifier": s.cardio_patient}, timeout=60).json()
     assert patients["total"] == 1
+    # The change feed too: the limited user hears of its department's study only.
+    feed = httpx.get(f"{server.http_url}/changes", headers=_basic("bs.tim"),
+                     params={"since": 0, "limit": 1000}, timeout=60).json()
+    assert {c["study_instance_uid"] for c in feed["changes"]} == {s.cardio}
+    everyone = server.http.get("/changes", params={"since": 0, "limit": 1000}).json()
+    assert {s.cardio, s.neuro, s.ruled, s.plain} <= {
+        c["study_instance_uid"] for c in everyone["changes"]}
 
 
 def test_a_retrieve_outside_the_tags_is_not_found_not_forbidden(

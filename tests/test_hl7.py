@@ -386,6 +386,12 @@ def test_adt_a08_corrects_and_a40_merges_and_every_door_then_agrees(
     assert retrieved.status_code == 200
     assert keep.encode() in retrieved.content and wrong.encode() not in retrieved.content
 
+    # The EMR polling the change feed hears that both studies changed owner or name.
+    feed = hl7_server.http.get("/changes", params={"since": 0, "limit": 1000}).json()
+    updated = [(c["study_instance_uid"], c["patient_id"]) for c in feed["changes"]
+               if c["kind"] == "updated" and c["level"] == "study"]
+    assert (kept_study, keep) in updated and (wrong_study, keep) in updated, updated
+
     events = hl7_server.http.get("/admin/audit", params={"patient_id": keep}).json()
     actions = {(e["action"], e["actor"]) for e in events}
     assert ("patient-update", "hl7:HIS^BVCR") in actions, actions

@@ -370,7 +370,8 @@ class Archive:
             raise InvalidRequest(f"since={since}: a sequence number is 0 or more "
                                  "(0: from the beginning), below 2**63")
         with self._read() as session:
-            page = read_change_feed(session, since, limit, principal.study_uids)
+            page = read_change_feed(session, since, limit, principal.study_uids,
+                                    principal.access_tags)
         patients = sorted({c.patient_id for c in page.changes} - {""})
         self.audit(Action.QUERY.value, principal.actor,
                    patients[0] if len(patients) == 1 else "",
@@ -757,6 +758,9 @@ class Archive:
                 key[0], detail=f"{reconciliation.describe(key)}: "
                 + (", ".join(f"{k} {v}" for k, v in changed.items()) or "no change")
                 + f"; {len(done.study_uids)} studies; reason: {reason}"))
+            record_changes(session, [ChangeEvent("updated", "study", uid, patient_id=key[0],
+                                                 issuer_of_patient_id=key[1])
+                                     for uid in done.study_uids])
             return done
 
         return self._retried(work, f"updating {reconciliation.describe(key)}")
@@ -778,6 +782,11 @@ class Archive:
                 append(session, AuditRecord("patient-merge", principal.actor,
                                             principal.role.value, principal.source,
                                             patient_id, detail=detail))
+            # The EMR polling the feed hears that these studies now belong to `target`.
+            record_changes(session, [ChangeEvent("updated", "study", uid,
+                                                 patient_id=target[0],
+                                                 issuer_of_patient_id=target[1])
+                                     for uid in done.study_uids])
             return done
 
         done = self._retried(work, f"merging {reconciliation.describe(source)}")

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from minipacs.audit.chain import utc_now
 from minipacs.emr.models import Change, ChangeHead
+from minipacs.index.models import StudyAccessTag
 from minipacs.index.upsert import InstanceRecord
 
 ChangeKind = Literal["created", "updated", "deleted"]
@@ -109,11 +110,14 @@ def record(session: Session, events: Sequence[ChangeEvent]) -> None:
 
 
 def read_changes(session: Session, since: int, limit: int,
-                 study_uids: frozenset[str] | None = None) -> ChangePage:
+                 study_uids: frozenset[str] | None = None,
+                 access_tags: frozenset[str] | None = None) -> ChangePage:
     """Up to `limit` changes with a sequence number above `since`, in order.
 
-    `study_uids`: only changes of these studies (a share link's); the page still
-    advances `last` over the others so the reader moves on."""
+    `study_uids`: only changes of these studies (a share link's); `access_tags`: only
+    changes of studies carrying one of these tags (a principal limited to tags; a deleted
+    study's tags went with it, so its deletion is not listed). The page still advances
+    `last` over the others so the reader moves on."""
     limit = max(1, min(limit, MAX_CHANGES_PER_PAGE))
     rows = session.scalars(
         select(Change).where(Change.seq > since).order_by(Change.seq).limit(limit + 1)
@@ -121,6 +125,11 @@ def read_changes(session: Session, since: int, limit: int,
     done = len(rows) <= limit
     rows = rows[:limit]
     last = rows[-1].seq if rows else since
+    if access_tags is not None:
+        tagged = set(session.scalars(select(StudyAccessTag.study_instance_uid).where(
+            StudyAccessTag.tag.in_(sorted(access_tags)),
+            StudyAccessTag.study_instance_uid.in_({r.study_instance_uid for r in rows}))))
+        rows = [r for r in rows if r.study_instance_uid in tagged]
     changes = [ChangeRecord(r.seq, r.at, r.kind, r.level, r.study_instance_uid,
                             r.series_instance_uid, r.sop_instance_uid, r.patient_id,
                             r.issuer_of_patient_id)
