@@ -37,6 +37,17 @@ class InstanceRecord:
     instance_number: int | None
 
 
+def is_identical_duplicate(session: Session, sop_instance_uid: str, sha256: str,
+                           key: str) -> bool:
+    """Whether this SOP Instance is already indexed with these very bytes at `key`
+    (one primary-key-sized read inside the ingest transaction)."""
+    row = session.execute(
+        select(Instance.sha256, Instance.blob_key)
+        .where(Instance.sop_instance_uid == sop_instance_uid)
+    ).first()
+    return row is not None and row.sha256 == sha256 and row.blob_key == key
+
+
 def upsert_instance(
     session: Session, parsed: ParsedInstance, key: str, derived: Derived, received_from: str
 ) -> InstanceRecord | None:
