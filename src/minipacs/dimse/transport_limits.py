@@ -325,6 +325,7 @@ class SharedPortAssociationServer(GuardedAssociationServer):
 
     def server_bind(self) -> None:
         # pynetdicom's server_bind ignores socketserver's allow_reuse_port.
+        assert self.socket is not None  # socketserver made it before binding
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
