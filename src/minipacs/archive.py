@@ -58,7 +58,8 @@ from minipacs.index.upsert import (
     Derived,
     derive,
     drop_if_empty,
-    is_identical_duplicate,
+    indexed_as,
+    insert_new_instance,
     record_of,
     upsert_instance,
 )
@@ -233,10 +234,17 @@ class Archive:
         bytes already indexed under this key: nothing written, unless
         `rewrite_identical`)."""
         a = parsed.attributes
-        if not rewrite_identical and is_identical_duplicate(
-                session, a.sop_instance_uid, parsed.sha256, key):
+        replaced = None
+        status = indexed_as(session, a.sop_instance_uid, parsed.sha256, key)
+        if status == "identical" and not rewrite_identical:
             return "duplicate"
-        replaced = upsert_instance(session, parsed, key, derived, received_from)
+        if status == "new":
+            insert_new_instance(session, parsed, key, derived, received_from)
+        else:
+            # Rows written with Core earlier in this group transaction are not in the
+            # session's identity map as they are now: have the ORM read them afresh.
+            session.expire_all()
+            replaced = upsert_instance(session, parsed, key, derived, received_from)
         if principal is not None:
             changed = replaced is not None and replaced.sha256 != parsed.sha256
             detail = (f"SOP Instance {a.sop_instance_uid} replaced: sha256 "
