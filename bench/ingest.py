@@ -250,20 +250,19 @@ def measure(target: Target, corpus: dict[tuple[str, int], tuple[str, list[Path]]
 
 
 def profile_summary(collapsed: Path, top: int = 25) -> str:
-    """Inclusive share of samples per function, from py-spy's collapsed stacks, for the
-    threads that handled C-STORE requests (idle listener threads left out)."""
+    """Inclusive share of CPU samples per function (py-spy's collapsed stacks, idle
+    threads not sampled), over every thread of the server: association threads, the
+    group committer, the HTTP loop."""
     inclusive: dict[str, int] = {}
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if "handle_store" not in stack:
-            continue
         total += int(count)
         for frame in set(stack.split(";")):
             name = frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0] + ")" \
                 if " (" in frame else frame
             inclusive[name] = inclusive.get(name, 0) + int(count)
-    lines = [f"profile: {total} samples inside handle_store"]
+    lines = [f"profile: {total} CPU samples"]
     for name, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {100 * count / max(total, 1):5.1f}%  {name}")
     return "\n".join(lines)
@@ -305,7 +304,7 @@ def main() -> None:
             target = starter(work)
             spy = None
             if args.profile and target.name == "minipacs":
-                spy = subprocess.Popen(["py-spy", "record", "--subprocesses", "--idle",
+                spy = subprocess.Popen(["py-spy", "record", "--subprocesses",
                                         "--format", "raw", "-o", str(args.profile),
                                         "--pid", str(target.process.pid)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
