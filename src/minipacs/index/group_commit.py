@@ -1,8 +1,8 @@
 """Group commit: index writes from many threads share one transaction and one commit.
 
 Each association (or HTTP request) thread hands its instance's index work to
-`GroupCommitter.run` and waits; one committer thread takes every piece of work waiting
-at that moment, runs each in its own SAVEPOINT of one transaction and commits once. A
+`GroupCommitter.run`; one of the waiting threads takes every piece of work waiting at
+that moment, runs each in its own SAVEPOINT of one transaction and commits once. A
 commit is the durable write of the index (SQLite: the WAL fsync with synchronous=FULL;
 PostgreSQL: the WAL flush), so N instances arriving together cost one fsync instead of
 N, and on PostgreSQL they take the audit chain's head row lock once.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -40,7 +41,7 @@ class _Pending(Generic[T]):
 
     def __init__(self, work: Callable[[Session], T]) -> None:
         self.work = work
-        self.done = threading.Event()
+        self.done = False  # read and written under the committer's condition
         self.result: T | None = None
         self.error: BaseException | None = None
 
@@ -48,9 +49,13 @@ class _Pending(Generic[T]):
 class GroupCommitter:
     """Runs `work(session)` callables from many threads in shared transactions.
 
-    `max_batch` bounds how many pieces of work one transaction holds (and so how long
-    the first of them waits); `lock` is held around each transaction (SQLite: the
-    archive's one-writer lock). The committer thread starts on first use."""
+    Leader and followers, no thread of its own: a caller that finds no transaction in
+    progress leads one, for every piece of work waiting at that moment (its own
+    included); callers arriving meanwhile queue and wait, and when the leader has
+    committed, one of them leads the next transaction for all of them. A lone caller
+    (one association) so commits on its own thread with no hand-off. `max_batch` bounds
+    how many pieces of work one transaction holds; `lock` is held around each
+    transaction (SQLite: the archive's one-writer lock)."""
 
     def __init__(self, sessions: sessionmaker[Session], lock: AbstractContextManager[Any],
                  *, max_batch: int = 64, timeout: float = 120.0) -> None:
@@ -59,8 +64,8 @@ class GroupCommitter:
         self.max_batch = max_batch
         self.timeout = timeout
         self._queue: deque[_Pending[Any]] = deque()
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._turn = threading.Condition()
+        self._committing = False
         self._closed = False
         self.batches = 0  # transactions committed (for tests and benchmarks)
         self.items = 0
@@ -69,43 +74,52 @@ class GroupCommitter:
         """Run `work` in the next group transaction; return its result once committed.
 
         Raises what `work` raised, or the commit's error, or `StorageError` when no
-        commit came within `timeout` seconds (the work may still commit later: the
-        caller must treat it as not acknowledged, which is what it will answer)."""
+        commit came within `timeout` seconds (work still queued is then dropped; work
+        already in a transaction may still commit: either way the caller answers that
+        it was not stored, and at worst a row exists for a blob that does)."""
         pending: _Pending[T] = _Pending(work)
-        with self._wake:
+        deadline = time.monotonic() + self.timeout
+        with self._turn:
             if self._closed:
                 raise StorageError("the index writer is closed; the archive is shutting down")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name="index-group-commit")
-                self._thread.start()
             self._queue.append(pending)
-            self._wake.notify()
-        if not pending.done.wait(self.timeout):
-            raise StorageError(f"the index did not commit within {self.timeout:.0f} s")
+            while not pending.done:
+                if not self._committing:
+                    self._lead()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if pending in self._queue:
+                        self._queue.remove(pending)
+                    raise StorageError(f"the index did not commit within {self.timeout:.0f} s")
+                self._turn.wait(remaining)
         if pending.error is not None:
             raise pending.error
         return pending.result  # type: ignore[return-value]  # set when error is None
 
     def close(self) -> None:
-        """Commit what is waiting, then stop the committer thread."""
-        with self._wake:
+        """Refuse new work (what is waiting still commits)."""
+        with self._turn:
             self._closed = True
-            self._wake.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join(self.timeout)
 
-    def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._queue and not self._closed:
-                    self._wake.wait()
-                if not self._queue:  # closed and drained
-                    return
-                batch = [self._queue.popleft()
-                         for _ in range(min(self.max_batch, len(self._queue)))]
+    def _lead(self) -> None:
+        """Commit the waiting work as one transaction (called holding `_turn`, which is
+        released while the transaction runs)."""
+        self._committing = True
+        batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+        self._turn.release()
+        finished = False
+        try:
             self._commit(batch)
+            finished = True
+        finally:
+            self._turn.acquire()
+            self._committing = False
+            for pending in batch:
+                if not finished and pending.error is None:  # interrupted: not durable
+                    pending.error = StorageError("the index transaction was interrupted")
+                pending.done = True
+            self._turn.notify_all()
 
     def _commit(self, batch: list[_Pending[Any]]) -> None:
         try:
@@ -125,6 +139,3 @@ class GroupCommitter:
         else:
             self.batches += 1
             self.items += len(batch)
-        finally:
-            for pending in batch:
-                pending.done.set()
