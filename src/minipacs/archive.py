@@ -61,10 +61,19 @@ from minipacs.errors import (
 )
 from minipacs.index import access_tags
 from minipacs.index.database import create_schema, is_sqlite, session_factory
+from minipacs.index.group_commit import GroupCommitter
 from minipacs.index.models import Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
 from minipacs.index.sequences import matching_rows, refresh_sequences
-from minipacs.index.upsert import Derived, derive, drop_if_empty, record_of, upsert_instance
+from minipacs.index.upsert import (
+    Derived,
+    derive,
+    drop_if_empty,
+    indexed_as,
+    insert_new_instance,
+    record_of,
+    upsert_instance,
+)
 from minipacs.index.upsert import InstanceRecord as InstanceRecord  # the doors' record type
 from minipacs.query_results import (
     Include,
@@ -148,6 +157,8 @@ class Archive:
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if is_sqlite(str(self.write_engine.url)) else nullcontext()
         )
+        # Index writes of concurrent ingests share transactions (index/group_commit.py).
+        self._committer = GroupCommitter(self._write, self._write_lock)
         create_schema(self.write_engine)
 
     # ------------------------------------------------------------------ ingest
@@ -167,23 +178,29 @@ class Archive:
         check_complete(source)
         parsed = parse_instance(source)
         attrs = parsed.attributes
-        existing = self._existing(attrs.sop_instance_uid)
-        if existing is not None and existing.sha256 == parsed.sha256:
-            if self.store.exists(existing.blob_key):
-                log.info("instance %s already stored, identical bytes: nothing to do",
-                         attrs.sop_instance_uid)
-                return self._result(parsed, "duplicate")
-        if existing is not None and self.duplicate_policy == "reject":
-            raise Conflict(
-                f"SOP Instance UID {attrs.sop_instance_uid} is already stored with other "
-                "content; the duplicate policy is 'reject'"
-            )
+        if self.duplicate_policy == "reject":
+            # Only this policy needs to know before the blob is written: writing would
+            # overwrite the stored instance's blob with the refused bytes.
+            existing = self._existing(attrs.sop_instance_uid)
+            if existing is not None and existing.sha256 != parsed.sha256:
+                raise Conflict(
+                    f"SOP Instance UID {attrs.sop_instance_uid} is already stored with "
+                    "other content; the duplicate policy is 'reject'"
+                )
         key = instance_key(
             attrs.study_instance_uid, attrs.series_instance_uid, attrs.sop_instance_uid
         )
+        # One durable blob write, then the rows. An identical duplicate rewrites the same
+        # bytes under the same key (harmless, and rare) instead of costing every
+        # instance a lookup before the write; the transaction below tells them apart.
         self.store.put(key, parsed.part10 if parsed.part10 is not None else source)
-        replaced = self._index_instance(parsed, key, derive(parsed), received_from,
-                                        principal=principal)
+        outcome = self._index_instance(parsed, key, derive(parsed), received_from,
+                                       principal=principal)
+        if outcome == "duplicate":
+            log.info("instance %s already stored, identical bytes: nothing to do",
+                     attrs.sop_instance_uid)
+            return self._result(parsed, "duplicate")
+        replaced = outcome
         if replaced is not None and replaced.blob_key != key:
             self.store.delete(replaced.blob_key)
         status: IngestStatus = "stored"
@@ -206,47 +223,25 @@ class Archive:
 
     def _index_instance(
         self, parsed: ParsedInstance, key: str, derived: Derived, received_from: str,
-        *, principal: Principal | None = None,
-    ) -> InstanceRecord | None:
-        """Upsert patient → study → series → instance in one transaction, with the
-        principal's `store` (or `replace`) audit event in it when one is given.
+        *, principal: Principal | None = None, rewrite_identical: bool = False,
+    ) -> InstanceRecord | None | Literal["duplicate"]:
+        """Commit `_record_instance` through the group committer (one transaction and
+        one fsync shared with the instances other threads are storing meanwhile);
+        returns once it is durable.
 
         Retries on unique-key races (another node or thread inserting the same patient,
-        study or series at the same moment). Returns the record it replaced, if any.
-        """
-        a = parsed.attributes
+        study or series at the same moment) and failed commits."""
         tags = self._tags_to_add(parsed, principal)
         last_error: Exception | None = None
         for attempt in range(_INDEX_ATTEMPTS):
             try:
-                with self._write_lock, self._write() as session, session.begin():
-                    created: list[str] = []
-                    replaced = upsert_instance(session, parsed, key, derived, received_from,
-                                               created)
-                    # Orders: arriving images complete theirs (emr/order_links.py).
-                    link_arriving_instance(
-                        session, a, actor=principal.actor if principal else "system",
-                        role=principal.role.value if principal else "",
-                        source=principal.source if principal else received_from)
-                    if tags:
-                        access_tags.add_tags(session, a.study_instance_uid, tags)
-                    if principal is not None:
-                        changed = replaced is not None and replaced.sha256 != parsed.sha256
-                        detail = (f"SOP Instance {a.sop_instance_uid} replaced: sha256 "
-                                  f"{replaced.sha256} -> {parsed.sha256}"
-                                  if changed and replaced is not None else
-                                  f"SOP Instance {a.sop_instance_uid} ({a.modality or '?'}, "
-                                  f"{parsed.size} bytes) from {received_from or '?'}")
-                        append(session, AuditRecord(
-                            "replace" if changed else "store", principal.actor,
-                            principal.role.value, principal.source, a.patient_id,
-                            a.study_instance_uid, detail=detail))
-                    # Last before the commit (emr/changes.py: writers queue from here).
-                    record_changes(session, ingest_changes(
-                        a.study_instance_uid, a.series_instance_uid, a.sop_instance_uid,
-                        a.patient_id, a.issuer_of_patient_id, created, replaced is not None))
-                self._tagged.remember(a.study_instance_uid, tags)
-                return replaced
+                done = self._committer.run(
+                    lambda session: self._record_instance(session, parsed, key, derived,
+                                                          received_from, principal,
+                                                          rewrite_identical, tags))
+                # Only once committed: the study's later instances skip the tags' INSERT.
+                self._tagged.remember(parsed.attributes.study_instance_uid, tags)
+                return done
             except (IntegrityError, OperationalError) as exc:
                 last_error = exc
                 log.debug("index attempt %d for %s failed: %s", attempt + 1,
@@ -255,6 +250,55 @@ class Archive:
             f"could not index {parsed.attributes.sop_instance_uid} after "
             f"{_INDEX_ATTEMPTS} attempts: {last_error}"
         )
+
+    def _record_instance(
+        self, session: Session, parsed: ParsedInstance, key: str, derived: Derived,
+        received_from: str, principal: Principal | None, rewrite_identical: bool = False,
+        tags: frozenset[str] = frozenset(),
+    ) -> InstanceRecord | None | Literal["duplicate"]:
+        """Everything one arriving instance writes to the index, in the caller's
+        transaction: the patient → study → series → instance rows and the principal's
+        `store` (or `replace`) audit event. A step every stored instance needs is one
+        more line here. Returns the record it replaced, if any, or "duplicate" (same
+        bytes already indexed under this key: nothing written, unless
+        `rewrite_identical`)."""
+        a = parsed.attributes
+        replaced = None
+        status = indexed_as(session, a.sop_instance_uid, parsed.sha256, key)
+        if status == "identical" and not rewrite_identical:
+            return "duplicate"
+        created: list[str] = []  # "study", "series": the rows this instance made
+        if status != "new" or not insert_new_instance(session, parsed, key, derived,
+                                                      received_from, created):
+            # Replacements and reconciled patients take the ORM's path. Rows written with
+            # Core earlier in this group transaction are not in the session's identity
+            # map as they are now: have the ORM read them afresh.
+            session.expire_all()
+            replaced = upsert_instance(session, parsed, key, derived, received_from,
+                                       created)
+        # Orders: arriving images complete theirs (emr/order_links.py).
+        link_arriving_instance(
+            session, a, actor=principal.actor if principal else "system",
+            role=principal.role.value if principal else "",
+            source=principal.source if principal else received_from)
+        if tags:
+            access_tags.add_tags(session, a.study_instance_uid, tags)
+        if principal is not None:
+            changed = replaced is not None and replaced.sha256 != parsed.sha256
+            detail = (f"SOP Instance {a.sop_instance_uid} replaced: sha256 "
+                      f"{replaced.sha256} -> {parsed.sha256}"
+                      if changed and replaced is not None else
+                      f"SOP Instance {a.sop_instance_uid} ({a.modality or '?'}, "
+                      f"{parsed.size} bytes) from {received_from or '?'}")
+            append(session, AuditRecord(
+                "replace" if changed else "store", principal.actor,
+                principal.role.value, principal.source, a.patient_id,
+                a.study_instance_uid, detail=detail))
+        # Last before the commit (emr/changes.py: writers queue from here).
+        record_changes(session, ingest_changes(
+            a.study_instance_uid, a.series_instance_uid, a.sop_instance_uid,
+            a.patient_id, a.issuer_of_patient_id, created, replaced is not None))
+        return replaced
 
     # ------------------------------------------------------------------ query
     def find(
@@ -941,6 +985,7 @@ class Archive:
 
     def close(self) -> None:
         """Release database connections (the archive is unusable afterwards)."""
+        self._committer.close()
         self.engine.dispose()
         self.write_engine.dispose()
         close = getattr(self.store, "close", None)  # stores with background work
@@ -978,7 +1023,9 @@ class Archive:
         blob = self.store.read(key)
         check_complete(blob)
         parsed = parse_instance(blob)
-        replaced = self._index_instance(parsed, key, derive(parsed), actor or "verify")
+        replaced = self._index_instance(parsed, key, derive(parsed), actor or "verify",
+                                        rewrite_identical=True)
+        assert replaced != "duplicate"  # rewrite_identical: the blob's rows are rewritten
         a = parsed.attributes
         self.audit("reindex", actor, a.patient_id, a.study_instance_uid,
                    f"SOP Instance {a.sop_instance_uid} indexed from blob {key}")

@@ -322,6 +322,14 @@ class Settings(BaseSettings):
         "(CSP connect-src), comma-separated, e.g. https://pacs2.example.org; empty: only "
         "this server.",
     )
+    # --- issue #13, ingest throughput (ingest-speed stream) ---
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="Node processes `minipacs serve` runs on this machine, sharing the DICOM "
+        "and HTTP ports (SO_REUSEPORT, Linux): one Python process uses one core, so set it "
+        "to the number of cores for ingest throughput. Each is a full node on the same "
+        "index and blob store.",
+    )
 
     # --- issue #11 (single sign-on with OpenID Connect; access/oidc.py, web/oidc.py) ---
     oidc_issuer: str = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -35,6 +36,22 @@ from minipacs.web.request_bounds import header_limited_protocol
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
+
+
+def worker_header(app: Any) -> Any:
+    """ASGI wrapper adding `X-Minipacs-Worker: <pid>` to every HTTP response."""
+    value = str(os.getpid()).encode()
+
+    async def with_header(scope: Any, receive: Any, send: Any) -> None:
+        async def send_with_pid(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                   (b"x-minipacs-worker", value)]}
+            await send(message)
+
+        await app(scope, receive, send_with_pid if scope["type"] == "http" else send)
+
+    return with_header
 
 
 def open_archive(settings: Settings) -> Archive:
@@ -80,10 +97,14 @@ def transport_limits(settings: Settings) -> TransportLimits:
     )
 
 
-def bind_http(host: str, port: int) -> socket.socket:
+def bind_http(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """The HTTP listening socket; `reuse_port` (SO_REUSEPORT) for the workers of
+    `serve --workers N`, which all listen on one port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -124,13 +145,28 @@ def start_fhir_push(archive: Archive, settings: Settings, public_base: str
 
 
 def serve(settings: Settings) -> None:
-    """Run until interrupted: DIMSE in background threads, HTTP in this thread."""
+    """Run until interrupted: DIMSE in background threads, HTTP in this thread; with
+    `workers` > 1, that many such processes on the same ports (`minipacs.workers`)."""
+    if settings.workers > 1:
+        from minipacs.workers import serve_workers
+
+        serve_workers(settings)
+        return
+    run_node(settings)
+
+
+def run_node(settings: Settings, *, worker: bool = False) -> None:
+    """One node until interrupted. A `worker` of `serve --workers N` binds its ports
+    with SO_REUSEPORT, leaves start-up chores (samples, the one-time admin password,
+    the banner) to its supervisor, and says which process answered each HTTP request
+    in an `X-Minipacs-Worker` header."""
     https = http_tls_options(settings)  # a half-configured HTTPS stops us before anything
     archive = open_archive(settings)  # its blob store sweeps its own temp files
     sweep_folders(stow_spool(settings.data_dir))  # STOW-RS bodies of killed requests
-    if settings.load_samples and settings.sample_dir.is_dir() and archive.is_empty():
+    if not worker and settings.load_samples and settings.sample_dir.is_dir() \
+            and archive.is_empty():
         load_samples(archive, settings.sample_dir)
-    http_sock = bind_http(settings.http_host, settings.http_port)
+    http_sock = bind_http(settings.http_host, settings.http_port, reuse_port=worker)
     http_port = http_sock.getsockname()[1]
     # One registry and one worklist per node, shared by both doors (built once: each
     # construction would otherwise re-run the schema upgrade and own its sessions).
@@ -151,6 +187,7 @@ def serve(settings: Settings) -> None:
         limits=transport_limits(settings),
         outgoing=OutgoingTransport(client_tls_context(
             settings.dicom_tls_ca, settings.dicom_tls_cert, settings.dicom_tls_key)),
+        reuse_port=worker,
     )
     # The port the ready file and banner call "dicom_port": the plain one, or the TLS
     # one when that is all there is (a certificate and no DICOM_TLS_PORT).
@@ -184,8 +221,11 @@ def serve(settings: Settings) -> None:
                                        settings.fhir_push_interval_seconds))
     for task in background:
         task.start()
-    app = create_app(archive, settings.model_copy(update={"http_port": http_port}),
-                     registry=registry, worklist=worklist, accounts=accounts, alerts=alerts)
+    app: Any = create_app(archive, settings.model_copy(update={"http_port": http_port}),
+                          registry=registry, worklist=worklist, accounts=accounts,
+                          alerts=alerts)
+    if worker:
+        app = worker_header(app)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
                             timeout_graceful_shutdown=5, **http_parser_options(settings),
                             **https)
@@ -198,25 +238,29 @@ def serve(settings: Settings) -> None:
     counts = archive.counts()
 
     def announce() -> None:
-        print(
-            f"\nminipacs is running ({counts['studies']} studies, {counts['instances']} "
-            f"instances in {settings.data_dir})\n"
-            f"  DICOM   AE title {settings.ae_title}, port {dicom_port} "
-            f"(e.g. echoscu -aec {settings.ae_title} 127.0.0.1 {dicom_port})"
-            f"{f', TLS port {dicom_tls_port}' if dicom_tls_port is not None else ''}\n"
-            + (f"  HL7 v2  MLLP port {hl7_port}\n" if hl7_port is not None else "") +
-            f"  Viewer  {base}/viewer/\n"
-            f"  DICOMweb {base}/dicom-web/studies\n"
-            f"  API docs {base}/docs\n"
-            + (f"  Accounts: none yet, so 'admin' was created with the one-time password\n"
-               f"           {one_time_password}\n"
-               f"           (shown only now; it must be changed at first login)\n"
-               if one_time_password else "")
-            + ("  WARNING: MINIPACS_AUTH=off, no login is required\n"
-               if settings.auth == "off" else "")
-            + "Press Ctrl+C to stop.",
-            flush=True,
-        )
+        if worker:
+            log.info("worker pid %d serving DICOM port %s, HTTP port %s", os.getpid(),
+                     dicom_port, http_port)
+        else:
+            print(
+                f"\nminipacs is running ({counts['studies']} studies, {counts['instances']} "
+                f"instances in {settings.data_dir})\n"
+                f"  DICOM   AE title {settings.ae_title}, port {dicom_port} "
+                f"(e.g. echoscu -aec {settings.ae_title} 127.0.0.1 {dicom_port})"
+                f"{f', TLS port {dicom_tls_port}' if dicom_tls_port is not None else ''}\n"
+                + (f"  HL7 v2  MLLP port {hl7_port}\n" if hl7_port is not None else "") +
+                f"  Viewer  {base}/viewer/\n"
+                f"  DICOMweb {base}/dicom-web/studies\n"
+                f"  API docs {base}/docs\n"
+                + (f"  Accounts: none yet, so 'admin' was created with the one-time password\n"
+                   f"           {one_time_password}\n"
+                   f"           (shown only now; it must be changed at first login)\n"
+                   if one_time_password else "")
+                + ("  WARNING: MINIPACS_AUTH=off, no login is required\n"
+                   if settings.auth == "off" else "")
+                + "Press Ctrl+C to stop.",
+                flush=True,
+            )
         if settings.ready_file:
             # Written aside then renamed: a poller never reads a half-written file.
             partial = settings.ready_file.with_name(settings.ready_file.name + ".partial")

@@ -10,13 +10,15 @@ transliterated to ASCII; nothing stored changes.
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 
-from minipacs.ae_registry import AERegistry
+from minipacs.ae_registry import AERegistry, RemoteAE
 from minipacs.dicom.charsets import (
     ascii_dataset,
     charset_fix,
@@ -35,10 +37,22 @@ def charset_repair(registry: AERegistry) -> Callable[[Any, bytes | Path], bytes 
     """`repair` for `handle_store`: relabel (0008,0005) as the sender's entry says.
 
     Only for senders with charset options in the registry is a spooled dataset read
-    into memory."""
+    into memory. The sender's entry is read once per association, not per instance
+    (an edited entry applies from the sender's next association)."""
+    entries: weakref.WeakKeyDictionary[Any, RemoteAE | None] = weakref.WeakKeyDictionary()
+    entries_lock = threading.Lock()
+
+    def entry_of(event: Any) -> RemoteAE | None:
+        with entries_lock:
+            if event.assoc in entries:
+                return entries[event.assoc]
+        ae = registry.get(_calling(event))
+        with entries_lock:
+            entries[event.assoc] = ae
+        return ae
 
     def repair(event: Any, part10: bytes | Path) -> bytes | None:
-        ae = registry.get(_calling(event))
+        ae = entry_of(event)
         if ae is None or not (ae.default_charset or ae.charset_remap_from):
             return None
         try:

@@ -320,11 +320,25 @@ def reject_local_limit(event: Any, reason: str) -> None:
     event.assoc.kill()
 
 
+class SharedPortAssociationServer(GuardedAssociationServer):
+    """Bound with SO_REUSEPORT: one of the listeners of `serve --workers N`."""
+
+    def server_bind(self) -> None:
+        # pynetdicom's server_bind ignores socketserver's allow_reuse_port.
+        assert self.socket is not None  # socketserver made it before binding
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def start_guarded_server(
     ae: AE, address: tuple[str, int], handlers: list[Any], limits: TransportLimits,
     ledger: ConnectionLedger, ssl_context: ssl.SSLContext | None = None,
+    *, reuse_port: bool = False,
 ) -> GuardedAssociationServer:
-    """Listen on `address` in a background thread (port 0: any free port)."""
+    """Listen on `address` in a background thread (port 0: any free port).
+
+    `reuse_port`: bind with SO_REUSEPORT, so that the worker processes of one
+    `serve --workers N` listen on the same port (Linux spreads connections over them)."""
     ae.maximum_pdu_size = limits.max_pdu_length
     ae.acse_timeout = limits.artim_timeout
     # Our ledger caps connections below this, so pynetdicom's own count (which includes
@@ -332,7 +346,8 @@ def start_guarded_server(
     ae.maximum_associations = limits.max_connections + 1
     server: GuardedAssociationServer = ae.make_server(  # type: ignore[assignment]
         address, ssl_context=ssl_context, evt_handlers=handlers,
-                            server_class=GuardedAssociationServer, limits=limits,
+                            server_class=SharedPortAssociationServer if reuse_port
+                            else GuardedAssociationServer, limits=limits,
                             ledger=ledger)
     thread = threading.Thread(target=server.serve_forever, daemon=True,
                               name=f"DicomListener:{server.server_address[1]}")

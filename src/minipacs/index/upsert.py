@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any, Literal, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from minipacs.dicom.header import InstanceAttributes, ParsedInstance
 from minipacs.dicom.json_model import dumps, instance_json
 from minipacs.dicom.patient_header import overlay_json
-from minipacs.index.models import Instance, Patient, PatientAlias, Series, Study, StudyAccessTag
+from minipacs.index.models import (
+    Base,
+    Instance,
+    Patient,
+    PatientAlias,
+    Series,
+    Study,
+    StudyAccessTag,
+)
 from minipacs.index.sequences import EntitySequences, accumulate, entity_sequences
 
 
@@ -40,6 +49,112 @@ class InstanceRecord:
     # Reconciliation: patient attributes (keyword, value) the blob is served with, when
     # its stored ones differ from the index's (dicom/patient_header.py); () otherwise.
     patient_patch: tuple[tuple[str, str], ...] = ()
+
+
+IndexedAs = Literal["new", "identical", "other"]
+
+
+def indexed_as(session: Session, sop_instance_uid: str, sha256: str, key: str) -> IndexedAs:
+    """Whether this SOP Instance is not indexed yet ("new"), indexed with these very
+    bytes at `key` ("identical"), or otherwise (one unique-key read in the ingest
+    transaction)."""
+    row = session.execute(
+        select(Instance.sha256, Instance.blob_key)
+        .where(Instance.sop_instance_uid == sop_instance_uid)
+    ).first()
+    if row is None:
+        return "new"
+    return "identical" if row.sha256 == sha256 and row.blob_key == key else "other"
+
+
+def insert_new_instance(session: Session, parsed: ParsedInstance, key: str, derived: Derived,
+                        received_from: str, created: list[str] | None = None) -> bool:
+    """`upsert_instance` for an instance not indexed yet (checked by `indexed_as` in
+    the same transaction), with SQLAlchemy Core statements: the hot path of ingest,
+    without the ORM's unit of work. Rows already there are updated only in the
+    columns whose value changes, as the ORM would (so `updated_at` moves only then).
+    `created` receives "study" and "series" for the rows it made (change feed).
+
+    Returns False, having written nothing, for a patient reconciliation owns (a reconciled
+    patient, or a key merged away): `upsert_instance` files and serves those."""
+    a = parsed.attributes
+    patients = _table(Patient)
+    current = session.execute(select(patients).where(
+        patients.c.patient_id == a.patient_id,
+        patients.c.issuer_of_patient_id == a.issuer_of_patient_id)).mappings().first()
+    if current is not None and current["reconciled"]:
+        return False
+    if current is None and session.scalar(select(PatientAlias.id).where(
+            PatientAlias.patient_id == a.patient_id,
+            PatientAlias.issuer == a.issuer_of_patient_id)) is not None:
+        return False
+    patient_pk = _upsert_row(session, patients, current, {
+        "patient_id": a.patient_id, "issuer_of_patient_id": a.issuer_of_patient_id,
+        "patient_name": a.patient_name, "patient_name_lower": a.patient_name_lower,
+        "patient_name_folded": a.patient_name_folded,
+        "patient_birth_date": a.patient_birth_date, "patient_sex": a.patient_sex,
+        "other_patient_ids": _merged_ids(current["other_patient_ids"] if current else "",
+                                         a.other_patient_ids),
+        "sequences_json": accumulate(current["sequences_json"] if current else None,
+                                     derived.sequences.patient),
+    })
+    studies = _table(Study)
+    current_study = session.execute(select(studies).where(
+        studies.c.study_instance_uid == a.study_instance_uid)).mappings().first()
+    if current_study is None and created is not None:
+        created.append("study")
+    study_pk = _upsert_row(session, studies, current_study, {
+        "study_instance_uid": a.study_instance_uid, "patient_pk": patient_pk,
+        "study_date": a.study_date, "study_time": a.study_time,
+        "accession_number": a.accession_number, "study_id": a.study_id,
+        "study_description": a.study_description,
+        "referring_physician_name": a.referring_physician_name,
+        "sequences_json": derived.sequences.study,
+    })
+    series_table = _table(Series)
+    current_series = session.execute(select(series_table).where(
+        series_table.c.series_instance_uid == a.series_instance_uid)).mappings().first()
+    if current_series is None and created is not None:
+        created.append("series")
+    series_pk = _upsert_row(session, series_table, current_series, {
+        "series_instance_uid": a.series_instance_uid, "study_pk": study_pk,
+        "modality": a.modality, "series_number": a.series_number,
+        "series_description": a.series_description, "series_date": a.series_date,
+        "series_time": a.series_time, "body_part_examined": a.body_part_examined,
+        "sequences_json": derived.sequences.series,
+    })
+    session.execute(insert(_table(Instance)).values(
+        sop_instance_uid=a.sop_instance_uid, series_pk=series_pk,
+        sop_class_uid=a.sop_class_uid, instance_number=a.instance_number,
+        transfer_syntax_uid=a.transfer_syntax_uid, rows=a.rows, columns=a.columns,
+        bits_allocated=a.bits_allocated, number_of_frames=a.number_of_frames,
+        blob_key=key, size=parsed.size, sha256=parsed.sha256,
+        metadata_json=derived.metadata, received_from=received_from[:128]))
+    return True
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _upsert_row(session: Session, table: Table, current: Any, values: dict[str, Any]) -> int:
+    """Insert `values` as a row of `table` (no `current` row), or update the columns of
+    `current` that differ. Returns the row's primary key."""
+    if current is None:
+        result = cast(CursorResult[Any], session.execute(insert(table).values(**values)))
+        assert result.inserted_primary_key is not None
+        return int(result.inserted_primary_key[0])
+    changed = {name: value for name, value in values.items() if current[name] != value}
+    if changed:
+        session.execute(update(table).where(table.c.id == current["id"]).values(**changed))
+    return int(current["id"])
+
+
+def _merged_ids(known_text: str, new: tuple[str, ...]) -> str:
+    """The patient's other IDs, "|"-delimited, old ones first, each once."""
+    known = [x for x in (known_text or "").split("|") if x]
+    merged = list(dict.fromkeys([*known, *new]))
+    return ("|" + "|".join(merged) + "|") if merged else ""
 
 
 def upsert_instance(
@@ -67,7 +182,7 @@ def upsert_instance(
     metadata = derived.metadata
     if alias_pk is not None or patient.reconciled:
         # Reconciled values win over what arrives; the instance is served corrected.
-        _gather_other_ids(patient, a)
+        patient.other_patient_ids = _merged_ids(patient.other_patient_ids, a.other_patient_ids)
         stored, current = attribute_values(a), patient_values(patient)
         if stored != current:
             stored_patient = json.dumps(stored, ensure_ascii=False)
@@ -156,13 +271,7 @@ def _update_patient(patient: Patient, a: InstanceAttributes) -> None:
     patient.patient_name_folded = a.patient_name_folded
     patient.patient_birth_date = a.patient_birth_date
     patient.patient_sex = a.patient_sex
-    _gather_other_ids(patient, a)
-
-
-def _gather_other_ids(patient: Patient, a: InstanceAttributes) -> None:
-    known = [x for x in (patient.other_patient_ids or "").split("|") if x]
-    merged = list(dict.fromkeys([*known, *a.other_patient_ids]))
-    patient.other_patient_ids = ("|" + "|".join(merged) + "|") if merged else ""
+    patient.other_patient_ids = _merged_ids(patient.other_patient_ids, a.other_patient_ids)
 
 
 def _update_study(study: Study, a: InstanceAttributes, patient_pk: int) -> None:
