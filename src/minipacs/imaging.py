@@ -26,6 +26,7 @@ from minipacs.dicom.frames import (
     encapsulated_frame,
     encapsulated_frame_from_file,
     frame_count,
+    native_frame_from_file,
     read_dataset,
     stored_pixels,
 )
@@ -99,10 +100,14 @@ class Imaging:
             pixels = stored_pixels(fh)
             check_frames_exist(pixels, numbers)
             header = pixels.header
+            pixel_data_at = fh.tell()  # where stored_pixels stopped: the Pixel Data element
             for number in numbers:
                 if decode:
-                    fh.seek(0)
-                    frame, _ = decode_frame_from_file(fh, number)
+                    fh.seek(pixel_data_at)
+                    frame = native_frame_from_file(fh, pixels, number)
+                    if frame is None:
+                        fh.seek(0)
+                        frame, _ = decode_frame_from_file(fh, number)
                     samples = frame.pixels.shape[2] if frame.pixels.ndim == 3 else 1
                     yield FramePart(number, frame.little_endian_bytes(),
                                     frame.photometric_interpretation, samples,
