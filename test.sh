@@ -10,6 +10,10 @@ command -v storescu >/dev/null 2>&1 || apt_packages+=(dcmtk)
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 command -v firefox-esr >/dev/null 2>&1 || apt_packages+=(firefox-esr)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_packages+=(postgresql)
+# Orthanc and its DICOMweb plugin: the benchmark command compares against them (its
+# smoke mode runs in tests/test_bench_smoke.py).
+command -v Orthanc >/dev/null 2>&1 || apt_packages+=(orthanc)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || apt_packages+=(orthanc-dicomweb)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing Debian packages: ${apt_packages[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
