@@ -48,8 +48,9 @@ def ingest_storescu(node: Node, files: list[Path], associations: int,
     start = time.monotonic()
     for chunk in _chunks(files, associations):
         procs.append(subprocess.Popen(
-            [dcmtk("storescu"), "--required", *proposal, "-aet", "BENCH", "-aec", node.ae_title,
-             "-to", str(DICOM_TIMEOUT), "127.0.0.1", str(node.dicom_port),
+            [dcmtk("storescu"), "--required", *proposal, "-aet", "BENCH",
+             "-aec", node.ae_title, "-to", str(DICOM_TIMEOUT), "-ta", str(DICOM_TIMEOUT),
+             "127.0.0.1", str(node.dicom_port),
              *map(str, chunk)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     for proc in procs:

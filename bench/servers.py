@@ -202,7 +202,9 @@ def start_storescp(work: Path) -> Node:
     work.mkdir(parents=True, exist_ok=True)
     (work / "files").mkdir(exist_ok=True)
     port, log = free_port(), work / "storescp.log"
-    proc = subprocess.Popen([dcmtk("storescp"), "--accept-all", "--output-directory",
+    # --fork: one process per association, as the 4-association runs need (without it
+    # storescp serves one association at a time and the others time out).
+    proc = subprocess.Popen([dcmtk("storescp"), "--fork", "--accept-all", "--output-directory",
                              str(work / "files"), "--aetitle", "STORESCP", str(port)],
                             stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     _wait(lambda: _port_open(port), proc, "storescp", log)
