@@ -188,7 +188,7 @@ class GuardedAssociationSocket(AssociationSocket):
             view.release()
         # Sends must make progress too: a peer that stops reading is dropped.
         sock.settimeout(self.limits.pdu_timeout)
-        _ack_now(sock)
+        ack_now(sock)
         del data[got:]
         return data
 
@@ -216,7 +216,7 @@ class GuardedAssociationSocket(AssociationSocket):
         raise ConnectionAbortedError(reason)
 
 
-def _ack_now(sock: socket.socket) -> None:
+def ack_now(sock: socket.socket) -> None:
     """Acknowledge what has been read at once (Linux TCP_QUICKACK; it lasts until the
     kernel next decides, so it is set after every read).
 
