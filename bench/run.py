@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", choices=SERVERS, help="measure one server only")
     parser.add_argument("--no-ceiling", action="store_true",
                         help="skip storescp and the pynetdicom null SCP")
+    parser.add_argument("--skip-ingest", action="store_true",
+                        help="only queries and retrieves (the corpus is still stored once)")
     args = parser.parse_args(argv)
     size = corpus_module.CorpusSize.smoke() if args.smoke else corpus_module.CorpusSize.full()
     repeat = args.repeat or (5 if args.smoke else 50)
@@ -235,11 +237,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     servers = [args.only] if args.only else list(SERVERS)
     ceilings = [] if args.no_ceiling else list(CEILINGS)
     with tempfile.TemporaryDirectory(prefix="minipacs-bench-") as tmp:
-        for name in servers + ceilings:
+        for name in servers + ([] if args.skip_ingest else ceilings):
             print(f"{name}: ingest", flush=True)
             node = starter(name, receiver_port)(Path(tmp) / name)
             try:
-                ingest_runs(node, corpus, Path(tmp) / "variants", results)
+                if not args.skip_ingest:
+                    ingest_runs(node, corpus, Path(tmp) / "variants", results)
                 if name in servers:
                     print(f"{name}: queries and retrieves", flush=True)
                     service_runs(node, corpus, receiver_port, repeat, results)

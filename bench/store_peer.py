@@ -22,7 +22,8 @@ def main() -> None:
     host, port, called, listing = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     datasets = [dcmread(p) for p in Path(listing).read_text().split("\n") if p]
     ae = AE(ae_title="BENCH")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 300
+    # A store that gets no answer in 120 s is a stalled association: fail, do not hang.
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
     for pair in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
                         for ds in datasets}):
         ae.add_requested_context(*pair)
