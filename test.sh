@@ -13,6 +13,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_packages+=(postgresql
 # tests/test_oidc.py runs a real OpenID Provider (npm's oidc-provider) on Node.js
 command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
+# Orthanc and its DICOMweb plugin: the benchmark command compares against them (its
+# smoke mode runs in tests/test_bench_smoke.py).
+command -v Orthanc >/dev/null 2>&1 || apt_packages+=(orthanc)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || apt_packages+=(orthanc-dicomweb)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing Debian packages: ${apt_packages[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

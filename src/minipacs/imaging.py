@@ -12,13 +12,14 @@ import hashlib
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.frames import (
+    DecodedFrame,
     check_frame_numbers,
     check_frames_exist,
     decode_frame_from_file,
@@ -26,6 +27,7 @@ from minipacs.dicom.frames import (
     encapsulated_frame,
     encapsulated_frame_from_file,
     frame_count,
+    native_frame_from_file,
     read_dataset,
     stored_pixels,
 )
@@ -99,10 +101,14 @@ class Imaging:
             pixels = stored_pixels(fh)
             check_frames_exist(pixels, numbers)
             header = pixels.header
+            pixel_data_at = fh.tell()  # where stored_pixels stopped: the Pixel Data element
             for number in numbers:
                 if decode:
-                    fh.seek(0)
-                    frame, _ = decode_frame_from_file(fh, number)
+                    fh.seek(pixel_data_at)
+                    frame = native_frame_from_file(fh, pixels, number)
+                    if frame is None:
+                        fh.seek(0)
+                        frame, _ = decode_frame_from_file(fh, number)
                     samples = frame.pixels.shape[2] if frame.pixels.ndim == 3 else 1
                     yield FramePart(number, frame.little_endian_bytes(),
                                     frame.photometric_interpretation, samples,
@@ -145,7 +151,7 @@ class Imaging:
         if cached is not None:
             return cached
         with self.archive.open_instance(record) as fh:
-            decoded, header = decode_frame_from_file(fh, number)
+            decoded, header = _frame_and_header(fh, number)
         data = render_frame(decoded, header, options, number)
         self.archive.write_derived(record, name, data)
         return data
@@ -173,6 +179,17 @@ class Imaging:
             f"|{record.patient_patch}" if record.patient_patch else "")
         digest = hashlib.sha256(token.encode()).hexdigest()[:40]
         return f"{digest}.{_SUFFIX.get(options.media_type, 'bin')}"
+
+
+def _frame_and_header(fh: BinaryIO, number: int) -> tuple[DecodedFrame, Dataset]:
+    """Frame `number` decoded and the header: a ranged read for uncompressed pixels."""
+    pixels = stored_pixels(fh)
+    check_frames_exist(pixels, [number])
+    frame = native_frame_from_file(fh, pixels, number)
+    if frame is not None:
+        return frame, pixels.header
+    fh.seek(0)
+    return decode_frame_from_file(fh, number)
 
 
 def _representatives(records: list[InstanceRecord]) -> list[InstanceRecord]:

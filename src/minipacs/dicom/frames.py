@@ -278,3 +278,55 @@ def encapsulated_frame_from_file(fh: BinaryIO, pixels: StoredPixels, number: int
     fh.seek(pixels.fragments_at)
     return get_frame(fh, number - 1, number_of_frames=pixels.frame_count,
                      extended_offsets=extended)
+
+
+_RANGED_PHOTOMETRICS = {"MONOCHROME1": 1, "MONOCHROME2": 1, "RGB": 3}
+
+
+def native_frame_from_file(fh: BinaryIO, pixels: StoredPixels, number: int
+                           ) -> DecodedFrame | None:
+    """Frame `number` of uncompressed little-endian pixel data as a ranged read of the
+    file: the frame's bytes only, no parse of the pixel data element (PS3.5 §8.1.1: native
+    frames are contiguous, each Rows x Columns x SamplesPerPixel x BitsAllocated/8 bytes).
+
+    Gives what `decode_frame_from_file` gives (unused high bits masked, or sign-extended for
+    signed pixels, as pydicom does), or None when this data needs the general decoder:
+    big endian, deflated, bit-packed or float pixels, planar or YBR colour. `fh` must be
+    where `stored_pixels` left it (at the Pixel Data element)."""
+    header = pixels.header
+    ts = pixels.transfer_syntax
+    if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        return None
+    photometric = str(header.get("PhotometricInterpretation", ""))
+    samples = int(header.get("SamplesPerPixel", 1))
+    bits = int(header.get("BitsAllocated", 0))
+    stored = int(header.get("BitsStored", bits))
+    signed = int(header.get("PixelRepresentation", 0)) == 1
+    if (_RANGED_PHOTOMETRICS.get(photometric) != samples or bits not in (8, 16, 32)
+            or not 0 < stored <= bits or int(header.get("PlanarConfiguration", 0)) != 0):
+        return None
+    rows, columns = int(header.Rows), int(header.Columns)
+    size = rows * columns * samples * bits // 8
+    start = fh.tell()
+    explicit = ts == ExplicitVRLittleEndian
+    head = fh.read(12 if explicit else 8)
+    if head[:4] != b"\xe0\x7f\x10\x00" or (explicit and head[4:6] not in (b"OB", b"OW")):
+        fh.seek(start)
+        return None
+    length = int.from_bytes(head[-4:], "little")
+    if length == 0xFFFFFFFF or length < size * pixels.frame_count:
+        fh.seek(start)
+        return None
+    fh.seek(start + len(head) + size * (number - 1))
+    data = fh.read(size)
+    if len(data) != size:
+        fh.seek(start)
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    arr = np.frombuffer(data, dtype=dtype).reshape(
+        (rows, columns, samples) if samples > 1 else (rows, columns))
+    if stored < bits:
+        unused = bits - stored
+        # Unsigned: clear the unused high bits; signed: sign-extend from BitsStored.
+        arr = (arr << unused) >> unused if signed else arr & ((1 << stored) - 1)
+    return DecodedFrame(arr, photometric, bits, int(signed))

@@ -15,7 +15,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
-from pynetdicom import build_context, build_role
+from pynetdicom import build_context, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
     StorageCommitmentPushModelInstance,
@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
-from minipacs.dimse.outgoing import OutgoingTransport
+from minipacs.dimse.outgoing import OutgoingTransport, send_without_delay
 from minipacs.dimse.status import SUCCESS, status_dataset
 from minipacs.dimse.storage_scp import peer_of
 
@@ -138,6 +138,7 @@ def _report(assoc: Any, archive: Archive, registry: AERegistry, request: Dataset
         contexts=[build_context(StorageCommitmentPushModel)],
         # PS3.4 J.3.3: on a new association we are the SCP and it the SCU.
         ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)],
+        evt_handlers=[(evt.EVT_CONN_OPEN, send_without_delay)],
         **outgoing.associate_options(remote),
     )
     if not report_assoc.is_established:

@@ -52,6 +52,7 @@ _REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
 _READ_CHUNK = 256 * 1024
 _PDU_TYPES = range(0x01, 0x08)  # A-ASSOCIATE-RQ 01H ... A-ABORT 07H (PS3.8 §9.3.2-§9.3.8)
 _IDLE_WAIT = 0.1  # seconds; also how late the ARTIM timer may be noticed
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,12 @@ class GuardedAssociationSocket(AssociationSocket):
     def ready(self) -> bool:
         # While awaiting the A-ASSOCIATE-RQ (state Sta2, PS3.8 Table 9-10) there is
         # nothing to send, so wait for data here instead of pynetdicom's 1 ms polling:
-        # hundreds of silent connections then cost no CPU.
+        # hundreds of silent connections then cost no CPU. Not while an event waits in
+        # the DUL's queue: the A-ASSOCIATE-RQ just read is one (Evt6, still Sta2 until
+        # the DUL takes it), and waiting then delayed every association by _IDLE_WAIT.
         sock = self.socket
-        if sock is not None and self._awaiting_request():
+        if (sock is not None and self._awaiting_request()
+                and self.assoc.dul.event_queue.empty()):
             try:
                 select.select([sock], [], [], _IDLE_WAIT)
             except (OSError, ValueError):
@@ -184,6 +188,7 @@ class GuardedAssociationSocket(AssociationSocket):
             view.release()
         # Sends must make progress too: a peer that stops reading is dropped.
         sock.settimeout(self.limits.pdu_timeout)
+        ack_now(sock)
         del data[got:]
         return data
 
@@ -209,6 +214,21 @@ class GuardedAssociationSocket(AssociationSocket):
         except OSError:
             pass
         raise ConnectionAbortedError(reason)
+
+
+def ack_now(sock: socket.socket) -> None:
+    """Acknowledge what has been read at once (Linux TCP_QUICKACK; it lasts until the
+    kernel next decides, so it is set after every read).
+
+    A DIMSE message is often two PDUs written back to back (command, then dataset, PS3.7
+    §6.3.1); a requestor with Nagle's algorithm on (pynetdicom's default) holds the
+    second until the first is acknowledged, and Linux delays that ACK by up to 40 ms
+    while the acceptor, waiting for the dataset, has nothing to send."""
+    if _QUICKACK is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        except OSError:
+            pass  # not TCP (a test's socketpair), or gone: nothing to acknowledge
 
 
 def _peer(sock: socket.socket) -> str:

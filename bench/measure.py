@@ -1,0 +1,233 @@
+"""The measurements, each against one running `Node`: the client side of the benchmark.
+
+Peers are the usual ones: dcmtk's `storescu` and `movescu`, pynetdicom on its defaults
+(as a real pynetdicom SCU: Nagle on), httpx for DICOMweb. Times are wall-clock on the
+client (`time.perf_counter`, or CLOCK_MONOTONIC across processes).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+)
+from servers import BENCH_DIR, Node, dcmtk
+
+DICOM_TIMEOUT = 600  # seconds; generous, a benchmark is not a timeout test
+ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+RAW_FRAME = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def _chunks(files: list[Path], n: int) -> list[list[Path]]:
+    return [files[i::n] for i in range(n) if files[i::n]]
+
+
+def ingest_storescu(node: Node, files: list[Path], associations: int,
+                    proposal: tuple[str, ...] = ()) -> float:
+    """Instances per second, `associations` storescu processes at once. storescu
+    proposes uncompressed syntaxes only unless told (`proposal`, e.g. ``("-xy",)`` for
+    JPEG Baseline files)."""
+    procs = []
+    start = time.monotonic()
+    for chunk in _chunks(files, associations):
+        procs.append(subprocess.Popen(
+            [dcmtk("storescu"), "--required", *proposal, "-aet", "BENCH",
+             "-aec", node.ae_title, "-to", str(DICOM_TIMEOUT), "-ta", str(DICOM_TIMEOUT),
+             "127.0.0.1", str(node.dicom_port),
+             *map(str, chunk)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    for proc in procs:
+        _, err = proc.communicate(timeout=DICOM_TIMEOUT)
+        if proc.returncode != 0 or b"E: " in err:
+            raise SystemExit(f"storescu to {node.name} failed: {err.decode()[-1500:]}")
+    return len(files) / (time.monotonic() - start)
+
+
+def ingest_pynetdicom(node: Node, files: list[Path], associations: int) -> float:
+    """Instances per second, `associations` pynetdicom SCU processes at once (each reads
+    its files before associating; the clock runs from the first request to the last
+    response)."""
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="bench-lists-") as tmp:
+        for n, chunk in enumerate(_chunks(files, associations)):
+            listing = Path(tmp) / f"{n}.txt"
+            listing.write_text("\n".join(map(str, chunk)))
+            procs.append(subprocess.Popen(
+                [sys.executable, str(BENCH_DIR / "store_peer.py"), "127.0.0.1",
+                 str(node.dicom_port), node.ae_title, str(listing)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        reports = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=DICOM_TIMEOUT)
+            if proc.returncode != 0:
+                raise SystemExit(f"pynetdicom SCU to {node.name} failed: {err.decode()[-1500:]}")
+            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+    failed = sum(r["failed"] for r in reports)
+    if failed:
+        raise SystemExit(f"{node.name}: {failed} C-STOREs did not answer Success")
+    return len(files) / (max(r["end"] for r in reports) - min(r["start"] for r in reports))
+
+
+def _client_ae() -> AE:
+    ae = AE(ae_title="BENCH")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = DICOM_TIMEOUT
+    return ae
+
+
+def cfind_ms(node: Node, patient_id: str, repeat: int) -> float:
+    """C-FIND STUDY by PatientID, one association reused; median."""
+    ae = _client_ae()
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title)
+    samples = []
+    try:
+        for _ in range(repeat):
+            query = Dataset()
+            query.QueryRetrieveLevel = "STUDY"
+            query.PatientID = patient_id
+            query.StudyInstanceUID = query.PatientName = query.StudyDate = ""
+            query.ModalitiesInStudy = query.NumberOfStudyRelatedInstances = ""
+            start = time.perf_counter()
+            responses = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+            samples.append(time.perf_counter() - start)
+            if len(responses) < 2 or responses[-1][0].Status != 0:
+                raise SystemExit(f"{node.name}: C-FIND for {patient_id} answered "
+                                 f"{len(responses) - 1} matches, final {responses[-1][0]}")
+    finally:
+        assoc.release()
+    return median_ms(samples)
+
+
+def echo_ms(node: Node, repeat: int) -> float:
+    """Associate + C-ECHO + release; median."""
+    ae = _client_ae()
+    ae.add_requested_context(Verification)
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title)
+        status = assoc.send_c_echo()
+        assoc.release()
+        samples.append(time.perf_counter() - start)
+        if not status or status.Status != 0:
+            raise SystemExit(f"{node.name}: C-ECHO failed: {status}")
+    return median_ms(samples)
+
+
+def cmove_s(node: Node, study: str, series: str, receiver: str, receiver_port: int) -> float:
+    """Seconds for movescu to get a series moved to its own receiver (`--ignore`)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [dcmtk("movescu"), "-S", "-aet", "BENCH", "-aec", node.ae_title, "-aem", receiver,
+         "+P", str(receiver_port), "+xa", "--ignore", "-k", "QueryRetrieveLevel=SERIES",
+         "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}",
+         "127.0.0.1", str(node.dicom_port)],
+        capture_output=True, text=True, timeout=DICOM_TIMEOUT)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0 or "E: " in done.stderr:
+        raise SystemExit(f"movescu from {node.name} failed: {done.stderr[-1500:]}")
+    return seconds
+
+
+def cget_s(node: Node, study: str, series: str, expected: int) -> float:
+    """Seconds for a pynetdicom C-GET of a CT series (received, not kept)."""
+    ae = _client_ae()
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    received = 0
+
+    def on_store(event: object) -> int:
+        nonlocal received
+        received += 1
+        return 0x0000
+
+    start = time.perf_counter()
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID, query.SeriesInstanceUID = study, series
+    responses = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    assoc.release()
+    seconds = time.perf_counter() - start
+    if received != expected or responses[-1][0].Status != 0:
+        raise SystemExit(f"{node.name}: C-GET gave {received} of {expected} instances, "
+                         f"final {responses[-1][0]}")
+    return seconds
+
+
+def _http_ms(client: httpx.Client, urls: list[str], accept: str, repeat: int) -> float:
+    samples = []
+    for n in range(repeat):
+        url = urls[n % len(urls)]
+        start = time.perf_counter()
+        response = client.get(url, headers={"Accept": accept})
+        samples.append(time.perf_counter() - start)
+        if response.status_code != 200 or not response.content:
+            raise SystemExit(f"GET {url} ({accept}): {response.status_code} "
+                             f"{response.text[:300]}")
+    return median_ms(samples)
+
+
+def http_client(node: Node) -> httpx.Client:
+    return httpx.Client(timeout=DICOM_TIMEOUT, headers=node.headers)
+
+
+def qido_ms(node: Node, patient_id: str, repeat: int) -> float:
+    with http_client(node) as client:
+        return _http_ms(client, [f"{node.dicomweb}/studies?PatientID={patient_id}"],
+                        "application/dicom+json", repeat)
+
+
+def metadata_ms(node: Node, study: str, repeat: int) -> tuple[float, float]:
+    """Study metadata: the first request after ingest (cold), then the median (warm)."""
+    url = f"{node.dicomweb}/studies/{study}/metadata"
+    with http_client(node) as client:
+        cold = _http_ms(client, [url], "application/dicom+json", 1)
+        return cold, _http_ms(client, [url], "application/dicom+json", repeat)
+
+
+def series_retrieve_mb_s(node: Node, study: str, series: str, repeat: int) -> float:
+    url = f"{node.dicomweb}/studies/{study}/series/{series}"
+    samples = []
+    size = 0
+    with http_client(node) as client:
+        for _ in range(repeat):
+            start = time.perf_counter()
+            with client.stream("GET", url, headers={"Accept": ANY_SYNTAX}) as response:
+                if response.status_code != 200:
+                    raise SystemExit(f"GET {url}: {response.status_code}")
+                size = sum(len(chunk) for chunk in response.iter_bytes(1 << 20))
+            samples.append(time.perf_counter() - start)
+    return size / statistics.median(samples) / 1e6
+
+
+def instance_urls(node: Node, study: str, series: str, sops: list[str], tail: str
+                  ) -> list[str]:
+    return [f"{node.dicomweb}/studies/{study}/series/{series}/instances/{sop}{tail}"
+            for sop in sops]
+
+
+def pixels_ms(node: Node, urls: list[str], accept: str, repeat: int) -> float:
+    """Median over `repeat` requests cycling through `urls` (each instance new to the
+    server's caches on the first pass)."""
+    with http_client(node) as client:
+        return _http_ms(client, urls, accept, repeat)

@@ -1,0 +1,43 @@
+"""One pynetdicom storage SCU on one association: sends the files listed in LIST_FILE.
+
+    python bench/store_peer.py HOST PORT CALLED_AE LIST_FILE
+
+Reads every file first, then prints one JSON line: the CLOCK_MONOTONIC times at which the
+association was requested and the last response arrived (comparable across processes),
+and how many stores did not answer Success.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+from pynetdicom import AE
+
+
+def main() -> None:
+    host, port, called, listing = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    datasets = [dcmread(p) for p in Path(listing).read_text().split("\n") if p]
+    ae = AE(ae_title="BENCH")
+    # A store that gets no answer in 120 s is a stalled association: fail, do not hang.
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
+    for pair in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+                        for ds in datasets}):
+        ae.add_requested_context(*pair)
+    start = time.monotonic()
+    assoc = ae.associate(host, port, ae_title=called)
+    if not assoc.is_established:
+        raise SystemExit(f"association with {called} at {host}:{port} refused")
+    failed = 0
+    for ds in datasets:
+        status = assoc.send_c_store(ds)
+        failed += int(status.get("Status", -1) != 0) if status else 1
+    assoc.release()
+    print(json.dumps({"start": start, "end": time.monotonic(), "failed": failed}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The benchmark command runs end to end in its smoke mode: both servers, every
+measurement present and positive. A check that the command works, not a timed test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke_measures_every_key_on_both_servers(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--repeat", "3",
+         "--cache", str(tmp_path / "cache"), "--json", str(out)],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(REPO / "src"), os.environ.get("PYTHONPATH", "")])})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    measurements = report["measurements"]
+    for key in ("ingest_ct_storescu_1", "ingest_small_pynetdicom_4", "cpu_per_ct_instance",
+                "cfind", "echo", "qido", "metadata_cold", "metadata_warm",
+                "series_retrieve", "frame", "rendered", "thumbnail", "cmove", "cget",
+                "peak_rss"):
+        assert key in measurements, f"{key} missing from {sorted(measurements)}"
+    for key, row in measurements.items():
+        for server in ("minipacs", "Orthanc"):
+            assert row.get(server, 0) > 0, f"{key}: {server} gave {row.get(server)!r}"
+        if key.startswith("ingest_"):
+            for ceiling in ("storescp", "pynetdicom null SCP"):
+                assert row.get(ceiling, 0) > 0, f"{key}: {ceiling} gave {row.get(ceiling)!r}"
+        assert row["ratio"] > 0
+    assert "C-FIND study by PatientID" in done.stdout
