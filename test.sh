@@ -35,9 +35,9 @@ echo "--- mypy"; .venv/bin/mypy
 # production ones (a throwaway PostgreSQL cluster, a loopback S3 server), see
 # tests/backends.py. The two runs share nothing (free ports, their own temp folders), and
 # most of a run's time is spent waiting on servers, so they run side by side: the embedded
-# run prints as it goes, the production run's output follows it. MINIPACS_TESTS_SERIAL=1
+# run prints as it goes, the production run's output follows it. TEST_SERIAL=1
 # runs them one after the other instead.
-if [ "${MINIPACS_TESTS_SERIAL:-0}" = "1" ]; then
+if [ "${TEST_SERIAL:-0}" = "1" ]; then
   echo "--- pytest (SQLite, folder)"; .venv/bin/pytest "$@"
   echo "--- pytest (PostgreSQL, S3)"; exec .venv/bin/pytest --db postgres --blobs s3 "$@"
 fi
