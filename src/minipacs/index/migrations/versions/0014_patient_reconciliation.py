@@ -16,11 +16,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("patients", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("reconciled", sa.Boolean(), nullable=False,
-                                      server_default=sa.false()))
-    with op.batch_alter_table("instances", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("stored_patient", sa.Text(), nullable=True))
+    # Plain ADD COLUMN (SQLite has it): a batch operation would rebuild `patients`,
+    # which SQLite refuses while studies refer to it with foreign keys on.
+    op.add_column("patients", sa.Column("reconciled", sa.Boolean(), nullable=False,
+                                        server_default=sa.false()))
+    op.add_column("instances", sa.Column("stored_patient", sa.Text(), nullable=True))
     op.create_table(
         "patient_corrections",
         sa.Column("id", sa.Integer(), primary_key=True),
