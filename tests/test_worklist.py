@@ -171,6 +171,12 @@ def test_cli_schedules_and_cancels_items_the_running_server_offers(
     assert _mwl_find(empty_server, _sps_query(station)) == []
     bad = minipacs("add", "CLI-PAT", "--date", "tomorrow")
     assert bad.returncode == 2 and "tomorrow" in bad.stdout
+    # The CLI is a door like the others: each change is an audited order event.
+    events = empty_server.http.get("/admin/audit", params={"patient_id": "CLI-PAT"}).json()
+    actions = [(e["action"], e["actor"]) for e in events]
+    assert any(a == "order-create" and "cli-worklist-add" in who for a, who in actions), actions
+    assert any(a == "order-cancel" and "cli-worklist-cancel" in who for a, who in actions), \
+        actions
 
 
 def _coded_item(server: ServerProcess, station: str, code_value: str, meaning: str,

@@ -20,7 +20,8 @@ from minipacs.errors import MinipacsError
 from minipacs.index.database import create_index_engine
 
 if TYPE_CHECKING:  # the worklist pulls in pydicom: imported when a worklist command runs
-    from minipacs.worklist import Worklist
+    from minipacs.emr.orders import Orders
+    from minipacs.worklist import Worklist, WorklistItem
 
 AddSettingFlags = Callable[[argparse.ArgumentParser], None]
 
@@ -140,6 +141,36 @@ def _worklist(settings: Settings) -> Worklist:
     return Worklist(*_engines(settings))
 
 
+def _change_order(settings: Settings, command: str,
+                  change: Callable[[Orders], WorklistItem]) -> WorklistItem:
+    """`change` through the order service (emr/orders.py), as the operator running the
+    command: permitted and audited in its own transaction like every other door's."""
+    from minipacs.access.principal import cli_principal
+    from minipacs.emr.orders import Orders
+    from minipacs.node import open_archive
+
+    archive = open_archive(settings)
+    try:
+        acting = archive.acting_as(cli_principal(command))
+        return change(Orders(acting, _worklist(settings)))
+    finally:
+        archive.close()
+
+
+def _place_or_update(orders: Orders, item: WorklistItem) -> WorklistItem:
+    """A new step, or (an existing --step-id) the step replaced."""
+    from minipacs.errors import NotFound
+
+    if item.scheduled_procedure_step_id:
+        try:
+            orders.worklist.get(item.scheduled_procedure_step_id)
+        except NotFound:
+            pass
+        else:
+            return orders.update(item.scheduled_procedure_step_id, item).item
+    return orders.place(item).item
+
+
 _WORKLIST_OPTIONS = {
     # flag: (field, help)
     "--patient-name": ("patient_name", "Family^Given, e.g. 'Nguyễn^Văn An'"),
@@ -173,7 +204,8 @@ def cmd_worklist_add(args: argparse.Namespace, settings: Settings) -> int:
         scheduled_protocol_codes=tuple(Code(*c) for c in args.protocol_code),
     )
     try:
-        item = _worklist(settings).put(item)
+        item = _change_order(settings, "worklist-add",
+                             lambda orders: _place_or_update(orders, item))
     except MinipacsError as exc:
         print(f"minipacs worklist add: {exc}")
         return 2
@@ -197,7 +229,8 @@ def cmd_worklist_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worklist_cancel(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        _worklist(settings).cancel(args.step_id)
+        _change_order(settings, "worklist-cancel",
+                      lambda orders: orders.cancel(args.step_id).item)
     except MinipacsError as exc:
         print(f"minipacs worklist cancel: {exc}")
         return 1
