@@ -82,7 +82,8 @@ def test_capability_statement_is_public_and_every_listed_search_parameter_works(
     assert response.status_code == 200
     statement = CapabilityStatement.model_validate(response.json())
     resources = {r.type: r for r in statement.rest[0].resource}
-    assert set(resources) == {"ImagingStudy", "Patient", "Endpoint", "ServiceRequest"}
+    assert set(resources) == {"ImagingStudy", "Patient", "Endpoint", "ServiceRequest",
+                              "DiagnosticReport"}
     for kind in ("ImagingStudy", "Patient"):
         names = [p.name for p in resources[kind].searchParam]
         for name in names:

@@ -450,6 +450,12 @@ class Settings(BaseSettings):
         description="Seconds an MLLP connection may stay silent (or stall inside a frame) "
         "before it is closed.",
     )
+    # --- reports (issue #14: reports/, web/fhir_reports.py)
+    report_hospital_name: str = Field(
+        "minipacs",
+        description="The hospital header printed at the top of every signed report's PDF "
+        "(e.g. 'Bệnh viện Chợ Rẫy - Khoa Chẩn đoán hình ảnh').",
+    )
 
     @field_validator("ae_title")
     @classmethod

@@ -36,12 +36,14 @@ class Action(StrEnum):
     EXPORT_DEIDENTIFIED = "export-deidentified"  # research exports (PS3.15 E)
     READ_AUDIT = "read-audit"  # the audit trail
     SHARE = "share"  # create expiring read-only links to a study
+    REPORT = "report"  # write and sign radiology reports (reports/)
 
 
 A = Action
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset(Action),
-    Role.RADIOLOGIST: frozenset({A.QUERY, A.VIEW, A.DOWNLOAD, A.STORE, A.SHARE}),
+    Role.RADIOLOGIST: frozenset({A.QUERY, A.VIEW, A.DOWNLOAD, A.STORE, A.SHARE,
+                                A.REPORT}),
     Role.TECHNOLOGIST: frozenset({A.QUERY, A.VIEW, A.STORE, A.MANAGE_WORKLIST}),
     Role.CLINICIAN: frozenset({A.QUERY, A.VIEW, A.SHARE}),
     Role.EMR: frozenset({A.QUERY, A.VIEW, A.MANAGE_WORKLIST, A.SHARE, A.RECONCILE}),

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, create_engine, inspect, text
 # import them here so migrations and the model comparison see every table.
 import minipacs.deidentify.models  # noqa: E402, F401, I001
 import minipacs.emr.models  # noqa: E402, F401, I001
+import minipacs.reports.models  # noqa: E402, F401, I001
 from minipacs.index.models import Base
 
 log = logging.getLogger(__name__)

@@ -47,6 +47,7 @@ from minipacs.web import (
     exports,
     fhir,
     fhir_orders,
+    fhir_reports,
     oidc,
     patients_admin,
     restricted_admin,
@@ -221,6 +222,7 @@ def create_app(
     app.include_router(access_tags_admin.router)
     app.include_router(patients_admin.router)
     app.include_router(fhir_orders.router)  # before fhir's catch-all /fhir/{type}
+    app.include_router(fhir_reports.router)  # before fhir's catch-all too
     app.include_router(fhir.router)
     app.include_router(emr_sync.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)

@@ -38,6 +38,7 @@ from minipacs import __version__
 from minipacs.access.roles import Action
 from minipacs.emr.orders import Orders
 from minipacs.errors import NotFound, QueryError
+from minipacs.fhir.diagnostic_report import REPORT_PARAMS
 from minipacs.fhir.ids import order_id_of, patient_key_of, step_id_of, study_uid_of
 from minipacs.fhir.resources import endpoints, imaging_study_resource, patient_resource, text
 from minipacs.fhir.search import IMAGING_STUDY_PARAMS, PATIENT_PARAMS, Search, SearchBuilder
@@ -311,6 +312,14 @@ def capability_statement(base: str, order_params: dict[str, Any] | None = None
                     documentation="imaging orders: each is a Modality Worklist item; "
                                   "cancel with status revoked (docs/emr-integration.md)",
                     searchParam=params(order_params or {})),
+                CapabilityStatementRestResource(
+                    type="DiagnosticReport",
+                    interaction=interactions("read", "search-type", "create", "update"),
+                    versioning="versioned-update", updateCreate=False,
+                    documentation="radiology reports: status final signs (Encapsulated "
+                                  "PDF + Basic Text SR stored in the study), amended on a "
+                                  "final one makes a new version (docs/emr-integration.md)",
+                    searchParam=params(REPORT_PARAMS)),
             ],
             interaction=[CapabilityStatementRestInteraction(
                 code="transaction",

@@ -131,6 +131,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/fhir"): Action.MANAGE_WORKLIST,
     ("GET", "/fhir/ServiceRequest"): Action.QUERY,
     ("GET", "/fhir/ServiceRequest/{logical_id}"): Action.VIEW,
+    # Reports (web/fhir_reports.py): writing, signing and amending need `report`
+    # (radiologist); reading views the report's study, searching queries.
+    ("POST", "/fhir/DiagnosticReport"): Action.REPORT,
+    ("PUT", "/fhir/DiagnosticReport/{logical_id}"): Action.REPORT,
+    ("GET", "/fhir/DiagnosticReport"): Action.QUERY,
+    ("GET", "/fhir/DiagnosticReport/{logical_id}"): Action.VIEW,
     ("GET", "/admin/orders/reconciliation"): Action.MANAGE_WORKLIST,
     # Keeping the EMR in sync (web/emr_sync.py): the change feed is a query; the FHIR
     # push's state is the archive's peers, like the AE registry

@@ -1,0 +1,36 @@
+"""The `reports` table: one row per report version (an amendment is a new row that
+points to the version it corrects; the corrected one stays readable)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from minipacs.index.models import Base
+
+
+class ReportRow(Base):
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16))  # draft|preliminary|final|amended
+    findings: Mapped[str] = mapped_column(Text, default="")
+    conclusion: Mapped[str] = mapped_column(Text, default="")
+    based_on: Mapped[str] = mapped_column(String(64), default="")  # order step ID
+    key_images: Mapped[str] = mapped_column(Text, default="")  # SOP Instance UIDs, spaces
+    author: Mapped[str] = mapped_column(String(128), default="")
+    signer: Mapped[str] = mapped_column(String(128), default="")
+    signer_certificate: Mapped[str] = mapped_column(String(64), default="")
+    amends: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    pdf_sha256: Mapped[str] = mapped_column(String(64), default="")
+    pdf_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    sr_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
