@@ -1,0 +1,156 @@
+# ruff: noqa: E501  -- JavaScript snippets for the page are kept on one line each
+"""Reading in the viewer (issue #14, "Reading"), in Chromium against a real minipacs.
+
+Measurements: each length names where its millimetres come from (PixelSpacing,
+ImagerPixelSpacing with or without EstimatedRadiographicMagnificationFactor, an ultrasound
+region's physical deltas) and an image without calibration measures in px, never mm.
+The instances are made here with the calibration under test and stored over STOW-RS.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from conftest import ServerProcess
+from dicomweb_peers import store
+from factories import make_instance
+from viewer_support import (
+    ARTIFACTS,
+    H,
+    reader_session,
+    session_cookie,
+    state,
+    text_of,
+    wait_for_first_image,
+)
+
+ULTRASOUND_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+# One ultrasound region: columns 20..179, rows 30..189, 0.05 cm per column, 0.04 cm per row.
+US_REGION = {
+    "RegionSpatialFormat": 1, "RegionDataType": 1, "RegionFlags": 0,
+    "RegionLocationMinX0": 20, "RegionLocationMinY0": 30,
+    "RegionLocationMaxX1": 179, "RegionLocationMaxY1": 189,
+    "PhysicalUnitsXDirection": 3, "PhysicalUnitsYDirection": 3,
+    "PhysicalDeltaX": 0.05, "PhysicalDeltaY": 0.04,
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(Path(tmp_path_factory.mktemp("reading-server"))).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.add_cookies([session_cookie(server, reader_session(server))])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(15_000)
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
+    context.close()
+    assert not errors, f"JavaScript errors in the viewer: {errors}"
+
+
+def store_one(server: ServerProcess, **attributes: Any) -> str:
+    """Store one 200×200 instance in a study of its own; its Study Instance UID."""
+    return store(server, make_instance(rows=200, columns=200, **attributes))[0].study
+
+
+def drag_length(page: Page, start: tuple[int, int], end: tuple[int, int]) -> tuple[dict[str, Any], float, float]:
+    """Draw a length from image point `start` to `end`; the result and the image-space
+    deltas (columns, rows) where the whole-pixel mouse positions fell."""
+    page.click("[data-testid=tool-length]")
+    a = page.evaluate(f"{H}.imageToClient({start[0]}, {start[1]})")
+    b = page.evaluate(f"{H}.imageToClient({end[0]}, {end[1]})")
+    x0, y0, x1, y1 = (math.floor(v) for v in (a["x"], a["y"], b["x"], b["y"]))
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    page.wait_for_function(f"() => {H}.lastMeasurement !== null")
+    pa = page.evaluate(f"{H}.clientToImage({x0}, {y0})")
+    pb = page.evaluate(f"{H}.clientToImage({x1}, {y1})")
+    return state(page, "lastMeasurement"), pb["x"] - pa["x"], pb["y"] - pa["y"]
+
+
+def open_study(server: ServerProcess, page: Page, study: str) -> None:
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={study}")
+    wait_for_first_image(page)
+
+
+def label(page: Page) -> str:
+    return text_of(page, ".viewport.active [data-testid=measurement-label]")
+
+
+def test_length_from_pixel_spacing_names_pixel_spacing(server: ServerProcess, page: Page) -> None:
+    study = store_one(server, modality="CT", PixelSpacing=[0.5, 0.25])
+    open_study(server, page, study)
+    result, dx, dy = drag_length(page, (40, 50), (100, 130))
+    assert result["calibration"] == "patient"
+    assert result["unit"] == "mm"
+    assert result["value"] == pytest.approx(math.hypot(dx * 0.25, dy * 0.5), rel=1e-3)
+    assert "mm" in label(page) and "(PixelSpacing)" in label(page)
+
+
+def test_length_from_imager_spacing_is_corrected_by_the_magnification_factor(
+    server: ServerProcess, page: Page
+) -> None:
+    study = store_one(server, modality="DX", PixelSpacing=None, ImagerPixelSpacing=[0.2, 0.15],
+                      EstimatedRadiographicMagnificationFactor=1.25)
+    open_study(server, page, study)
+    result, dx, dy = drag_length(page, (40, 50), (100, 130))
+    assert result["calibration"] == "magnified"
+    assert result["unit"] == "mm"
+    assert result["value"] == pytest.approx(math.hypot(dx * 0.15 / 1.25, dy * 0.2 / 1.25), rel=1e-3)
+    assert "ImagerPixelSpacing ÷ ERMF" in label(page)
+    assert "ERMF" in text_of(page, ".viewport.active [data-testid=overlay-calibration]")
+
+
+def test_length_from_imager_spacing_alone_says_imager_plane(server: ServerProcess, page: Page) -> None:
+    study = store_one(server, modality="DX", PixelSpacing=None, ImagerPixelSpacing=[0.2, 0.15])
+    open_study(server, page, study)
+    result, dx, dy = drag_length(page, (40, 50), (100, 130))
+    assert result["calibration"] == "imager"
+    assert result["value"] == pytest.approx(math.hypot(dx * 0.15, dy * 0.2), rel=1e-3)
+    assert "ImagerPixelSpacing" in label(page) and "ERMF" not in label(page)
+
+
+def test_without_calibration_a_length_is_in_px_never_mm(server: ServerProcess, page: Page) -> None:
+    study = store_one(server, modality="OT", PixelSpacing=None)
+    open_study(server, page, study)
+    result, dx, dy = drag_length(page, (40, 50), (100, 130))
+    assert result["calibration"] == "none"
+    assert result["unit"] == "px"
+    assert result["value"] == pytest.approx(math.hypot(dx, dy), rel=1e-3)
+    assert "px" in label(page) and "mm" not in label(page)
+    assert "px" in text_of(page, ".viewport.active [data-testid=overlay-calibration]")
+
+
+def test_ultrasound_length_uses_the_region_it_lies_in_and_px_outside(
+    server: ServerProcess, page: Page
+) -> None:
+    study = store_one(server, modality="US", sop_class=ULTRASOUND_IMAGE, SequenceOfUltrasoundRegions=[US_REGION])
+    open_study(server, page, study)
+    result, dx, dy = drag_length(page, (40, 50), (100, 130))
+    assert result["calibration"] == "region"
+    assert result["unit"] == "mm"
+    # PhysicalDelta is in cm (PhysicalUnits 3): ×10 for mm.
+    assert result["value"] == pytest.approx(math.hypot(dx * 0.5, dy * 0.4), rel=1e-3)
+    assert "mm" in label(page)
+    # A length reaching outside the region has no calibration: px.
+    result, dx, dy = drag_length(page, (5, 5), (100, 130))
+    assert result["calibration"] == "none"
+    assert result["unit"] == "px"
+    assert result["value"] == pytest.approx(math.hypot(dx, dy), rel=1e-3)
