@@ -1,6 +1,9 @@
 # ruff: noqa: E501  -- JavaScript snippets for the page are kept on one line each
 """Reading in the viewer (issue #14, "Reading"), in Chromium against a real minipacs.
 
+Priors: the patient's other studies listed, one opened beside the current study, scrolled
+together by position in one frame of reference, or after "lock here" in another.
+
 Measurements: each length names where its millimetres come from (PixelSpacing,
 ImagerPixelSpacing with or without EstimatedRadiographicMagnificationFactor, an ultrasound
 region's physical deltas) and an image without calibration measures in px, never mm.
@@ -16,6 +19,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
+from pydicom.uid import generate_uid
 
 from conftest import ServerProcess
 from dicomweb_peers import store
@@ -154,3 +158,94 @@ def test_ultrasound_length_uses_the_region_it_lies_in_and_px_outside(
     assert result["calibration"] == "none"
     assert result["unit"] == "px"
     assert result["value"] == pytest.approx(math.hypot(dx, dy), rel=1e-3)
+
+
+# ---- priors side by side ----------------------------------------------------------------------
+
+
+def store_ct_series(server: ServerProcess, patient_id: str, study_date: str, frame_of_reference: str,
+                    z_positions: list[float]) -> str:
+    """A CT study of one axial series, one slice per z (in order); its Study Instance UID."""
+    study, series = generate_uid(), generate_uid()
+    store(server, *(
+        make_instance(modality="CT", patient_id=patient_id, study_uid=study, series_uid=series,
+                      study_date=study_date, accession_number=f"A{study_date[2:]}{patient_id[-4:]}",
+                      InstanceNumber=i + 1, ImagePositionPatient=[-32, -32, z],
+                      FrameOfReferenceUID=frame_of_reference)
+        for i, z in enumerate(z_positions)
+    ))
+    return study
+
+
+def wheel_over(page: Page, viewport: int, steps: int) -> None:
+    box = page.evaluate(f"() => {{ const r = document.querySelectorAll('[data-testid=viewport-canvas]')[{viewport}].getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }}")
+    page.mouse.move(box[0], box[1])
+    for _ in range(abs(steps)):
+        page.mouse.wheel(0, 100 if steps > 0 else -100)
+
+
+def image_indexes(page: Page) -> list[int]:
+    return [vp["imageIndex"] for vp in state(page, "viewports")[:2]]
+
+
+def wait_for_indexes(page: Page, expected: list[int]) -> None:
+    page.wait_for_function(
+        f"([a, b]) => {H}.viewports[0].imageIndex === a && {H}.viewports[1].imageIndex === b", arg=expected
+    )
+
+
+def open_prior(page: Page, prior: str) -> None:
+    page.wait_for_function("(uid) => !!document.querySelector(`[data-testid=prior-row][data-study-uid='${uid}']`)", arg=prior)
+    page.click(f"[data-testid=prior-row][data-study-uid='{prior}']")
+    page.wait_for_function(
+        f"(uid) => {H}.priors.open === uid && {H}.viewports[1].currentImageKind === 'pixels' && {H}.layout === '1x2'", arg=prior
+    )
+
+
+def test_priors_are_listed_and_scroll_by_position_in_one_frame_of_reference(
+    server: ServerProcess, page: Page
+) -> None:
+    frame = generate_uid()
+    current = store_ct_series(server, "BNPRIOR1", "20250110", frame, [float(z) for z in range(10)])
+    prior = store_ct_series(server, "BNPRIOR1", "20230105", frame, [float(z) for z in range(3, 13)])
+    older = store_ct_series(server, "BNPRIOR1", "20200101", generate_uid(), [0.0, 1.0])
+    store_ct_series(server, "BNOTHER9", "20240101", frame, [0.0])  # another patient: not a prior
+    open_study(server, page, current)
+    page.wait_for_function(f"() => {H}.priors.studies.length === 2")
+    # Newest first, the current study not among them, the other patient's study neither.
+    assert state(page, "priors")["studies"] == [prior, older]
+    open_prior(page, prior)
+    assert state(page, "priors")["sync"] == "position"
+    assert state(page, "viewports")[0]["seriesInstanceUID"] != state(page, "viewports")[1]["seriesInstanceUID"]
+    # Current z=0 → the prior's nearest slice is its first (z=3).
+    wait_for_indexes(page, [0, 0])
+    wheel_over(page, 0, 5)  # current z=5 → prior z=5 (its index 2)
+    wait_for_indexes(page, [5, 2])
+    wheel_over(page, 1, 4)  # prior z=9 → current z=9
+    wait_for_indexes(page, [9, 6])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "reading-priors-side-by-side.png"))
+
+
+def test_priors_in_another_frame_of_reference_sync_after_lock_here(
+    server: ServerProcess, page: Page
+) -> None:
+    current = store_ct_series(server, "BNPRIOR2", "20250110", generate_uid(), [float(z) for z in range(10)])
+    prior = store_ct_series(server, "BNPRIOR2", "20230105", generate_uid(), [100.0 + z for z in range(10)])
+    open_study(server, page, current)
+    open_prior(page, prior)
+    assert state(page, "priors")["sync"] == "off"
+    wheel_over(page, 0, 3)
+    page.wait_for_function(f"() => {H}.viewports[0].imageIndex === 3")
+    wait_for_render_of_both(page)
+    assert image_indexes(page) == [3, 0]  # not synchronised: the prior stays
+    page.click("[data-testid=sync-lock]")
+    page.wait_for_function(f"() => {H}.priors.sync === 'locked'")
+    wheel_over(page, 0, 2)  # current z=5: the prior keeps its offset of 97 mm → z=102
+    wait_for_indexes(page, [5, 2])
+    wheel_over(page, 1, 3)  # prior z=105 → current z=8
+    wait_for_indexes(page, [8, 5])
+
+
+def wait_for_render_of_both(page: Page) -> None:
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")

@@ -45,6 +45,7 @@ export const TAG = Object.freeze({
   InstanceNumber: '00200013',
   ImagePositionPatient: '00200032',
   ImageOrientationPatient: '00200037',
+  FrameOfReferenceUID: '00200052',
   SliceLocation: '00201041',
   NumberOfStudyRelatedSeries: '00201206',
   NumberOfStudyRelatedInstances: '00201208',

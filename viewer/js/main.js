@@ -187,6 +187,11 @@ const hooks = {
   get cineFramesShown() {
     return activeSnapshot().cineFramesShown;
   },
+  /** Prior studies listed, the one open beside the current study, the sync mode. */
+  get priors() {
+    const priors = viewer.priors;
+    return { studies: priors.studies.map((s) => s['0020000D']?.Value?.[0]), open: priors.priorUid, sync: priors.sync.mode };
+  },
   get lastMeasurement() {
     return viewer.lastMeasurement ? { ...viewer.lastMeasurement } : null;
   },
