@@ -249,3 +249,38 @@ def test_priors_in_another_frame_of_reference_sync_after_lock_here(
 
 def wait_for_render_of_both(page: Page) -> None:
     page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+# ---- key images ------------------------------------------------------------------------------
+
+
+def test_key_images_marked_in_the_viewer_are_a_kos_and_key_images_only_shows_them(
+    server: ServerProcess, page: Page
+) -> None:
+    study = store_ct_series(server, "BNKEY002", "20250301", generate_uid(), [float(z) for z in range(5)])
+    open_study(server, page, study)
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function(f"() => {H}.imageNumber === 2")
+    page.click("[data-testid=action-key-image]")  # one click
+    page.wait_for_function(f"() => {H}.keyImages.saved === 1")
+    sops = [page.evaluate(f"{H}.viewports[0].sopInstanceUID")]
+    page.keyboard.press("End")
+    page.wait_for_function(f"() => {H}.imageNumber === 5")
+    page.keyboard.press("k")  # the shortcut
+    page.wait_for_function(f"() => {H}.keyImages.saved === 2")
+    sops.append(page.evaluate(f"{H}.viewports[0].sopInstanceUID"))
+    assert state(page, "keyImages")["marked"] == sops
+    # The study holds the documents, found as any DICOMweb client would.
+    found = server.http.get(f"{server.dicomweb_url}/studies/{study}/series", params={"Modality": "KO"},
+                            headers={"Accept": "application/dicom+json"}).json()
+    assert len(found) == 2
+    # The clinician's view: only the key images, in image order.
+    page.goto(f"{server.http_url}/viewer/?StudyInstanceUID={study}&keyImagesOnly=true")
+    page.wait_for_function(f"() => {H}.keyImages.only && {H}.viewports[0].imageCount === 2 && {H}.viewports[0].currentImageKind === 'pixels'")
+    shown = [page.evaluate(f"{H}.viewports[0].sopInstanceUID")]
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function(f"() => {H}.imageNumber === 2")
+    shown.append(page.evaluate(f"{H}.viewports[0].sopInstanceUID"))
+    assert shown == sops
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "reading-key-images-only.png"))

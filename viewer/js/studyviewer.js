@@ -11,6 +11,7 @@ import { CT_PRESETS } from './lut.js';
 import { SERIES_DRAG_TYPE, SeriesPanel } from './seriespanel.js';
 import { TagBrowser } from './tagbrowser.js';
 import { Priors } from './priors.js';
+import { KeyImages } from './keyimages.js';
 import { studyZip, zipFileName } from './download.js';
 import { showStatus } from './status.js';
 
@@ -74,6 +75,7 @@ export class StudyViewer {
     this.bindToolbar();
     this.bindDialogs();
     this.tagBrowser = new TagBrowser(document.getElementById('tags-dialog'));
+    this.keyImages = new KeyImages(this, document.querySelector('[data-action=key-image]'));
     this.priors = new Priors(this, document.getElementById('prior-list'), document.getElementById('sync-lock'));
     document.addEventListener('keydown', (event) => this.onKeyDown(event));
     this.applyLayout();
@@ -143,6 +145,7 @@ export class StudyViewer {
     this.lastMeasurement = null;
     this.maximized = null;
     this.priors?.clear();
+    this.keyImages?.clear();
     for (const viewport of this.viewports) viewport.clear();
     this.applyLayout();
   }
@@ -271,6 +274,7 @@ export class StudyViewer {
   onViewportChange(viewport) {
     if (viewport === this.active) this.updateToolbar();
     this.priors?.follow(viewport);
+    if (viewport === this.active) this.keyImages?.render();
   }
 
   // ---- toolbar ------------------------------------------------------------------------------
@@ -362,6 +366,7 @@ export class StudyViewer {
     else if (lower === 'h') vp.flip(true);
     else if (lower === 'v') vp.flip(false);
     else if (lower === 'c') vp.toggleCine();
+    else if (lower === 'k') this.keyImages.toggle();
     else if (key === 'Backspace') vp.reset();
     else if (key === 'Delete') vp.clearMeasurements();
     else if (/^[1-6]$/.test(key)) this.applyPreset(CT_PRESETS[Number(key) - 1].id);
