@@ -213,7 +213,7 @@ const STRINGS = {
     'help.keys.tools': 'W cửa sổ/mức · Z phóng · P di chuyển · S cuộn · L đo dài · A đo góc · R vùng elip · Shift+R vùng chữ nhật',
     'help.keys.image': 'I đảo màu · F vừa khung · T xoay 90° · H lật ngang · V lật dọc · Backspace đặt lại · 1–6 cửa sổ mẫu CT',
     'help.keys.stack': '↑/↓ ảnh trước/sau · PageUp/PageDown 10 ảnh · Home/End ảnh đầu/cuối · C chạy cine',
-    'help.keys.other': 'Esc huỷ đo/đóng hộp thoại · Delete xoá các phép đo · ? trợ giúp',
+    'help.keys.other': 'Esc huỷ đo/đóng hộp thoại · Delete xoá các phép đo · K đánh dấu ảnh chính · ? trợ giúp',
 
     'login.title': 'Đăng nhập',
     'login.user': 'Tên đăng nhập',
@@ -474,7 +474,7 @@ const STRINGS = {
     'help.keys.tools': 'W window/level · Z zoom · P pan · S scroll · L length · A angle · R elliptical ROI · Shift+R rectangular ROI',
     'help.keys.image': 'I invert · F fit · T rotate 90° · H flip horizontal · V flip vertical · Backspace reset · 1–6 CT presets',
     'help.keys.stack': '↑/↓ previous/next image · PageUp/PageDown 10 images · Home/End first/last · C cine',
-    'help.keys.other': 'Esc cancel measurement/close dialog · Delete clear measurements · ? help',
+    'help.keys.other': 'Esc cancel measurement/close dialog · Delete clear measurements · K mark key image · ? help',
 
     'login.title': 'Sign in',
     'login.user': 'User name',
