@@ -42,6 +42,7 @@ async function openStudy(studyUid) {
   showPage('viewer');
   try {
     await viewer.open(studyUid);
+    if (new URL(window.location.href).searchParams.get('keyImagesOnly') === 'true') await viewer.keyImages.showOnly();
   } catch (error) {
     onError(error);
   }
@@ -186,6 +187,16 @@ const hooks = {
   },
   get cineFramesShown() {
     return activeSnapshot().cineFramesShown;
+  },
+  /** Prior studies listed, the one open beside the current study, the sync mode. */
+  get priors() {
+    const priors = viewer.priors;
+    return { studies: priors.studies.map((s) => s['0020000D']?.Value?.[0]), open: priors.priorUid, sync: priors.sync.mode };
+  },
+  /** Key images marked in this study, documents saved, whether only key images show. */
+  get keyImages() {
+    const k = viewer.keyImages;
+    return { marked: [...k.marked], saved: k.saved, only: k.only };
   },
   get lastMeasurement() {
     return viewer.lastMeasurement ? { ...viewer.lastMeasurement } : null;

@@ -1,5 +1,6 @@
 // Measurement geometry in image coordinates (x = column, y = row, continuous: pixel
-// (c, r) covers [c, c+1) × [r, r+1)) converted to millimetres with the pixel spacing.
+// (c, r) covers [c, c+1) × [r, r+1)) converted to millimetres with the pixel spacing
+// (stack.pixelSpacing: which attribute calibrates, always named in the label).
 
 import { TAG, text } from './dicomjson.js';
 import { formatNumber, t } from './i18n.js';
@@ -90,23 +91,26 @@ export function roiStatistics(frame, shape, a, b, spacing) {
 /**
  * Numbers and label of a measurement.
  * @param {{kind:'length'|'angle'|'ellipse'|'rectangle', points:{x:number,y:number}[]}} measurement
- * @param {{row:number, column:number, kind:'patient'|'imager'|'none'}} spacing from stack.pixelSpacing()
+ * @param {{row:number, column:number, kind:string, factor?:number}} spacing from stack.pixelSpacing()
  * @param {object|null} frame decoded frame for ROI statistics (null: area only)
  * @param {object} meta instance metadata (Modality, RescaleType decide the HU unit)
- * @returns {{kind:string, value:number, unit:string, calibration:string, text:string}}
+ * @returns {{kind:string, value:number, unit:string, calibration:string, source:string, text:string}}
+ *   `source` names where the spacing came from, shown with every length and area;
  *   `value` is mm (or px) for a length, degrees for an angle, the mean for an ROI.
  */
 export function measurementResult(measurement, spacing, frame, meta) {
+  // Never mm without a calibration: pixels say px (issue #14, "measurements that are right").
   const unit = spacing.kind === 'none' ? 'px' : 'mm';
-  const note = spacing.kind === 'imager' ? ` ${t('measure.uncalibrated')}` : '';
+  const source = t(`measure.source.${spacing.kind}`, { f: formatNumber(spacing.factor ?? 1, 3) });
+  const note = ` ${source}`;
   const [a, b, c] = measurement.points;
   if (measurement.kind === 'length') {
     const value = lengthMm(a, b, spacing);
-    return { kind: 'length', value, unit, calibration: spacing.kind, text: `${formatNumber(value, 1)} ${unit}${note}` };
+    return { kind: 'length', value, unit, calibration: spacing.kind, source, text: `${formatNumber(value, 1)} ${unit}${note}` };
   }
   if (measurement.kind === 'angle') {
     const value = c ? angleDegrees(a, b, c, spacing) : 0;
-    return { kind: 'angle', value, unit: '°', calibration: spacing.kind, text: `${formatNumber(value, 1)}°` };
+    return { kind: 'angle', value, unit: '°', calibration: spacing.kind, source, text: `${formatNumber(value, 1)}°` };
   }
   const stats = roiStatistics(frame, measurement.kind, a, b, spacing);
   // Hounsfield units: CT modality values (PS3.3 §C.8.2.1.1.3) or an explicit RescaleType.
@@ -130,6 +134,7 @@ export function measurementResult(measurement, spacing, frame, meta) {
     area: stats.area,
     areaUnit,
     calibration: spacing.kind,
+    source,
     text: lines.join('\n'),
   };
 }

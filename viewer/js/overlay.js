@@ -19,6 +19,14 @@ function round(value) {
  *   renderedFallback:boolean}} state
  * @returns {{topLeft: {text:string,testid?:string}[], topRight: object[], bottomLeft: object[], bottomRight: object[]}}
  */
+/** The overlay's note on how lengths are calibrated (stack.pixelSpacing kinds). */
+const CALIBRATION_NOTE = Object.freeze({
+  magnified: 'overlay.magnified',
+  imager: 'overlay.uncalibrated',
+  region: 'overlay.region',
+  none: 'overlay.noSpacing',
+});
+
 export function overlayLines(meta, state) {
   const birth = [formatDicomDate(text(meta, TAG.PatientBirthDate)), formatSex(text(meta, TAG.PatientSex)), formatAge(text(meta, TAG.PatientAge))]
     .filter(Boolean)
@@ -55,7 +63,7 @@ export function overlayLines(meta, state) {
     line(state.pixelValue ? t('overlay.value', { v: state.pixelValue }) : '', 'pixel-value'),
     line(state.renderedFallback ? t('viewer.renderedFallback') : t('overlay.wl', { w: round(state.width), c: round(state.center) }), 'overlay-wl'),
     line(t('overlay.zoom', { z: formatNumber(state.scale, 2) }), 'overlay-zoom'),
-    line(state.calibration === 'imager' ? t('overlay.uncalibrated') : state.calibration === 'none' ? t('overlay.noSpacing') : ''),
+    line(CALIBRATION_NOTE[state.calibration] ? t(CALIBRATION_NOTE[state.calibration]) : '', 'overlay-calibration'),
   ];
   return { topLeft, topRight, bottomLeft, bottomRight };
 }

@@ -1,7 +1,7 @@
 // A series as the viewer scrolls it: its instances in display order, each frame of a
 // multi-frame instance one entry, with what the viewer needs to know about each.
 
-import { TAG, number, numbers, text } from './dicomjson.js';
+import { TAG, number, numbers, text, values } from './dicomjson.js';
 import { pixelFormat } from './pixels.js';
 
 function cross(a, b) {
@@ -35,16 +35,55 @@ export function sortInstances(instances) {
   return keyed.map((k) => k.meta);
 }
 
+/** Physical units code 3 = cm (PS3.3 §C.8.5.5.1.15). */
+const CENTIMETRE = 3;
+
+function regionSpacing(region) {
+  // Both directions in cm and positive deltas: a spatial region (PS3.3 §C.8.5.5.1).
+  if (number(region, TAG.PhysicalUnitsXDirection) !== CENTIMETRE || number(region, TAG.PhysicalUnitsYDirection) !== CENTIMETRE) return null;
+  const dx = Math.abs(number(region, TAG.PhysicalDeltaX, 0));
+  const dy = Math.abs(number(region, TAG.PhysicalDeltaY, 0));
+  return dx > 0 && dy > 0 ? { row: dy * 10, column: dx * 10 } : null;
+}
+
+function regionHolds(region, point) {
+  // Region bounds are pixel indices, inclusive; a point is continuous (pixel c covers [c, c+1)).
+  const x0 = number(region, TAG.RegionLocationMinX0, 0);
+  const y0 = number(region, TAG.RegionLocationMinY0, 0);
+  const x1 = number(region, TAG.RegionLocationMaxX1, -1) + 1;
+  const y1 = number(region, TAG.RegionLocationMaxY1, -1) + 1;
+  return point.x >= x0 && point.x <= x1 && point.y >= y0 && point.y <= y1;
+}
+
 /**
- * Millimetres per pixel for measurements.
- * @returns {{row:number, column:number, kind:'patient'|'imager'|'none'}}
- *   row = spacing between rows (vertical), column = between columns (horizontal), PS3.3 §10.7.1.3.
+ * Millimetres per pixel for measurements, and where the number comes from.
+ *
+ * In order: PixelSpacing (calibrated to the patient, PS3.3 §10.7.1.3); ImagerPixelSpacing
+ * divided by EstimatedRadiographicMagnificationFactor (PS3.3 §C.8.11.7: the spacing at the
+ * detector corrected to the isocentre); ImagerPixelSpacing alone (the detector plane,
+ * uncalibrated); an ultrasound region holding every point of the measurement with physical
+ * deltas in cm (PS3.3 §C.8.5.5.1); otherwise pixels, never labelled mm.
+ * @param {object} meta instance metadata
+ * @param {{x:number,y:number}[]} [points] the measurement's points (ultrasound regions);
+ *   without points, the first spatial region describes the image.
+ * @returns {{row:number, column:number, kind:'patient'|'magnified'|'imager'|'region'|'none', factor?:number}}
+ *   row = spacing between rows (vertical), column = between columns (horizontal).
  */
-export function pixelSpacing(meta) {
+export function pixelSpacing(meta, points = undefined) {
   const patient = numbers(meta, TAG.PixelSpacing);
   if (patient.length === 2 && patient[0] > 0 && patient[1] > 0) return { row: patient[0], column: patient[1], kind: 'patient' };
   const imager = numbers(meta, TAG.ImagerPixelSpacing);
-  if (imager.length === 2 && imager[0] > 0 && imager[1] > 0) return { row: imager[0], column: imager[1], kind: 'imager' };
+  if (imager.length === 2 && imager[0] > 0 && imager[1] > 0) {
+    const factor = number(meta, TAG.EstimatedRadiographicMagnificationFactor, 0);
+    if (factor > 0) return { row: imager[0] / factor, column: imager[1] / factor, kind: 'magnified', factor };
+    return { row: imager[0], column: imager[1], kind: 'imager' };
+  }
+  for (const region of values(meta, TAG.SequenceOfUltrasoundRegions)) {
+    const spacing = regionSpacing(region);
+    if (!spacing) continue;
+    if (points && !points.every((p) => regionHolds(region, p))) continue;
+    return { ...spacing, kind: 'region' };
+  }
   return { row: 1, column: 1, kind: 'none' };
 }
 

@@ -10,6 +10,8 @@ import { ViewportInteraction } from './tools.js';
 import { CT_PRESETS } from './lut.js';
 import { SERIES_DRAG_TYPE, SeriesPanel } from './seriespanel.js';
 import { TagBrowser } from './tagbrowser.js';
+import { Priors } from './priors.js';
+import { KeyImages } from './keyimages.js';
 import { studyZip, zipFileName } from './download.js';
 import { showStatus } from './status.js';
 
@@ -73,6 +75,8 @@ export class StudyViewer {
     this.bindToolbar();
     this.bindDialogs();
     this.tagBrowser = new TagBrowser(document.getElementById('tags-dialog'));
+    this.keyImages = new KeyImages(this, document.querySelector('[data-action=key-image]'));
+    this.priors = new Priors(this, document.getElementById('prior-list'), document.getElementById('sync-lock'));
     document.addEventListener('keydown', (event) => this.onKeyDown(event));
     this.applyLayout();
   }
@@ -109,6 +113,7 @@ export class StudyViewer {
     this.seriesInfo = sortSeries(series);
     this.renderHeader();
     this.seriesPanel.render(this.seriesInfo);
+    this.priors.load(this.study, () => token === this.openToken).catch((error) => this.hooks.onError(error));
     if (!this.seriesInfo.length) {
       this.header.textContent += ` — ${t('viewer.noSeries')}`;
       return;
@@ -139,6 +144,8 @@ export class StudyViewer {
     this.seriesInfo = [];
     this.lastMeasurement = null;
     this.maximized = null;
+    this.priors?.clear();
+    this.keyImages?.clear();
     for (const viewport of this.viewports) viewport.clear();
     this.applyLayout();
   }
@@ -155,10 +162,9 @@ export class StudyViewer {
     this.header.textContent = parts.join('   |   ');
   }
 
-  /** Series metadata, stack and frame cache, fetched once per series. */
-  getSeries(seriesUid) {
+  /** Series metadata, stack and frame cache, fetched once per series (of this study or a prior). */
+  getSeries(seriesUid, studyUid = this.studyUid) {
     if (!this.seriesCache.has(seriesUid)) {
-      const studyUid = this.studyUid;
       const promise = this.client.seriesMetadata(studyUid, seriesUid).then((metadata) => {
         const stack = buildStack(metadata);
         return { seriesUid, metadata, stack, frames: new SeriesFrames(this.client, this.scheduler, studyUid, seriesUid, stack) };
@@ -169,11 +175,11 @@ export class StudyViewer {
     return this.seriesCache.get(seriesUid);
   }
 
-  async loadSeriesInto(viewportIndex, seriesUid) {
+  async loadSeriesInto(viewportIndex, seriesUid, studyUid = this.studyUid) {
     const viewport = this.viewports[viewportIndex];
     viewport.showMessage(t('viewer.loading'));
     try {
-      const series = await this.getSeries(seriesUid);
+      const series = await this.getSeries(seriesUid, studyUid);
       if (this.viewports[viewportIndex] !== viewport) return;
       viewport.setSeries(series, 0);
       this.updateSeriesPanel();
@@ -229,13 +235,14 @@ export class StudyViewer {
 
   // ---- layout and active viewport ---------------------------------------------------------
 
-  setLayout(layout) {
+  /** `fill`: give empty viewports the next series (not when a prior is about to go there). */
+  setLayout(layout, fill = true) {
     if (!LAYOUTS[layout]) return;
     this.layout = layout;
     this.maximized = null;
     if (this.activeIndex >= LAYOUTS[layout]) this.activeIndex = 0;
     this.applyLayout();
-    if (this.studyUid) this.fillEmptyViewports();
+    if (this.studyUid && fill) this.fillEmptyViewports();
   }
 
   applyLayout() {
@@ -266,6 +273,8 @@ export class StudyViewer {
 
   onViewportChange(viewport) {
     if (viewport === this.active) this.updateToolbar();
+    this.priors?.follow(viewport);
+    if (viewport === this.active) this.keyImages?.render();
   }
 
   // ---- toolbar ------------------------------------------------------------------------------
@@ -357,6 +366,7 @@ export class StudyViewer {
     else if (lower === 'h') vp.flip(true);
     else if (lower === 'v') vp.flip(false);
     else if (lower === 'c') vp.toggleCine();
+    else if (lower === 'k') this.keyImages.toggle();
     else if (key === 'Backspace') vp.reset();
     else if (key === 'Delete') vp.clearMeasurements();
     else if (/^[1-6]$/.test(key)) this.applyPreset(CT_PRESETS[Number(key) - 1].id);

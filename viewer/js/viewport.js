@@ -166,14 +166,16 @@ export class Viewport {
     return format ? { columns: format.columns, rows: format.rows } : { columns: 1, rows: 1 };
   }
 
-  spacing() {
-    return this.entry ? pixelSpacing(this.entry.meta) : { row: 1, column: 1, kind: 'none' };
+  /** Spacing of the current image; `points` pick the ultrasound region (stack.js). */
+  spacing(points = undefined) {
+    return this.entry ? pixelSpacing(this.entry.meta, points) : { row: 1, column: 1, kind: 'none' };
   }
 
   /** Height of a pixel relative to its width on screen (non-square pixels). */
   aspect() {
     const spacing = this.spacing();
-    if (spacing.kind !== 'none') return spacing.row / spacing.column;
+    // Ultrasound regions calibrate measurements, not the display of the whole image.
+    if (spacing.kind !== 'none' && spacing.kind !== 'region') return spacing.row / spacing.column;
     const ratio = this.entry ? numbers(this.entry.meta, TAG.PixelAspectRatio) : [];
     return ratio.length === 2 && ratio[0] > 0 && ratio[1] > 0 ? ratio[0] / ratio[1] : 1;
   }
@@ -369,7 +371,7 @@ export class Viewport {
   /** Compute the label and numbers of a measurement on the current image. */
   evaluate(measurement) {
     const value = this.current;
-    measurement.result = measurementResult(measurement, this.spacing(), value?.kind === 'pixels' ? value.frame : null, this.entry.meta);
+    measurement.result = measurementResult(measurement, this.spacing(measurement.points), value?.kind === 'pixels' ? value.frame : null, this.entry.meta);
     return measurement.result;
   }
 

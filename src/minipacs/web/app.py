@@ -48,6 +48,7 @@ from minipacs.web import (
     fhir,
     fhir_orders,
     fhir_reports,
+    key_images,
     oidc,
     patients_admin,
     restricted_admin,
@@ -213,6 +214,7 @@ def create_app(
     app.include_router(dicomweb.router)
     app.include_router(wado_pixels.router)
     app.include_router(stow.router)
+    app.include_router(key_images.router)
     app.include_router(wado_uri.router)
     app.include_router(admin.router)
     app.include_router(retention.router)

@@ -71,6 +71,8 @@ RULES: dict[tuple[str, str], Rule] = {
     # STOW-RS
     ("POST", "/dicom-web/studies"): Action.STORE,
     ("POST", "/dicom-web/studies/{study}"): Action.STORE,
+    # reading (issue #14): key images stored as a Key Object Selection in the study
+    ("POST", "/dicom-web/studies/{study}/key-images"): Action.STORE,
     # administration
     ("DELETE", "/admin/studies/{study}"): Action.DELETE,
     ("GET", "/admin/storage"): Action.MANAGE_AES,
