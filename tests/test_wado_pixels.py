@@ -265,6 +265,29 @@ def test_thumbnails_are_small_jpegs_of_the_middle_image_and_are_cached(
     assert _image(_get(server, f"/studies/{study}/thumbnail", viewport="64,64")).size == (50, 64)
 
 
+def test_a_torn_rendered_cache_file_is_rendered_again_not_served(
+    server: ServerProcess, ct: Stored
+) -> None:
+    """The rendered cache is written without fsync: what a crash may leave (an empty or
+    zero-filled file) must be recognised and replaced, never sent as the image."""
+    first = _get(server, ct.path + "/rendered", "image/jpeg")
+    assert first.status_code == 200
+    archive = open_test_archive(server_settings(server))
+    try:
+        keys = [k for k in archive.store.keys(f"derived/{ct.study}/")
+                if archive.store.read(k) == first.content]
+        assert len(keys) == 1
+        torn = b"\0" * len(first.content)  # the length survived the crash, the data did not
+        archive.store.put(keys[0], torn)
+        assert archive.store.read(keys[0]) == torn
+        again = _get(server, ct.path + "/rendered", "image/jpeg")
+        assert again.status_code == 200
+        assert again.content == first.content
+        assert archive.store.read(keys[0]) == first.content  # and the cache is repaired
+    finally:
+        archive.close()
+
+
 def test_thumbnail_of_unknown_study_is_404_and_bad_uid_400(server: ServerProcess) -> None:
     assert _get(server, "/studies/1.2.3.4.5.6.7.8.9/thumbnail").status_code == 404
     assert _get(server, "/studies/x.y/thumbnail").status_code == 400

@@ -882,10 +882,13 @@ class Archive:
         except NotFound:
             return None
 
-    def write_derived(self, record: InstanceRecord, name: str, data: bytes) -> None:
-        """Cache a derived object; a failing store is logged, never fatal (it is a cache)."""
+    def write_derived(self, record: InstanceRecord, name: str, data: bytes, *,
+                      durable: bool = True) -> None:
+        """Cache a derived object; a failing store is logged, never fatal (it is a cache).
+        `durable=False` skips the fsyncs, for a caller that recognises a torn cache file
+        after a crash (`Imaging.rendered`): the durability rule is for stored instances."""
         try:
-            self.store.put(self._derived_key(record, name), data)
+            self.store.put(self._derived_key(record, name), data, durable=durable)
         except StorageError as exc:
             log.warning("could not cache %s for %s: %s", name, record.sop_instance_uid, exc)
 

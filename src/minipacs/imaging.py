@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 THUMBNAIL_VIEWPORT = Viewport(128, 128)
 _SUFFIX = {"image/jpeg": "jpg", "image/png": "png"}
+# How a complete image of each kind ends (JPEG EOI marker; PNG IEND chunk and its CRC): a
+# cache file written without fsync that a crash left empty or zero-filled does not.
+_COMPLETE_END = {"jpg": b"\xff\xd9", "png": b"IEND\xaeB`\x82"}
 
 
 @dataclass(frozen=True)
@@ -147,13 +150,16 @@ class Imaging:
         included), so a different request never gets another's image."""
         number = frame or 1
         name = self._cache_name(record, kind, number, options)
+        end = _COMPLETE_END.get(name.rsplit(".", 1)[-1])
         cached = self.archive.read_derived(record, name)
-        if cached is not None:
+        if cached is not None and (end is None or cached.endswith(end)):
             return cached
         with self.archive.open_instance(record) as fh:
             decoded, header = _frame_and_header(fh, number)
         data = render_frame(decoded, header, options, number)
-        self.archive.write_derived(record, name, data)
+        # A cache, recomputed when lost: written without fsync (those were a quarter of a
+        # first render) when a torn file is recognised above by how it ends.
+        self.archive.write_derived(record, name, data, durable=end is None)
         return data
 
     def thumbnail(self, records: list[InstanceRecord], options: RenderOptions) -> bytes:

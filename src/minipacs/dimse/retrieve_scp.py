@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -243,40 +244,63 @@ def _sub_operations(
 ) -> Iterator[tuple[int, Dataset | None]]:
     peer = peer_of(event)
     sent = failed = 0
-    for record in records:
-        if cancelled(event):
-            log.info("%s from %s cancelled after %d of %d instances", service, peer,
-                     sent + failed, len(records))
-            yield CANCEL, None
-            return
-        syntaxes = accepted().get(record.sop_class_uid, set())
-        if record.transfer_syntax_uid in syntaxes:
-            # As stored: streamed from a file, so memory does not grow with its size.
+
+    def as_stored(record: InstanceRecord) -> bool:
+        return record.transfer_syntax_uid in accepted().get(record.sop_class_uid, set())
+
+    # The next file sent as stored is copied by a reader thread while the current one is
+    # on the wire (issue #13: "read the next blob while the current one is on the wire"):
+    # at most one copy ahead, so at most two temporary files per retrieve.
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-read")
+    ahead: dict[int, Future[Path]] = {}
+    try:
+        for index, record in enumerate(records):
+            if cancelled(event):
+                log.info("%s from %s cancelled after %d of %d instances", service, peer,
+                         sent + failed, len(records))
+                yield CANCEL, None
+                return
+            if as_stored(record):
+                # As stored: streamed from a file, so memory does not grow with its size.
+                copy = ahead.pop(index, None) or reader.submit(_spooled_copy, archive, record)
+                following = index + 1
+                if following < len(records) and as_stored(records[following]):
+                    ahead[following] = reader.submit(_spooled_copy, archive,
+                                                     records[following])
+                try:
+                    path = copy.result()
+                except (MinipacsError, OSError) as exc:
+                    failed += 1
+                    log.warning("%s from %s: not sending %s: %s", service, peer,
+                                record.sop_instance_uid, exc)
+                    yield PENDING, unsendable(record)
+                    continue
+                try:
+                    sent += 1
+                    yield PENDING, StoredFile(record, path)
+                finally:
+                    path.unlink(missing_ok=True)
+                continue
             try:
-                path = _spooled_copy(archive, record)
-            except (MinipacsError, OSError) as exc:
+                data = archive.read_instance(record)
+                dataset = outgoing_dataset(record, data, accepted().get(record.sop_class_uid,
+                                                                        set()))
+            except MinipacsError as exc:
                 failed += 1
                 log.warning("%s from %s: not sending %s: %s", service, peer,
                             record.sop_instance_uid, exc)
                 yield PENDING, unsendable(record)
                 continue
-            try:
-                sent += 1
-                yield PENDING, StoredFile(record, path)
-            finally:
-                path.unlink(missing_ok=True)
-            continue
-        try:
-            data = archive.read_instance(record)
-            dataset = outgoing_dataset(record, data, syntaxes)
-        except MinipacsError as exc:
-            failed += 1
-            log.warning("%s from %s: not sending %s: %s", service, peer,
-                        record.sop_instance_uid, exc)
-            yield PENDING, unsendable(record)
-            continue
-        sent += 1
-        yield PENDING, dataset
+            sent += 1
+            yield PENDING, dataset
+    finally:
+        # Cancelled, aborted or failed: the copy made ahead is not sent; remove it.
+        for pending in ahead.values():
+            pending.cancel()
+        reader.shutdown(wait=True)
+        for pending in ahead.values():
+            if not pending.cancelled() and pending.exception() is None:
+                pending.result().unlink(missing_ok=True)
     log.info("%s from %s: %d instances offered, %d could not be sent", service, peer, sent,
              failed)
 

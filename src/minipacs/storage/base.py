@@ -18,10 +18,12 @@ class BlobStore(Protocol):
     """Durable, atomic storage of immutable blobs addressed by key.
 
     `put` returns only once the blob is durable, and a reader never sees a partial blob.
+    `durable=False` is for caches (rendered images: recomputed when lost): still atomic,
+    but a backend may skip its fsyncs.
     Missing keys raise `minipacs.errors.NotFound`; backend failures `StorageError`.
     """
 
-    def put(self, key: str, data: bytes | Path) -> None: ...
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True) -> None: ...
 
     def open(self, key: str) -> BinaryIO: ...
 

@@ -49,7 +49,7 @@ class FilesystemStore:
             raise ValueError(f"blob key {key!r} names a temp file, never a blob")
         return self.root / check_key(key)
 
-    def put(self, key: str, data: bytes | Path) -> None:
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True) -> None:
         target = self._path(key)
         try:
             created = self._make_parents(target.parent)
@@ -63,13 +63,14 @@ class FilesystemStore:
                     else:
                         out.write(data)
                     out.flush()
-                    os.fsync(out.fileno())
+                    if durable:
+                        os.fsync(out.fileno())
                     os.replace(tmp, target)
             finally:
                 if tmp.exists():
                     tmp.unlink()
             # The rename is durable only once its directory entry is; new parents likewise.
-            for directory in [target.parent, *created]:
+            for directory in [target.parent, *created] if durable else []:
                 _fsync_dir(directory)
         except OSError as exc:
             raise StorageError(f"could not write blob {key}: {exc}") from exc

@@ -155,7 +155,8 @@ class S3Store:
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise self._fail("reach bucket", self.bucket, exc) from exc
 
-    def put(self, key: str, data: bytes | Path) -> None:
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True) -> None:
+        # An S3 PUT is durable once answered: `durable` changes nothing here.
         check_key(key)
         try:
             if isinstance(data, Path):

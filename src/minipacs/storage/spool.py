@@ -150,9 +150,9 @@ class SpooledStore:
             self._queue.put(None)
 
     # ---------------------------------------------------------------- BlobStore
-    def put(self, key: str, data: bytes | Path) -> None:
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True) -> None:
         with self._key_lock(key):
-            self.spool.put(key, data)
+            self.spool.put(key, data, durable=durable)
             self._enqueue(key)
 
     def open(self, key: str) -> BinaryIO:

@@ -137,10 +137,13 @@ def _frames_response(request: Request, archive: Archive, record: InstanceRecord,
                 headers.update(describe_part(part))
             yield headers, iter((part.data,))
 
-    return StreamingResponse(
-        encode_parts(body(), boundary),
-        media_type=multipart_content_type(choice.media, boundary, choice.transfer_syntax),
-    )
+    media_type = multipart_content_type(choice.media, boundary, choice.transfer_syntax)
+    if len(numbers) == 1:
+        # One frame is already in memory: the same bytes as one body, not a stream. A
+        # StreamingResponse hops to the thread pool for every chunk, which was a fifth of
+        # a one-frame request (docs/performance.md, "Retrieve").
+        return Response(b"".join(encode_parts(body(), boundary)), media_type=media_type)
+    return StreamingResponse(encode_parts(body(), boundary), media_type=media_type)
 
 
 @router.get(INSTANCE + "/bulkdata/{tag}", summary="WADO-RS: retrieve bulk data")
