@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from minipacs.index.models import AuditEvent, AuditHead
@@ -67,27 +67,33 @@ def _clip(record: AuditRecord) -> AuditRecord:
     )
 
 
-def append(session: Session, record: AuditRecord) -> AuditEvent:
-    """Add `record` to the chain inside the caller's transaction (which commits it)."""
+def append(session: Session, record: AuditRecord) -> None:
+    """Add `record` to the chain inside the caller's transaction (which commits it).
+
+    SQLAlchemy Core statements, not the ORM's unit of work: every stored instance
+    appends one event, and the ORM's object bookkeeping cost more than the rows. The
+    head row is read with FOR UPDATE (PostgreSQL: several nodes append one after the
+    other) and advanced in the same transaction as the event it points at."""
     record = _clip(record)
-    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()
-                           ).one_or_none()
-    if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
-        session.flush()
-    seq = head.seq + 1
+    row = session.execute(select(AuditHead.seq, AuditHead.hash)
+                          .where(AuditHead.id == 1).with_for_update()).one_or_none()
+    if row is None:
+        session.execute(insert(AuditHead).values(id=1, seq=0, hash=GENESIS))
+        prev_seq, prev_hash = 0, GENESIS
+    else:
+        prev_seq, prev_hash = row
+    seq = prev_seq + 1
     at = utc_now()
-    digest = event_hash(head.hash, seq, at, record)
-    event = AuditEvent(
+    digest = event_hash(prev_hash, seq, at, record)
+    session.execute(insert(AuditEvent).values(
         at=at, action=record.action, actor=record.actor, role=record.role,
         source=record.source, patient_id=record.patient_id,
         study_instance_uid=record.study_instance_uid, outcome=record.outcome,
-        detail=record.detail, seq=seq, prev_hash=head.hash, hash=digest,
-    )
-    session.add(event)
-    head.seq, head.hash = seq, digest
-    return event
+        detail=record.detail, seq=seq, prev_hash=prev_hash, hash=digest,
+    ))
+    session.execute(update(AuditHead).where(AuditHead.id == 1)
+                    .values(seq=seq, hash=digest)
+                    .execution_options(synchronize_session=False))
 
 
 def record_of(event: AuditEvent) -> AuditRecord:
