@@ -210,6 +210,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="blob store of every archive and server fixture: a folder (default) or a "
         "fresh bucket on a loopback S3 server (moto_server)",
     )
+    parser.addoption(
+        "--every-test", action="store_true",
+        help="on --db postgres / --blobs s3, also run the door_only tests (browser suites, "
+        "fuzzers, HTTP bounds), which by default run in the embedded pass only",
+    )
+
+
+# Which tests the production pass (--db postgres / --blobs s3) leaves to the embedded one.
+# A test whose subject is a door's parsing, refusals or user interface (the browser
+# suites, protocol fuzzers, HTTP bounds, the benchmark's smoke run) makes the same index
+# and blob calls on every backend, and those calls are what the rest of the suite runs on
+# both. Such tests run once, in the embedded pass: modules say so with
+# `pytestmark = pytest.mark.door_only`, and every test that drives a browser is one.
+# `--every-test` runs them on the production backends too.
+_BROWSER_FIXTURES = {"browser", "firefox"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _BROWSER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.door_only)
+    embedded = config.getoption("--db") == "sqlite" and config.getoption("--blobs") == "folder"
+    if embedded or config.getoption("--every-test"):
+        return
+    kept = [item for item in items if item.get_closest_marker("door_only") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# The benchmark starts its own servers on the defaults, whatever --db/--blobs say.
+pytestmark = pytest.mark.door_only  # runs in the embedded pass only (conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

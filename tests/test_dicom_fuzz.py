@@ -38,6 +38,8 @@ from test_dimse_hostile import (
     wait_for,
 )
 
+pytestmark = pytest.mark.door_only  # runs in the embedded pass only (conftest.py)
+
 VERIFICATION = "1.2.840.10008.1.1"
 STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

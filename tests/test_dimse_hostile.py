@@ -24,6 +24,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from conftest import ServerProcess
 
+pytestmark = pytest.mark.door_only  # runs in the embedded pass only (conftest.py)
+
 MiB = 1024 * 1024
 A_ABORT_INVALID_PARAMETER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])
 # Bound on what holding the siege of the first test may add to the server's RSS

@@ -35,6 +35,8 @@ from factories import make_instance
 from minipacs.web.route_rules import PUBLIC, RULES
 from test_openapi_contract import _openapi, _operations
 
+pytestmark = pytest.mark.door_only  # runs in the embedded pass only (conftest.py)
+
 ROLES = ("admin", "radiologist", "technologist", "clinician", "emr", "research", "auditor")
 # Bounded by count, not by wall time, so a slow machine fuzzes exactly what a fast one
 # does: admin (the most routes) gets three examples per operation, other roles one each.

@@ -27,6 +27,8 @@ from dicomweb_peers import multipart_parts, store
 from factories import make_instance
 from minipacs.dicom.transcode import transcode, transcode_stream
 
+pytestmark = pytest.mark.door_only  # runs in the embedded pass only (conftest.py)
+
 DICOM_EXPLICIT = ('multipart/related; type="application/dicom"; '
                   f"transfer-syntax={ExplicitVRLittleEndian}")
 

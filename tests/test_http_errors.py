@@ -5,11 +5,28 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from backends import Backends
 from conftest import ServerProcess
+
+pytestmark = pytest.mark.door_only  # runs in the embedded pass only (conftest.py)
+
+
+@pytest.fixture(scope="module")
+def empty_server(tmp_path_factory: pytest.TempPathFactory,
+                 backends: Backends) -> Iterator[ServerProcess]:
+    """One empty server for the module: every request here is refused, so none of them
+    changes what the next one sees (each test still checks that nothing was stored)."""
+    proc = ServerProcess(tmp_path_factory.mktemp("errors") / "data",
+                         ["--no-load-samples", *backends.server_args()])
+    proc.data_dir.mkdir()
+    proc.start()
+    yield proc
+    proc.stop()
 
 
 def _error(response: httpx.Response) -> str:

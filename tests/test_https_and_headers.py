@@ -26,6 +26,8 @@ from viewer_support import (
     wait_for_render,
 )
 
+pytestmark = pytest.mark.door_only  # runs in the embedded pass only (conftest.py)
+
 
 class HttpsServer(ServerProcess):
     """A server whose HTTP port speaks only HTTPS with the test's own certificate."""

@@ -21,6 +21,8 @@ from schemathesis.specs.openapi.checks import (
 
 from conftest import ServerProcess
 
+pytestmark = pytest.mark.door_only  # runs in the embedded pass only (conftest.py)
+
 DICOMWEB_PREFIXES = ("/dicom-web", "/wado")
 # A value each kind of parameter cannot take (by name first, then by schema type).
 BAD_BY_NAME = {
