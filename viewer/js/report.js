@@ -205,7 +205,9 @@ export class ReportPanel {
     const editable = !server || EDITABLE.includes(server.status) || local?.mode === 'amend';
     const sameReport = !server || local?.reportId === server.id || local?.reportId == null;
     const newer = local && (!server || local.at > Date.parse(server.meta?.lastUpdated ?? 0));
-    if (local?.dirty && editable && sameReport && newer && this.canWrite) {
+    // A save sent as the page closed may have landed without its answer being kept.
+    const landed = local && server && local.findings === findingsOf(server) && local.conclusion === (server.conclusion ?? '') && (local.keyImages ?? []).join(' ') === keyImagesOf(server).join(' ');
+    if (local?.dirty && editable && sameReport && newer && !landed && this.canWrite) {
       this.fill(local.findings, local.conclusion, local.keyImages ?? []);
       this.mode = local.mode === 'amend' && server && !EDITABLE.includes(server.status) ? 'amend' : 'edit';
       this.baseVersion = local.reportId === server?.id ? local.version : versionOf(server);
@@ -213,7 +215,7 @@ export class ReportPanel {
       this.notice = t('report.restoredLocal');
       this.schedule();
     } else {
-      if (local && !local.dirty) writeLocal(this.key, null);
+      if (local && (!local.dirty || landed)) writeLocal(this.key, null);
       this.showServer();
       if (!server && this.suggested !== null) this.applyTemplate(String(this.suggested));
     }
