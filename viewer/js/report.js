@@ -244,8 +244,10 @@ export class ReportPanel {
       }
     }
     const url = new URL('../report-templates', window.location.href);
-    url.searchParams.set('modality', modality);
-    url.searchParams.set('body_part', bodyPart);
+    // Code strings as the server takes them (what some modalities send is looser).
+    const code = (value) => value.trim().toUpperCase().replace(/[^A-Z0-9_]/g, '_').slice(0, 16);
+    url.searchParams.set('modality', code(modality));
+    url.searchParams.set('body_part', code(bodyPart));
     const response = await fetch(url, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
     if (!response.ok) return { templates: [], suggested: null };
     return response.json();

@@ -60,14 +60,19 @@ def _template_of(row: ReportTemplateRow) -> ReportTemplate:
                           row.updated_by, row.updated_at)
 
 
+def check_code(kind: str, value: str) -> str:
+    """`value` if it is a DICOM code string as Modality and BodyPartExamined hold;
+    `InvalidRequest` naming it otherwise."""
+    if not _CODE.fullmatch(value):
+        raise InvalidRequest(f"{kind} value {value[:40]!r} is not a DICOM code string "
+                             "(upper-case letters, digits, _; at most 16)")
+    return value
+
+
 def _codes(kind: str, values: tuple[str, ...]) -> str:
     if len(values) > _MAX_CODES:
         raise InvalidRequest(f"template {kind}: {len(values)} values; at most {_MAX_CODES}")
-    for value in values:
-        if not _CODE.fullmatch(value):
-            raise InvalidRequest(f"template {kind} value {value[:40]!r} is not a DICOM code "
-                                 "string (upper-case letters, digits, _; at most 16)")
-    return " ".join(values)
+    return " ".join(check_code(f"template {kind}", value) for value in values)
 
 
 def _checked(draft: TemplateDraft) -> TemplateDraft:

@@ -8,9 +8,9 @@ only (`manage-aes`), audited by the service.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -20,6 +20,7 @@ from minipacs.reports.templates import (
     ReportTemplates,
     TemplateDraft,
     best_template,
+    check_code,
 )
 from minipacs.web.auth import acting_archive
 
@@ -59,8 +60,16 @@ def _template_id(template_id: str) -> int:
 
 
 @router.get("", summary="Report templates, the one fitting a study named as suggested")
-def list_report_templates(request: Request, modality: str = "", body_part: str = ""
-                          ) -> JSONResponse:
+def list_report_templates(
+    request: Request,
+    modality: Annotated[str, Query(max_length=16, description=(
+        "The study's Modality (CS), e.g. CT: the fitting template is `suggested`"))] = "",
+    body_part: Annotated[str, Query(max_length=16, description=(
+        "The study's BodyPartExamined (CS), e.g. CHEST"))] = "",
+) -> JSONResponse:
+    for name, value in (("modality", modality), ("body_part", body_part)):
+        if value:
+            check_code(name, value.upper())
     templates = _templates(request).list()
     best = best_template(templates, modality, body_part) if modality else None
     return JSONResponse({"templates": [_json(t) for t in templates],
