@@ -332,7 +332,9 @@ export class ReportPanel {
     if (!this.studyUid || !this.canWrite || this.mode === 'read' || this.conflict) return null;
     if (this.saving) {
       // One write at a time: the next builds on the version the running one makes.
+      const studyUid = this.studyUid;
       await this.saving.catch(() => {});
+      if (studyUid !== this.studyUid || this.conflict) return null;
       if (!status && !this.dirty) return this.current;
     }
     const wanted = status ?? (this.current && EDITABLE.includes(this.current.status) ? this.current.status : 'registered');
