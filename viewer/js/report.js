@@ -13,52 +13,14 @@
 // it is newer and was never saved (the panel says which).
 
 import { TAG, text } from './dicomjson.js';
-import { formatDicomDate, t } from './i18n.js';
+import { t } from './i18n.js';
+import { localIsNewest, localKey, readLocal, writeLocal } from './reportdrafts.js';
+import { EDITABLE, amendsOf, diagnosticReport, fhirRequest, findingsOf, keyImagesOf, versionOf } from './reportfhir.js';
+import { renderKeyImages, renderOrder, renderTemplates, renderVersions, statusText } from './reportview.js';
 
-const FINDINGS_URL = 'urn:minipacs:fhir:StructureDefinition/report-findings';
-const AMENDS_SYSTEM = 'urn:minipacs:report-amends';
-const ACSN = 'ACSN';
 const BODY_PART = '00180015';
 const AUTOSAVE_MS = 2000;
-const EDITABLE = ['registered', 'preliminary'];
 const NON_IMAGE = ['SR', 'KO', 'DOC', 'PR'];
-
-function localKey(user, studyUid) {
-  return `minipacs.report.${user}.${studyUid}`;
-}
-
-function readLocal(key) {
-  try {
-    return JSON.parse(localStorage.getItem(key) ?? 'null');
-  } catch {
-    return null;
-  }
-}
-
-function writeLocal(key, value) {
-  try {
-    if (value === null) localStorage.removeItem(key);
-    else localStorage.setItem(key, JSON.stringify(value));
-  } catch {
-    // A full or disabled storage: the server autosave still keeps the draft.
-  }
-}
-
-function versionOf(resource) {
-  return Number(resource?.meta?.versionId ?? 0);
-}
-
-function findingsOf(resource) {
-  return (resource?.extension ?? []).find((e) => e.url === FINDINGS_URL)?.valueString ?? '';
-}
-
-function keyImagesOf(resource) {
-  return (resource?.media ?? []).map((m) => String(m.link?.identifier?.value ?? '').replace(/^urn:oid:/, '')).filter(Boolean);
-}
-
-function amendsOf(resource) {
-  return (resource?.identifier ?? []).find((i) => i.system === AMENDS_SYSTEM)?.value ?? null;
-}
 
 export class ReportPanel {
   /**
@@ -152,32 +114,20 @@ export class ReportPanel {
     if (this.shown && this.studyUid !== studyUid) this.load(studyUid);
   }
 
-  // ---- FHIR -----------------------------------------------------------------------------
+  fhir(path, options) {
+    return fhirRequest(this.fhirBase, path, options);
+  }
 
-  async fhir(path, { method = 'GET', body, version, keepalive = false } = {}) {
-    const headers = { Accept: 'application/fhir+json' };
-    if (body) headers['Content-Type'] = 'application/fhir+json';
-    if (version) headers['If-Match'] = `W/"${version}"`;
-    const response = await fetch(`${this.fhirBase}/${path}`, {
-      method,
-      headers,
-      credentials: 'same-origin',
-      keepalive,
-      body: body ? JSON.stringify(body) : undefined,
+  resource(status) {
+    return diagnosticReport({
+      status,
+      studyUid: this.studyUid,
+      id: this.current?.id,
+      orderId: this.order?.id,
+      findings: this.el('findings').value,
+      conclusion: this.el('conclusion').value,
+      keyImages: this.keyImages.map((k) => k.sop),
     });
-    let json = null;
-    try {
-      json = await response.json();
-    } catch {
-      // A refusal without a body: the status says enough.
-    }
-    if (!response.ok) {
-      const detail = json?.issue?.map((i) => i.diagnostics).filter(Boolean).join('; ') ?? '';
-      const error = new Error(detail || `HTTP ${response.status}`);
-      error.status = response.status;
-      throw error;
-    }
-    return json;
   }
 
   async load(studyUid) {
@@ -202,12 +152,8 @@ export class ReportPanel {
     this.current = this.reports[0] ?? null;
     const local = readLocal(this.key);
     const server = this.current;
-    const editable = !server || EDITABLE.includes(server.status) || local?.mode === 'amend';
-    const sameReport = !server || local?.reportId === server.id || local?.reportId == null;
-    const newer = local && (!server || local.at > Date.parse(server.meta?.lastUpdated ?? 0));
-    // A save sent as the page closed may have landed without its answer being kept.
-    const landed = local && server && local.findings === findingsOf(server) && local.conclusion === (server.conclusion ?? '') && (local.keyImages ?? []).join(' ') === keyImagesOf(server).join(' ');
-    if (local?.dirty && editable && sameReport && newer && !landed && this.canWrite) {
+    const { restore, landed } = localIsNewest(local, server);
+    if (restore && this.canWrite) {
       this.fill(local.findings, local.conclusion, local.keyImages ?? []);
       this.mode = local.mode === 'amend' && server && !EDITABLE.includes(server.status) ? 'amend' : 'edit';
       this.baseVersion = local.reportId === server?.id ? local.version : versionOf(server);
@@ -304,23 +250,6 @@ export class ReportPanel {
   /** Save now if anything is pending (page hidden or closed, study closed). */
   flush() {
     if (this.dirty && this.mode === 'edit' && !this.conflict && this.studyUid) this.save(null, true);
-  }
-
-  resource(status) {
-    const findings = this.el('findings').value;
-    const conclusion = this.el('conclusion').value;
-    const body = {
-      resourceType: 'DiagnosticReport',
-      status,
-      code: { coding: [{ system: 'http://loinc.org', code: '18748-4', display: 'Diagnostic imaging study' }] },
-      imagingStudy: [{ reference: `ImagingStudy/${this.studyUid}` }],
-    };
-    if (this.current) body.id = this.current.id;
-    if (this.order?.id) body.basedOn = [{ reference: `ServiceRequest/${this.order.id}` }];
-    if (findings) body.extension = [{ url: FINDINGS_URL, valueString: findings }];
-    if (conclusion) body.conclusion = conclusion;
-    if (this.keyImages.length) body.media = this.keyImages.map((k) => ({ comment: 'key image', link: { identifier: { system: 'urn:dicom:uid', value: `urn:oid:${k.sop}` } } }));
-    return body;
   }
 
   /**
@@ -537,13 +466,9 @@ export class ReportPanel {
 
   // ---- showing ----------------------------------------------------------------------------
 
-  statusText(resource) {
-    return resource ? t(`report.status.${resource.status}`) : t('report.status.none');
-  }
-
   renderStatus(override) {
     const status = this.el('status');
-    const parts = [this.mode === 'amend' ? t('report.status.amending') : this.statusText(this.current)];
+    const parts = [this.mode === 'amend' ? t('report.status.amending') : statusText(this.current)];
     const signer = this.current?.resultsInterpreter?.[0]?.display;
     if (override) parts.push(override);
     else if (this.dirty) parts.push(t('report.unsaved'));
@@ -572,104 +497,14 @@ export class ReportPanel {
     this.el('notice').hidden = !this.notice;
     this.el('notice').textContent = this.notice;
     this.el('back').hidden = !this.viewing;
-    this.renderTemplates();
-    this.renderOrder();
-    this.renderKeyImages(writable);
-    this.renderVersions();
-    this.renderStatus();
-  }
-
-  renderTemplates() {
-    const select = this.el('template');
-    select.replaceChildren(new Option(t('report.template.choose'), ''));
-    for (const template of this.templates) {
-      const label = template.id === this.suggested ? `${template.name} ★` : template.name;
-      select.append(new Option(label, String(template.id)));
-    }
-    select.value = this.templateId;
-  }
-
-  renderOrder() {
-    const box = this.el('order');
-    box.replaceChildren();
-    const study = this.viewer.study ?? {};
-    const order = this.order;
-    const rows = [];
-    if (order) {
-      const accession = (order.identifier ?? []).find((i) => i.type?.coding?.some((c) => c.code === ACSN))?.value;
-      const procedure = order.code?.text ?? order.code?.coding?.map((c) => c.display).filter(Boolean).join(', ');
-      const reasons = [...(order.reasonCode ?? []).map((r) => r.text ?? r.coding?.[0]?.display), ...(order.note ?? []).map((n) => n.text).filter((x) => !/^performed as /.test(x))];
-      rows.push(['report.order.requester', order.requester?.display], ['report.order.procedure', procedure], ['report.order.accession', accession], ['report.order.reason', reasons.filter(Boolean).join('; ')], ['report.order.when', order.occurrenceDateTime?.slice(0, 16).replace('T', ' ')]);
-    } else {
-      rows.push(['report.order.accession', text(study, TAG.AccessionNumber)], ['report.order.date', formatDicomDate(text(study, TAG.StudyDate))]);
-    }
-    const title = document.createElement('div');
-    title.className = 'report-subtitle';
-    title.textContent = order ? t('report.order.title') : t('report.order.none');
-    box.append(title);
-    for (const [label, value] of rows) {
-      if (!value) continue;
-      const row = document.createElement('div');
-      row.className = 'report-order-row';
-      row.dataset.field = label.split('.').pop();
-      const name = document.createElement('span');
-      name.textContent = `${t(label)}: `;
-      const val = document.createElement('b');
-      val.textContent = value;
-      row.append(name, val);
-      box.append(row);
-    }
-  }
-
-  renderKeyImages(writable) {
-    const list = this.el('key-images');
-    list.replaceChildren();
-    for (const key of this.keyImages) {
-      const item = document.createElement('li');
-      item.dataset.sop = key.sop;
-      item.dataset.testid = 'report-key-image';
-      if (key.series) {
-        const img = document.createElement('img');
-        img.alt = '';
-        img.loading = 'lazy';
-        img.src = this.viewer.client.url(`studies/${this.studyUid}/series/${key.series}/instances/${key.sop}/thumbnail`);
-        item.append(img);
-      }
-      const label = document.createElement('span');
-      label.textContent = key.label ?? key.sop;
-      item.append(label);
-      if (writable) {
-        const remove = document.createElement('button');
-        remove.type = 'button';
-        remove.textContent = '✕';
-        remove.title = t('report.detach');
-        remove.addEventListener('click', () => this.detach(key.sop));
-        item.append(remove);
-      }
-      list.append(item);
-    }
+    renderTemplates(this.el('template'), this.templates, this.suggested, this.templateId);
+    renderOrder(this.el('order'), this.order, this.viewer.study ?? {});
+    const thumbnail = (key) => this.viewer.client.url(`studies/${this.studyUid}/series/${key.series}/instances/${key.sop}/thumbnail`);
+    renderKeyImages(this.el('key-images'), this.keyImages, thumbnail, writable ? (sop) => this.detach(sop) : null);
     this.el('key-images-empty').hidden = this.keyImages.length > 0;
-  }
-
-  renderVersions() {
-    const list = this.el('versions');
-    list.replaceChildren();
-    for (const report of this.reports) {
-      const item = document.createElement('li');
-      const button = document.createElement('button');
-      button.type = 'button';
-      button.dataset.testid = 'report-version';
-      button.dataset.reportId = report.id;
-      button.setAttribute('aria-pressed', String(this.viewing?.id === report.id));
-      const amends = amendsOf(report);
-      const who = report.resultsInterpreter?.[0]?.display ?? report.performer?.[0]?.display ?? '';
-      const when = (report.issued ?? report.meta?.lastUpdated ?? '').slice(0, 16).replace('T', ' ');
-      button.textContent = [`#${report.id}`, this.statusText(report), who, when, amends ? t('report.amends', { id: amends }) : ''].filter(Boolean).join(' · ');
-      button.addEventListener('click', () => this.showVersion(report.id === this.current?.id && !this.viewing ? null : report.id));
-      item.append(button);
-      list.append(item);
-    }
+    renderVersions(this.el('versions'), this.reports, this.viewing?.id, (id) => this.showVersion(id === this.current?.id && !this.viewing ? null : id));
     this.el('versions-box').hidden = this.reports.length < 2;
+    this.renderStatus();
   }
 
   /** Re-render texts after a language switch. */
