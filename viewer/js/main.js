@@ -103,7 +103,7 @@ const session = new Session({
 // request is asked again.
 setUnauthorizedHandler(() => session.reauthenticate());
 const studyList = new StudyList(client, openFromList, onError);
-const viewer = new StudyViewer(client, { onBack: backToList, onError });
+const viewer = new StudyViewer(client, { onBack: backToList, onError, user: () => (session.pending ? null : session.user) });
 
 const langButton = document.getElementById('lang-switch');
 langButton.addEventListener('click', () => setLang(otherLang()));
@@ -197,6 +197,10 @@ const hooks = {
   get keyImages() {
     const k = viewer.keyImages;
     return { marked: [...k.marked], saved: k.saved, only: k.only };
+  },
+  /** The report panel (report.js): shown, report id/status/version, text, key images. */
+  get report() {
+    return viewer.report.snapshot();
   },
   get lastMeasurement() {
     return viewer.lastMeasurement ? { ...viewer.lastMeasurement } : null;

@@ -12,6 +12,7 @@ import { SERIES_DRAG_TYPE, SeriesPanel } from './seriespanel.js';
 import { TagBrowser } from './tagbrowser.js';
 import { Priors } from './priors.js';
 import { KeyImages } from './keyimages.js';
+import { ReportPanel } from './report.js';
 import { studyZip, zipFileName } from './download.js';
 import { showStatus } from './status.js';
 
@@ -77,6 +78,7 @@ export class StudyViewer {
     this.tagBrowser = new TagBrowser(document.getElementById('tags-dialog'));
     this.keyImages = new KeyImages(this, document.querySelector('[data-action=key-image]'));
     this.priors = new Priors(this, document.getElementById('prior-list'), document.getElementById('sync-lock'));
+    this.report = new ReportPanel(this, document.getElementById('report-panel'), document.querySelector('[data-action=report]'), hooks.user ?? (() => null));
     document.addEventListener('keydown', (event) => this.onKeyDown(event));
     this.applyLayout();
   }
@@ -114,6 +116,7 @@ export class StudyViewer {
     this.renderHeader();
     this.seriesPanel.render(this.seriesInfo);
     this.priors.load(this.study, () => token === this.openToken).catch((error) => this.hooks.onError(error));
+    this.report.studyOpened(studyUid);
     if (!this.seriesInfo.length) {
       this.header.textContent += ` — ${t('viewer.noSeries')}`;
       return;
@@ -146,6 +149,7 @@ export class StudyViewer {
     this.maximized = null;
     this.priors?.clear();
     this.keyImages?.clear();
+    this.report?.clear();
     for (const viewport of this.viewports) viewport.clear();
     this.applyLayout();
   }
@@ -439,6 +443,7 @@ export class StudyViewer {
   /** Re-render texts after a language switch. */
   relabel() {
     if (this.study) this.renderHeader();
+    this.report.relabel();
     const loaded = new Map(this.viewports.filter((vp) => vp.series).map((vp) => [vp.series.seriesUid, vp.series]));
     this.seriesPanel.relabel(this.seriesInfo, loaded);
     for (const vp of this.viewports) {

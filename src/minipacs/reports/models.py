@@ -34,3 +34,19 @@ class ReportRow(Base):
     pdf_sha256: Mapped[str] = mapped_column(String(64), default="")
     pdf_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
     sr_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ReportTemplateRow(Base):
+    """A report template (reports/templates.py): skeleton findings and conclusion for
+    studies of some modalities and body parts; edited by administrators."""
+
+    __tablename__ = "report_templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    modalities: Mapped[str] = mapped_column(String(64), default="")  # "CR DX"; "": any
+    body_parts: Mapped[str] = mapped_column(String(256), default="")  # "HEAD BRAIN"; "": any
+    findings: Mapped[str] = mapped_column(Text, default="")
+    conclusion: Mapped[str] = mapped_column(Text, default="")
+    updated_by: Mapped[str] = mapped_column(String(128), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime)

@@ -145,6 +145,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/changes"): Action.QUERY,
     ("GET", "/admin/fhir-push"): Action.MANAGE_AES,
     ("POST", "/admin/fhir-push/retry"): Action.MANAGE_AES,
+    # Report templates (web/report_templates.py): read by whoever writes reports; changed
+    # only by administrators, as the archive's configuration (like the AE registry)
+    ("GET", "/report-templates"): Action.REPORT,
+    ("POST", "/report-templates"): Action.MANAGE_AES,
+    ("PUT", "/report-templates/{template_id}"): Action.MANAGE_AES,
+    ("DELETE", "/report-templates/{template_id}"): Action.MANAGE_AES,
 }
 
 
