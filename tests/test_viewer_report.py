@@ -32,7 +32,6 @@ from report_support import (
 )
 from viewer_support import ARTIFACTS, H, api_login, session_cookie, state, text_of
 
-DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 FINDINGS = ("Chụp CT ngực không tiêm thuốc cản quang, lát cắt 5 mm.\n"
             "- Nốt mờ tròn bờ đều ở thùy dưới phổi phải, đường kính khoảng 20 mm, tỷ trọng mô mềm.\n"
             "- Nhu mô phổi còn lại sáng đều, khí phế quản thông thoáng.\n"
@@ -150,8 +149,8 @@ def test_radiologist_writes_drafts_signs_and_amends_the_report_beside_the_images
         page.wait_for_function(f"(sop) => {H}.report.keyImages.includes(sop)", arg=key_image)
         page.wait_for_function("() => document.querySelectorAll('[data-testid=report-key-image]').length === 1")
         saved = wait_until_saved(page)
-        DOCS_IMG.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS_IMG / "reading-report-panel.png"))
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)  # docs/img has copies of these
+        page.screenshot(path=str(ARTIFACTS / "reading-report-panel.png"))
 
         # Sign: final over FHIR, the PDF and SR in the study say exactly what was typed.
         sign_on_page(page)
@@ -161,7 +160,7 @@ def test_radiologist_writes_drafts_signs_and_amends_the_report_beside_the_images
         check_signed_documents(server, token, ct["study"], FINDINGS, CONCLUSION, [key_image])
         assert text_of(page, "[data-testid=report-status]").startswith("Đã ký (chính thức)")
         assert page.evaluate("document.querySelector('[data-testid=report-findings]').readOnly")
-        page.screenshot(path=str(DOCS_IMG / "reading-report-signed.png"))
+        page.screenshot(path=str(ARTIFACTS / "reading-report-signed.png"))
 
         # Amend: a new version (amended), the signed one stays readable.
         page.click("[data-testid=report-amend]")
