@@ -43,4 +43,7 @@ def video_bitstream(fh: BinaryIO, sop_instance_uid: str) -> bytes:
     if not pixel_data:
         raise NotFound(f"instance {sop_instance_uid} has no Pixel Data (7FE0,0010): no "
                        "video stream to send")
-    return b"".join(generate_fragments(pixel_data))
+    # The first item is the Basic Offset Table (PS3.5 §A.4), not part of the stream.
+    fragments = generate_fragments(pixel_data)
+    next(fragments, None)
+    return b"".join(fragments)
