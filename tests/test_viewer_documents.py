@@ -26,6 +26,7 @@ from playwright.sync_api import Browser, Page
 from pydicom.uid import MPEG4HP41
 
 from conftest import ServerProcess
+from firefox_bidi import Firefox, firefox_executable
 from dicomweb_peers import store
 from factories import make_instance
 from minipacs.fhir.diagnostic_report import FINDINGS_URL
@@ -176,6 +177,9 @@ def test_clinician_from_the_emr_link_sees_the_signed_report_then_opens_the_study
     server: ServerProcess, reported_study: dict[str, Any], page_as: Any
 ) -> None:
     page = page_as("clinician", f"{server.http_url}/viewer/?requestType=STUDY&studyUID={reported_study['study']}")
+    wait_for_report(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "reading-clinician-report.png"))  # docs/reading.md
     clinician_reads_the_report_first(server, page, reported_study)
     # Back returns to the report, as the EMR opened it.
     page.go_back()
@@ -185,6 +189,44 @@ def test_clinician_from_the_emr_link_sees_the_signed_report_then_opens_the_study
     page.wait_for_function(f"() => {H}.report.pdfUrl !== null")
     shown = state(page, "report")
     assert shown["pdfUrl"].startswith("blob:") and shown["pdfHead"] == "%PDF-"
+
+
+def test_amended_report_is_marked_and_the_earlier_version_stays_readable(
+    server: ServerProcess, users: dict[str, str], page_as: Any
+) -> None:
+    patient_id = _unique("BN")
+    study = store(server, make_instance(modality="CT", patient_id=patient_id,
+                                        patient_name="Phạm^Văn Đức"))[0]
+    fhir = httpx.Client(base_url=f"{server.http_url}/fhir", timeout=60,
+                        auth=(users["radiologist"], PASSWORD),
+                        headers={"Accept": "application/fhir+json"})
+    with fhir:
+        body = {"resourceType": "DiagnosticReport", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "18748-4"}]},
+                "imagingStudy": [{"reference": f"ImagingStudy/{study.study}"}],
+                "conclusion": CONCLUSION}
+        first = fhir.post("/DiagnosticReport", json=body)
+        assert first.status_code == 201, first.text
+        amended = fhir.put(f"/DiagnosticReport/{first.json()['id']}",
+                           json={**body, "status": "amended", "conclusion": AMENDED})
+        assert amended.status_code == 201, amended.text
+    page = page_as("clinician", f"{server.http_url}/viewer/?StudyInstanceUID={study.study}")
+    page.wait_for_function(f"() => {H}.report.state === 'shown'")
+    shown = state(page, "report")
+    assert (shown["id"], shown["status"], shown["conclusion"]) == (amended.json()["id"], "amended", AMENDED)
+    assert page.inner_text("[data-testid=report-status] strong") == "ĐÃ ĐÍNH CHÍNH – thay thế kết quả trước"
+    page.click("[data-testid=report-earlier]")
+    page.wait_for_function(f"(id) => {H}.report.id === id", arg=first.json()["id"])
+    earlier = state(page, "report")
+    assert (earlier["status"], earlier["conclusion"]) == ("final", CONCLUSION)
+    # The earlier version says it was amended and leads back to the current one.
+    page.click("[data-testid=report-current]")
+    page.wait_for_function(f"(id) => {H}.report.id === id", arg=amended.json()["id"])
+    # In English too, the same report.
+    page.click("[data-testid=language-switch]")
+    page.wait_for_function("() => document.querySelector('.report-title')?.textContent === 'IMAGING REPORT'")
+    assert page.inner_text("[data-testid=report-status] strong") == "AMENDED – replaces the earlier report"
+    assert state(page, "report")["conclusion"] == AMENDED
 
 
 def test_radiologist_opening_the_same_link_lands_in_the_images(
@@ -224,6 +266,11 @@ def test_sr_shows_as_text_and_pdf_in_the_page(
     assert f"Impression: {CONCLUSION}" in text
     assert "VERIFIED" in text
     assert reported_study["key_sop"] in text  # the IMAGE item names the key image
+    page.screenshot(path=str(ARTIFACTS / "reading-sr-as-text.png"))  # docs/reading.md
+    # The IMAGE item's button shows that image in the viewport.
+    page.click(".sr-open-image")
+    page.wait_for_function(f"(sop) => !{H}.document.shown && {H}.activeViewport.sopInstanceUID === sop && {H}.activeViewport.currentImageKind === 'pixels'", arg=reported_study["key_sop"])
+    open_series_of_kind(page, "sr")
     open_series_of_kind(page, "pdf")
     page.wait_for_function(f"() => {H}.document.pdfUrl !== null")
     shown = state(page, "document")
@@ -253,3 +300,30 @@ def test_video_object_plays_in_a_video_element(
     played = state(page, "document")["video"]
     assert played["error"] == 0, played
     assert played["readyState"] >= 2 and played["duration"] > 0
+    page.screenshot(path=str(ARTIFACTS / "reading-video.png"))  # docs/reading.md
+
+
+@pytest.fixture(scope="module")
+def firefox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firefox]:
+    executable = firefox_executable()
+    if executable is None:
+        pytest.fail("firefox-esr is not installed; run ./test.sh, which installs it (apt-get)")
+    browser = Firefox(executable, tmp_path_factory.mktemp("firefox"))
+    yield browser
+    browser.close()
+
+
+def test_clinician_sees_the_report_first_in_firefox(
+    server: ServerProcess, reported_study: dict[str, Any], users: dict[str, str], firefox: Firefox
+) -> None:
+    tab = firefox.new_page(1280, 900)
+    try:
+        tab.goto(f"{server.http_url}/viewer/?StudyInstanceUID={reported_study['study']}")
+        sign_in_on_page(tab, users["clinician"], PASSWORD)
+        clinician_reads_the_report_first(server, tab, reported_study)
+    finally:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(str(ARTIFACTS / "firefox-clinician-report.png"))
+        errors = tab.javascript_errors()
+        tab.close()
+    assert not errors, f"JavaScript errors in the viewer (Firefox): {errors}"

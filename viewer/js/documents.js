@@ -89,7 +89,7 @@ export function pdfFrame(url, title, head = '') {
 export class DocumentView {
   /**
    * @param {{client: import('./dicomweb.js').DicomWebClient, studyUid: string|null,
-   *          grid: HTMLElement, openInstance?: (sopUid: string) => void}} viewer
+   *          grid: HTMLElement}} viewer the StudyViewer
    * @param {HTMLElement} pane where the document shows (over the viewport grid)
    */
   constructor(viewer, pane) {
@@ -136,7 +136,7 @@ export class DocumentView {
       this.pane.append(holder);
       try {
         if (kind === 'sr') {
-          holder.append(renderStructuredReport(meta, this.viewer.openInstance));
+          holder.append(renderStructuredReport(meta, (sop) => this.openReferenced(sop).catch((error) => showStatus(t('documents.failed', { error: error.message }), 'error', 10000))));
         } else if (kind === 'pdf') {
           holder.textContent = t('viewer.loading');
           const blob = await fetchPdf(client, studyUid, series.seriesUid, sopUid, meta);
@@ -174,6 +174,23 @@ export class DocumentView {
         showStatus(holder.textContent, 'error', 10000);
       }
     }
+  }
+
+  /** An SR's IMAGE item: show that image in the active viewport. */
+  async openReferenced(sopUid) {
+    const viewer = this.viewer;
+    for (const series of viewer.seriesInfo) {
+      const seriesUid = text(series, TAG.SeriesInstanceUID);
+      if (DOCUMENT_MODALITIES.has(text(series, TAG.Modality))) continue;
+      const loaded = await viewer.getSeries(seriesUid);
+      const index = loaded.stack.findIndex((entry) => entry.sopInstanceUid === sopUid);
+      if (index < 0) continue;
+      this.hide();
+      await viewer.loadSeriesInto(viewer.activeIndex, seriesUid);
+      viewer.active.setIndex(index);
+      return;
+    }
+    throw new Error(t('documents.notInStudy', { uid: sopUid }));
   }
 
   /** For the test hooks: what shows and its state. */
