@@ -293,6 +293,11 @@ def test_video_object_plays_in_a_video_element(
     refused = httpx.get(f"{server.dicomweb_url}/studies/{video.study}/series/{video.series}/instances/{video.sop}/bulkdata/7FE00010",
                         headers={"Accept": "image/jpeg", **server.auth}, timeout=60)
     assert refused.status_code == 406 and "video/mp4" in refused.text
+    base = f"{server.dicomweb_url}/studies/{video.study}/series/{video.series}/instances/{video.sop}"
+    # minipacs decodes no video: frames and rendered images of it are refused, not faked.
+    for path in ("frames/1", "rendered"):
+        answer = httpx.get(f"{base}/{path}", headers=server.auth, timeout=60)
+        assert answer.status_code in (404, 406), (path, answer.status_code, answer.text)
     page = page_as("radiologist", f"{server.http_url}/viewer/?StudyInstanceUID={video.study}")
     wait_for_first_image(page)
     open_series_of_kind(page, "video")
