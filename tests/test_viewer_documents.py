@@ -26,9 +26,9 @@ from playwright.sync_api import Browser, Page
 from pydicom.uid import MPEG4HP41
 
 from conftest import ServerProcess
-from firefox_bidi import Firefox, firefox_executable
 from dicomweb_peers import store
 from factories import make_instance
+from firefox_bidi import Firefox, firefox_executable
 from minipacs.fhir.diagnostic_report import FINDINGS_URL
 from viewer_support import ARTIFACTS, H, sign_in_on_page, state, wait_for_first_image
 
