@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, Page
 from pydicom.uid import MPEG4HP41
 
 from conftest import ServerProcess
-from dicomweb_peers import store
+from dicomweb_peers import multipart_parts, store
 from factories import make_instance
 from firefox_bidi import Firefox, firefox_executable
 from minipacs.fhir.diagnostic_report import FINDINGS_URL
@@ -294,6 +294,10 @@ def test_video_object_plays_in_a_video_element(
                         headers={"Accept": "image/jpeg", **server.auth}, timeout=60)
     assert refused.status_code == 406 and "video/mp4" in refused.text
     base = f"{server.dicomweb_url}/studies/{video.study}/series/{video.series}/instances/{video.sop}"
+    parts = multipart_parts(httpx.get(f"{base}/bulkdata/7FE00010", timeout=60, headers={
+        "Accept": 'multipart/related; type="video/mp4"', **server.auth}))
+    assert [(h["content-type"], body) for h, body in parts] == [
+        (f"video/mp4; transfer-syntax={MPEG4HP41}", reported_study["mp4"])]
     # minipacs decodes no video: frames and rendered images of it are refused, not faked.
     for path in ("frames/1", "rendered"):
         answer = httpx.get(f"{base}/{path}", headers=server.auth, timeout=60)

@@ -10,12 +10,13 @@ bulk data: video/mpeg2 for MPEG-2, video/mp4 for MPEG-4 AVC/H.264 and HEVC/H.265
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import BinaryIO
 
-from pydicom import dcmread
 from pydicom import uid as dicom_uid
 from pydicom.encaps import generate_fragments
 
+from minipacs.dicom.frames import stored_pixels
 from minipacs.errors import NotFound
 
 # Fragmentable variants (the ...F names) carry the same stream; pydicom names them all.
@@ -34,16 +35,18 @@ def video_media_type(transfer_syntax_uid: str) -> str | None:
     return VIDEO_MEDIA_TYPES.get(transfer_syntax_uid)
 
 
-def video_bitstream(fh: BinaryIO, sop_instance_uid: str) -> bytes:
-    """The video stream of a stored Part-10 file (its fragments joined).
+def video_fragments(fh: BinaryIO, sop_instance_uid: str) -> Iterator[bytes]:
+    """The video stream of the stored Part-10 file open in `fh` (seekable), one fragment
+    at a time as read from the file: one fragment in memory, however long the video.
 
-    Raises `NotFound` naming the instance when it has no encapsulated Pixel Data."""
-    ds = dcmread(fh)
-    pixel_data = ds.get("PixelData")
-    if not pixel_data:
-        raise NotFound(f"instance {sop_instance_uid} has no Pixel Data (7FE0,0010): no "
-                       "video stream to send")
+    Raises `NotFound` naming the instance, before yielding, when it has no encapsulated
+    Pixel Data."""
+    pixels = stored_pixels(fh)
+    if pixels.fragments_at is None:
+        raise NotFound(f"instance {sop_instance_uid} has no encapsulated Pixel Data "
+                       "(7FE0,0010): no video stream to send")
+    fh.seek(pixels.fragments_at)
     # The first item is the Basic Offset Table (PS3.5 §A.4), not part of the stream.
-    fragments = generate_fragments(pixel_data)
+    fragments = generate_fragments(fh)
     next(fragments, None)
-    return b"".join(fragments)
+    return fragments

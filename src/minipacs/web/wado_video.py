@@ -9,8 +9,10 @@ is looked up) are those of every bulk data retrieve.
 
 from __future__ import annotations
 
+import itertools
+
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.video import video_media_type
@@ -33,7 +35,8 @@ def video_response(request: Request, archive: Archive, record: InstanceRecord,
     """The stream as `video/mp4` (or `video/mpeg2`): one body when the Accept header names
     the type itself (what a page fetching a video asks), multipart/related with one part
     for `multipart/related; type=video/mp4` and for wildcards (the PS3.18 default for
-    bulk data). Only the stored stream is offered: no transcoding."""
+    bulk data). Only the stored stream is offered: no transcoding. Sent as read, one
+    fragment at a time (no Content-Length: the fragments' total is not in the header)."""
     stored = record.transfer_syntax_uid
     media = video_media_type(stored) or "application/octet-stream"
     accept = request.headers.get("accept")
@@ -41,14 +44,18 @@ def video_response(request: Request, archive: Archive, record: InstanceRecord,
         if not _covers(wanted.media, media) or wanted.transfer_syntax not in (None, "*",
                                                                             stored):
             continue
-        data = Imaging(archive).video(record)
+        fragments = Imaging(archive).video(record)
+        # The first fragment is read before the response starts: a missing stream is
+        # still a 404, not a broken 200. The rest follow one fragment at a time.
+        first = next(fragments, b"")
+        stream = itertools.chain([first], fragments)
         if not wanted.multipart and "*" not in wanted.media:
-            return Response(data, media_type=media)
+            return StreamingResponse(stream, media_type=media)
         boundary = new_boundary()
         headers = {"Content-Type": f"{media}; transfer-syntax={stored}",
-                   "Content-Location": url, "Content-Length": str(len(data))}
-        return Response(b"".join(encode_parts([(headers, iter((data,)))], boundary)),
-                        media_type=multipart_content_type(media, boundary, stored))
+                   "Content-Location": url}
+        return StreamingResponse(encode_parts([(headers, stream)], boundary),
+                                 media_type=multipart_content_type(media, boundary, stored))
     raise NotAcceptable(
         f"instance {record.sop_instance_uid} holds a video stream ({stored}); it is sent "
         f"only as {media} (Accept: {media}, or multipart/related; type=\"{media}\"), "
