@@ -275,6 +275,9 @@ def test_sr_shows_as_text_and_pdf_in_the_page(
     page.wait_for_function(f"() => {H}.document.pdfUrl !== null")
     shown = state(page, "document")
     assert shown["pdfUrl"].startswith("blob:") and shown["pdfHead"] == "%PDF-"
+    assert page.inner_text("[data-document-kind=pdf] .series-description") == "Tài liệu PDF"
+    page.click("[data-testid=language-switch]")
+    page.wait_for_function("() => document.querySelector('[data-document-kind=pdf] .series-description').textContent === 'PDF document'")
     # Back to images: the viewports show again.
     page.click("[data-testid=series-thumbnail]:not([data-document-kind])")
     page.wait_for_function(f"() => !{H}.document.shown && {H}.activeViewport.currentImageKind === 'pixels'")

@@ -95,6 +95,7 @@ export class SeriesPanel {
 
   /** Re-render texts after a language switch. */
   relabel(seriesInfo, loadedByUid) {
+    for (const item of this.list.querySelectorAll('[data-document-kind]')) labelDocument(item);
     for (const series of seriesInfo) {
       const uid = text(series, TAG.SeriesInstanceUID);
       const loaded = loadedByUid.get(uid);
@@ -173,8 +174,14 @@ async function drawMiddleImage(series, holder) {
 /** A series of documents (SR, PDF, video, key objects): an icon for a thumbnail, a label. */
 function markDocument(item, thumb, description, kind) {
   item.dataset.documentKind = kind;
+  item.dataset.description = description.textContent;
   thumb.classList.add('series-doc-icon');
   thumb.textContent = kindIcon(kind);
-  if (!description.textContent) description.textContent = t(`documents.kind.${kind}`);
-  else description.textContent = `${t(`documents.kind.${kind}`)} – ${description.textContent}`;
+  labelDocument(item, description);
+}
+
+function labelDocument(item, description = item.querySelector('.series-description')) {
+  const own = item.dataset.description;
+  const kind = t(`documents.kind.${item.dataset.documentKind}`);
+  description.textContent = own ? `${kind} – ${own}` : kind;
 }
