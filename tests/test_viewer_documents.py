@@ -200,6 +200,11 @@ def test_amended_report_is_marked_and_the_earlier_version_stays_readable(
     fhir = httpx.Client(base_url=f"{server.http_url}/fhir", timeout=60,
                         auth=(users["radiologist"], PASSWORD),
                         headers={"Accept": "application/fhir+json"})
+    # No key images in the report: the study's newest Key Object Selection gives them.
+    marked = httpx.post(f"{server.dicomweb_url}/studies/{study.study}/key-images",
+                        json={"instances": [study.sop]}, timeout=60,
+                        auth=(users["radiologist"], PASSWORD))
+    assert marked.status_code in (200, 201), marked.text
     with fhir:
         body = {"resourceType": "DiagnosticReport", "status": "final",
                 "code": {"coding": [{"system": "http://loinc.org", "code": "18748-4"}]},
@@ -211,9 +216,9 @@ def test_amended_report_is_marked_and_the_earlier_version_stays_readable(
                            json={**body, "status": "amended", "conclusion": AMENDED})
         assert amended.status_code == 201, amended.text
     page = page_as("clinician", f"{server.http_url}/viewer/?StudyInstanceUID={study.study}")
-    page.wait_for_function(f"() => {H}.report.state === 'shown'")
-    shown = state(page, "report")
+    shown = wait_for_report(page)
     assert (shown["id"], shown["status"], shown["conclusion"]) == (amended.json()["id"], "amended", AMENDED)
+    assert [k["sop"] for k in shown["keyImages"]] == [study.sop]
     assert page.inner_text("[data-testid=report-status] strong") == "ĐÃ ĐÍNH CHÍNH – thay thế kết quả trước"
     page.click("[data-testid=report-earlier]")
     page.wait_for_function(f"(id) => {H}.report.id === id", arg=first.json()["id"])

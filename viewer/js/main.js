@@ -57,7 +57,9 @@ async function openReportFirst(studyUid) {
     if (await reportView.show(studyUid)) return true;
     showNoReport(true);
   } catch (error) {
-    onError(error);
+    // An account that may not read reports (a share link's session): just the images.
+    if (error instanceof HttpError && error.status === 403) console.info('reports not readable here:', error.message);
+    else onError(error);
   }
   return false;
 }
