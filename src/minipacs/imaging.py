@@ -32,6 +32,7 @@ from minipacs.dicom.frames import (
     stored_pixels,
 )
 from minipacs.dicom.render import RenderOptions, Viewport, render_frame
+from minipacs.dicom.video import video_fragments
 from minipacs.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,15 @@ class Imaging:
             raise NotFound(f"instance {record.sop_instance_uid} has no bulk data element "
                            f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
         return value
+
+    def video(self, record: InstanceRecord) -> Generator[bytes, None, None]:
+        """The video stream of an instance stored in a video transfer syntax
+        (`dicom/video.py`): its Pixel Data fragments as stored, read one at a time while
+        the generator runs (the instance stays open until it is exhausted or closed).
+        `NotFound` comes at the first `next()`, before any byte: take it before
+        starting a response."""
+        with self.archive.open_instance(record, as_stored=True) as fh:
+            yield from video_fragments(fh, record.sop_instance_uid)
 
     def frame_count(self, record: InstanceRecord) -> int:
         if record.number_of_frames:

@@ -8,11 +8,16 @@ import { listLink, parseViewerLink, resolveLinkedStudies, studyLink } from './li
 import { StudyList } from './studylist.js';
 import { StudyViewer } from './studyviewer.js';
 import { Session } from './session.js';
+import { ReportView } from './clinicianreport.js';
 import { showStatus } from './status.js';
 
 const client = new DicomWebClient(defaultBaseUrl(window.location));
 const listView = document.getElementById('study-list-view');
 const viewerView = document.getElementById('study-viewer-view');
+const reportSection = document.getElementById('report-view');
+// Who sees a linked study's signed report before its images (issue #14): those who do not
+// read images. Radiologists, technologists and administrators land in the images.
+const REPORT_FIRST_ROLES = new Set(['clinician', 'emr']);
 
 function describeError(error) {
   if (error instanceof HttpError) {
@@ -35,7 +40,47 @@ function showPage(page) {
   if (page !== 'viewer') for (const viewport of viewer.viewports) viewport.stopCine();
   listView.hidden = page !== 'list';
   viewerView.hidden = page !== 'viewer';
+  reportSection.hidden = page !== 'report';
   document.body.dataset.page = page;
+}
+
+/**
+ * An EMR link to one study, for a clinician: its signed report first (clinicianreport.js).
+ * False when the images should open instead (another role, `view=images`, key images
+ * only, no signed report yet: then the viewer says so).
+ */
+async function openReportFirst(studyUid) {
+  const params = new URL(window.location.href).searchParams;
+  if (!REPORT_FIRST_ROLES.has(session.user?.role) || params.get('view') === 'images' || params.get('keyImagesOnly') === 'true') return false;
+  showPage('report');
+  try {
+    if (await reportView.show(studyUid)) return true;
+    showNoReport(true);
+  } catch (error) {
+    // An account that may not read reports (a share link's session): just the images.
+    if (error instanceof HttpError && error.status === 403) console.info('reports not readable here:', error.message);
+    else onError(error);
+  }
+  return false;
+}
+
+function showNoReport(visible) {
+  const notice = document.getElementById('rv-notice');
+  notice.hidden = !visible;
+}
+
+/** "Open full study" from the report: the images, one step back to the report. */
+function openFullStudy(studyUid) {
+  const url = new URL(studyLink(window.location.href, studyUid));
+  url.searchParams.set('view', 'images');
+  history.pushState({ page: 'viewer' }, '', url.href);
+  openStudy(studyUid);
+}
+
+async function openLinkedStudy(studyUid) {
+  showNoReport(false);
+  if (await openReportFirst(studyUid)) return;
+  await openStudy(studyUid);
 }
 
 async function openStudy(studyUid) {
@@ -68,13 +113,13 @@ async function route() {
   const key = window.location.search;
   try {
     if (link.kind === 'study') {
-      await openStudy(link.studyUid);
+      await openLinkedStudy(link.studyUid);
       return;
     }
     if (link.kind === 'studies') {
       const studies = await resolveLinkedStudies(link, (query) => client.searchStudies(query).then((r) => r.items));
       if (studies.length === 1) {
-        await openStudy(text(studies[0], TAG.StudyInstanceUID));
+        await openLinkedStudy(text(studies[0], TAG.StudyInstanceUID));
         return;
       }
       showPage('list');
@@ -104,12 +149,14 @@ const session = new Session({
 setUnauthorizedHandler(() => session.reauthenticate());
 const studyList = new StudyList(client, openFromList, onError);
 const viewer = new StudyViewer(client, { onBack: backToList, onError, user: () => (session.pending ? null : session.user) });
+const reportView = new ReportView(client, reportSection, { onOpenStudy: openFullStudy, onError });
 
 const langButton = document.getElementById('lang-switch');
 langButton.addEventListener('click', () => setLang(otherLang()));
 onLangChange(() => {
   studyList.relabel();
   viewer.relabel();
+  reportView.relabel();
 });
 
 window.addEventListener('popstate', () => {
@@ -201,6 +248,14 @@ const hooks = {
   /** The report panel (report.js): shown, report id/status/version, text, key images. */
   get report() {
     return viewer.report.snapshot();
+  },
+  /** The clinician's report view: state (idle/loading/shown/none), report id, status, conclusion shown, key images. */
+  get reportView() {
+    return reportView.snapshot();
+  },
+  /** The SR/PDF/video shown instead of the viewports, if any. */
+  get document() {
+    return viewer.documents.snapshot();
   },
   get lastMeasurement() {
     return viewer.lastMeasurement ? { ...viewer.lastMeasurement } : null;

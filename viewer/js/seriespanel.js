@@ -6,6 +6,10 @@ import { t } from './i18n.js';
 import { COLOR_IDENTITY_WINDOW, renderFrame } from './lut.js';
 import { modalityRange } from './pixels.js';
 import { headerWindow } from './viewport.js';
+import { kindIcon, seriesDocumentKind } from './documents.js';
+
+// Modalities of series that hold documents, not images: an icon and a label, no thumbnail.
+const DOCUMENT_KINDS = { SR: 'sr', DOC: 'pdf', KO: 'ko', PR: 'pr' };
 
 export const SERIES_DRAG_TYPE = 'application/x-minipacs-series';
 const THUMB_SIZE = 96;
@@ -57,6 +61,8 @@ export class SeriesPanel {
     const description = document.createElement('div');
     description.className = 'series-description';
     description.textContent = text(series, TAG.SeriesDescription);
+    const kind = DOCUMENT_KINDS[text(series, TAG.Modality)];
+    if (kind) markDocument(item, thumb, description, kind);
     const count = document.createElement('div');
     count.className = 'series-count';
     const instances = number(series, TAG.NumberOfSeriesRelatedInstances);
@@ -89,6 +95,7 @@ export class SeriesPanel {
 
   /** Re-render texts after a language switch. */
   relabel(seriesInfo, loadedByUid) {
+    for (const item of this.list.querySelectorAll('[data-document-kind]')) labelDocument(item);
     for (const series of seriesInfo) {
       const uid = text(series, TAG.SeriesInstanceUID);
       const loaded = loadedByUid.get(uid);
@@ -110,7 +117,7 @@ export class SeriesPanel {
       if (!stillCurrent()) return;
       const uid = text(series, TAG.SeriesInstanceUID);
       const holder = this.card(uid)?.querySelector('.series-thumb');
-      if (!holder) continue;
+      if (!holder || holder.closest('[data-document-kind]')) continue;
       try {
         const url = await client.seriesThumbnail(studyUid, uid);
         const img = new Image();
@@ -118,7 +125,11 @@ export class SeriesPanel {
         img.src = url;
         holder.replaceChildren(img);
       } catch {
-        drawMiddleImage(await getSeries(uid).catch(() => null), holder).catch(() => holder.classList.add('failed'));
+        const loaded = await getSeries(uid).catch(() => null);
+        const kind = loaded ? seriesDocumentKind(loaded.metadata) : '';
+        const card = this.card(uid);
+        if (kind && card) markDocument(card, holder, card.querySelector('.series-description'), kind);
+        else drawMiddleImage(loaded, holder).catch(() => holder.classList.add('failed'));
       }
     }
   }
@@ -158,4 +169,19 @@ async function drawMiddleImage(series, holder) {
   const h = source.height * scale;
   ctx.drawImage(source, (THUMB_SIZE - w) / 2, (THUMB_SIZE - h) / 2, w, h);
   holder.replaceChildren(canvas);
+}
+
+/** A series of documents (SR, PDF, video, key objects): an icon for a thumbnail, a label. */
+function markDocument(item, thumb, description, kind) {
+  item.dataset.documentKind = kind;
+  item.dataset.description = description.textContent;
+  thumb.classList.add('series-doc-icon');
+  thumb.textContent = kindIcon(kind);
+  labelDocument(item, description);
+}
+
+function labelDocument(item, description = item.querySelector('.series-description')) {
+  const own = item.dataset.description;
+  const kind = t(`documents.kind.${item.dataset.documentKind}`);
+  description.textContent = own ? `${kind} – ${own}` : kind;
 }

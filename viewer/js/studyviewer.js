@@ -13,6 +13,7 @@ import { TagBrowser } from './tagbrowser.js';
 import { Priors } from './priors.js';
 import { KeyImages } from './keyimages.js';
 import { ReportPanel } from './report.js';
+import { DOCUMENT_MODALITIES, DocumentView, seriesDocumentKind } from './documents.js';
 import { studyZip, zipFileName } from './download.js';
 import { showStatus } from './status.js';
 
@@ -77,6 +78,8 @@ export class StudyViewer {
     this.bindDialogs();
     this.tagBrowser = new TagBrowser(document.getElementById('tags-dialog'));
     this.keyImages = new KeyImages(this, document.querySelector('[data-action=key-image]'));
+    // SR, PDF and video series show here instead of in the viewports (documents.js).
+    this.documents = new DocumentView(this, document.getElementById('document-view'));
     this.priors = new Priors(this, document.getElementById('prior-list'), document.getElementById('sync-lock'));
     this.report = new ReportPanel(this, document.getElementById('report-panel'), document.querySelector('[data-action=report]'), hooks.user ?? (() => null));
     document.addEventListener('keydown', (event) => this.onKeyDown(event));
@@ -150,6 +153,7 @@ export class StudyViewer {
     this.priors?.clear();
     this.keyImages?.clear();
     this.report?.clear();
+    this.documents?.hide();
     for (const viewport of this.viewports) viewport.clear();
     this.applyLayout();
   }
@@ -185,6 +189,14 @@ export class StudyViewer {
     try {
       const series = await this.getSeries(seriesUid, studyUid);
       if (this.viewports[viewportIndex] !== viewport) return;
+      const kind = seriesDocumentKind(series.metadata);
+      if (kind) {
+        viewport.showMessage('');
+        this.seriesPanel.highlight(seriesUid, new Set([seriesUid]));
+        await this.documents.show(series, kind);
+        return;
+      }
+      if (this.documents.shown) this.documents.hide();
       viewport.setSeries(series, 0);
       this.updateSeriesPanel();
       if (series.stack.length) this.seriesPanel.setCount(seriesUid, series.stack.length, series.metadata.length);
@@ -199,9 +211,15 @@ export class StudyViewer {
     const visible = this.viewports.slice(0, LAYOUTS[this.layout]);
     const shown = new Set(this.viewports.map((vp) => vp.series?.seriesUid).filter(Boolean));
     const waiting = [];
+    // Document series (SR, PDF, key objects) only on request; a study of documents alone
+    // shows its first one.
+    const images = this.seriesInfo.filter((s) => !DOCUMENT_MODALITIES.has(text(s, TAG.Modality)));
+    if (!images.length && this.seriesInfo.length && !this.documents.shown) {
+      waiting.push(this.loadSeriesInto(0, text(this.seriesInfo[0], TAG.SeriesInstanceUID)));
+    }
     for (const viewport of visible) {
       if (viewport.series) continue;
-      const next = this.seriesInfo.find((s) => !shown.has(text(s, TAG.SeriesInstanceUID)));
+      const next = images.find((s) => !shown.has(text(s, TAG.SeriesInstanceUID)));
       if (!next) break;
       const uid = text(next, TAG.SeriesInstanceUID);
       shown.add(uid);

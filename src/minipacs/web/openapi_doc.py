@@ -63,7 +63,9 @@ _CONTENT: list[tuple[str, str, dict[str, dict[str, Any]]]] = [
      {"multipart/related": _BINARY, "application/octet-stream": _BINARY,
       "image/jpeg": _BINARY, "image/jls": _BINARY, "image/jp2": _BINARY,
       "image/jpx": _BINARY, "image/jphc": _BINARY, "image/x-dicom-rle": _BINARY}),
-    ("get", r"/bulkdata/\{tag\}$", {"multipart/related": _BINARY}),
+    # video objects' Pixel Data: the stream itself (web/wado_video.py)
+    ("get", r"/bulkdata/\{tag\}$", {"multipart/related": _BINARY, "video/mp4": _BINARY,
+                                    "video/mpeg2": _BINARY}),
     ("get", r"/instances/\{instance\}(/frames/\{frames\})?/rendered$",
      {"image/jpeg": _BINARY, "image/png": _BINARY, "multipart/related": _BINARY}),
     ("get", r"/rendered$", {"multipart/related": _BINARY}),

@@ -19,10 +19,13 @@ def viewer_policy(frame_ancestors: str, connect_origins: list[str]) -> str:
     only (no inline script, no eval), images from here plus blob: (rendered frames and
     measurement overlays made in the page) and data: (the empty favicon), fetches to this
     server plus the origins an admin lists for `?server=`, no plugins, no workers, no
-    <base> rewriting, forms posting only here."""
+    <base> rewriting, forms posting only here. Documents and video (viewer/js/documents.js)
+    are fetched like everything else and shown from blob: URLs the page made: `frame-src
+    blob:` for an Encapsulated PDF in an <iframe>, `media-src blob:` for a <video>; no
+    other origin may be framed or played."""
     connect = " ".join(["'self'", *connect_origins])
     return ("default-src 'none'; script-src 'self'; style-src 'self'; "
-            "img-src 'self' blob: data:; "
+            "img-src 'self' blob: data:; media-src blob:; frame-src blob:; "
             f"connect-src {connect}; font-src 'self'; manifest-src 'self'; "
             "object-src 'none'; base-uri 'none'; form-action 'self'; "
             f"frame-ancestors {frame_ancestors}")

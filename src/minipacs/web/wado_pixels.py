@@ -28,6 +28,7 @@ from minipacs.imaging import Imaging, describe_part
 from minipacs.web.dicomweb import ArchiveDep, _uid, check_uid, dicomweb_base
 from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
 from minipacs.web.negotiation import frame_choice, rendered_media_type
+from minipacs.web.wado_video import is_video, video_response
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,11 @@ def retrieve_bulkdata(
     record = _record(archive, study, series, instance)
     if len(tag) != 8 or any(c not in "0123456789abcdefABCDEF" for c in tag):
         raise QueryError(f"bulk data tag {tag[:20]!r} must be 8 hex digits, e.g. 7FE00010")
+    if tag.upper() == "7FE00010" and is_video(record):
+        # A video's Pixel Data is one stream, not frames (PS3.5 §8.2.5-8.2.11).
+        path = INSTANCE.format(study=study, series=series, instance=instance)
+        return video_response(request, archive, record,
+                              f"{dicomweb_base(request)}{path}/bulkdata/{tag}")
     if tag.upper() == "7FE00010":
         # All frames, streamed one at a time: the frame-list cap is for lists a client
         # writes, not for the whole pixel data it asks for by tag.
