@@ -16,12 +16,14 @@ import httpx
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from conftest import ServerProcess, open_test_archive
 from dicomweb_peers import multipart_parts, store, stow
 from factories import make_instance
 from minipacs.config import Settings
+from minipacs.dicom.mpr import Slice, build_volume, frame_dataset, frame_pixels, plane
 from minipacs.errors import InvalidRequest
 from minipacs.volumes import SeriesVolumes, VolumeCache
 
@@ -173,6 +175,19 @@ def test_a_frame_rendered_uses_the_window_of_the_request(server: ServerProcess, 
     assert single.status_code == 200
     assert single.headers["x-photometric-interpretation"] == "MONOCHROME2"
     assert len(single.content) == (int(Z_TOP - HEIGHTS[0]) + 1) * COLUMNS * 2
+
+
+def test_the_first_row_is_the_top_slice_when_the_height_is_no_whole_number_of_pixels(
+) -> None:
+    # 48 slices 2.5 mm apart: 117.5 mm, sampled every 1 mm from the top down.
+    slices = [Slice(str(k), "1.2.3", (-48.0, -48.0, -60.0 + 2.5 * k), (1, 0, 0, 0, 1, 0),
+                    (1.0, 1.0), (1.0, -1024.0), np.full((8, 8), 10 * k, np.int16))
+              for k in range(48)]
+    volume = build_volume(slices, Dataset())
+    coronal = plane(volume, "coronal")
+    item = frame_dataset(volume, coronal, 1)
+    assert item.Rows == 118 and list(item.ImagePositionPatient) == [-48.0, -48.0, 57.5]
+    assert list(frame_pixels(volume, coronal, 1)[:3, 0]) == [470, 466, 462]
 
 
 # ---------------------------------------------------------------------- refusals

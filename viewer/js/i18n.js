@@ -266,6 +266,11 @@ const STRINGS = {
     'error.http': 'Máy chủ trả lỗi {status} cho {url}',
     'error.auth': 'Cần đăng nhập để xem ảnh (HTTP {status}).',
     'error.forbidden': 'Tài khoản {user} không có quyền làm việc này (HTTP 403).',
+    'mpr.label': 'MPR',
+    'mpr.title': 'Tái tạo đa mặt phẳng (MPR): loạt ảnh đang xem theo mặt phẳng ngang, đứng ngang và đứng dọc, có đường tham chiếu',
+    'mpr.loading': 'Đang tái tạo MPR…',
+    'mpr.shown': 'MPR: ngang (axial), đứng ngang (coronal), đứng dọc (sagittal) và loạt ảnh gốc',
+    'mpr.failed': 'Không tái tạo MPR được: {error}',
   },
   en: {
     'app.title': 'minipacs – Viewer',
@@ -527,6 +532,11 @@ const STRINGS = {
     'error.http': 'The server answered {status} for {url}',
     'error.auth': 'Sign-in required to view images (HTTP {status}).',
     'error.forbidden': 'Account {user} is not allowed to do this (HTTP 403).',
+    'mpr.label': 'MPR',
+    'mpr.title': 'Multiplanar reconstruction: the series shown as axial, coronal and sagittal planes, with reference lines',
+    'mpr.loading': 'Reconstructing MPR…',
+    'mpr.shown': 'MPR: axial, coronal, sagittal and the original series',
+    'mpr.failed': 'MPR not possible: {error}',
   },
 };
 

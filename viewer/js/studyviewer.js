@@ -14,6 +14,8 @@ import { Priors } from './priors.js';
 import { KeyImages } from './keyimages.js';
 import { studyZip, zipFileName } from './download.js';
 import { showStatus } from './status.js';
+import { Mpr } from './mpr.js';
+import { ReferenceLines } from './reflines.js';
 
 const LAYOUTS = { '1x1': 1, '1x2': 2, '2x2': 4 };
 
@@ -60,6 +62,7 @@ export class StudyViewer {
         onMeasurement: (result) => {
           this.lastMeasurement = result;
         },
+        onRender: (vp) => this.referenceLines?.draw(vp),
       });
       this.viewports.push(viewport);
       this.interactions.push(
@@ -79,6 +82,9 @@ export class StudyViewer {
     this.priors = new Priors(this, document.getElementById('prior-list'), document.getElementById('sync-lock'));
     document.addEventListener('keydown', (event) => this.onKeyDown(event));
     this.applyLayout();
+    // Reading (issue #14): reference lines between viewports, server-side MPR.
+    this.referenceLines = new ReferenceLines({ visibleViewports: () => this.viewports.filter((vp) => !vp.element.hidden) });
+    this.mpr = new Mpr(this, document.querySelector('[data-action=mpr]'));
   }
 
   get active() {
@@ -256,6 +262,7 @@ export class StudyViewer {
     });
     for (const button of document.querySelectorAll('[data-layout]')) button.setAttribute('aria-pressed', String(button.dataset.layout === this.layout));
     this.updateSeriesPanel();
+    this.referenceLines?.changed(null); // lines from viewports now hidden go, shown ones come
   }
 
   toggleMaximize(index) {
@@ -274,6 +281,7 @@ export class StudyViewer {
   onViewportChange(viewport) {
     if (viewport === this.active) this.updateToolbar();
     this.priors?.follow(viewport);
+    this.referenceLines?.changed(viewport);
     if (viewport === this.active) this.keyImages?.render();
   }
 

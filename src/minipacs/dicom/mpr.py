@@ -211,6 +211,10 @@ def plane(volume: Volume, name: str) -> Plane:
         extent = float(volume.distances[-1])
         h = max(h, extent / (MAX_RECONSTRUCTED_ROWS - 1))
         grid = np.arange(int(math.floor(extent / h + 1e-6)) + 1, dtype=np.float64) * h
+        shown_from_top = _sign(volume.axes[0] @ (row_dir if row_axis == 0 else col_dir)) < 0
+        if shown_from_top:
+            # The grid starts where the display starts: the first row is a stored slice.
+            grid = np.sort(extent - grid)
     return Plane(name, step, _sign(volume.axes[step] @ step_dir), row_axis,
                  _sign(volume.axes[row_axis] @ row_dir), col_axis,
                  _sign(volume.axes[col_axis] @ col_dir), grid)
@@ -256,7 +260,7 @@ def frame_geometry(volume: Volume, plane: Plane, number: int) -> FrameGeometry:
     col_dir = plane.row_sign * volume.axes[plane.row_axis]
     return FrameGeometry(
         position=tuple(round(float(v), 4) for v in corner),  # type: ignore[arg-type]
-        orientation=tuple(round(float(v), 6) for v in (*row_dir, *col_dir)),  # type: ignore[arg-type]
+        orientation=tuple(round(float(v), 6) + 0.0 for v in (*row_dir, *col_dir)),  # type: ignore[arg-type]
         pixel_spacing=(_spacing(rows), _spacing(cols)),
     )
 
@@ -345,6 +349,7 @@ def frame_dataset(volume: Volume, plane: Plane, number: int) -> Dataset:
     ds.ImageType = ["DERIVED", "SECONDARY", "REFORMATTED"]
     ds.DerivationDescription = (f"minipacs MPR {plane.name} plane, linear interpolation "
                                 "along the slice normal")
+    ds.SeriesDescription = f"{volume.header.get('SeriesDescription', '')} MPR {plane.name}".strip()
     ds.InstanceNumber = number
     ds.Rows, ds.Columns = rows, columns
     ds.SamplesPerPixel = 1
