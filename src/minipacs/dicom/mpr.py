@@ -259,7 +259,7 @@ def frame_geometry(volume: Volume, plane: Plane, number: int) -> FrameGeometry:
     row_dir = plane.col_sign * volume.axes[plane.col_axis]
     col_dir = plane.row_sign * volume.axes[plane.row_axis]
     return FrameGeometry(
-        position=tuple(round(float(v), 4) for v in corner),  # type: ignore[arg-type]
+        position=tuple(round(float(v), 4) + 0.0 for v in corner),  # type: ignore[arg-type]
         orientation=tuple(round(float(v), 6) + 0.0 for v in (*row_dir, *col_dir)),  # type: ignore[arg-type]
         pixel_spacing=(_spacing(rows), _spacing(cols)),
     )
@@ -360,6 +360,26 @@ def frame_dataset(volume: Volume, plane: Plane, number: int) -> Dataset:
     ds.PixelSpacing = list(geometry.pixel_spacing)
     ds.NumberOfFrames = 1
     return ds
+
+
+def plane_metadata(volume: Volume, plane: Plane) -> list[dict[str, Any]]:
+    """DICOM JSON (PS3.18 F.2) of every frame of `plane`, in frame order: the first
+    frame's data set made once, then only what differs per frame (UID, number, position)
+    set in copies (a data set per frame took seconds for a 512-frame plane)."""
+    template = frame_dataset(volume, plane, 1).to_json_dict()
+    series = str(volume.header.get("SeriesInstanceUID", ""))
+    steps = _ordered(_axis_coordinates(volume, plane, plane.step), plane.step_sign)
+    first = np.array(frame_geometry(volume, plane, 1).position, dtype=np.float64)
+    direction = volume.axes[plane.step]
+    items = []
+    for index, step in enumerate(steps):
+        position = first + (step - steps[0]) * direction
+        item = dict(template)
+        item["00080018"] = {"vr": "UI", "Value": [derived_uid(series, plane.name, index + 1)]}
+        item["00200013"] = {"vr": "IS", "Value": [index + 1]}
+        item["00200032"] = {"vr": "DS", "Value": [round(float(v), 4) + 0.0 for v in position]}
+        items.append(item)
+    return items
 
 
 def derived_uid(series_uid: str, plane_name: str, number: int) -> str:

@@ -21,7 +21,15 @@ from fastapi.responses import Response
 from pydicom.uid import ExplicitVRLittleEndian
 
 from minipacs.dicom.frames import DecodedFrame
-from minipacs.dicom.mpr import PLANES, Plane, Volume, frame_dataset, frame_pixels, plane
+from minipacs.dicom.mpr import (
+    PLANES,
+    Plane,
+    Volume,
+    frame_dataset,
+    frame_pixels,
+    plane,
+    plane_metadata,
+)
 from minipacs.dicom.render import render_frame
 from minipacs.errors import NotAcceptable, NotFound
 from minipacs.imaging import FramePart, describe_part
@@ -66,9 +74,7 @@ def mpr_metadata(
     is the frame number; ImagePositionPatient, ImageOrientationPatient and PixelSpacing
     place it in the series' Frame of Reference (for measurements and reference lines)."""
     volume, chosen = _volume_and_plane(request, archive, study, series, plane_name)
-    items = [frame_dataset(volume, chosen, n).to_json_dict()
-             for n in range(1, chosen.frame_count(volume) + 1)]
-    return Response(json.dumps(items, separators=(",", ":")),
+    return Response(json.dumps(plane_metadata(volume, chosen), separators=(",", ":")),
                     media_type="application/dicom+json")
 
 
