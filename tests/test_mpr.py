@@ -73,7 +73,10 @@ def _ct_slices(study: str, series: str, heights: list[float], **extra: object) -
 @pytest.fixture(scope="module")
 def ct(server: ServerProcess) -> Series:
     study, series = generate_uid(), generate_uid()
-    slices = _ct_slices(study, series, HEIGHTS)
+    # InstanceNumber in another order than the heights (the archive lists instances by
+    # InstanceNumber: the volume is sorted by position, in place), stored in a third order.
+    heights = random.Random(3).sample(HEIGHTS, len(HEIGHTS))
+    slices = _ct_slices(study, series, heights)
     random.Random(7).shuffle(slices)
     store(server, *slices)
     return Series(study, series)

@@ -8,13 +8,17 @@ with `Archive.open_instance`, and leaves the geometry to `dicom/mpr.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -25,7 +29,7 @@ from minipacs.dicom.frames import (
     native_frame_from_file,
     stored_pixels,
 )
-from minipacs.dicom.mpr import Slice, Volume, build_volume
+from minipacs.dicom.mpr import Slice, Volume, build_volume, check_same
 from minipacs.errors import InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
@@ -111,16 +115,24 @@ class SeriesVolumes:
                 f"instance {undecodable.sop_instance_uid} is stored as "
                 f"{undecodable.transfer_syntax_uid}, which no installed codec decodes")
         slices: list[Slice] = []
+        voxels: NDArray[Any] | None = None
         for record in images:
             piece = self._slice(record, len(images))
-            if piece is not None:
-                slices.append(piece)
+            if piece is None:
+                continue
+            if voxels is None:
+                # Each slice's pixels go straight into the volume: it is in memory once.
+                voxels = np.empty((len(images), *piece.pixels.shape), piece.pixels.dtype)
+            else:
+                check_same(slices[0], piece)
+            voxels[len(slices)] = piece.pixels
+            slices.append(dataclasses.replace(piece, pixels=voxels[len(slices)]))
         if not slices:
             raise InvalidRequest("the series has no image with pixel data to reconstruct")
         middle = images[len(images) // 2]
         with self.archive.open_instance(middle) as fh:  # patched: what a viewer is shown
             header = dcmread(fh, stop_before_pixels=True)
-        volume = build_volume(slices, header)
+        volume = build_volume(slices, header, voxels)
         log.info("MPR volume of series %s: %d slices %s, %.0f MB, built in %.2f s",
                  header.get("SeriesInstanceUID", "?"), len(slices),
                  "x".join(map(str, volume.voxels.shape[1:])), volume.nbytes / 1e6,

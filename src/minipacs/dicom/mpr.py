@@ -119,14 +119,19 @@ class FrameGeometry:
 
 
 # ---------------------------------------------------------------------- building
-def build_volume(slices: Sequence[Slice], header: Dataset) -> Volume:
-    """Sort `slices` along their normal into a volume; `InvalidRequest` says why not."""
+def build_volume(slices: Sequence[Slice], header: Dataset,
+                 voxels: NDArray[Any] | None = None) -> Volume:
+    """Sort `slices` along their normal into a volume; `InvalidRequest` says why not.
+
+    `voxels`, when given, is an array whose [i] holds slice i's pixels (the caller read
+    them straight into it): it is sorted in place and becomes the volume, so the volume
+    is in memory once, not twice."""
     if len(slices) < 2:
         raise InvalidRequest(f"the series has {len(slices)} image(s) with pixel data; a "
                              "reconstruction needs at least 2 parallel slices")
     first = slices[0]
     for s in slices[1:]:
-        _check_same(first, s)
+        check_same(first, s)
     row_cos = np.array(first.orientation[:3], dtype=np.float64)
     col_cos = np.array(first.orientation[3:], dtype=np.float64)
     normal = np.cross(row_cos, col_cos)
@@ -157,14 +162,41 @@ def build_volume(slices: Sequence[Slice], header: Dataset) -> Volume:
             f"ImagePositionPatient of {sorted_slices[worst].sop_instance_uid} is {offset:.2f} "
             f"mm off the normal of the first slice (a gantry tilt of about {tilt:.1f} degrees): "
             "sheared volumes are not reconstructed")
-    voxels = np.stack([s.pixels for s in sorted_slices])
+    if voxels is None:
+        voxels = np.stack([s.pixels for s in sorted_slices])
+    else:
+        voxels = voxels[:len(slices)]
+        _permute_in_place(voxels, [int(i) for i in order])
     return Volume(voxels=voxels, origin=positions[0],
                   axes=np.stack([normal, col_cos, row_cos]),
                   distances=along - along[0], pixel_spacing=first.pixel_spacing,
                   frame_of_reference_uid=first.frame_of_reference_uid, header=header)
 
 
-def _check_same(first: Slice, other: Slice) -> None:
+def _permute_in_place(array: NDArray[Any], order: list[int]) -> None:
+    """array[i] = (old) array[order[i]] for every i, one slice of extra memory: each
+    cycle of the permutation is walked once."""
+    done = [False] * len(order)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            done[start] = True
+            continue
+        kept = array[start].copy()
+        i = start
+        while True:
+            done[i] = True
+            j = order[i]
+            if j == start:
+                array[i] = kept
+                break
+            array[i] = array[j]
+            i = j
+
+
+def check_same(first: Slice, other: Slice) -> None:
+    """`InvalidRequest` naming the first attribute in which `other` cannot share a volume
+    with `first`."""
+
     def refuse(what: str, mine: object, theirs: object) -> InvalidRequest:
         return InvalidRequest(f"{what} of {other.sop_instance_uid} is {theirs}, of "
                               f"{first.sop_instance_uid} {mine}: a reconstruction needs one "
