@@ -171,3 +171,34 @@ def test_a_series_that_cannot_be_resliced_says_why(server: ServerProcess, page: 
     page.click("[data-testid=action-mpr]")
     page.wait_for_function("() => document.getElementById('status').textContent.includes('at least 2')")
     assert state(page, "layout") == "1x1"
+
+
+def test_reference_line_geometry_is_the_plane_intersection_clipped_to_the_image(
+    server: ServerProcess, page: Page
+) -> None:
+    """reflines.js's pure functions, imported in the page: planes as DICOM JSON."""
+    page.goto(f"{server.http_url}/viewer/")
+    lines = page.evaluate(
+        """async () => {
+          const { imagePlane, referenceLine } = await import('./js/reflines.js');
+          const plane = (ipp, iop, frame = '1.2.3') => imagePlane({
+            '00200032': { vr: 'DS', Value: ipp }, '00200037': { vr: 'DS', Value: iop },
+            '00280030': { vr: 'DS', Value: [1, 1] }, '00280010': { vr: 'US', Value: [100] },
+            '00280011': { vr: 'US', Value: [100] }, '00200052': { vr: 'UI', Value: [frame] } });
+          const axial = plane([0, 0, 0], [1, 0, 0, 0, 1, 0]);
+          const s = Math.SQRT1_2;
+          return {
+            coronal: referenceLine(axial, plane([0, 30.5, 50], [1, 0, 0, 0, 0, -1])),
+            oblique: referenceLine(axial, plane([50, 0, 0], [-s, s, 0, 0, 0, -1])),
+            parallel: referenceLine(axial, plane([0, 0, 7], [1, 0, 0, 0, 1, 0])),
+            outside: referenceLine(axial, plane([0, 500, 0], [1, 0, 0, 0, 0, -1])),
+            otherFrame: referenceLine(axial, plane([0, 30.5, 50], [1, 0, 0, 0, 0, -1], '9.9')),
+          };
+        }"""
+    )
+    # Pixel centres are at +0.5: the plane y = 30.5 mm passes through row 30's centre.
+    assert lines["coronal"] == {"a": {"x": 0, "y": 31}, "b": {"x": 100, "y": 31}}
+    # x + y = 50 mm is x + y = 51 in image coordinates: from the left edge to the top edge.
+    ends = sorted((round(p["x"], 6), round(p["y"], 6)) for p in lines["oblique"].values())
+    assert ends == [(0, 51), (51, 0)]
+    assert lines["parallel"] is None and lines["outside"] is None and lines["otherFrame"] is None
