@@ -14,7 +14,7 @@ of PS3.18), shaped like it so a DICOMweb viewer needs little new code.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
@@ -51,6 +51,18 @@ router = APIRouter(prefix="/dicom-web", tags=["MPR (minipacs extension)"])
 SERIES = "/studies/{study}/series/{series}"
 PlaneP = Annotated[str, Path(description="axial, coronal or sagittal")]
 FrameP = Annotated[int, Path(description="Frame number from 1 (one frame per request)")]
+_BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
+# What each route answers (OpenAPI): declared here, so the document names no JSON body.
+_METADATA_200: dict[int | str, dict[str, Any]] = {200: {
+    "description": "One DICOM JSON data set per reconstructed frame",
+    "content": {"application/dicom+json": {"schema": {"type": "array",
+                                                       "items": {"type": "object"}}}}}}
+_FRAME_200: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The frame's stored values, uncompressed little endian",
+    "content": {"multipart/related": _BINARY, "application/octet-stream": _BINARY}}}
+_RENDERED_200: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The frame rendered", "content": {"image/jpeg": _BINARY,
+                                                     "image/png": _BINARY}}}
 
 
 def _volume_and_plane(request: Request, archive: ArchiveDep, study: str, series: str,
@@ -65,7 +77,8 @@ def _volume_and_plane(request: Request, archive: ArchiveDep, study: str, series:
     return volume, plane(volume, name)
 
 
-@router.get(SERIES + "/mpr/{plane_name}", summary="MPR: the frames of a reconstructed plane")
+@router.get(SERIES + "/mpr/{plane_name}", summary="MPR: the frames of a reconstructed plane",
+            response_class=Response, responses=_METADATA_200)
 def mpr_metadata(
     request: Request, archive: ArchiveDep, plane_name: PlaneP,
     study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
@@ -78,7 +91,8 @@ def mpr_metadata(
                     media_type="application/dicom+json")
 
 
-@router.get(SERIES + "/mpr/{plane_name}/frames/{frame}", summary="MPR: one frame's pixels")
+@router.get(SERIES + "/mpr/{plane_name}/frames/{frame}", summary="MPR: one frame's pixels",
+            response_class=Response, responses=_FRAME_200)
 def mpr_frame(
     request: Request, archive: ArchiveDep, plane_name: PlaneP, frame: FrameP,
     study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
@@ -108,7 +122,8 @@ def mpr_frame(
 
 
 @router.get(SERIES + "/mpr/{plane_name}/frames/{frame}/rendered",
-            summary="MPR: one frame rendered")
+            summary="MPR: one frame rendered", response_class=Response,
+            responses=_RENDERED_200)
 def mpr_rendered(
     request: Request, archive: ArchiveDep, plane_name: PlaneP, frame: FrameP,
     study: str = _uid("StudyInstanceUID"), series: str = _uid("SeriesInstanceUID"),
