@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import RLELossless, generate_uid
 
 from conftest import ServerProcess, open_test_archive
 from dicomweb_peers import multipart_parts, store, stow
@@ -299,3 +299,33 @@ def test_volumes_are_built_once_kept_by_bytes_and_bounded(settings: Settings) ->
             volumes.volume(*series[0])
     finally:
         archive.close()
+
+
+# ---------------------------------------------------------------------- stored compressed
+def _compressed_series(server: ServerProcess, syntax: str, **extra: object) -> Series:
+    study, uid, frame = generate_uid(), generate_uid(), generate_uid()
+    instances = [make_instance(modality="MR", study_uid=study, series_uid=uid,
+                               transfer_syntax=syntax, InstanceNumber=k + 1,
+                               ImagePositionPatient=[0, 0, 3.0 * k],
+                               ImageOrientationPatient=[1, 0, 0, 0, 1, 0], PixelSpacing=[3, 3],
+                               FrameOfReferenceUID=frame, **extra)
+                 for k in range(3)]
+    return _series_of(server, *instances)
+
+
+def test_slices_stored_compressed_are_decoded_as_for_frames(server: ServerProcess) -> None:
+    series = _compressed_series(server, RLELossless)
+    # 3 slices 3 mm apart, 3 mm pixels: the sagittal plane is the three slices' column 10.
+    slice_pixels = dcmread(io.BytesIO(make_instance(modality="MR"))).pixel_array
+    pixels = _get(server, series.path("/sagittal/frames/11"), accept="application/octet-stream")
+    assert pixels.status_code == 200, pixels.text
+    sagittal = np.frombuffer(pixels.content, dtype="<u2").reshape(3, ROWS)
+    assert np.array_equal(sagittal, np.stack([slice_pixels[:, 10]] * 3))
+
+
+def test_slices_no_installed_codec_decodes_are_refused_naming_the_syntax(
+    server: ServerProcess
+) -> None:
+    mpeg2 = "1.2.840.10008.1.2.4.100"  # MPEG2 Main Profile: no decoder here
+    series = _compressed_series(server, mpeg2, encapsulated_frames=[b"\x00\x00\x01\xb3" * 4])
+    assert f"stored as {mpeg2}, which no installed codec decodes" in _refusal(server, series)
