@@ -461,7 +461,8 @@ class Settings(BaseSettings):
         1024 * 1024 * 1024, ge=0,
         description="Memory (bytes of voxels) kept for series volumes built for multiplanar "
         "reconstruction, least recently used dropped first; a 300-slice 512x512 CT takes "
-        "157 MB. 0 keeps none (every reslice request rebuilds its volume).",
+        "157 MB. Per server process (each of `serve --workers N` keeps its own). 0 keeps "
+        "none (every reslice request rebuilds its volume).",
     )
     mpr_max_volume_bytes: int = Field(
         768 * 1024 * 1024, ge=1024,
