@@ -456,6 +456,20 @@ class Settings(BaseSettings):
         description="The hospital header printed at the top of every signed report's PDF "
         "(e.g. 'Bệnh viện Chợ Rẫy - Khoa Chẩn đoán hình ảnh').",
     )
+    # --- MPR (issue #14 reading: volumes.py, dicom/mpr.py, web/mpr.py)
+    mpr_cache_bytes: int = Field(
+        1024 * 1024 * 1024, ge=0,
+        description="Memory (bytes of voxels) kept for series volumes built for multiplanar "
+        "reconstruction, least recently used dropped first; a 300-slice 512x512 CT takes "
+        "157 MB. Per server process (each of `serve --workers N` keeps its own). 0 keeps "
+        "none (every reslice request rebuilds its volume).",
+    )
+    mpr_max_volume_bytes: int = Field(
+        768 * 1024 * 1024, ge=1024,
+        description="Largest series volume (bytes of voxels: images x rows x columns x "
+        "bytes per pixel) that is reconstructed; a larger one is refused with a 400 naming "
+        "its size.",
+    )
 
     @field_validator("ae_title")
     @classmethod

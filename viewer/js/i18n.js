@@ -356,6 +356,11 @@ const STRINGS = {
     'sr.completion': 'Hoàn thành: {flag}',
     'sr.verification': 'Xác nhận: {flag}',
     'sr.verifiedBy': 'Người xác nhận: {name} ({time})',
+    'mpr.label': 'MPR',
+    'mpr.title': 'Tái tạo đa mặt phẳng (MPR): loạt ảnh đang xem theo mặt phẳng ngang, đứng ngang và đứng dọc, có đường tham chiếu',
+    'mpr.loading': 'Đang tái tạo MPR…',
+    'mpr.shown': 'MPR: ngang (axial), đứng ngang (coronal), đứng dọc (sagittal) và loạt ảnh gốc',
+    'mpr.failed': 'Không tái tạo MPR được: {error}',
   },
   en: {
     'app.title': 'minipacs – Viewer',
@@ -707,6 +712,11 @@ const STRINGS = {
     'sr.completion': 'Completion: {flag}',
     'sr.verification': 'Verification: {flag}',
     'sr.verifiedBy': 'Verified by {name} ({time})',
+    'mpr.label': 'MPR',
+    'mpr.title': 'Multiplanar reconstruction: the series shown as axial, coronal and sagittal planes, with reference lines',
+    'mpr.loading': 'Reconstructing MPR…',
+    'mpr.shown': 'MPR: axial, coronal, sagittal and the original series',
+    'mpr.failed': 'MPR not possible: {error}',
   },
 };
 

@@ -16,6 +16,8 @@ import { ReportPanel } from './report.js';
 import { DOCUMENT_MODALITIES, DocumentView, seriesDocumentKind } from './documents.js';
 import { studyZip, zipFileName } from './download.js';
 import { showStatus } from './status.js';
+import { Mpr } from './mpr.js';
+import { ReferenceLines } from './reflines.js';
 
 const LAYOUTS = { '1x1': 1, '1x2': 2, '2x2': 4 };
 
@@ -62,6 +64,7 @@ export class StudyViewer {
         onMeasurement: (result) => {
           this.lastMeasurement = result;
         },
+        onRender: (vp) => this.referenceLines?.draw(vp),
       });
       this.viewports.push(viewport);
       this.interactions.push(
@@ -84,6 +87,9 @@ export class StudyViewer {
     this.report = new ReportPanel(this, document.getElementById('report-panel'), document.querySelector('[data-action=report]'), hooks.user ?? (() => null));
     document.addEventListener('keydown', (event) => this.onKeyDown(event));
     this.applyLayout();
+    // Reading (issue #14): reference lines between viewports, server-side MPR.
+    this.referenceLines = new ReferenceLines({ visibleViewports: () => this.viewports.filter((vp) => !vp.element.hidden) });
+    this.mpr = new Mpr(this, document.querySelector('[data-action=mpr]'));
   }
 
   get active() {
@@ -278,6 +284,7 @@ export class StudyViewer {
     });
     for (const button of document.querySelectorAll('[data-layout]')) button.setAttribute('aria-pressed', String(button.dataset.layout === this.layout));
     this.updateSeriesPanel();
+    this.referenceLines?.changed(null); // lines from viewports now hidden go, shown ones come
   }
 
   toggleMaximize(index) {
@@ -296,6 +303,7 @@ export class StudyViewer {
   onViewportChange(viewport) {
     if (viewport === this.active) this.updateToolbar();
     this.priors?.follow(viewport);
+    this.referenceLines?.changed(viewport);
     if (viewport === this.active) this.keyImages?.render();
   }
 

@@ -449,6 +449,7 @@ export class Viewport {
       ctx.setTransform(1, 0, 0, 1, 0, 0);
     }
     drawAnnotations(this.svg, this.currentMeasurements(), this.draft, (p) => this.imageToCanvas(p));
+    this.hooks.onRender?.(this); // reference lines (reflines.js)
     this.slider.value = String(this.imageIndex + 1);
     this.updateOverlay();
   }

@@ -37,6 +37,7 @@ from minipacs.errors import (
     StorageError,
     Unauthenticated,
 )
+from minipacs.volumes import VolumeCache
 from minipacs.web import (
     access_tags_admin,
     accounts_admin,
@@ -49,6 +50,7 @@ from minipacs.web import (
     fhir_orders,
     fhir_reports,
     key_images,
+    mpr,
     oidc,
     patients_admin,
     report_templates,
@@ -156,6 +158,8 @@ def create_app(
     app.state.share_links = ShareLinks(archive.engine, archive.write_engine)
     app.state.alerts = alerts or AlertMonitor(archive.engine, archive.write_engine,
                                               AlertRules.from_settings(settings))
+    # MPR (web/mpr.py): series volumes kept between reslice requests, bounded in bytes.
+    app.state.mpr_volumes = VolumeCache(settings.mpr_cache_bytes)
 
     @app.exception_handler(MinipacsError)
     def _core_error(request: Request, exc: MinipacsError) -> Response:
@@ -229,6 +233,7 @@ def create_app(
     app.include_router(fhir.router)
     app.include_router(emr_sync.router)
     app.include_router(report_templates.router)
+    app.include_router(mpr.router)  # MPR (minipacs extension, issue #14)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
     # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.

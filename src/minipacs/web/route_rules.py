@@ -73,6 +73,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/dicom-web/studies/{study}"): Action.STORE,
     # reading (issue #14): key images stored as a Key Object Selection in the study
     ("POST", "/dicom-web/studies/{study}/key-images"): Action.STORE,
+    # reading (issue #14): multiplanar reconstruction, a view like rendered frames
+    ("GET", "/dicom-web/studies/{study}/series/{series}/mpr/{plane_name}"): Action.VIEW,
+    ("GET", "/dicom-web/studies/{study}/series/{series}/mpr/{plane_name}/frames/{frame}"):
+        Action.VIEW,
+    ("GET", "/dicom-web/studies/{study}/series/{series}/mpr/{plane_name}/frames/{frame}"
+     "/rendered"): Action.VIEW,
     # administration
     ("DELETE", "/admin/studies/{study}"): Action.DELETE,
     ("GET", "/admin/storage"): Action.MANAGE_AES,
