@@ -456,6 +456,13 @@ class Settings(BaseSettings):
         description="The hospital header printed at the top of every signed report's PDF "
         "(e.g. 'Bệnh viện Chợ Rẫy - Khoa Chẩn đoán hình ảnh').",
     )
+    # --- issue #13, no stalled associations (memory-stalls stream) ---
+    dicom_network_timeout: float = Field(
+        120.0, gt=0, le=3600,
+        description="Seconds an established DICOM association may stay silent while we "
+        "wait for the peer (no PDU from it since its last one or our last message) before "
+        "it is aborted; time we spend answering a request does not count.",
+    )
 
     @field_validator("ae_title")
     @classmethod
