@@ -50,7 +50,7 @@ CHUNK = 8 * MiB
 DOOR_TIMEOUT = 1800.0  # seconds one door may take with a 1 GiB instance on a busy machine
 # The bound documented in docs/performance.md "Bounded memory": what one door may add to
 # the server's resident memory, whatever the instance's size.
-PEAK_BOUND_MB = 300
+PEAK_BOUND_MB = 64
 
 
 # --------------------------------------------------------------------------- the instance
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for the instance and the server's data (default: a "
                              "temporary folder, removed afterwards)")
     parser.add_argument("--bound-mb", type=float, default=PEAK_BOUND_MB,
-                        help="peak growth per door above which the run fails (default 300)")
+                        help="peak growth per door above which the run fails (default 64)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="minipacs-memory-") as tmp:

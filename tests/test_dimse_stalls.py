@@ -42,8 +42,8 @@ def impatient_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def store_in_thread(server: ServerProcess, datasets: list[Any], outcome: dict[str, Any]
-                    ) -> tuple[threading.Thread, threading.Event]:
-    answered = threading.Event()
+                    ) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    associated, answered = threading.Event(), threading.Event()
 
     def send() -> None:
         ae = AE(ae_title="PATIENTSCU")
@@ -53,6 +53,7 @@ def store_in_thread(server: ServerProcess, datasets: list[Any], outcome: dict[st
         ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
         assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
         outcome["established"] = assoc.is_established
+        associated.set()
         if assoc.is_established:
             statuses = []
             for dataset in datasets:
@@ -64,11 +65,12 @@ def store_in_thread(server: ServerProcess, datasets: list[Any], outcome: dict[st
             outcome["aborted"] = assoc.is_aborted
             if assoc.is_established:
                 assoc.release()
+        associated.set()
         answered.set()
 
     thread = threading.Thread(target=send, daemon=True)
     thread.start()
-    return thread, answered
+    return thread, associated, answered
 
 
 def test_a_store_slower_than_the_network_timeout_is_answered_not_aborted(
@@ -85,8 +87,10 @@ def test_a_store_slower_than_the_network_timeout_is_answered_not_aborted(
     index.execute("BEGIN IMMEDIATE")
     outcome: dict[str, Any] = {}
     try:
-        thread, answered = store_in_thread(server, [first, second], outcome)
-        # Durability: no answer while the index row cannot be committed.
+        thread, associated, answered = store_in_thread(server, [first, second], outcome)
+        assert associated.wait(60), "no association within 60 s"
+        # Durability: no answer while the index row cannot be committed; meanwhile the
+        # first store's handler waits far longer than the network timeout.
         assert not answered.wait(LOCK_HELD), outcome
     finally:
         index.execute("COMMIT")
