@@ -470,6 +470,13 @@ class Settings(BaseSettings):
         "bytes per pixel) that is reconstructed; a larger one is refused with a 400 naming "
         "its size.",
     )
+    # --- issue #13, no stalled associations (memory-stalls stream) ---
+    dicom_network_timeout: float = Field(
+        120.0, gt=0, le=3600,
+        description="Seconds an established DICOM association may stay silent while we "
+        "wait for the peer (no PDU from it since its last one or our last message) before "
+        "it is aborted; time we spend answering a request does not count.",
+    )
 
     @field_validator("ae_title")
     @classmethod

@@ -94,6 +94,7 @@ def transport_limits(settings: Settings) -> TransportLimits:
         max_associations=settings.dicom_max_associations,
         max_connections=settings.dicom_max_connections,
         max_connections_per_address=settings.dicom_max_connections_per_address,
+        network_timeout=settings.dicom_network_timeout,
     )
 
 

@@ -51,6 +51,7 @@ from minipacs.dimse.transport_limits import (
     TransportLimits,
     association_limit,
     reject_local_limit,
+    restart_idle_timer,
     start_guarded_server,
 )
 from minipacs.dimse.worklist_scp import handle_worklist_find
@@ -182,6 +183,8 @@ def start_dimse_server(
         (evt.EVT_REQUESTED, on_requested),
         (evt.EVT_SOP_EXTENDED, negotiate_find_options),
         (evt.EVT_DIMSE_RECV, record_cancel),
+        # The network timeout measures the peer's silence, not our time answering it.
+        (evt.EVT_DIMSE_SENT, restart_idle_timer),
         (evt.EVT_ACCEPTED, policy.on_accepted),
         (evt.EVT_C_STORE, guard_store(acting_for_peer(
             handle_store, archive, policy, repair=charset_repair(registry)), policy)),

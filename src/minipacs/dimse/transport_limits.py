@@ -16,6 +16,9 @@ the server allocate what the peer merely claims. The limits, all in `TransportLi
   the Maximum Length we advertised (PS3.8 §D.1, Maximum Length Sub-Item) is answered with
   A-ABORT (source: service provider, reason: invalid PDU parameter value, PS3.8 §9.3.8)
   before anything is allocated, and the connection closed.
+* **Network timeout**: an established association on which the peer sends nothing for
+  `network_timeout` seconds, counted from its last PDU or our last DIMSE message
+  (`restart_idle_timer`), is aborted.
 * **Associations**: more than `max_associations` at once get A-ASSOCIATE-RJ, transient,
   service provider (presentation), local limit exceeded (PS3.8 Table 9-21).
 """
@@ -65,6 +68,7 @@ class TransportLimits:
     max_associations: int = 32
     max_connections: int = 400
     max_connections_per_address: int = 32
+    network_timeout: float = 120.0
 
 
 class ConnectionLedger:
@@ -231,6 +235,19 @@ def ack_now(sock: socket.socket) -> None:
             pass  # not TCP (a test's socketpair), or gone: nothing to acknowledge
 
 
+def restart_idle_timer(event: Any) -> None:
+    """EVT_DIMSE_SENT: restart the network timeout when we send a DIMSE message.
+
+    pynetdicom's idle timer counts from the last PDU received, and its reactor checks
+    it right after a handler returns. A peer that sent a request is silent until we
+    answer (PS3.7 §9.1: it waits for the response), so without this a request whose
+    handling took longer than the timeout (an index commit waiting on a busy disk) got
+    its answer queued and the association aborted behind it: the peer's next request,
+    already on the wire, was never answered. The event fires in the association's
+    thread, before the answer is queued and before the reactor looks at the timer."""
+    event.assoc.dul._idle_timer.restart()
+
+
 def _peer(sock: socket.socket) -> str:
     try:
         return str(sock.getpeername()[0])
@@ -361,6 +378,7 @@ def start_guarded_server(
     `serve --workers N` listen on the same port (Linux spreads connections over them)."""
     ae.maximum_pdu_size = limits.max_pdu_length
     ae.acse_timeout = limits.artim_timeout
+    ae.network_timeout = limits.network_timeout
     # Our ledger caps connections below this, so pynetdicom's own count (which includes
     # connections that never associate) never rejects anyone.
     ae.maximum_associations = limits.max_connections + 1
