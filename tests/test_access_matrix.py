@@ -27,7 +27,7 @@ PARAMS = {"study": UID, "series": UID, "instance": UID, "frames": "1", "tag": "7
           "ae_title": "NOBODY", "step_id": "NOSTEP", "username": "nobody", "token_id": "999999",
           "link_id": "999999", "alert_id": "999999",
           "patient_id": "NOBODY", "endpoint_id": "dicom-wado-rs", "resource_type": "Nothing",
-          "logical_id": "none"}
+          "logical_id": "none", "protocol": "none"}
 
 
 def _api_routes(archive: Archive, settings: Settings) -> list[tuple[str, str]]:

@@ -198,6 +198,10 @@ const hooks = {
     const k = viewer.keyImages;
     return { marked: [...k.marked], saved: k.saved, only: k.only };
   },
+  /** The hanging protocol the study opened with (or picked): {name, scope, layout}. */
+  get hangingProtocol() {
+    return viewer.hanging.snapshot();
+  },
   get lastMeasurement() {
     return viewer.lastMeasurement ? { ...viewer.lastMeasurement } : null;
   },

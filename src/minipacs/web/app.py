@@ -48,6 +48,7 @@ from minipacs.web import (
     fhir,
     fhir_orders,
     fhir_reports,
+    hanging_protocols,
     key_images,
     oidc,
     patients_admin,
@@ -227,6 +228,7 @@ def create_app(
     app.include_router(fhir_reports.router)  # before fhir's catch-all too
     app.include_router(fhir.router)
     app.include_router(emr_sync.router)
+    app.include_router(hanging_protocols.router)  # the viewer's layouts (issue #14)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
     # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.
