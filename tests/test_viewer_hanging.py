@@ -26,6 +26,8 @@ from conftest import ServerProcess
 from dicomweb_peers import store
 from factories import make_instance
 from firefox_bidi import Firefox, firefox_executable
+from minipacs.viewer_settings.hanging_protocols import checked_protocol
+from minipacs.viewer_settings.shipped_protocols import SHIPPED
 from viewer_support import (
     ARTIFACTS,
     H,
@@ -51,14 +53,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def store_chest_ct(server: ServerProcess, patient_id: str) -> dict[str, str]:
-    """A CT chest study: series 1 'Lung 1.0' and series 2 'Mediastinum 5.0', 4 axial
-    slices each. Its study UID and the two series UIDs."""
+    """A CT chest study: series 1 'Lung 1.0' and series 2 'Mediastinum 5.0', 6 axial
+    slices each (the shipped CT protocols hang volumes of 5 images or more). Its study UID and the two series UIDs."""
     study = generate_uid()
     uids = {"study": study, "lung": generate_uid(), "mediastinum": generate_uid()}
     instances = []
     for number, (name, description) in enumerate((("lung", "Lung 1.0"),
                                                   ("mediastinum", "Mediastinum 5.0")), 1):
-        for i in range(4):
+        for i in range(6):
             instances.append(make_instance(
                 modality="CT", patient_id=patient_id, study_uid=study, series_uid=uids[name],
                 rows=96, columns=96, SeriesNumber=number, SeriesDescription=description,
@@ -136,9 +138,9 @@ def keys_move_images_series_and_windows(server: Any, page: Any, chest: dict[str,
     page.keyboard.press("ArrowDown")
     page.wait_for_function(f"() => {H}.imageNumber === 2")
     page.keyboard.press("End")
-    page.wait_for_function(f"() => {H}.imageNumber === 4")
+    page.wait_for_function(f"() => {H}.imageNumber === 6")
     page.keyboard.press("ArrowUp")
-    page.wait_for_function(f"() => {H}.imageNumber === 3")
+    page.wait_for_function(f"() => {H}.imageNumber === 5")
     page.keyboard.press("6")
     page.wait_for_function(f"([c, w]) => {H}.windowCenter === c && {H}.windowWidth === w", arg=list(BONE))
     page.keyboard.press("4")
@@ -152,6 +154,8 @@ def keys_move_images_series_and_windows(server: Any, page: Any, chest: dict[str,
 def test_ct_chest_opens_with_the_default_protocol(server: ServerProcess, page: Page,
                                                   chest: dict[str, str]) -> None:
     opens_with_the_ct_chest_default(server, page, chest)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "reading-hanging-protocol.png"))  # docs/reading.md
 
 
 def test_keys_move_images_and_series_set_windows_and_list_themselves(
@@ -235,6 +239,33 @@ def test_admin_edits_a_default_and_other_roles_are_refused(
     assert server.http.delete(url).status_code == 404  # a shipped default is not deletable
     trail = server.http.get("/admin/audit", params={"action": "configure"}).json()
     assert sum("default hanging protocol 'CT chest'" in e["detail"] for e in trail) == 2
+
+
+def test_shipped_defaults_pass_the_servers_own_check() -> None:
+    for protocol in SHIPPED:
+        assert checked_protocol(protocol["name"], protocol) == {**protocol}
+
+
+def test_chest_xray_hangs_beside_its_newest_xray_prior(server: ServerProcess, page: Page) -> None:
+    patient = "HP0003"
+
+    def xray(study_date: str) -> tuple[str, str]:
+        study, series = generate_uid(), generate_uid()
+        store(server, make_instance(modality="DX", patient_id=patient, study_uid=study, series_uid=series,
+                                    study_date=study_date, accession_number=f"X{study_date}",
+                                    BodyPartExamined="CHEST", StudyDescription="X-quang ngực thẳng"))
+        return study, series
+
+    older, _ = xray("20230105")
+    prior, prior_series = xray("20240110")
+    # A newer CT of the patient is no prior for a chest X-ray.
+    store(server, make_instance(modality="CT", patient_id=patient, study_date="20250101", accession_number="C2025"))
+    current, current_series = xray("20260201")
+    open_study(server, page, current)
+    assert state(page, "hangingProtocol") == {"name": "CR/DX chest with prior", "scope": "default", "layout": "1x2"}
+    assert [v["seriesInstanceUID"] for v in state(page, "viewports")[:2]] == [current_series, prior_series]
+    assert state(page, "priors")["open"] == prior
+    assert older != prior
 
 
 # ---- the same reading in Firefox ----------------------------------------------------------------

@@ -39,9 +39,19 @@ export function orientationOf(meta) {
   return ['sagittal', 'coronal', 'axial'][n.indexOf(biggest)];
 }
 
+function modalityRegex(protocol) {
+  return regex(protocol.modality && `^(?:${protocol.modality})$`);
+}
+
+/** The patient's other studies (newest first) with a modality the protocol hangs. */
+export function relevantPriors(protocol, priors) {
+  const modality = modalityRegex(protocol);
+  return modality ? priors.filter((p) => (p[TAG.ModalitiesInStudy]?.Value ?? []).some((m) => modality.test(m))) : priors;
+}
+
 /** Does the study (its QIDO series, its study row, its priors) fit the protocol? */
-export function studyMatches(protocol, study, series, priorCount) {
-  const modality = regex(protocol.modality && `^(?:${protocol.modality})$`);
+export function studyMatches(protocol, study, series, priors) {
+  const modality = modalityRegex(protocol);
   const modalities = new Set([...series.map((s) => text(s, TAG.Modality)), ...(study?.[TAG.ModalitiesInStudy]?.Value ?? [])].filter(Boolean));
   if (modality && ![...modalities].some((m) => modality.test(m))) return false;
   const bodyPart = regex(protocol.bodyPart);
@@ -49,7 +59,8 @@ export function studyMatches(protocol, study, series, priorCount) {
     const words = [...series.map((s) => text(s, BODY_PART_EXAMINED)), text(study ?? {}, TAG.StudyDescription)];
     if (!words.some((w) => w && bodyPart.test(w))) return false;
   }
-  return (protocol.minPriors ?? 0) <= priorCount;
+  // priors null: not known yet (fits if the rest does).
+  return priors === null || (protocol.minPriors ?? 0) <= relevantPriors(protocol, priors).length;
 }
 
 function specificity(protocol) {
@@ -57,10 +68,10 @@ function specificity(protocol) {
 }
 
 /** The protocol to open the study with: own first, then the most specific; null if none. */
-export function chooseProtocol(protocols, study, series, priorCount) {
+export function chooseProtocol(protocols, study, series, priors) {
   let best = null;
   for (const protocol of protocols) {
-    if (!studyMatches(protocol, study, series, priorCount)) continue;
+    if (!studyMatches(protocol, study, series, priors)) continue;
     if (!best || specificity(protocol) > specificity(best)) best = protocol;
   }
   return best;
@@ -115,10 +126,12 @@ export class Hanging {
     const viewer = this.viewer;
     const protocols = await this.load();
     if (!isCurrent()) return;
-    const wantsPriors = protocols.some((p) => p.minPriors || p.viewports.some((vp) => vp.series.some((r) => r.study === 'prior')));
+    // Wait for the priors' search only when a protocol that fits the study needs them.
+    const needsPriors = (p) => p.minPriors || p.viewports.some((vp) => vp.series.some((r) => r.study === 'prior'));
+    const wantsPriors = protocols.some((p) => needsPriors(p) && studyMatches(p, viewer.study, viewer.seriesInfo, null));
     if (wantsPriors) await viewer.priorsLoading;
     if (!isCurrent()) return;
-    const protocol = chooseProtocol(protocols, viewer.study, viewer.seriesInfo, viewer.priors.studies.length);
+    const protocol = chooseProtocol(protocols, viewer.study, viewer.seriesInfo, viewer.priors.studies);
     if (!protocol) {
       this.applied = null;
       this.renderMenu();
@@ -133,7 +146,7 @@ export class Hanging {
     this.applied = protocol;
     this.renderMenu();
     viewer.setLayout(protocol.layout, false);
-    const prior = viewer.priors.studies[0];
+    const prior = relevantPriors(protocol, viewer.priors.studies)[0];
     const priorUid = prior ? text(prior, TAG.StudyInstanceUID) : null;
     const priorSeries = priorUid && protocol.viewports.some((vp) => vp.series.some((r) => r.study === 'prior')) ? sortSeries(await viewer.client.searchSeries(priorUid)) : [];
     if (!isCurrent()) return;
@@ -165,6 +178,9 @@ export class Hanging {
       if (onPrior && !priorUid) continue;
       const studyUid = onPrior ? priorUid : this.viewer.studyUid;
       const candidates = (onPrior ? priorSeries : this.viewer.seriesInfo).filter((s) => this.fits(s, rule));
+      // The largest first: a volume before a scout or a key-image series.
+      const size = (s) => Number(text(s, TAG.NumberOfSeriesRelatedInstances) || 0);
+      candidates.sort((a, b) => size(b) - size(a));
       const matching = [];
       for (const s of candidates) if (await this.fitsGeometry(s, rule, studyUid)) matching.push(text(s, TAG.SeriesInstanceUID));
       const uid = matching.find((u) => !used.has(u)) ?? matching[0];

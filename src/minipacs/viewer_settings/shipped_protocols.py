@@ -14,6 +14,8 @@ from typing import Any, Final
 # and the words a Vietnamese or English StudyDescription uses; matched without case.
 _CHEST = r"CHEST|THORAX|LUNG|NGUC|NGỰC|PHOI|PHỔI"
 _HEAD = r"HEAD|BRAIN|SKULL|DAU|ĐẦU|NAO|NÃO|SO|SỌ"
+# A CT volume, not a scout, dose report or key-image series of one to a few images.
+_VOLUME = {"minImages": 5}
 
 SHIPPED: Final[tuple[dict[str, Any], ...]] = (
     {
@@ -22,11 +24,12 @@ SHIPPED: Final[tuple[dict[str, Any], ...]] = (
         "bodyPart": _CHEST,
         "layout": "1x2",
         "viewports": [
-            {"window": "lung", "series": [{"description": r"lung|phổi|phoi"},
-                                          {"modality": "CT", "orientation": "axial"}, {}]},
+            {"window": "lung", "series": [{"description": r"lung|phổi|phoi", **_VOLUME},
+                                          {"modality": "CT", "orientation": "axial", **_VOLUME},
+                                          {}]},
             {"window": "mediastinum",
-             "series": [{"description": r"medi|soft|trung th|mô mềm|mo mem"},
-                        {"modality": "CT", "orientation": "axial"}, {}]},
+             "series": [{"description": r"medi|soft|trung th|mô mềm|mo mem", **_VOLUME},
+                        {"modality": "CT", "orientation": "axial", **_VOLUME}, {}]},
         ],
     },
     {
@@ -35,7 +38,7 @@ SHIPPED: Final[tuple[dict[str, Any], ...]] = (
         "bodyPart": _HEAD,
         "layout": "1x1",
         "viewports": [{"window": "brain",
-                       "series": [{"modality": "CT", "orientation": "axial"}, {}]}],
+                       "series": [{"modality": "CT", "orientation": "axial", **_VOLUME}, {}]}],
     },
     {
         "name": "CR/DX chest with prior",
@@ -45,7 +48,7 @@ SHIPPED: Final[tuple[dict[str, Any], ...]] = (
         "layout": "1x2",
         "viewports": [
             {"window": "default", "series": [{"study": "current"}]},
-            {"window": "default", "series": [{"study": "prior"}]},
+            {"window": "default", "series": [{"study": "prior", "modality": "CR|DX"}]},
         ],
     },
     {
