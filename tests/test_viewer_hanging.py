@@ -241,6 +241,18 @@ def test_admin_edits_a_default_and_other_roles_are_refused(
     assert sum("default hanging protocol 'CT chest'" in e["detail"] for e in trail) == 2
 
 
+def test_one_series_hangs_twice_in_two_windows_and_scrolls_as_one(server: ServerProcess, page: Page) -> None:
+    study, series = generate_uid(), generate_uid()
+    store(server, *(make_instance(modality="CT", patient_id="HP0004", study_uid=study, series_uid=series,
+                                  rows=96, columns=96, BodyPartExamined="CHEST", InstanceNumber=i + 1,
+                                  ImagePositionPatient=[-48, -48, 5.0 * i]) for i in range(6)))
+    open_study(server, page, study)
+    assert [v["seriesInstanceUID"] for v in state(page, "viewports")[:2]] == [series, series]
+    assert windows(page)[:2] == [LUNG, MEDIASTINUM]
+    page.keyboard.press("End")
+    page.wait_for_function(f"() => {H}.viewports[0].imageIndex === 5 && {H}.viewports[1].imageIndex === 5")
+
+
 def test_shipped_defaults_pass_the_servers_own_check() -> None:
     for protocol in SHIPPED:
         assert checked_protocol(protocol["name"], protocol) == {**protocol}

@@ -224,6 +224,21 @@ export class Hanging {
     if (preset) viewport.setWindow(preset.center, preset.width);
   }
 
+  /** One series in two viewports (CT chest: lung and mediastinum windows): scrolling one
+   * scrolls the other to the same image. */
+  follow(viewport) {
+    if (this.following || !viewport.series) return;
+    const viewer = this.viewer;
+    this.following = true;
+    try {
+      for (const other of viewer.viewports.slice(0, COUNTS[viewer.layout])) {
+        if (other !== viewport && other.series?.seriesUid === viewport.series.seriesUid) other.setIndex(viewport.imageIndex);
+      }
+    } finally {
+      this.following = false;
+    }
+  }
+
   // ---- the menu and "save layout as mine" -------------------------------------------------
 
   renderMenu() {

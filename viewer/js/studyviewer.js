@@ -280,6 +280,7 @@ export class StudyViewer {
   onViewportChange(viewport) {
     if (viewport === this.active) this.updateToolbar();
     this.priors?.follow(viewport);
+    this.hanging?.follow(viewport);
     if (viewport === this.active) this.keyImages?.render();
   }
 
