@@ -28,7 +28,7 @@ PARAMS = {"study": UID, "series": UID, "instance": UID, "frames": "1", "tag": "7
           "link_id": "999999", "alert_id": "999999",
           "patient_id": "NOBODY", "endpoint_id": "dicom-wado-rs", "resource_type": "Nothing",
           "logical_id": "none",
-          "template_id": "999999",
+          "template_id": "999999", "protocol": "none",
           "plane_name": "axial", "frame": "1"}  # MPR (web/mpr.py)
 
 

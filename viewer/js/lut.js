@@ -130,4 +130,8 @@ export const CT_PRESETS = Object.freeze([
   { id: 'mediastinum', center: 50, width: 350 },
   { id: 'abdomen', center: 60, width: 400 },
   { id: 'bone', center: 300, width: 1500 },
+  // keys 7-9 (keyboard.js): liver 30/150, stroke 40/40, temporal bone 600/2800
+  { id: 'liver', center: 30, width: 150 },
+  { id: 'stroke', center: 40, width: 40 },
+  { id: 'temporal', center: 600, width: 2800 },
 ]);

@@ -257,6 +257,10 @@ const hooks = {
   get document() {
     return viewer.documents.snapshot();
   },
+  /** The hanging protocol the study opened with (or picked): {name, scope, layout}. */
+  get hangingProtocol() {
+    return viewer.hanging.snapshot();
+  },
   get lastMeasurement() {
     return viewer.lastMeasurement ? { ...viewer.lastMeasurement } : null;
   },

@@ -102,6 +102,13 @@ export class Priors {
     viewer.setLayout('1x2', false);
     this.priorUid = studyUid;
     await viewer.loadSeriesInto(1, text(chosen, TAG.SeriesInstanceUID), studyUid);
+    this.shown(studyUid);
+  }
+
+  /** The prior is in the right-hand viewport (opened here, or by a hanging protocol). */
+  shown(studyUid) {
+    const viewer = this.viewer;
+    this.priorUid = studyUid;
     const current = viewer.viewports[0].entry?.meta;
     const prior = viewer.viewports[1].entry?.meta;
     const frame = (meta) => (meta ? text(meta, TAG.FrameOfReferenceUID) : '');

@@ -18,6 +18,8 @@ import { studyZip, zipFileName } from './download.js';
 import { showStatus } from './status.js';
 import { Mpr } from './mpr.js';
 import { ReferenceLines } from './reflines.js';
+import { renderHelp, shortcutFor, showHelp } from './keyboard.js';
+import { Hanging } from './hanging.js';
 
 const LAYOUTS = { '1x1': 1, '1x2': 2, '2x2': 4 };
 
@@ -85,6 +87,7 @@ export class StudyViewer {
     this.documents = new DocumentView(this, document.getElementById('document-view'));
     this.priors = new Priors(this, document.getElementById('prior-list'), document.getElementById('sync-lock'));
     this.report = new ReportPanel(this, document.getElementById('report-panel'), document.querySelector('[data-action=report]'), hooks.user ?? (() => null));
+    this.hanging = new Hanging(this);
     document.addEventListener('keydown', (event) => this.onKeyDown(event));
     this.applyLayout();
     // Reading (issue #14): reference lines between viewports, server-side MPR.
@@ -110,6 +113,7 @@ export class StudyViewer {
     this.studyUid = studyUid;
     this.header.textContent = t('viewer.loadingStudy');
     this.seriesPanel.render([]);
+    this.hanging.load();
     const [studies, series] = await Promise.all([
       this.client.searchStudies({ StudyInstanceUID: studyUid }).then((r) => r.items),
       // An unknown study may answer 404 rather than an empty list.
@@ -124,13 +128,15 @@ export class StudyViewer {
     this.seriesInfo = sortSeries(series);
     this.renderHeader();
     this.seriesPanel.render(this.seriesInfo);
-    this.priors.load(this.study, () => token === this.openToken).catch((error) => this.hooks.onError(error));
+    // Kept: a hanging protocol with "the newest prior" waits for the list (hanging.js).
+    this.priorsLoading = this.priors.load(this.study, () => token === this.openToken).catch((error) => this.hooks.onError(error));
     this.report.studyOpened(studyUid);
     if (!this.seriesInfo.length) {
       this.header.textContent += ` — ${t('viewer.noSeries')}`;
       return;
     }
-    await this.fillEmptyViewports();
+    // The best-matching hanging protocol lays the viewports out (else: next series each).
+    await this.hanging.apply(() => token === this.openToken);
     // The server renders thumbnails: ask once the first images are in, not alongside them.
     await this.firstImagesLoaded();
     if (token !== this.openToken) return;
@@ -304,6 +310,7 @@ export class StudyViewer {
     if (viewport === this.active) this.updateToolbar();
     this.priors?.follow(viewport);
     this.referenceLines?.changed(viewport);
+    this.hanging?.follow(viewport);
     if (viewport === this.active) this.keyImages?.render();
   }
 
@@ -343,7 +350,7 @@ export class StudyViewer {
       tags: () => this.showTags(),
       download: () => this.downloadStudy(),
       export: () => this.exportPng(),
-      help: () => document.getElementById('help-dialog').showModal(),
+      help: () => showHelp(),
     };
     for (const button of document.querySelectorAll('[data-action]')) {
       button.addEventListener('click', () => {
@@ -384,38 +391,28 @@ export class StudyViewer {
     const target = event.target;
     if (target instanceof HTMLElement && (target.isContentEditable || (['INPUT', 'SELECT', 'TEXTAREA'].includes(target.tagName) && target.type !== 'range'))) return;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
-    const vp = this.active;
-    const key = event.key;
-    const toolKeys = { w: 'wl', z: 'zoom', p: 'pan', s: 'scroll', l: 'length', a: 'angle', r: 'ellipse', R: 'rectangle' };
-    const lower = key.length === 1 && key !== 'R' ? key.toLowerCase() : key;
-    let handled = true;
-    if (toolKeys[lower]) this.setTool(toolKeys[lower]);
-    else if (lower === 'i') vp.toggleInvert();
-    else if (lower === 'f') vp.fit();
-    else if (lower === 't') vp.rotate();
-    else if (lower === 'h') vp.flip(true);
-    else if (lower === 'v') vp.flip(false);
-    else if (lower === 'c') vp.toggleCine();
-    else if (lower === 'k') this.keyImages.toggle();
-    else if (key === 'Backspace') vp.reset();
-    else if (key === 'Delete') vp.clearMeasurements();
-    else if (/^[1-6]$/.test(key)) this.applyPreset(CT_PRESETS[Number(key) - 1].id);
-    else if (key === '0') this.applyPreset('default');
-    else if (key === 'ArrowUp' || key === 'ArrowLeft') vp.scrollBy(-1);
-    else if (key === 'ArrowDown' || key === 'ArrowRight') vp.scrollBy(1);
-    else if (key === 'PageUp') vp.scrollBy(-10);
-    else if (key === 'PageDown') vp.scrollBy(10);
-    else if (key === 'Home') vp.setIndex(0);
-    else if (key === 'End') vp.setIndex(vp.stack.length - 1);
-    else if (key === '?') document.getElementById('help-dialog').showModal();
-    else if (key === 'Escape') {
-      if (!this.interactions[vp.index].cancel()) {
-        if (vp.cine.playing) vp.stopCine();
-        else if (this.maximized !== null) this.toggleMaximize(vp.index);
-        else this.setTool('wl');
-      }
-    } else handled = false;
-    if (handled) event.preventDefault();
+    // One table (keyboard.js) says what each key does and fills the help overlay.
+    const shortcut = shortcutFor(event.key);
+    if (!shortcut) return;
+    shortcut.run(this, this.active, event.key);
+    event.preventDefault();
+  }
+
+  /** Esc: drop the measurement being drawn, else stop cine, else restore, else W/L. */
+  escape(vp) {
+    if (this.interactions[vp.index].cancel()) return;
+    if (vp.cine.playing) vp.stopCine();
+    else if (this.maximized !== null) this.toggleMaximize(vp.index);
+    else this.setTool('wl');
+  }
+
+  /** ←/→: the previous/next series of the study in the active viewport. */
+  stepSeries(delta) {
+    if (!this.seriesInfo.length) return;
+    const uids = this.seriesInfo.map((s) => text(s, TAG.SeriesInstanceUID));
+    const at = uids.indexOf(this.active.series?.seriesUid);
+    const next = Math.min(Math.max(0, at + delta), uids.length - 1);
+    if (next !== at) this.loadSeriesInto(this.activeIndex, uids[next]);
   }
 
   // ---- dialogs, download, export ---------------------------------------------------------------
@@ -470,6 +467,8 @@ export class StudyViewer {
   relabel() {
     if (this.study) this.renderHeader();
     this.report.relabel();
+    renderHelp();
+    this.hanging.relabel();
     const loaded = new Map(this.viewports.filter((vp) => vp.series).map((vp) => [vp.series.seriesUid, vp.series]));
     this.seriesPanel.relabel(this.seriesInfo, loaded);
     for (const vp of this.viewports) {

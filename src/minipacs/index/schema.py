@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, create_engine, inspect, text
 import minipacs.deidentify.models  # noqa: E402, F401, I001
 import minipacs.emr.models  # noqa: E402, F401, I001
 import minipacs.reports.models  # noqa: E402, F401, I001
+import minipacs.viewer_settings.models  # noqa: E402, F401, I001
 from minipacs.index.models import Base
 
 log = logging.getLogger(__name__)

@@ -49,6 +49,7 @@ from minipacs.web import (
     fhir,
     fhir_orders,
     fhir_reports,
+    hanging_protocols,
     key_images,
     mpr,
     oidc,
@@ -234,6 +235,7 @@ def create_app(
     app.include_router(emr_sync.router)
     app.include_router(report_templates.router)
     app.include_router(mpr.router)  # MPR (minipacs extension, issue #14)
+    app.include_router(hanging_protocols.router)  # the viewer's layouts (issue #14)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
     # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.

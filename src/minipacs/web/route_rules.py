@@ -157,6 +157,13 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/report-templates"): Action.MANAGE_AES,
     ("PUT", "/report-templates/{template_id}"): Action.MANAGE_AES,
     ("DELETE", "/report-templates/{template_id}"): Action.MANAGE_AES,
+    # Hanging protocols (web/hanging_protocols.py): one's own are one's settings; the
+    # defaults are the archive's configuration, like the AE registry
+    ("GET", "/viewer-settings/hanging-protocols"): SIGNED_IN,
+    ("PUT", "/viewer-settings/hanging-protocols/mine/{protocol}"): SIGNED_IN,
+    ("DELETE", "/viewer-settings/hanging-protocols/mine/{protocol}"): SIGNED_IN,
+    ("PUT", "/viewer-settings/hanging-protocols/defaults/{protocol}"): Action.MANAGE_AES,
+    ("DELETE", "/viewer-settings/hanging-protocols/defaults/{protocol}"): Action.MANAGE_AES,
 }
 
 
