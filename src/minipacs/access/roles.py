@@ -31,7 +31,9 @@ class Action(StrEnum):
     DELETE = "delete"  # remove studies
     RECONCILE = "reconcile"  # correct demographics, merge patients
     MANAGE_USERS = "manage-users"  # accounts, API tokens, share links of others
-    MANAGE_AES = "manage-aes"  # the DICOM AE registry
+    # the archive's configuration: the DICOM AE registry, storage state, the FHIR push,
+    # report templates, the viewer's default hanging protocols (admins only)
+    MANAGE_AES = "manage-aes"
     MANAGE_WORKLIST = "manage-worklist"  # orders / Modality Worklist items
     EXPORT_DEIDENTIFIED = "export-deidentified"  # research exports (PS3.15 E)
     READ_AUDIT = "read-audit"  # the audit trail
