@@ -104,6 +104,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/admin/patients/{patient_id}/history"): Action.RECONCILE,
     # access tags: who sees which studies is an access decision too (docs/security.md)
     ("PUT", "/admin/users/{username}/access-tags"): Action.MANAGE_USERS,
+    ("PUT", "/admin/users/{username}/practising-certificate"): Action.MANAGE_USERS,
     ("PUT", "/admin/tokens/{token_id}/access-tags"): Action.MANAGE_USERS,
     ("GET", "/admin/studies/{study}/access-tags"): Action.MANAGE_USERS,
     ("POST", "/admin/studies/{study}/access-tags"): Action.MANAGE_USERS,
