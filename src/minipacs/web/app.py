@@ -42,6 +42,7 @@ from minipacs.web import (
     accounts_admin,
     admin,
     auth,
+    claims,
     dicomweb,
     emr_sync,
     exports,
@@ -227,6 +228,7 @@ def create_app(
     app.include_router(fhir_reports.router)  # before fhir's catch-all too
     app.include_router(fhir.router)
     app.include_router(emr_sync.router)
+    app.include_router(claims.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
     # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.

@@ -146,6 +146,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/changes"): Action.QUERY,
     ("GET", "/admin/fhir-push"): Action.MANAGE_AES,
     ("POST", "/admin/fhir-push/retry"): Action.MANAGE_AES,
+    # Insurance claims (web/claims.py): the rows are the signed report's text and times,
+    # so reading them is viewing the study, as reading the DiagnosticReport is
+    ("GET", "/claims/studies/{study}"): Action.VIEW,
+    ("GET", "/claims"): Action.VIEW,
 }
 
 
