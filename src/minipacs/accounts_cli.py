@@ -51,9 +51,12 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
             password = sys.stdin.readline().rstrip("\r\n")
         user, one_time = accounts.add_user(args.name, args.role, password=password,
                                            full_name=args.full_name, actor=actor,
-                                           access_tags=parse_tags(args.tags))
+                                           access_tags=parse_tags(args.tags),
+                                           practising_certificate=args.practising_certificate)
         print(f"created user {user.username} ({user.role.value})"
-              + (f", access tags {','.join(user.access_tags)}" if user.access_tags else ""))
+              + (f", access tags {','.join(user.access_tags)}" if user.access_tags else "")
+              + (f", practising certificate {user.practising_certificate}"
+                 if user.practising_certificate else ""))
         if one_time:
             print(f"one-time password (to be changed at first login): {one_time}")
     elif args.user_command == "list":
@@ -72,6 +75,10 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
         u = accounts.set_user_access_tags(args.name, parse_tags(args.tags), actor=actor)
         print(f"user {u.username}: access tags "
               f"{','.join(u.access_tags) or '(none: every study)'}")
+    elif args.user_command == "set-certificate":
+        u = accounts.set_practising_certificate(args.name, args.code, actor=actor)
+        print(f"user {u.username}: practising certificate "
+              f"{u.practising_certificate or '(none)'}")
     elif args.user_command in ("disable", "enable"):
         u = accounts.set_disabled(args.name, args.user_command == "disable",
                                   reason=args.reason if args.user_command == "disable" else "",
@@ -185,6 +192,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add.add_argument("--tags", default="", metavar="TAGS",
                      help="comma-separated access tags: the account sees only studies "
                      "carrying one of them (default: every study)")
+    add.add_argument("--practising-certificate", default="", metavar="CODE",
+                     help="practising-certificate code (mã chứng chỉ hành nghề), named as "
+                     "the reading doctor in insurance claims (docs/emr-integration.md)")
+    set_certificate = user_sub.add_parser(
+        "set-certificate", help="record (or clear with '') a practising-certificate code",
+        description="Set the account's practising-certificate code (mã chứng chỉ hành "
+        "nghề); reports it signs from now on carry it into insurance claims "
+        "(MA_BS_DOC_KQ). An empty CODE ('') clears it. Audited as an account change.")
+    set_certificate.add_argument("name", metavar="NAME")
+    set_certificate.add_argument("code", metavar="CODE", help="e.g. 003539/HCM-CCHN, or ''")
+    add_setting_flags(set_certificate)
+    set_certificate.set_defaults(func=cmd_user)
     set_tags = user_sub.add_parser(
         "set-tags", help="limit an account to studies with these access tags",
         description="Replace the account's access tags; an empty TAGS ('') lifts the "

@@ -477,6 +477,19 @@ class Settings(BaseSettings):
         "wait for the peer (no PDU from it since its last one or our last message) before "
         "it is aborted; time we spend answering a request does not count.",
     )
+    # --- insurance claims (issue #14: reports/claims.py, web/claims.py)
+    claim_machine_codes: str = Field(
+        "",
+        description="Machine codes (MA_MAY of QĐ 130/QĐ-BYT XML3) per imaging device: "
+        "'KEY=CODE' pairs separated by commas or a JSON object, where KEY is a device's "
+        "Station Name (0008,1010), Device Serial Number (0018,1000) or the order's "
+        "scheduled station AE title, e.g. 'CT01=KSK.1.79071.123456'. Unmapped: MA_MAY empty.",
+    )
+    claim_timezone: str = Field(
+        "Asia/Ho_Chi_Minh",
+        description="Local time zone of the claim times (NGAY_YL, NGAY_TH_YL, NGAY_KQ, "
+        "yyyyMMddHHmm): the signing and order times kept in UTC are given in it.",
+    )
 
     @field_validator("ae_title")
     @classmethod

@@ -88,6 +88,7 @@ class UserInfo:
     created_at: datetime | None
     totp_enabled: bool = False
     access_tags: tuple[str, ...] = ()  # empty: every study (`access/tags.py`)
+    practising_certificate: str = ""  # mã chứng chỉ hành nghề (claims' MA_BS_DOC_KQ)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def token_digest(token: str) -> str:
 def _user_info(u: UserAccount) -> UserInfo:
     return UserInfo(u.username, Role(u.role), u.full_name, u.disabled, u.disabled_reason,
                     u.must_change_password, u.locked_until, u.last_login_at, u.created_at,
-                    u.totp_enabled, tuple(sorted(limit_of(u.access_tags) or ())))
+                    u.totp_enabled, tuple(sorted(limit_of(u.access_tags) or ())),
+                    u.practising_certificate)
 
 
 def _token_info(t: ApiToken) -> TokenInfo:
@@ -132,6 +134,17 @@ def account_role(role: Role | str) -> Role:
         return parse_role(role.value if isinstance(role, Role) else role)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
+
+
+def check_practising_certificate(code: str) -> str:
+    """A practising-certificate code as claims carry it (QĐ 130/QĐ-BYT: MA_BS_DOC_KQ is
+    at most 255 characters and lists several doctors separated by ';', so one code has
+    none); "" clears it. `InvalidRequest` naming the value otherwise."""
+    value = code.strip()
+    if len(value) > 64 or ";" in value or not value.isprintable():
+        raise InvalidRequest(f"practising-certificate code {code[:80]!r} must be at most 64 "
+                             "printable characters without ';' (e.g. 003539/HCM-CCHN)")
+    return value
 
 
 def check_username(username: str) -> str:
@@ -162,13 +175,15 @@ class Accounts:
 
     def add_user(self, username: str, role: Role | str, *, password: str | None = None,
                  full_name: str = "", actor: str = "system:cli",
-                 access_tags: Iterable[str] = ()) -> tuple[UserInfo, str | None]:
+                 access_tags: Iterable[str] = (), practising_certificate: str = ""
+                 ) -> tuple[UserInfo, str | None]:
         """Create an account. Without `password`, a one-time password is generated and
         returned (the user must change it at first login); with one, it must meet the
         policy and the user need not change it."""
         name = check_username(username)
         role = account_role(role)
         tags = tags_text(parse_tags(access_tags))
+        certificate = check_practising_certificate(practising_certificate)
         generated = None
         if password is None:
             generated = password = one_time_password()
@@ -176,13 +191,16 @@ class Accounts:
             self._check_policy(password, name)
         user = UserAccount(username=name, role=role.value, full_name=full_name,
                            password_hash=hash_password(password),
-                           must_change_password=generated is not None, access_tags=tags)
+                           must_change_password=generated is not None, access_tags=tags,
+                           practising_certificate=certificate)
         try:
             with self._write() as s, s.begin():
                 s.add(user)
                 s.flush()
                 append(s, AuditRecord("user-add", actor, detail=f"user {name} ({role.value})"
-                                      + (f", access tags {tags}" if tags else "")))
+                                      + (f", access tags {tags}" if tags else "")
+                                      + (f", practising certificate {certificate}"
+                                         if certificate else "")))
         except IntegrityError:
             raise Conflict(f"user {name!r} already exists") from None
         return _user_info(user), generated
@@ -242,6 +260,20 @@ class Accounts:
                                   f"access tags {text or '(none: every study)'}"))
             info = _user_info(user)
         self._forget_cache()
+        return info
+
+    def set_practising_certificate(self, username: str, code: str, *,
+                                   actor: str = "system:cli") -> UserInfo:
+        """Record (or, with "", clear) the account's practising-certificate code; an
+        account change, audited in its transaction. Reports signed afterwards carry it."""
+        value = check_practising_certificate(code)
+        with self._write() as s, s.begin():
+            user = self._get_user(s, username, lock=True)
+            before, user.practising_certificate = user.practising_certificate, value
+            append(s, AuditRecord("user-certificate", actor, detail=f"user {user.username}: "
+                                  f"practising certificate {before or '(none)'} -> "
+                                  f"{value or '(none)'}"))
+            info = _user_info(user)
         return info
 
     def set_token_access_tags(self, token_id: int, tags: Iterable[str], *,

@@ -192,6 +192,10 @@ class UserAccount(Base):
     external_subject: Mapped[str] = mapped_column(String(255), default="")
     # Access tags (`access/tags.py`): comma-separated; "" = every study.
     access_tags: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # Practising-certificate code (mã chứng chỉ hành nghề, e.g. 003539/HCM-CCHN): the
+    # reading doctor of insurance claims (reports/claims.py). "" = none recorded.
+    practising_certificate: Mapped[str] = mapped_column(String(64), default="",
+                                                        server_default="")
 
 
 class ApiToken(Base):

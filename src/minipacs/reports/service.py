@@ -29,6 +29,7 @@ from minipacs.access.roles import Action
 from minipacs.archive import Archive
 from minipacs.audit.chain import AuditRecord, append
 from minipacs.errors import Conflict, InvalidRequest, NotFound, PreconditionFailed
+from minipacs.index.models import UserAccount
 from minipacs.reports.documents import SignedReport, encapsulated_pdf, render_pdf, text_sr
 from minipacs.reports.models import ReportRow
 
@@ -60,6 +61,8 @@ class Report:
     pdf_sha256: str
     pdf_sop_instance_uid: str
     sr_sop_instance_uid: str
+    # The signer's practising-certificate code as it was at signing (claims' MA_BS_DOC_KQ)
+    signer_certificate: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,22 @@ def report_of(row: ReportRow) -> Report:
                   row.status, row.findings, row.conclusion, row.based_on,
                   tuple(row.key_images.split()), row.author, row.signer, row.amends,
                   row.version, row.created_at, row.updated_at, row.signed_at,
-                  row.pdf_sha256, row.pdf_sop_instance_uid, row.sr_sop_instance_uid)
+                  row.pdf_sha256, row.pdf_sop_instance_uid, row.sr_sop_instance_uid,
+                  row.signer_certificate)
 
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def _certificate_of(session: Session, principal: Principal) -> str:
+    """The signing person's practising-certificate code (accounts), kept with the
+    signature so a claim names the code the doctor had when signing; "" for others."""
+    if principal.kind != "user":
+        return ""
+    code = session.scalar(select(UserAccount.practising_certificate).where(
+        UserAccount.username == principal.name))
+    return code or ""
 
 
 def _checked(draft: ReportDraft) -> ReportDraft:
@@ -231,6 +245,7 @@ class Reports:
             row.status, row.signer, row.signed_at = status, principal.name, signed_at
             row.pdf_sha256, row.pdf_sop_instance_uid = digest, pdf_uid
             row.sr_sop_instance_uid = sr_uid
+            row.signer_certificate = _certificate_of(session, principal)
             row.version += 1
             row.updated_at = signed_at
             self._audit(session, principal, row, "report-sign",

@@ -38,7 +38,8 @@ def _user_json(u: UserInfo) -> dict[str, Any]:
             "must_change_password": u.must_change_password,
             "locked_until": u.locked_until.isoformat() if u.locked_until else None,
             "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
-            "access_tags": list(u.access_tags)}
+            "access_tags": list(u.access_tags),
+            "practising_certificate": u.practising_certificate}
 
 
 def _token_json(t: TokenInfo) -> dict[str, Any]:
@@ -60,6 +61,14 @@ class UserBody(BaseModel):
         default_factory=list, max_length=100,
         description="Limit the account to studies carrying one of these access tags "
         "(empty: every study; docs/security.md).")
+    practising_certificate: str = Field(
+        "", max_length=64, description="Practising-certificate code (mã chứng chỉ hành "
+        "nghề): the reading doctor of insurance claims (docs/emr-integration.md).")
+
+
+class CertificateBody(BaseModel):
+    practising_certificate: str = Field(
+        max_length=64, description="The code, e.g. 003539/HCM-CCHN; \"\" clears it.")
 
 
 class TokenBody(BaseModel):
@@ -83,8 +92,18 @@ def add_user(request: Request, principal: ManageUsers, body: Annotated[UserBody,
              ) -> dict[str, Any]:
     user, one_time = get_accounts(request).add_user(
         body.username, body.role, password=body.password, full_name=body.full_name,
-        actor=principal.actor, access_tags=body.access_tags)
+        actor=principal.actor, access_tags=body.access_tags,
+        practising_certificate=body.practising_certificate)
     return {**_user_json(user), "one_time_password": one_time}
+
+
+@router.put("/users/{username}/practising-certificate",
+            summary="Set or clear an account's practising-certificate code",
+            responses={404: {"description": "no such user"}})
+def set_practising_certificate(request: Request, principal: ManageUsers, username: str,
+                               body: Annotated[CertificateBody, Body()]) -> dict[str, Any]:
+    return _user_json(get_accounts(request).set_practising_certificate(
+        username, body.practising_certificate, actor=principal.actor))
 
 
 @router.post("/users/{username}/disable", summary="Disable an account (ends its sessions)")

@@ -43,6 +43,7 @@ from minipacs.web import (
     accounts_admin,
     admin,
     auth,
+    claims,
     dicomweb,
     emr_sync,
     exports,
@@ -236,6 +237,7 @@ def create_app(
     app.include_router(report_templates.router)
     app.include_router(mpr.router)  # MPR (minipacs extension, issue #14)
     app.include_router(hanging_protocols.router)  # the viewer's layouts (issue #14)
+    app.include_router(claims.router)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
     # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.

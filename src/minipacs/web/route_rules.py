@@ -110,6 +110,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/admin/patients/{patient_id}/history"): Action.RECONCILE,
     # access tags: who sees which studies is an access decision too (docs/security.md)
     ("PUT", "/admin/users/{username}/access-tags"): Action.MANAGE_USERS,
+    ("PUT", "/admin/users/{username}/practising-certificate"): Action.MANAGE_USERS,
     ("PUT", "/admin/tokens/{token_id}/access-tags"): Action.MANAGE_USERS,
     ("GET", "/admin/studies/{study}/access-tags"): Action.MANAGE_USERS,
     ("POST", "/admin/studies/{study}/access-tags"): Action.MANAGE_USERS,
@@ -164,6 +165,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/viewer-settings/hanging-protocols/mine/{protocol}"): SIGNED_IN,
     ("PUT", "/viewer-settings/hanging-protocols/defaults/{protocol}"): Action.MANAGE_AES,
     ("DELETE", "/viewer-settings/hanging-protocols/defaults/{protocol}"): Action.MANAGE_AES,
+    # Insurance claims (web/claims.py): the rows are the signed report's text and times,
+    # so reading them is viewing the study, as reading the DiagnosticReport is
+    ("GET", "/claims/studies/{study}"): Action.VIEW,
+    ("GET", "/claims"): Action.VIEW,
 }
 
 
