@@ -490,6 +490,19 @@ class Settings(BaseSettings):
         description="Local time zone of the claim times (NGAY_YL, NGAY_TH_YL, NGAY_KQ, "
         "yyyyMMddHHmm): the signing and order times kept in UTC are given in it.",
     )
+    # --- report delivery (issue #14: reports/signing.py; PAdES digital signature)
+    report_signing_p12: Path | None = Field(
+        None,
+        description="A PKCS#12 (.p12/.pfx) file with the hospital's signing certificate and "
+        "private key. When set, every signed or amended report's PDF carries a PAdES "
+        "digital signature (ETSI EN 319 142, SHA-256) made with it; the server refuses to "
+        "start when the file cannot be read, the password is wrong or the certificate is "
+        "not valid today. Unset: PAdES off (signer, time and PDF SHA-256 only).",
+    )
+    report_signing_password: str = Field(
+        "",
+        description="The password of MINIPACS_REPORT_SIGNING_P12 (empty: none).",
+    )
 
     @field_validator("ae_title")
     @classmethod

@@ -29,6 +29,7 @@ from minipacs.hl7.server import start_hl7_listener
 from minipacs.index.database import create_index_engine
 from minipacs.patient_identity import IdentitySystems
 from minipacs.periodic import PeriodicTask
+from minipacs.reports.signing import load_report_signer
 from minipacs.storage import create_store
 from minipacs.storage.scratch import stow_spool, sweep_folders
 from minipacs.web.app import create_app
@@ -162,6 +163,7 @@ def run_node(settings: Settings, *, worker: bool = False) -> None:
     the banner) to its supervisor, and says which process answered each HTTP request
     in an `X-Minipacs-Worker` header."""
     https = http_tls_options(settings)  # a half-configured HTTPS stops us before anything
+    report_signer = load_report_signer(settings)  # a bad certificate stops us here too
     archive = open_archive(settings)  # its blob store sweeps its own temp files
     sweep_folders(stow_spool(settings.data_dir))  # STOW-RS bodies of killed requests
     if not worker and settings.load_samples and settings.sample_dir.is_dir() \
@@ -225,6 +227,7 @@ def run_node(settings: Settings, *, worker: bool = False) -> None:
     app: Any = create_app(archive, settings.model_copy(update={"http_port": http_port}),
                           registry=registry, worklist=worklist, accounts=accounts,
                           alerts=alerts)
+    app.state.report_signer = report_signer  # PAdES of report PDFs (None: off)
     if worker:
         app = worker_header(app)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,

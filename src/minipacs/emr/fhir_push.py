@@ -43,6 +43,7 @@ from minipacs.emr.changes import head_seq
 from minipacs.emr.fhir_client import FhirPushFailed, FhirServer
 from minipacs.emr.models import Change, FhirPushCursor, FhirPushStudy
 from minipacs.emr.push_bundle import locations, patient_identifier, push_bundle, study_identifier
+from minipacs.emr.report_push import push_reports
 from minipacs.errors import InvalidRequest
 from minipacs.fhir.resources import endpoints, imaging_study_resource, patient_resource, text
 from minipacs.index.database import session_factory
@@ -196,7 +197,8 @@ class FhirPush(FhirPushQueue):
         self.node = (node or f"{socket.gethostname()}:{id(self):x}")[:64]
         self.lease = timedelta(seconds=push.timeout * 4 + 30)
         # Pushing reads studies as a system principal: every push is an audited view.
-        self.reader = archive.acting_as(system_principal("fhir-push"))
+        self.pusher = system_principal("fhir-push")
+        self.reader = archive.acting_as(self.pusher)
         self.server = FhirServer(push.url, token=push.token, username=push.username,
                                  password=push.password, timeout=push.timeout)
         self.start_cursor()
@@ -316,6 +318,9 @@ class FhirPush(FhirPushQueue):
                  text(model, "00100020"), self.push.url, ", ".join(where))
         patient_at = next((w for w in where if w.startswith("Patient/")), "")
         study_at = next((w for w in where if w.startswith("ImagingStudy/")), "")
+        # Signed reports ride the same change (their PDF and SR are in the study).
+        push_reports(self.archive, self.pusher, self.server, uid, patient_at, study_at,
+                     self.public_base)
         return patient_at, study_at
 
     def _finish(self, uid: str, target: int, remote: tuple[str, str] | None) -> None:

@@ -32,6 +32,7 @@ from minipacs.errors import Conflict, InvalidRequest, NotFound, PreconditionFail
 from minipacs.index.models import UserAccount
 from minipacs.reports.documents import SignedReport, encapsulated_pdf, render_pdf, text_sr
 from minipacs.reports.models import ReportRow
+from minipacs.reports.signing import ReportSigner
 
 log = logging.getLogger(__name__)
 DRAFT, PRELIMINARY, FINAL, AMENDED = "draft", "preliminary", "final", "amended"
@@ -114,9 +115,11 @@ def _checked(draft: ReportDraft) -> ReportDraft:
 
 
 class Reports:
-    def __init__(self, archive: Archive, hospital: str = "minipacs") -> None:
+    def __init__(self, archive: Archive, hospital: str = "minipacs",
+                 signer: ReportSigner | None = None) -> None:
         self.archive = archive
         self.hospital = hospital
+        self.signer = signer  # PAdES (reports/signing.py) when a certificate is set
 
     # ------------------------------------------------------------------ changes
     def create(self, draft: ReportDraft, *, principal: Principal | None = None) -> Report:
@@ -234,6 +237,9 @@ class Reports:
                               tuple((classes[u][0], u) for u in current.key_images),
                               {u: classes[u][1] for u in current.key_images})
         pdf = render_pdf(signed, header, self.hospital)
+        if self.signer is not None:  # the stored and audited PDF is the signed one
+            pdf = self.signer.sign(pdf, signer_name=principal.name,
+                                   reason=f"report {report_id} signed {status}")
         digest = hashlib.sha256(pdf).hexdigest()
         pdf_uid, pdf_bytes = encapsulated_pdf(signed, header, pdf)
         sr_uid, sr_bytes = text_sr(signed, header)

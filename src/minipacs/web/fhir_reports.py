@@ -36,7 +36,9 @@ router = APIRouter(tags=["fhir"])
 
 def reports_of(request: Request) -> Reports:
     """The report service, acting for the caller."""
-    return Reports(acting_archive(request), request.app.state.settings.report_hospital_name)
+    state = request.app.state
+    return Reports(acting_archive(request), state.settings.report_hospital_name,
+                   getattr(state, "report_signer", None))
 
 
 def _id(logical_id: str) -> int:
