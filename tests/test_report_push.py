@@ -61,7 +61,8 @@ def test_signed_then_amended_report_reaches_the_fhir_server(
         assert found[0]["imagingStudy"][0]["reference"] == f"ImagingStudy/{imaging['id']}"
         assert found[0]["subject"]["reference"] == imaging["subject"]["reference"]
         pdf_url = found[0]["presentedForm"][0]["url"]
-        assert pdf_url.startswith("https://pacs.example.org/dicomweb/studies/" + study)
+        assert pdf_url.startswith("https://pacs.example.org/dicom-web/studies/" + study)
+        assert pdf_url.endswith("/rendered")
 
         amended = doctor.put(f"/DiagnosticReport/{first}",
                              json=_report(study, "amended", AMENDED_CONCLUSION))

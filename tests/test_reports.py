@@ -147,7 +147,14 @@ def test_radiologist_drafts_signs_and_amends_a_report_stored_with_the_study(
     assert "".join(CONCLUSION.split()) in squeeze, text
     assert "".join(FINDINGS.split()) in squeeze, text
     assert str(pdf_ds.PatientID) == study["patient_id"]
-    assert pdf_url.endswith(f"/instances/{pdf_ds.SOPInstanceUID}/bulkdata/00420011")
+    # presentedForm's URL is the PDF's rendered resource: an EMR fetches the document.
+    assert pdf_url.endswith(f"/series/{pdf_ds.SeriesInstanceUID}/instances/"
+                            f"{pdf_ds.SOPInstanceUID}/rendered")
+    fetched = radiologist.get(pdf_url, headers={"Accept": "application/pdf"})
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.headers["content-type"] == "application/pdf" and fetched.content == pdf
+    refused = radiologist.get(pdf_url, headers={"Accept": "image/jpeg"})
+    assert refused.status_code == 406, refused.text
     sr = [d for d in (web.retrieve_instance(study["study"], i["0020000E"]["Value"][0],
                                             i["00080018"]["Value"][0]) for i in found)
           if d.SOPClassUID == BASIC_TEXT_SR][0]

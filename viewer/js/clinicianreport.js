@@ -281,7 +281,7 @@ export class ReportView {
   /** The report's Encapsulated PDF, in the page. */
   async showPdf(report, holder) {
     const url = report.presentedForm?.[0]?.url ?? '';
-    const sopUid = /\/instances\/([0-9.]+)\/bulkdata\//.exec(url)?.[1];
+    const sopUid = /\/instances\/([0-9.]+)\/(?:rendered|bulkdata\/)/.exec(url)?.[1];
     if (!sopUid) return;
     const instances = await this.studyInstances();
     const meta = instances.get(sopUid);

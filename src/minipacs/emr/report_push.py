@@ -9,8 +9,9 @@ DiagnosticReport in a second transaction: a conditional create on its identifier
 (`urn:minipacs:report|<id>`), or an update of the one the server has. An amendment is its
 own DiagnosticReport (status amended, identifier `urn:minipacs:report-amends|<earlier
 id>`); the earlier one stays on the server with status final, as it stays here.
-`presentedForm` is the signed PDF as the URL of the Encapsulated PDF's WADO-RS bulk data
-(MINIPACS_PUBLIC_URL), fetched by the EMR with its own credentials.
+`presentedForm` is the signed PDF as the URL of the Encapsulated PDF's WADO-RS rendered
+resource, which answers application/pdf (MINIPACS_PUBLIC_URL), fetched by the EMR with its
+own credentials.
 
 Every report sent is an audited disclosure (`report-disclosure`, the EMR's URL named)."""
 

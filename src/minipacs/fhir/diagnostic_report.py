@@ -4,8 +4,9 @@ A report's logical id is its row number; an amendment is another DiagnosticRepor
 own id): R4 has no 'replaces' element on DiagnosticReport, so the version it corrects
 is named in `identifier` (system `urn:minipacs:report-amends`); the corrected version
 keeps its status and stays readable. Findings have no R4 element: they travel in an
-extension (FINDINGS_URL) and in the PDF. `presentedForm` is the signed PDF, as a URL to
-the Encapsulated PDF's WADO-RS bulk data (the document itself, PS3.18 10.4.1.1.1).
+extension (FINDINGS_URL) and in the PDF. `presentedForm` is the signed PDF, as the URL of
+the Encapsulated PDF's WADO-RS rendered resource, which answers application/pdf (the
+document itself, PS3.18 §8.7.4).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fhir.resources.R4B.reference import Reference
 
 from minipacs.errors import InvalidRequest
 from minipacs.fhir.ids import order_id_of, patient_id_of, step_id_of, study_uid_of
+from minipacs.reports.documents import document_series_uid
 from minipacs.reports.service import AMENDED, DRAFT, FINAL, PRELIMINARY, Report, ReportDraft
 
 REPORT_SYSTEM = "urn:minipacs:report"
@@ -55,8 +57,9 @@ def diagnostic_report_resource(report: Report, base: str) -> DiagnosticReport:
     if report.pdf_sop_instance_uid:
         form = [Attachment(
             contentType="application/pdf", language="vi", title=f"Report {report.id}",
-            url=f"{base}/dicomweb/studies/{report.study_instance_uid}/instances/"
-                f"{report.pdf_sop_instance_uid}/bulkdata/00420011",
+            url=f"{base}/dicom-web/studies/{report.study_instance_uid}/series/"
+                f"{document_series_uid(report.pdf_sop_instance_uid)}/instances/"
+                f"{report.pdf_sop_instance_uid}/rendered",
         )]
     order = order_id_of(report.based_on) if report.based_on else None
     interpreter = [Reference(display=report.signer)] if report.signer else None

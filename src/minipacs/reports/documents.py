@@ -95,7 +95,7 @@ def _base(header: Dataset, sop_class: str, modality: str, when: datetime,
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: Vietnamese text
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = document_series_uid(ds.SOPInstanceUID)
     ds.Modality = modality
     ds.SeriesNumber = series_number
     ds.InstanceNumber = 1
@@ -105,6 +105,13 @@ def _base(header: Dataset, sop_class: str, modality: str, when: datetime,
     ds.InstanceCreationTime = ds.ContentTime
     ds.Manufacturer = "minipacs"
     return ds
+
+
+def document_series_uid(sop_instance_uid: str) -> str:
+    """The series of a report object, derived from its SOP Instance UID (one object per
+    series): a report row keeps the PDF's SOP Instance UID only, and the WADO-RS URL of
+    the PDF (FHIR presentedForm) needs the series too."""
+    return str(generate_uid(entropy_srcs=["minipacs report document series", sop_instance_uid]))
 
 
 def _part10(ds: Dataset) -> bytes:

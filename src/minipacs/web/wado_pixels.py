@@ -25,12 +25,20 @@ from minipacs.dicom.render import (
 )
 from minipacs.errors import NotAcceptable, NotFound, QueryError
 from minipacs.imaging import Imaging, describe_part
+from minipacs.reports.documents import ENCAPSULATED_PDF
 from minipacs.web.dicomweb import ArchiveDep, _uid, check_uid, dicomweb_base
 from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
 from minipacs.web.negotiation import frame_choice, rendered_media_type
 from minipacs.web.wado_video import is_video, video_response
 
 log = logging.getLogger(__name__)
+ENCAPSULATED_DOCUMENT = 0x00420011
+
+
+def document_bytes(value: bytes) -> bytes:
+    """An Encapsulated Document without its padding: an odd-length document is stored
+    with one trailing NUL (PS3.3 §A.45.1.4.1); a PDF never ends in one."""
+    return value[:-1] if value.endswith(b"\x00") else value
 
 router = APIRouter(prefix="/dicom-web", tags=["DICOMweb pixels"])
 
@@ -267,9 +275,16 @@ def render_instance(
     accept: AcceptQ = None, annotation: AnnotationQ = None,
 ) -> Response:
     """image/jpeg (default) or image/png with Modality LUT, VOI LUT (window from the
-    request, else the header, else the pixel range), MONOCHROME1 inverted."""
-    options = _options(request, accept, window, viewport, quality, annotation)
+    request, else the header, else the pixel range), MONOCHROME1 inverted. An
+    Encapsulated PDF renders as its document, application/pdf (PS3.18 §8.7.4, rendered
+    media types of Encapsulated PDF): the URL a FHIR DiagnosticReport's presentedForm
+    gives an EMR."""
     record = _record(archive, study, series, instance)
+    if record.sop_class_uid == ENCAPSULATED_PDF:
+        rendered_media_type(accept or request.headers.get("accept"), ("application/pdf",))
+        document = Imaging(archive).bulkdata(record, ENCAPSULATED_DOCUMENT)
+        return Response(document_bytes(document), media_type="application/pdf")
+    options = _options(request, accept, window, viewport, quality, annotation)
     return Response(Imaging(archive).rendered(record, None, options),
                     media_type=options.media_type)
 
