@@ -32,7 +32,7 @@ def unique(prefix: str) -> str:
     return (prefix + uuid.uuid4().hex.upper())[:16]
 
 
-def _phantom_ct_slice(index: int) -> bytes:
+def phantom_ct_slice(index: int) -> bytes:
     """Stored values of the sample chest CT's axial slice `index` (sample_dicom/phantoms.py:
     lungs, heart, spine and a 10 mm nodule in the right lung), little-endian int16."""
     if str(SAMPLE_DIR) not in sys.path:
@@ -63,7 +63,7 @@ def ct_study_with_order(server: ServerProcess, *, slices: int = 5) -> dict[str, 
         make_instance(modality="CT", patient_id=patient, patient_name="Phạm^Thị Hương",
                       study_uid=study, series_uid=series, accession_number=accession,
                       rows=256, columns=256, InstanceNumber=i + 1, BodyPartExamined="CHEST",
-                      PixelData=_phantom_ct_slice(first + i), PixelSpacing=[0.7, 0.7],
+                      PixelData=phantom_ct_slice(first + i), PixelSpacing=[0.7, 0.7],
                       SliceThickness=5.0, ImagePositionPatient=[-89.6, -89.6, -5.0 * (first + i)],
                       PixelPaddingValue=-2000, WindowCenter=-600, WindowWidth=1500,
                       StudyDescription="CT ngực", SeriesDescription="Phổi 5 mm")
