@@ -94,9 +94,10 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _server(tmp_path: Path, backends: Backends, port: int) -> ServerProcess:
+def _server(tmp_path: Path, backends: Backends, port: int, *extra: str) -> ServerProcess:
     (tmp_path / "pacs").mkdir()
-    return ServerProcess(tmp_path / "pacs", ["--no-load-samples", *backends.server_args()],
+    return ServerProcess(tmp_path / "pacs", ["--no-load-samples", *backends.server_args(),
+                                             *extra],
                          env={"MINIPACS_HL7_REPORT_PEER": f"127.0.0.1:{port}",
                               "MINIPACS_HL7_REPORT_SENDING_FACILITY": "BV Chợ Rẫy",
                               "MINIPACS_HL7_REPORT_RECEIVING_APPLICATION": "HIS",
@@ -272,6 +273,23 @@ def test_a_report_refused_with_ae_is_sent_again_until_accepted(
     finally:
         server.stop()
         peer.stop()
+
+
+def test_with_two_workers_one_sender_delivers_each_report_once(
+    tmp_path: Path, backends: Backends, peer: MllpPeer,
+) -> None:
+    server = _server(tmp_path, backends, peer.port, "--workers", "2")
+    try:
+        reports = [_sign(server, _study_with_order(server)) for _ in range(3)]
+        for report in reports:
+            eventually(lambda r=report: f"report {r} (final) sent" in _disclosures(server),
+                       f"report {report} delivered")
+        sent = [str(m.segment("MSH")[10]).split("-")[0] for m in peer.messages]
+        assert sent == [f"RPT{r}" for r in reports]  # once each, in signing order
+        state = server.http.get("/admin/hl7-reports").json()
+        assert (state["sent"], state["pending"]) == (3, 0)
+    finally:
+        server.stop()
 
 
 def test_a_malformed_peer_stops_the_start_naming_it(tmp_path: Path) -> None:
