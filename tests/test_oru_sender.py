@@ -6,10 +6,12 @@ answers AE gets the message later, and each delivery is an audited disclosure.""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from dicomweb_peers import store
 from factories import make_instance
 from minipacs.fhir.diagnostic_report import FINDINGS_URL
 from minipacs.fhir.ids import step_id_of
+from minipacs.hl7.oru_sender import OruNotDelivered, check_ack, exchange
 from test_fhir_push import eventually
 
 PASSWORD = "Doc-ket-qua-2024"
@@ -300,3 +303,31 @@ def test_a_malformed_peer_stops_the_start_naming_it(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "'his.example.org' must be host:port" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    ("MSH|^~\\&|HIS|BV|||20260101||ACK|1|P|2.5\rMSA|AR|RPT1-1-1\rERR||||E||||Sai mã BN\r",
+     "ACK AR for RPT1-1-1: Sai mã BN"),
+    ("MSH|^~\\&|HIS|BV|||20260101||ACK|1|P|2.5\rMSA|AA|RPT9-9-9\r",
+     "ACK AA names message 'RPT9-9-9', not 'RPT1-1-1'"),
+    ("not hl7 at all", "the answer is not an HL7 ACK with MSA"),
+])
+def test_an_ack_that_does_not_accept_the_message_says_why(answer: str, reason: str) -> None:
+    with pytest.raises(OruNotDelivered, match=re.escape(reason)):
+        check_ack(answer, "RPT1-1-1")
+
+
+@pytest.mark.parametrize("code", ["AA", "CA"])
+def test_aa_or_ca_echoing_our_control_id_accepts(code: str) -> None:
+    check_ack(f"MSH|^~\\&|HIS|BV|||20260101||ACK|1|P|2.5\r\nMSA|{code}|RPT1-1-1\r\n",
+              "RPT1-1-1")
+
+
+def test_a_peer_that_never_answers_times_out_within_the_bound() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            exchange("127.0.0.1", silent.getsockname()[1], "MSH|^~\\&|A\r", 0.5)
+        assert time.monotonic() - started < 3

@@ -98,6 +98,7 @@ def exchange(host: str, port: int, message: str, timeout: float) -> str:
     Raises `OSError` (refused, reset, timeout) or `OruNotDelivered` (no answer)."""
     deadline = datetime.now(UTC) + timedelta(seconds=timeout)
     with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(max(0.001, (deadline - datetime.now(UTC)).total_seconds()))
         sock.sendall(START_BLOCK + message.encode("utf-8") + END_BLOCK)
         answer = b""
         while END_BLOCK not in answer:
@@ -120,9 +121,9 @@ def check_ack(answer: str, control_id: str) -> None:
     """Nothing when `answer` accepts message `control_id`; `OruNotDelivered` naming
     MSA-1, MSA-2 and the error text (MSA-3 / ERR-8) otherwise."""
     try:
-        ack = hl7.parse(answer.replace("\n", "\r"))
+        ack = hl7.parse(answer.replace("\r\n", "\r").replace("\n", "\r"))
         msa = ack.segment("MSA")
-    except (KeyError, IndexError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any unparsable answer is a refusal
         raise OruNotDelivered(f"the answer is not an HL7 ACK with MSA: {answer[:200]!r}"
                               ) from exc
     code = str(msa[1]) if len(msa) > 1 else ""
@@ -170,10 +171,14 @@ class OruSender:
         attempt = row.attempts + 1
         control_id = f"RPT{row.report_id}-{row.id}-{attempt}"
         try:
-            report, message = self._message(row.report_id, control_id)
+            try:
+                report, message = self._message(row.report_id, control_id)
+            except Exception as exc:  # noqa: BLE001 - kept on the row, retried
+                raise OruNotDelivered(f"the ORU^R01 of report {row.report_id} cannot be "
+                                      f"built: {type(exc).__name__}: {exc}") from exc
             check_ack(exchange(self.oru.host, self.oru.port, message, self.oru.timeout),
                       control_id)
-        except (OSError, OruNotDelivered, ValueError) as exc:
+        except (OSError, OruNotDelivered) as exc:
             reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else str(exc)
             delay = min(self.oru.retry * 2 ** (attempt - 1), self.oru.retry_max)
             log.warning("ORU^R01 of report %s to %s not delivered (attempt %d): %s; "
