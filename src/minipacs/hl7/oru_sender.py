@@ -10,8 +10,8 @@ order, one MLLP exchange each, bounded by MINIPACS_HL7_REPORT_TIMEOUT_SECONDS:
 - frame (HL7 v2 MLLP, Appendix C of the v2.5 implementation guide): 0x0B, the message in
   UTF-8 (MSH-18 `UNICODE UTF-8`), 0x1C 0x0D; the answer is read up to its 0x1C 0x0D;
 - an ACK whose MSA-1 is AA or CA (original or enhanced mode, HL7 v2.5 §2.9) and whose
-  MSA-2 echoes our MSH-10 marks the row sent, and the disclosure is audited
-  (`report-disclosure`, actor `hl7-oru`);
+  MSA-2 echoes our MSH-10 marks the row sent, in the transaction that audits the
+  disclosure (`report-disclosure`, actor `hl7-oru`);
 - AE/AR/CE/CR, a timeout, a refused or dropped connection are logged with the reason and
   kept on the row (`attempts`, `last_error`); the row is retried after
   `retry * 2**(attempts-1)` seconds, at most `retry_max`. Rows behind it wait: the peer
@@ -38,6 +38,7 @@ from sqlalchemy import func, select
 from minipacs.access.principal import system_principal
 from minipacs.access.roles import Action
 from minipacs.archive import Archive
+from minipacs.audit.chain import AuditRecord, append
 from minipacs.config import Settings
 from minipacs.hl7.oru import OruParties, PatientIdentifier, oru_r01
 from minipacs.index.models import Patient, ScheduledProcedureStep, Study
@@ -180,9 +181,10 @@ class OruSender:
                       control_id)
         except (OSError, OruNotDelivered) as exc:
             reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else str(exc)
-            delay = min(self.oru.retry * 2 ** (attempt - 1), self.oru.retry_max)
+            # min() on the exponent too: days of outage must not overflow timedelta
+            delay = min(self.oru.retry * 2 ** min(attempt - 1, 30), self.oru.retry_max)
             log.warning("ORU^R01 of report %s to %s not delivered (attempt %d): %s; "
-                        "retrying in %.0f s", row.report_id, self.oru.peer, attempt,
+                        "retrying in %.1f s", row.report_id, self.oru.peer, attempt,
                         reason, delay.total_seconds())
             self._update(row.id, attempts=attempt, last_error=reason[:2000],
                          last_attempt_at=_now(), next_attempt_at=_now() + delay,
@@ -193,14 +195,18 @@ class OruSender:
 
     def _delivered(self, row: OruOutboxRow, report: Report, attempt: int,
                    control_id: str) -> None:
-        self._update(row.id, status="sent", attempts=attempt, last_error="",
-                     last_attempt_at=_now(), sent_at=_now(), control_id=control_id,
-                     peer=self.oru.peer)
-        self.archive.audit(
-            "report-disclosure", ACTOR, report.patient_id, report.study_instance_uid,
-            f"report {report.id} ({report.status}) sent as HL7 ORU^R01 to the MLLP peer "
-            f"{self.oru.peer}, message control id {control_id}",
-            role="admin", source="hl7")
+        """The row marked sent and the disclosure audited, in one transaction."""
+        detail = (f"report {report.id} ({report.status}) sent as HL7 ORU^R01 to the MLLP "
+                  f"peer {self.oru.peer}, message control id {control_id}")
+        with self.archive._write_lock, self.archive._write() as session, session.begin():
+            stored = session.get(OruOutboxRow, row.id)
+            if stored is not None:
+                stored.status, stored.attempts, stored.last_error = "sent", attempt, ""
+                stored.last_attempt_at = stored.sent_at = _now()
+                stored.control_id, stored.peer = control_id, self.oru.peer
+            append(session, AuditRecord("report-disclosure", ACTOR, "admin", "hl7",
+                                        report.patient_id, report.study_instance_uid,
+                                        detail=detail))
         log.info("report %s (%s) delivered as ORU^R01 %s to %s", report.id, report.status,
                  control_id, self.oru.peer)
 
