@@ -504,6 +504,50 @@ class Settings(BaseSettings):
         description="The password of MINIPACS_REPORT_SIGNING_P12 (empty: none).",
     )
 
+    # --- reports as HL7 v2 ORU^R01 over MLLP (issue #14: hl7/oru_sender.py)
+    hl7_report_peer: str = Field(
+        "",
+        description="host:port of the MLLP peer (the EMR/RIS) that receives each signed "
+        "or amended report as an HL7 v2.5 ORU^R01; empty: no ORU is sent.",
+    )
+    hl7_report_sending_application: str = Field(
+        "MINIPACS", description="MSH-3 of the ORU^R01 sent (this PACS's application name).")
+    hl7_report_sending_facility: str = Field(
+        "", description="MSH-4 of the ORU^R01 sent (this hospital/department).")
+    hl7_report_receiving_application: str = Field(
+        "", description="MSH-5 of the ORU^R01 sent (the receiving EMR/RIS application).")
+    hl7_report_receiving_facility: str = Field(
+        "", description="MSH-6 of the ORU^R01 sent (the receiving facility).")
+    hl7_report_include_pdf: bool = Field(
+        False, description="Also send the signed PDF, base64, in an ED OBX of the ORU^R01.")
+    hl7_report_timeout_seconds: float = Field(
+        10.0, gt=0, description="Seconds one ORU^R01 send (connect, send, ACK) may take.")
+    hl7_report_retry_seconds: float = Field(
+        5.0, gt=0,
+        description="Wait before resending an ORU^R01 that failed (refused connection, "
+        "timeout, ACK AE/AR); doubled after each further failure.")
+    hl7_report_retry_max_seconds: float = Field(
+        300.0, gt=0, description="Longest wait between two attempts at one ORU^R01.")
+    hl7_report_interval_seconds: float = Field(
+        1.0, gt=0, description="How often the sender looks for reports to send.")
+    hl7_report_sender: bool = Field(
+        True,
+        description="Whether this node runs the ORU^R01 sender (with several nodes on one "
+        "index, turn it off on all but one; `serve --workers N` runs it in worker 0 only).",
+    )
+
+    @field_validator("hl7_report_peer")
+    @classmethod
+    def _hl7_report_peer_is_host_port(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"MINIPACS_HL7_REPORT_PEER {value!r} must be host:port "
+                             "(port 1-65535), e.g. his.example.org:2575")
+        return value
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_fits_dicom(cls, value: str) -> str:

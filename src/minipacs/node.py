@@ -25,6 +25,7 @@ from minipacs.dimse.server import spool_incoming_datasets, start_dimse_server, t
 from minipacs.dimse.transport_limits import TransportLimits
 from minipacs.emr.fhir_push import FhirPush, PushSettings
 from minipacs.folder_import import import_files, iter_files
+from minipacs.hl7.oru_sender import OruSender, OruSettings
 from minipacs.hl7.server import start_hl7_listener
 from minipacs.index.database import create_index_engine
 from minipacs.patient_identity import IdentitySystems
@@ -146,6 +147,17 @@ def start_fhir_push(archive: Archive, settings: Settings, public_base: str
                     public_base=public_base, timezone=settings.fhir_timezone)
 
 
+def start_oru_sender(archive: Archive, settings: Settings) -> OruSender | None:
+    """The ORU^R01 sender when MINIPACS_HL7_REPORT_PEER is set and this node sends
+    (hl7/oru_sender.py; one node of those sharing an index, worker 0 of several)."""
+    oru = OruSettings.from_settings(settings)
+    if oru is None or not settings.hl7_report_sender:
+        return None
+    log.info("signed reports go as HL7 ORU^R01 to the MLLP peer %s", oru.peer)
+    return OruSender(archive, oru, IdentitySystems.from_settings(settings),
+                     settings.identity_hospital_type)
+
+
 def serve(settings: Settings) -> None:
     """Run until interrupted: DIMSE in background threads, HTTP in this thread; with
     `workers` > 1, that many such processes on the same ports (`minipacs.workers`)."""
@@ -222,6 +234,10 @@ def run_node(settings: Settings, *, worker: bool = False) -> None:
     if fhir_push is not None:
         background.append(PeriodicTask("fhir-push", fhir_push.run_once,
                                        settings.fhir_push_interval_seconds))
+    oru_sender = start_oru_sender(archive, settings)
+    if oru_sender is not None:
+        background.append(PeriodicTask("hl7-oru", oru_sender.run_once,
+                                       settings.hl7_report_interval_seconds))
     for task in background:
         task.start()
     app: Any = create_app(archive, settings.model_copy(update={"http_port": http_port}),

@@ -98,6 +98,7 @@ class Supervisor:
             # One HL7 listener (MLLP peers keep one connection open): worker 0's, which
             # is restarted in its slot if it dies.
             update["hl7_port"] = None
+            update["hl7_report_sender"] = False  # one ORU^R01 sender too, in order
         settings = self.settings.model_copy(update=update)
         process = self.context.Process(target=_run_worker, args=(settings, os.getpid()),
                                        name=f"minipacs-worker-{slot}", daemon=False)

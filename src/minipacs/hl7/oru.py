@@ -1,5 +1,5 @@
 """A signed report as an HL7 v2.5 ORU^R01 message (issue #14; pure: report in, message
-text out). The sender that delivers it over MLLP is not built yet (docs/conformance.md).
+text out). `oru_sender.py` delivers it over MLLP (docs/emr-integration.md §8.3).
 
 Segments (HL7 v2.5 chapter 7, "Observation Reporting"): MSH (MSH-18 `UNICODE UTF-8`, so
 Vietnamese travels as is), PID (PID-3: the hospital ID typed with the hospital type,

@@ -50,3 +50,22 @@ class ReportTemplateRow(Base):
     conclusion: Mapped[str] = mapped_column(Text, default="")
     updated_by: Mapped[str] = mapped_column(String(128), default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class OruOutboxRow(Base):
+    """A signed report to send as HL7 v2 ORU^R01 (hl7/oru_sender.py): written in the
+    transaction that signs the report, so none is missed; sent in `id` order."""
+
+    __tablename__ = "hl7_report_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    report_id: Mapped[int] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # |sent
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    control_id: Mapped[str] = mapped_column(String(64), default="")  # MSH-10 of the last try
+    peer: Mapped[str] = mapped_column(String(256), default="")  # where it was delivered

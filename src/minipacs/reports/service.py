@@ -31,7 +31,7 @@ from minipacs.audit.chain import AuditRecord, append
 from minipacs.errors import Conflict, InvalidRequest, NotFound, PreconditionFailed
 from minipacs.index.models import UserAccount
 from minipacs.reports.documents import SignedReport, encapsulated_pdf, render_pdf, text_sr
-from minipacs.reports.models import ReportRow
+from minipacs.reports.models import OruOutboxRow, ReportRow
 from minipacs.reports.signing import ReportSigner
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,11 @@ def _checked(draft: ReportDraft) -> ReportDraft:
 
 class Reports:
     def __init__(self, archive: Archive, hospital: str = "minipacs",
-                 signer: ReportSigner | None = None) -> None:
+                 signer: ReportSigner | None = None, *, oru_outbox: bool = False) -> None:
         self.archive = archive
         self.hospital = hospital
         self.signer = signer  # PAdES (reports/signing.py) when a certificate is set
+        self.oru_outbox = oru_outbox  # queue signed reports as ORU^R01 (hl7/oru_sender.py)
 
     # ------------------------------------------------------------------ changes
     def create(self, draft: ReportDraft, *, principal: Principal | None = None) -> Report:
@@ -258,6 +259,10 @@ class Reports:
                         f"report {report_id} signed {status}"
                         + (f" (amends report {amends})" if amends else "")
                         + f"; PDF sha256 {digest}; Encapsulated PDF {pdf_uid}; SR {sr_uid}")
+            if self.oru_outbox:  # with the signature, so no signed report goes unsent
+                session.add(OruOutboxRow(report_id=report_id, status="pending",
+                                         created_at=signed_at, next_attempt_at=signed_at,
+                                         attempts=0, last_error="", control_id="", peer=""))
             return report_of(row)
 
     # ------------------------------------------------------------------ reads

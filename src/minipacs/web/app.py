@@ -51,6 +51,7 @@ from minipacs.web import (
     fhir_orders,
     fhir_reports,
     hanging_protocols,
+    hl7_reports,
     key_images,
     mpr,
     oidc,
@@ -238,6 +239,7 @@ def create_app(
     app.include_router(mpr.router)  # MPR (minipacs extension, issue #14)
     app.include_router(hanging_protocols.router)  # the viewer's layouts (issue #14)
     app.include_router(claims.router)
+    app.include_router(hl7_reports.router)  # the ORU^R01 sender's state (issue #14)
     app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
     app.add_middleware(RejectUnsafeUrl)
     # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.

@@ -38,7 +38,8 @@ def reports_of(request: Request) -> Reports:
     """The report service, acting for the caller."""
     state = request.app.state
     return Reports(acting_archive(request), state.settings.report_hospital_name,
-                   getattr(state, "report_signer", None))
+                   getattr(state, "report_signer", None),
+                   oru_outbox=bool(state.settings.hl7_report_peer))
 
 
 def _id(logical_id: str) -> int:

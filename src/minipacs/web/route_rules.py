@@ -152,6 +152,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/changes"): Action.QUERY,
     ("GET", "/admin/fhir-push"): Action.MANAGE_AES,
     ("POST", "/admin/fhir-push/retry"): Action.MANAGE_AES,
+    ("GET", "/admin/hl7-reports"): Action.MANAGE_AES,  # the ORU^R01 sender's state
     # Report templates (web/report_templates.py): read by whoever writes reports; changed
     # only by administrators, as the archive's configuration (like the AE registry)
     ("GET", "/report-templates"): Action.REPORT,
