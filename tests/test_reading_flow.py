@@ -3,18 +3,22 @@
 opens a chest CT ordered over FHIR in headless Chromium, opens the patient's prior beside
 it, writes the report in the panel and signs it → the hospital's FHIR server (the real
 FHIR peer, fed by the FHIR push) receives the final DiagnosticReport with the typed
-conclusion, and the PDF its presentedForm names is fetched back → a clinician opening the
+conclusion, and the PDF its presentedForm names is fetched back; the HIS's MLLP listener
+receives the ORU^R01 with the same text → a clinician opening the
 EMR's link (IHE Invoke Image Display) sees that signed report first, then opens the
 images. The screenshots it leaves in test-artifacts/viewer/ are docs/reading.md's."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser
 from pydicom.uid import generate_uid
 
+from backends import Backends
 from conftest import ServerProcess
 from dicomweb_peers import store
 from factories import make_instance
@@ -27,7 +31,8 @@ from report_support import (
     unique,
     wait_until_saved,
 )
-from test_fhir_push import eventually, fhir_peer, pushing_server  # noqa: F401
+from test_fhir_push import STABLE_SECONDS, eventually, fhir_peer  # noqa: F401
+from test_oru_sender import MllpPeer
 from test_viewer_reading import open_prior
 from viewer_support import ARTIFACTS, H, api_login, session_cookie, state, wait_for_first_image
 
@@ -37,6 +42,30 @@ FINDINGS = ("So với phim chụp ngày 05/01/2023: nốt mờ tròn thùy dư�
             "Nhu mô phổi còn lại sáng đều. Trung thất không thấy hạch to.")
 CONCLUSION = "Nốt đơn độc thùy dưới phổi phải 10 mm, ổn định so với phim trước. Theo dõi sau 12 tháng."
 PASSWORD = "Doc-Ket-Qua-2026!"
+
+
+@pytest.fixture
+def his() -> Iterator[MllpPeer]:
+    """The hospital information system's MLLP listener, which takes ORU^R01 reports."""
+    listener = MllpPeer()
+    yield listener
+    listener.stop()
+
+
+@pytest.fixture
+def hospital(tmp_path: Path, backends: Backends, fhir_peer: FhirPeer,  # noqa: F811
+             his: MllpPeer) -> Iterator[ServerProcess]:
+    """minipacs pushing to the EMR's FHIR server and sending reports to the HIS."""
+    (tmp_path / "pacs").mkdir()
+    server = ServerProcess(tmp_path / "pacs", [
+        "--no-load-samples", *backends.server_args(),
+        "--fhir-push-url", fhir_peer.base_url, "--fhir-push-token", fhir_peer.token,
+        "--fhir-push-stable-seconds", str(STABLE_SECONDS), "--fhir-push-interval-seconds", "0.2",
+        "--public-url", "https://pacs.example.org",
+    ], env={"MINIPACS_HL7_REPORT_PEER": f"127.0.0.1:{his.port}",
+            "MINIPACS_HL7_REPORT_INTERVAL_SECONDS": "0.2"}).start()
+    yield server
+    server.stop()
 
 
 def _prior_ct(server: ServerProcess, patient: str) -> str:
@@ -64,9 +93,9 @@ def _signed_in(browser: Browser, server: ServerProcess, role: str) -> tuple[str,
 
 
 def test_radiologist_reads_with_the_prior_signs_and_the_emr_and_the_clinician_get_the_report(
-    pushing_server: ServerProcess, fhir_peer: FhirPeer, browser: Browser,  # noqa: F811
+    hospital: ServerProcess, fhir_peer: FhirPeer, his: MllpPeer, browser: Browser,  # noqa: F811
 ) -> None:
-    server = pushing_server
+    server = hospital
     ct = ct_study_with_order(server, slices=5)
     prior = _prior_ct(server, ct["patient"])
     errors: list[str] = []
@@ -96,6 +125,13 @@ def test_radiologist_reads_with_the_prior_signs_and_the_emr_and_the_clinician_ge
     assert pdf_url.netloc == "pacs.example.org"  # MINIPACS_PUBLIC_URL
     pdf = server.http.get(pdf_url.path, headers={"Accept": "application/pdf"})
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-"), pdf.text[:200]
+
+    # ... and the HIS has the ORU^R01: status F, the conclusion as typed.
+    eventually(lambda: his.messages, "ORU^R01 delivered")
+    oru = his.messages[0]
+    assert str(oru.segment("OBR")[25]) == "F"
+    texts = [str(oru.unescape(str(obx[5]))) for obx in oru.segments("OBX")]
+    assert CONCLUSION in texts, texts
 
     # 3. The clinician follows the EMR's link: the signed report first, then the images.
     _, context = _signed_in(browser, server, "clinician")
