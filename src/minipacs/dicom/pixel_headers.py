@@ -42,9 +42,8 @@ def pixels_of(fh: BinaryIO, blob_key: str, sha256: str) -> tuple[StoredPixels, i
     pixels = stored_pixels(fh)  # raises NotFound for no pixel data: not cached
     pixel_data_at = fh.tell()  # where the header parse left the file
     if sha256 and pixel_data_at <= MAX_HEADER_BYTES:
-        # Convert every raw element now, so threads sharing the entry only read it.
-        for _ in pixels.header.iterall():
-            pass
+        # Shared between threads as is: pydicom converts a raw element on first access
+        # and stores the result, and two threads doing so at once store equal values.
         with _lock:
             _entries[key] = (pixels, pixel_data_at)
             while len(_entries) > MAX_ENTRIES:
