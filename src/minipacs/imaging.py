@@ -31,6 +31,7 @@ from minipacs.dicom.frames import (
     read_dataset,
     stored_pixels,
 )
+from minipacs.dicom.pixel_headers import pixels_of
 from minipacs.dicom.render import RenderOptions, Viewport, render_frame
 from minipacs.dicom.video import video_fragments
 from minipacs.errors import NotFound
@@ -102,10 +103,10 @@ class Imaging:
         yielded, so `NotFound` comes before any byte is sent; `NotAcceptable` for an
         undecodable first frame too (take the first part before starting a response)."""
         with self.archive.open_instance(record, as_stored=True) as fh:
-            pixels = stored_pixels(fh)
+            # The header parse, cached per blob and digest (dicom/pixel_headers.py).
+            pixels, pixel_data_at = pixels_of(fh, record.blob_key, record.sha256)
             check_frames_exist(pixels, numbers)
             header = pixels.header
-            pixel_data_at = fh.tell()  # where stored_pixels stopped: the Pixel Data element
             for number in numbers:
                 if decode:
                     fh.seek(pixel_data_at)

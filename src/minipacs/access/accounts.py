@@ -681,6 +681,11 @@ class Accounts:
         self._remember(digest, principal)
         return principal
 
+    def cached_bearer(self, token: str) -> Principal | None:
+        """The principal of a bearer token verified within `_CACHE_SECONDS`, else None
+        (no database access: `authenticate_bearer` does the full check)."""
+        return self._cached(token_digest(token))
+
     def _cached(self, digest: str) -> Principal | None:
         with self._cache_lock:
             hit = self._cache.get(digest)

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from minipacs.access import control, totp
 from minipacs.access.accounts import TOKEN_PREFIX, Accounts
@@ -51,6 +52,38 @@ def authenticate(request: Request) -> Principal:
         principal = anonymous_principal(source)
     else:
         principal = _from_credentials(request, get_accounts(request), source)
+    return _settle(request, principal)
+
+
+def authenticate_cached(request: Request) -> Principal | None:
+    """The caller's principal when finding it needs no I/O: already found for this
+    request, auth off, or a bearer token (or session cookie) the accounts verified within
+    the last few seconds (`Accounts`' cache, which a revocation on this node clears and
+    which expires after `_CACHE_SECONDS` for changes made elsewhere). None otherwise: the
+    caller then runs `authenticate` on a worker thread (a database look-up, Argon2 for
+    Basic, the OpenID Provider's keys). Lets async dependencies skip the thread-pool hop
+    on the common case, a viewer's hundreds of requests with one token; the rules applied
+    are the same, and an unknown or revoked credential always goes the long way."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    if request.app.state.settings.auth == "off":
+        return _settle(request, anonymous_principal(client_address(request)))
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if header:
+        token = value.strip()
+        if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX):
+            return None  # Basic, a provider's JWT, a malformed header: the long way
+    else:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        if not token:
+            return None
+    principal = get_accounts(request).cached_bearer(token)
+    return None if principal is None else _settle(request, principal)
+
+
+def _settle(request: Request, principal: Principal) -> Principal:
     # Header values are ASCII: a reason in Vietnamese comes percent-encoded UTF-8
     # (RFC 3986 2.1), which is decoded here; plain ASCII passes unchanged.
     reason = unquote(request.headers.get("x-break-glass-reason", "")).strip()
@@ -99,6 +132,17 @@ def acting_archive(request: Request) -> Archive:
     """The node's archive acting for this request's principal (`Archive.acting_as`)."""
     archive: Archive = request.app.state.archive
     return archive.acting_as(authenticate(request))
+
+
+async def acting_archive_dependency(request: Request) -> Archive:
+    """`acting_archive` as a route dependency: on the event loop when the principal is
+    already known (the usual case: the app-wide route rule found it), else on a worker
+    thread, so a request does not pay a thread-pool hop for a dictionary look-up."""
+    principal = authenticate_cached(request)
+    if principal is None:
+        principal = await run_in_threadpool(authenticate, request)
+    archive: Archive = request.app.state.archive
+    return archive.acting_as(principal)
 
 
 def set_session_cookie(request: Request, response: Response, token: str) -> None:

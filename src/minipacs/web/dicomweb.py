@@ -23,7 +23,7 @@ from minipacs.dicom.uids import is_safe_uid
 from minipacs.errors import NotAcceptable, QueryError
 from minipacs.index.query import Level
 from minipacs.query_results import SERIES_KEYS, STUDY_KEYS
-from minipacs.web.auth import acting_archive
+from minipacs.web.auth import acting_archive_dependency
 from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
 from minipacs.web.negotiation import instance_transfer_syntax, parse_accept
 from minipacs.web.query_params import QidoQuery, parse_qido
@@ -39,8 +39,8 @@ EXPOSED_HEADERS = ["ETag", "Warning", "Content-Location", "Content-Type", "Conte
                    "X-Pixel-Representation", "X-Planar-Configuration"]
 
 
-def get_archive(request: Request) -> Archive:
-    return acting_archive(request)
+async def get_archive(request: Request) -> Archive:
+    return await acting_archive_dependency(request)
 
 
 def dicomweb_base(request: Request) -> str:

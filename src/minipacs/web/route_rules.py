@@ -14,11 +14,12 @@ from typing import Final, Literal
 
 from fastapi import Request
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
 from minipacs.access import control
 from minipacs.access.roles import Action
 from minipacs.errors import Forbidden
-from minipacs.web.auth import authenticate
+from minipacs.web.auth import authenticate, authenticate_cached
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +179,20 @@ def rule_for(method: str, path: str) -> Rule | None:
     return RULES.get(("GET" if method == "HEAD" else method, path))
 
 
-def enforce_route_rule(request: Request) -> None:
-    """App-wide dependency: the matched route's rule, applied (401/403)."""
+async def enforce_route_rule(request: Request) -> None:
+    """App-wide dependency: the matched route's rule, applied (401/403).
+
+    Async: with a credential the accounts verified seconds ago (`authenticate_cached`)
+    the rule is a few dictionary look-ups, done on the event loop; anything needing I/O
+    (a credential to check, a refusal to audit) runs on a worker thread."""
     route = request.scope.get("route")
     path = route.path if isinstance(route, APIRoute) else request.url.path
     rule = rule_for(request.method, path)
     if rule == PUBLIC:
         return
-    principal = authenticate(request)
+    principal = authenticate_cached(request)
+    if principal is None:
+        principal = await run_in_threadpool(authenticate, request)
     if rule == SIGNED_IN:
         return
     if rule is None:
@@ -195,7 +202,8 @@ def enforce_route_rule(request: Request) -> None:
     # The study a route is about, for principals limited to some studies (share links).
     study = request.path_params.get("study") or request.query_params.get("studyUID")
     if not control.permits(principal, rule, study):
-        request.app.state.archive.audit(
+        await run_in_threadpool(
+            request.app.state.archive.audit,
             rule.value, principal.actor, detail=f"{request.method} {request.url.path}",
             role=principal.role.value, source=principal.source, outcome="refused")
     control.require(principal, rule, study)
