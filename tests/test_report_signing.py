@@ -9,6 +9,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,11 @@ def test_signed_report_pdf_carries_a_valid_pades_signature_of_the_hospital(
     signatures = PdfFileReader(io.BytesIO(pdf)).embedded_signatures
     assert len(signatures) == 1
     root = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-    status = validate_pdf_signature(signatures[0], ValidationContext(trust_roots=[root]))
+    # pyHanko's validation calls asyncio.run(): in a thread of its own, since the session's
+    # Playwright browser keeps an event loop running in this one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        status = pool.submit(validate_pdf_signature, signatures[0],
+                             ValidationContext(trust_roots=[root])).result(timeout=120)
     assert status.intact and status.valid and status.trusted, status.pretty_print_details()
     assert status.coverage == SignatureCoverageLevel.ENTIRE_FILE
     assert status.signing_cert.subject.native["common_name"] == SIGNER_CN
