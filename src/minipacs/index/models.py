@@ -29,7 +29,17 @@ class Patient(Base):
     """A patient as one issuer identifies them: keyed by (PatientID, IssuerOfPatientID)."""
 
     __tablename__ = "patients"
-    __table_args__ = (UniqueConstraint("patient_id", "issuer_of_patient_id"),)
+    __table_args__ = (
+        UniqueConstraint("patient_id", "issuer_of_patient_id"),
+        # PostgreSQL only (`info["dialects"]`): a name-prefix search, LIKE 'nguyễn^v%', can
+        # use a btree index only in the "C" collation or with pattern operators; the plain
+        # index above serves equality and the patient list's ORDER BY in the database's
+        # collation. SQLite needs none: its LIKE is case-sensitive here (index/database.py)
+        # and uses ix_patients_patient_name_lower as a range. (issue #13, scale)
+        Index("ix_patients_patient_name_lower_pattern", "patient_name_lower",
+              postgresql_ops={"patient_name_lower": "varchar_pattern_ops"},
+              info={"dialects": ("postgresql",)}),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(64), index=True)
