@@ -1,16 +1,16 @@
 """Name-prefix search at scale: a pattern-operator index on patients.patient_name_lower,
 PostgreSQL only (issue #13, scale; see index/models.py Patient).
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0024
+Revises: 0023
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0020"
-down_revision = "0019"
+revision = "0024"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 
