@@ -213,6 +213,9 @@ def test_one_time_password_is_changed_before_the_study_opens(
     wait_for_first_image(page)
     assert state(page, "studyInstanceUID") == value(ct_study, "0020000D")
     assert page.evaluate("location.href") == link
+    # What the account may do is read again after the change (before it, nothing but
+    # changing the password): the panels that ask, e.g. the report panel, see the role's.
+    assert state(page, "user")["actions"] == ["manage-worklist", "query", "store", "view"]
     assert page.inner_text("[data-testid=user-name]") == name
     # The one-time password is spent; the new one signs in.
     assert api_login(server, name, "Chup-Phim-2026").startswith("mp_")

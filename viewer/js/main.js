@@ -178,7 +178,7 @@ const hooks = {
   /** The signed-in user ({name, role, kind}), null before sign-in. */
   get user() {
     const user = session.user;
-    return user && !session.pending ? { name: user.name, role: user.role, kind: user.kind } : null;
+    return user && !session.pending ? { name: user.name, role: user.role, kind: user.kind, actions: user.actions ?? null } : null;
   },
   get dicomWebBase() {
     return client.baseUrl;

@@ -332,7 +332,9 @@ export class Session {
         window.location.assign(new URL('security.html', window.location.href).href);
         return;
       }
-      this.signedIn({ ...this.user, must_change_password: false });
+      // What the account may do now: before the change it could only change its password.
+      const me = await fetch(authUrl('me'), { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      this.signedIn(me.ok ? await me.json() : { ...this.user, must_change_password: false });
     } catch (error) {
       this.showMessage(errorEl, ['login.unreachable', { error: error?.message ?? String(error) }]);
     } finally {
