@@ -1,13 +1,23 @@
 """The measurements, each against one running `Node`: the client side of the benchmark.
 
-Peers are the usual ones: dcmtk's `storescu` and `movescu`, pynetdicom on its defaults
-(as a real pynetdicom SCU: Nagle on), httpx for DICOMweb. Times are wall-clock on the
-client (`time.perf_counter`, or CLOCK_MONOTONIC across processes).
+Peers are the usual ones: dcmtk's `storescu` and `movescu`, pynetdicom, httpx for
+DICOMweb. Times are wall-clock on the client (`time.perf_counter`, or CLOCK_MONOTONIC
+across processes).
+
+The DICOM peers send with TCP_NODELAY, as in issue #13's table (dcmtk reads
+`TCP_NODELAY=1` from its environment; our pynetdicom peers set the option on their
+socket when it opens). With Nagle on in the peer, a server that does not acknowledge at
+once waits ~40 ms per exchange on the peer's delayed ACK, and the benchmark would
+measure that wait rather than the server: minipacs acknowledges at once (TCP_QUICKACK),
+Orthanc and dcmtk's storescp do not. `PEER_NAGLE` (run.py `--nagle-peers`) turns Nagle
+back on in every peer, to see what a default-configured modality gets.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +41,27 @@ ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 RAW_FRAME = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
 
+PEER_NAGLE = False  # run.py --nagle-peers
+
+
+def peer_env() -> dict[str, str]:
+    """The environment of a peer process (dcmtk tools, store_peer.py)."""
+    env = dict(os.environ)
+    env.pop("TCP_NODELAY", None)
+    if not PEER_NAGLE:
+        env["TCP_NODELAY"] = "1"  # dcmtk's own switch; store_peer.py reads it too
+    return env
+
+
+def _nodelay(event: evt.Event) -> None:
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def peer_handlers() -> list[tuple[evt.EventType, object]]:
+    """Event handlers of a pynetdicom peer's association: TCP_NODELAY on its socket."""
+    return [] if PEER_NAGLE else [(evt.EVT_CONN_OPEN, _nodelay)]
+
+
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
@@ -52,7 +83,7 @@ def ingest_storescu(node: Node, files: list[Path], associations: int,
              "-aec", node.ae_title, "-to", str(DICOM_TIMEOUT), "-ta", str(DICOM_TIMEOUT),
              "127.0.0.1", str(node.dicom_port),
              *map(str, chunk)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=peer_env()))
     for proc in procs:
         _, err = proc.communicate(timeout=DICOM_TIMEOUT)
         if proc.returncode != 0 or b"E: " in err:
@@ -72,7 +103,7 @@ def ingest_pynetdicom(node: Node, files: list[Path], associations: int) -> float
             procs.append(subprocess.Popen(
                 [sys.executable, str(BENCH_DIR / "store_peer.py"), "127.0.0.1",
                  str(node.dicom_port), node.ae_title, str(listing)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=peer_env()))
         reports = []
         for proc in procs:
             out, err = proc.communicate(timeout=DICOM_TIMEOUT)
@@ -95,7 +126,8 @@ def cfind_ms(node: Node, patient_id: str, repeat: int) -> float:
     """C-FIND STUDY by PatientID, one association reused; median."""
     ae = _client_ae()
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title)
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title,
+                         evt_handlers=peer_handlers())
     samples = []
     try:
         for _ in range(repeat):
@@ -122,7 +154,8 @@ def echo_ms(node: Node, repeat: int) -> float:
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
-        assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title)
+        assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title,
+                             evt_handlers=peer_handlers())
         status = assoc.send_c_echo()
         assoc.release()
         samples.append(time.perf_counter() - start)
@@ -139,7 +172,7 @@ def cmove_s(node: Node, study: str, series: str, receiver: str, receiver_port: i
          "+P", str(receiver_port), "+xa", "--ignore", "-k", "QueryRetrieveLevel=SERIES",
          "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}",
          "127.0.0.1", str(node.dicom_port)],
-        capture_output=True, text=True, timeout=DICOM_TIMEOUT)
+        capture_output=True, text=True, timeout=DICOM_TIMEOUT, env=peer_env())
     seconds = time.perf_counter() - start
     if done.returncode != 0 or "E: " in done.stderr:
         raise SystemExit(f"movescu from {node.name} failed: {done.stderr[-1500:]}")
@@ -161,7 +194,7 @@ def cget_s(node: Node, study: str, series: str, expected: int) -> float:
     start = time.perf_counter()
     assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title,
                          ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+                         evt_handlers=[(evt.EVT_C_STORE, on_store), *peer_handlers()])
     query = Dataset()
     query.QueryRetrieveLevel = "SERIES"
     query.StudyInstanceUID, query.SeriesInstanceUID = study, series

@@ -226,7 +226,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="skip storescp and the pynetdicom null SCP")
     parser.add_argument("--skip-ingest", action="store_true",
                         help="only queries and retrieves (the corpus is still stored once)")
+    parser.add_argument("--nagle-peers", action="store_true",
+                        help="DICOM peers with Nagle on (default: TCP_NODELAY, as issue "
+                        "#13's table; see bench/measure.py)")
     args = parser.parse_args(argv)
+    measure.PEER_NAGLE = args.nagle_peers
     size = corpus_module.CorpusSize.smoke() if args.smoke else corpus_module.CorpusSize.full()
     repeat = args.repeat or (5 if args.smoke else 50)
     started = time.monotonic()
@@ -256,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "corpus": {"seed": args.seed, "smoke": args.smoke, **size.__dict__,
                    "ct_series_bytes": corpus.size_bytes("ct")},
         "repeat": repeat,
+        "peer_tcp_nodelay": not args.nagle_peers,
         "measurements": {
             row.key: {"label": row.label, "unit": row.unit, **results[row.key],
                       "ratio": ratio(row, results[row.key]), "target": row.target,

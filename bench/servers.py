@@ -206,7 +206,8 @@ def start_storescp(work: Path) -> Node:
     # storescp serves one association at a time and the others time out).
     proc = subprocess.Popen([dcmtk("storescp"), "--fork", "--accept-all", "--output-directory",
                              str(work / "files"), "--aetitle", "STORESCP", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
+                            env={**os.environ, "TCP_NODELAY": "1"})
     _wait(lambda: _port_open(port), proc, "storescp", log)
     return Node("storescp", "STORESCP", port, proc, work)
 

@@ -10,12 +10,18 @@ and how many stores did not answer Success.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 from pydicom import dcmread
-from pynetdicom import AE
+from pynetdicom import AE, evt
+
+
+def _nodelay(event: evt.Event) -> None:
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def main() -> None:
@@ -27,8 +33,11 @@ def main() -> None:
     for pair in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
                         for ds in datasets}):
         ae.add_requested_context(*pair)
+    handlers = []
+    if os.environ.get("TCP_NODELAY") == "1":  # as dcmtk does: see measure.py
+        handlers.append((evt.EVT_CONN_OPEN, _nodelay))
     start = time.monotonic()
-    assoc = ae.associate(host, port, ae_title=called)
+    assoc = ae.associate(host, port, ae_title=called, evt_handlers=handlers)
     if not assoc.is_established:
         raise SystemExit(f"association with {called} at {host}:{port} refused")
     failed = 0
