@@ -58,7 +58,9 @@ class ServerProcess:
     dicom_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
-    token: str = ""  # an admin API token made with the CLI once the server is up
+    # The tests' admin API token, made with the CLI the first time a test asks for it
+    # (`token`, `auth`, `http`): a DICOM-only test never pays for the CLI process.
+    _token: str | None = None
     _http: httpx.Client | None = None
 
     @property
@@ -93,9 +95,7 @@ class ServerProcess:
             time.sleep(0.05)  # polling for readiness, not waiting on time
         ports = json.loads(ready.read_text())
         self.http_port, self.dicom_port = ports["http_port"], ports["dicom_port"]
-        if self.auth_on:
-            # As a hospital admin would: `minipacs token create` on the server's data.
-            self.token = self.create_token("tests-admin", "admin")
+        self._token = None
         self._http = None
         return self
 
@@ -104,6 +104,14 @@ class ServerProcess:
         off = "--auth" in self.extra_args and \
             self.extra_args[self.extra_args.index("--auth") + 1] == "off"
         return not off and self.env.get("MINIPACS_AUTH", "on") != "off"
+
+    @property
+    def token(self) -> str:
+        """An admin API token ("" with auth off), made as a hospital admin would:
+        `minipacs token create` on the server's data."""
+        if self._token is None:
+            self._token = self.create_token("tests-admin", "admin") if self.auth_on else ""
+        return self._token
 
     @property
     def auth(self) -> dict[str, str]:

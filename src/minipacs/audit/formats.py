@@ -9,54 +9,71 @@ typed here.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhir.resources.R4B.auditevent import AuditEvent
-from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
 
 from minipacs.audit.chain import AuditEntry
 from minipacs.config import Settings
+
+if TYPE_CHECKING:
+    from pydicom.sr.coding import Code
 
 CSV_COLUMNS = ("seq", "at", "action", "actor", "role", "source", "patient_id",
                "study_instance_uid", "outcome", "detail", "hash")
 
 # What each of our actions is, as a DICOM audit event: (EventID, EventTypeCode or None,
-# EventActionCode C/R/U/D/E per PS3.15 A.5.1).
-_DCM = codes.DCM
-EVENTS: dict[str, tuple[Code, Code | None, str]] = {
-    "query": (_DCM.Query, None, "E"),
-    "view": (_DCM.DICOMInstancesAccessed, None, "R"),
-    "download": (_DCM.Export, None, "R"),
-    "export": (_DCM.Export, None, "R"),
-    "export-deidentified": (_DCM.Export, None, "R"),
-    "store": (_DCM.DICOMInstancesTransferred, None, "C"),
-    "replace": (_DCM.DICOMInstancesTransferred, None, "U"),
-    "reindex": (_DCM.Import, None, "C"),
-    "restore": (_DCM.Import, None, "C"),
-    "delete": (_DCM.DICOMStudyDeleted, None, "D"),
-    "forget": (_DCM.DICOMStudyDeleted, None, "D"),
-    "login": (_DCM.UserAuthentication, _DCM.Login, "E"),
-    "logout": (_DCM.UserAuthentication, _DCM.Logout, "E"),
-    "read-audit": (_DCM.AuditLogUsed, None, "R"),
-    "security-alert": (_DCM.SecurityAlert, None, "E"),
-    "alert-acknowledge": (_DCM.SecurityAlert, None, "U"),
-    "share-create": (_DCM.SecurityAlert, _DCM.UserSecurityAttributesChanged, "C"),
-    "share-use": (_DCM.UserAuthentication, _DCM.Login, "E"),
-    "share-revoke": (_DCM.SecurityAlert, _DCM.UserSecurityAttributesChanged, "D"),
-    # Orders (emr/orders.py): DCM 110109 Order Record (PS3.15 A.5.3.10).
-    "order-create": (_DCM.OrderRecord, None, "C"),
-    "order-update": (_DCM.OrderRecord, None, "U"),
-    "order-cancel": (_DCM.OrderRecord, None, "D"),
-    "order-status": (_DCM.OrderRecord, None, "U"),
-    "order-mismatch": (_DCM.OrderRecord, None, "E"),
-    "order-read": (_DCM.OrderRecord, None, "R"),
-}
-_ACCOUNT_CHANGE = (_DCM.SecurityAlert, _DCM.UserSecurityAttributesChanged, "U")
+# EventActionCode C/R/U/D/E per PS3.15 A.5.1). Built on first use: pydicom's code
+# dictionary costs ~0.3 s of CPU to import, at every start of every node and CLI command.
+@functools.cache
+def _events() -> tuple[dict[str, tuple[Code, Code | None, str]], tuple[Code, Code | None, str],
+                       tuple[Code, Code | None, str]]:
+    from pydicom.sr.codedict import codes
+
+    dcm = codes.DCM
+    events: dict[str, tuple[Code, Code | None, str]] = {
+        "query": (dcm.Query, None, "E"),
+        "view": (dcm.DICOMInstancesAccessed, None, "R"),
+        "download": (dcm.Export, None, "R"),
+        "export": (dcm.Export, None, "R"),
+        "export-deidentified": (dcm.Export, None, "R"),
+        "store": (dcm.DICOMInstancesTransferred, None, "C"),
+        "replace": (dcm.DICOMInstancesTransferred, None, "U"),
+        "reindex": (dcm.Import, None, "C"),
+        "restore": (dcm.Import, None, "C"),
+        "delete": (dcm.DICOMStudyDeleted, None, "D"),
+        "forget": (dcm.DICOMStudyDeleted, None, "D"),
+        "login": (dcm.UserAuthentication, dcm.Login, "E"),
+        "logout": (dcm.UserAuthentication, dcm.Logout, "E"),
+        "read-audit": (dcm.AuditLogUsed, None, "R"),
+        "security-alert": (dcm.SecurityAlert, None, "E"),
+        "alert-acknowledge": (dcm.SecurityAlert, None, "U"),
+        "share-create": (dcm.SecurityAlert, dcm.UserSecurityAttributesChanged, "C"),
+        "share-use": (dcm.UserAuthentication, dcm.Login, "E"),
+        "share-revoke": (dcm.SecurityAlert, dcm.UserSecurityAttributesChanged, "D"),
+        # Orders (emr/orders.py): DCM 110109 Order Record (PS3.15 A.5.3.10).
+        "order-create": (dcm.OrderRecord, None, "C"),
+        "order-update": (dcm.OrderRecord, None, "U"),
+        "order-cancel": (dcm.OrderRecord, None, "D"),
+        "order-status": (dcm.OrderRecord, None, "U"),
+        "order-mismatch": (dcm.OrderRecord, None, "E"),
+        "order-read": (dcm.OrderRecord, None, "R"),
+    }
+    account_change = (dcm.SecurityAlert, dcm.UserSecurityAttributesChanged, "U")
+    return events, account_change, (dcm.ApplicationActivity, None, "E")
+
+
+def _study_uid_code() -> Code:
+    from pydicom.sr.codedict import codes
+
+    return codes.DCM.StudyInstanceUID  # type: ignore[no-any-return]
+
+
 # EventOutcomeIndicator (PS3.15 A.5.1): 0 success, 4 minor failure, 8 serious failure.
 _OUTCOME = {"success": "0", "failure": "4", "refused": "4", "alert": "8"}
 
@@ -67,9 +84,10 @@ def audit_source_id(settings: Settings) -> str:
 
 
 def event_codes(action: str) -> tuple[Code, Code | None, str]:
-    return EVENTS.get(action, _ACCOUNT_CHANGE if action.startswith(("user-", "token-",
+    events, account_change, other = _events()
+    return events.get(action, account_change if action.startswith(("user-", "token-",
                                                                      "password-"))
-                      else (_DCM.ApplicationActivity, None, "E"))
+                      else other)
 
 
 def to_csv(entries: Iterable[AuditEntry]) -> str:
@@ -119,7 +137,7 @@ def dicom_audit_message(e: AuditEntry, audit_source_id: str) -> str:
         study = ET.SubElement(root, "ParticipantObjectIdentification", {
             "ParticipantObjectID": e.study_instance_uid, "ParticipantObjectTypeCode": "2",
             "ParticipantObjectTypeCodeRole": "3"})
-        _code(study, "ParticipantObjectIDTypeCode", _DCM.StudyInstanceUID)
+        _code(study, "ParticipantObjectIDTypeCode", _study_uid_code())
     return ET.tostring(root, encoding="unicode")
 
 

@@ -14,7 +14,6 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
-from pydicom.sr.codedict import codes
 from pydicom.tag import BaseTag
 
 from minipacs.deidentify import option_columns
@@ -47,6 +46,8 @@ class ProfileOptions:
 
     def method_codes(self) -> list[tuple[str, str]]:
         """(CodeValue, CodeMeaning) of PS3.16 CID 7050 for DeidentificationMethodCodeSequence."""
+        from pydicom.sr.codedict import codes  # ~0.3 s to import: only when exporting
+
         chosen = [codes.DCM.BasicApplicationConfidentialityProfile]
         if self.retain_longitudinal_modified_dates:
             chosen.append(codes.DCM.RetainLongitudinalTemporalInformationModifiedDatesOption)

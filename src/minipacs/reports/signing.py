@@ -20,17 +20,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.sign import fields, signers
-from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from minipacs.config import Settings
+
+if TYPE_CHECKING:
+    from pyhanko.sign import signers
+
+# pyhanko is imported where a signer is made or used, not at module import: it costs
+# ~0.5 s of CPU at every start of every node (and CLI command), and most sites never
+# configure a signing certificate.
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,9 @@ class ReportSigner:
     def sign(self, pdf: bytes, *, signer_name: str, reason: str) -> bytes:
         """The PDF with a PAdES signature appended (an incremental update) covering the
         whole file. `signer_name` is the radiologist who signed the report."""
+        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+        from pyhanko.sign import fields, signers
+
         meta = signers.PdfSignatureMetadata(
             field_name=_FIELD, md_algorithm="sha256",
             subfilter=fields.SigSeedSubFilter.PADES,
@@ -103,6 +111,9 @@ def read_report_signer(path: Path, password: str, *,
     signing_key = asn1_keys.PrivateKeyInfo.load(key.private_bytes(
         der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     chain = [asn1_x509.Certificate.load(c.public_bytes(der)) for c in extra or ()]
+    from pyhanko.sign import signers
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
+
     signer = signers.SimpleSigner(
         signing_cert=asn1_x509.Certificate.load(cert.public_bytes(der)),
         signing_key=signing_key,
