@@ -33,22 +33,36 @@ echo "--- ruff"; .venv/bin/ruff check src tests sample_dicom bench
 echo "--- mypy"; .venv/bin/mypy
 # The suite runs twice: on the embedded backends (SQLite index, blob folder) and on the
 # production ones (a throwaway PostgreSQL cluster, a loopback S3 server), see
-# tests/backends.py. The two runs share nothing (free ports, their own temp folders), and
-# most of a run's time is spent waiting on servers, so they run side by side: the embedded
-# run prints as it goes, the production run's output follows it. TEST_SERIAL=1
-# runs them one after the other instead.
+# tests/backends.py; tests of a door or of pure code run in the embedded pass only
+# (tests/conftest.py, `door_only`). The runs share nothing (free ports, their own temp
+# folders), and much of a run's time is spent waiting on servers and browsers, so three
+# pytest processes run side by side: the embedded pass without the browser tests (it
+# prints as it goes), the embedded pass's browser tests, and the production pass; the
+# other two print their logs when they end. TEST_SERIAL=1 runs the two passes one after
+# the other instead.
 if [ "${TEST_SERIAL:-0}" = "1" ]; then
   echo "--- pytest (SQLite, folder)"; .venv/bin/pytest "$@"
   echo "--- pytest (PostgreSQL, S3)"; exec .venv/bin/pytest --db postgres --blobs s3 "$@"
 fi
 production_log=$(mktemp --suffix=-pytest-postgres-s3.log)
+browser_log=$(mktemp --suffix=-pytest-browser.log)
 .venv/bin/pytest --db postgres --blobs s3 "$@" >"$production_log" 2>&1 &
 production=$!
-trap 'kill "$production" 2>/dev/null || true' INT TERM
-echo "--- pytest (SQLite, folder); the PostgreSQL + S3 run goes on beside it"
-embedded_status=0; .venv/bin/pytest "$@" || embedded_status=$?
+.venv/bin/pytest -m browser "$@" >"$browser_log" 2>&1 &
+browser=$!
+trap 'kill "$production" "$browser" 2>/dev/null || true' INT TERM
+echo "--- pytest (SQLite, folder; browser tests and the PostgreSQL + S3 pass run beside it)"
+embedded_status=0; .venv/bin/pytest -m "not browser" "$@" || embedded_status=$?
+browser_status=0; wait "$browser" || browser_status=$?
 production_status=0; wait "$production" || production_status=$?
+# pytest's 5 is "no test selected": arguments such as -k may leave a part empty.
+for status in embedded_status browser_status production_status; do
+  [ "${!status}" -eq 5 ] && printf -v "$status" 0
+done
+echo "--- pytest (SQLite, folder), browser tests, run beside the above (log: $browser_log)"
+cat "$browser_log"
 echo "--- pytest (PostgreSQL, S3), run beside the above (log: $production_log)"
 cat "$production_log"
-echo "--- SQLite + folder: exit $embedded_status; PostgreSQL + S3: exit $production_status"
-[ "$embedded_status" -eq 0 ] && [ "$production_status" -eq 0 ]
+echo "--- SQLite + folder: exit $embedded_status; its browser tests: exit $browser_status;" \
+  "PostgreSQL + S3: exit $production_status"
+[ "$embedded_status" -eq 0 ] && [ "$browser_status" -eq 0 ] && [ "$production_status" -eq 0 ]

@@ -226,10 +226,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 # Which tests the production pass (--db postgres / --blobs s3) leaves to the embedded one.
-# A test whose subject is a door's parsing, refusals or user interface (the browser
-# suites, protocol fuzzers, HTTP bounds, the benchmark's smoke run) makes the same index
-# and blob calls on every backend, and those calls are what the rest of the suite runs on
-# both. Such tests run once, in the embedded pass: modules say so with
+# A test whose subject is a door's parsing, refusals, transport or user interface (the
+# browser suites, protocol fuzzers, HTTP bounds, DICOM TLS and timers, the benchmark's
+# smoke run) makes the same index and blob calls on every backend, and those calls are
+# what the rest of the suite runs on both; a test of pure code (rendering, encodings,
+# message builders) touches no backend at all. Such tests run once, in the embedded pass: modules say so with
 # `pytestmark = pytest.mark.door_only`, and every test that drives a browser is one.
 # `--every-test` runs them on the production backends too.
 _BROWSER_FIXTURES = {"browser", "firefox"}

@@ -31,6 +31,8 @@ from minipacs.dimse.server import tls_context
 from node_tools import minipacs_cli, server_settings
 from test_commitment import Reports, _commit, _request
 
+pytestmark = pytest.mark.door_only  # AE access rules and TLS are the DICOM door's
+
 
 def _start(tmp_path: Path, *args: str) -> ServerProcess:
     proc = ServerProcess(tmp_path / "data", ["--no-load-samples", *args])

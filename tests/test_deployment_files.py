@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from minipacs.config import Settings
+
+pytestmark = pytest.mark.door_only  # the deployment files
 
 REPO = Path(__file__).resolve().parents[1]
 SETTING_NAMES = {"MINIPACS_" + name.upper() for name in Settings.model_fields}

@@ -11,6 +11,8 @@ from minipacs.dicom.uids import is_safe_uid, is_valid_uid, require_uid
 from minipacs.errors import InvalidAttribute, QueryError
 from minipacs.storage.keys import check_key, instance_key
 
+pytestmark = pytest.mark.door_only  # pure code, no backend
+
 
 @pytest.mark.parametrize(
     ("name", "folded"),

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from minipacs.dicom.json_model import element
+
+pytestmark = pytest.mark.door_only  # the DICOM JSON encoding
 
 
 def test_person_names_split_into_alphabetic_ideographic_phonetic() -> None:

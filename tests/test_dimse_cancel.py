@@ -24,6 +24,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from conftest import ServerProcess
 from factories import make_dataset
 
+pytestmark = pytest.mark.door_only  # the DICOM door's C-CANCEL handling
+
 MATCHES = 50
 
 

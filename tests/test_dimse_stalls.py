@@ -26,6 +26,8 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from conftest import ServerProcess
 from factories import make_dataset
 
+pytestmark = pytest.mark.door_only  # the DICOM transport's timers
+
 NETWORK_TIMEOUT = 1.0  # seconds, the server's --dicom-network-timeout here
 LOCK_HELD = 4 * NETWORK_TIMEOUT  # how long the index stays locked: well past it
 ANSWER_WAIT = 15.0  # the SCU's DIMSE timeout: how long it waits for each answer

@@ -12,6 +12,8 @@ import pytest
 from minipacs.hl7.oru import OruParties, PatientIdentifier, oru_r01
 from minipacs.reports.service import AMENDED, FINAL, PRELIMINARY, Report
 
+pytestmark = pytest.mark.door_only  # the HL7 message builder, no backend
+
 FINDINGS = "Gan kích thước bình thường.\nNhu mô đồng nhất | không có nốt ^ khu trú & ~."
 CONCLUSION = "Không thấy tổn thương khu trú trong nhu mô gan."
 PARTIES = OruParties("MINIPACS", "BV Chợ Rẫy", "HIS", "Khoa CĐHA")

@@ -6,11 +6,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from minipacs.dicom import pixel_headers
 from minipacs.dicom.frames import native_frame_from_file, stored_pixels
+
+pytestmark = pytest.mark.door_only  # an in-process cache, no backend
 
 
 def _part10(rows: int, columns: int, uid: str) -> bytes:

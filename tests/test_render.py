@@ -29,6 +29,8 @@ from minipacs.dicom.render import (
 from minipacs.errors import NotFound, QueryError
 from minipacs.web.multipart import MultipartError, MultipartSpooler
 
+pytestmark = pytest.mark.door_only  # pure pixel code, no backend
+
 
 def _grey(values: list[int], **attrs: object) -> tuple[DecodedFrame, Dataset]:
     ds = Dataset()

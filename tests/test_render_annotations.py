@@ -26,6 +26,8 @@ from minipacs.dicom.frames import decode_frame
 from minipacs.dicom.render import RenderOptions, Viewport, Window, render_frame
 from minipacs.errors import QueryError
 
+pytestmark = pytest.mark.door_only  # the rendering code
+
 NAME = "Nguyễn^Thị Đức Hạnh"
 
 

@@ -22,6 +22,8 @@ from factories import make_instance
 from minipacs.dicom.transcode import transcode
 from minipacs.errors import NotAcceptable
 
+pytestmark = pytest.mark.door_only  # pure pixel code, no backend
+
 LOSSLESS = [RLELossless, JPEG2000Lossless, JPEGLosslessSV1, ExplicitVRBigEndian,
             ImplicitVRLittleEndian]
 

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.door_only  # the viewer's static files
 
 VIEWER = Path(__file__).resolve().parent.parent / "viewer"
 
