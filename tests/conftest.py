@@ -230,8 +230,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # browser suites, protocol fuzzers, HTTP bounds, DICOM TLS and timers, the benchmark's
 # smoke run) makes the same index and blob calls on every backend, and those calls are
 # what the rest of the suite runs on both; a test of pure code (rendering, encodings,
-# message builders) touches no backend at all. Such tests run once, in the embedded pass: modules say so with
-# `pytestmark = pytest.mark.door_only`, and every test that drives a browser is one.
+# message builders) touches no backend at all. Such tests run once, in the embedded
+# pass: modules say so with `pytestmark = pytest.mark.door_only`, and every test that
+# drives a browser is one.
 # `--every-test` runs them on the production backends too.
 _BROWSER_FIXTURES = {"browser", "firefox"}
 
