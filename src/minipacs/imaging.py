@@ -166,7 +166,7 @@ class Imaging:
         if cached is not None and (end is None or cached.endswith(end)):
             return cached
         with self.archive.open_instance(record) as fh:
-            decoded, header = _frame_and_header(fh, number)
+            decoded, header = _frame_and_header(fh, number, record)
         data = render_frame(decoded, header, options, number)
         # A cache, recomputed when lost: written without fsync (those were a quarter of a
         # first render) when a torn file is recognised above by how it ends.
@@ -198,9 +198,19 @@ class Imaging:
         return f"{digest}.{_SUFFIX.get(options.media_type, 'bin')}"
 
 
-def _frame_and_header(fh: BinaryIO, number: int) -> tuple[DecodedFrame, Dataset]:
-    """Frame `number` decoded and the header: a ranged read for uncompressed pixels."""
-    pixels = stored_pixels(fh)
+def _frame_and_header(fh: BinaryIO, number: int, record: InstanceRecord
+                      ) -> tuple[DecodedFrame, Dataset]:
+    """Frame `number` decoded and the header: a ranged read for uncompressed pixels.
+
+    `fh` is the instance as served. Unpatched, that is the blob as stored, so its header
+    comes from the frames' cache (`dicom/pixel_headers.py`: a viewer that loaded an
+    instance's frames does not parse it again for its thumbnail). A reconciled patient's
+    instance (`record.patient_patch`) is a patched copy: parsed here, not cached."""
+    if record.patient_patch:
+        pixels = stored_pixels(fh)
+    else:
+        pixels, pixel_data_at = pixels_of(fh, record.blob_key, record.sha256)
+        fh.seek(pixel_data_at)
     check_frames_exist(pixels, [number])
     frame = native_frame_from_file(fh, pixels, number)
     if frame is not None:
