@@ -247,7 +247,10 @@ def _representatives(records: list[InstanceRecord]) -> list[InstanceRecord]:
     out: list[InstanceRecord] = []
     for series in ordered:
         middle = (len(series) - 1) // 2
-        out.extend(sorted(series, key=lambda r: abs(series.index(r) - middle)))
+        # By position (a stable sort): `series.index(r)` in the key compared whole records
+        # n²/2 times, ~20 ms for a 300-slice series' thumbnail.
+        nearest = sorted(range(len(series)), key=lambda i: abs(i - middle))
+        out.extend(series[i] for i in nearest)
     return out
 
 
