@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom import Dataset
+from pydicom.dataelem import DataElement
 from pydicom.uid import JPEGBaseline8Bit, RLELossless
 
 from factories import make_dataset, make_instance
@@ -105,6 +106,21 @@ def test_the_lookup_table_gives_the_pipeline_s_image_bit_for_bit(dtype: type, lo
                 got = display_pixels(frame, ds, window)
                 assert got.dtype == np.uint8 and got.shape == pixels.shape
                 assert np.array_equal(got, expected), (attrs, window, photometric)
+
+
+def test_the_lookup_table_follows_a_modality_lut_sequence_bit_for_bit() -> None:
+    # PS3.3 C.11.1: values below the first mapped one take the first entry, above the
+    # last the last entry; the table of the frame's range must give the same.
+    frame, ds = _grey([0])
+    item = Dataset()
+    item.LUTDescriptor = [200, -50, 16]
+    item.add(DataElement(0x00283006, "US", [int(v) for v in np.arange(200) ** 1.5]))
+    ds.ModalityLUTSequence = [item]
+    pixels = np.random.default_rng(3).integers(-100, 250, (20, 30)).astype(np.int16)
+    frame = DecodedFrame(pixels, "MONOCHROME2", 16, 1)
+    for window in (Window(1000, 1500), Window(500, 300, "SIGMOID"), None):
+        expected = grey_display_values(pixels, ds, window, False)
+        assert np.array_equal(display_pixels(frame, ds, window), expected), window
 
 
 def test_sigmoid_and_linear_exact_functions_parse_and_differ() -> None:
