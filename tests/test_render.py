@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom import Dataset
+from pydicom.dataelem import DataElement
 from pydicom.uid import JPEGBaseline8Bit, RLELossless
 
 from factories import make_dataset, make_instance
@@ -21,6 +22,8 @@ from minipacs.dicom.render import (
     Window,
     apply_window,
     display_pixels,
+    grey_display_values,
+    header_window,
     parse_quality,
     parse_viewport,
     parse_window,
@@ -75,6 +78,51 @@ def test_header_window_is_used_and_a_requested_window_overrides_it() -> None:
 def test_without_any_window_the_pixel_range_is_stretched() -> None:
     frame, ds = _grey([10, 20, 30])
     assert display_pixels(frame, ds).tolist() == [[0, 128, 255]]
+
+
+@pytest.mark.parametrize(("dtype", "low", "high"), [
+    (np.int16, -32768, 32767), (np.int16, -20000, 20000), (np.int16, -2000, 3000),
+    (np.uint16, 0, 65535), (np.int8, -100, 100),
+    (np.uint16, 100, 4095), (np.uint8, 0, 255), (np.int8, -128, 127), (np.int32, -5000, 5000),
+])
+def test_the_lookup_table_gives_the_pipeline_s_image_bit_for_bit(dtype: type, low: int,
+                                                                  high: int) -> None:
+    # display_pixels maps a grey frame through a table of its value range; every window
+    # function, rescale and inversion must give exactly what the per-pixel pipeline gives.
+    rng = np.random.default_rng(13)
+    pixels = rng.integers(low, high, (37, 29), endpoint=True).astype(dtype)
+    pixels.flat[:2] = (low, high)  # the extremes, so a wrapping index would show
+    windows = [None, Window(40, 400), Window(0.3, 1), Window(10, 0.5, "LINEAR_EXACT"),
+               Window(100, 77.7, "LINEAR_EXACT"), Window(-100, 2000, "SIGMOID")]
+    rescales: list[dict[str, object]] = [
+        {}, {"RescaleSlope": 1, "RescaleIntercept": -1024},
+        {"RescaleSlope": -0.37, "RescaleIntercept": 12.5},
+        {"WindowCenter": 35, "WindowWidth": 80, "RescaleSlope": 2.5, "RescaleIntercept": 0.1}]
+    for attrs in rescales:
+        for window in windows:
+            for photometric in ("MONOCHROME2", "MONOCHROME1"):
+                frame, ds = _grey([0], PhotometricInterpretation=photometric, **attrs)
+                frame = DecodedFrame(pixels, photometric, 16, 1)
+                expected = grey_display_values(pixels, ds, window or header_window(ds),
+                                               photometric == "MONOCHROME1")
+                got = display_pixels(frame, ds, window)
+                assert got.dtype == np.uint8 and got.shape == pixels.shape
+                assert np.array_equal(got, expected), (attrs, window, photometric)
+
+
+def test_the_lookup_table_follows_a_modality_lut_sequence_bit_for_bit() -> None:
+    # PS3.3 C.11.1: values below the first mapped one take the first entry, above the
+    # last the last entry; the table of the frame's range must give the same.
+    frame, ds = _grey([0])
+    item = Dataset()
+    item.LUTDescriptor = [200, -50, 16]
+    item.add(DataElement(0x00283006, "US", [int(v) for v in np.arange(200) ** 1.5]))
+    ds.ModalityLUTSequence = [item]
+    pixels = np.random.default_rng(3).integers(-100, 250, (20, 30)).astype(np.int16)
+    frame = DecodedFrame(pixels, "MONOCHROME2", 16, 1)
+    for window in (Window(1000, 1500), Window(500, 300, "SIGMOID"), None):
+        expected = grey_display_values(pixels, ds, window, False)
+        assert np.array_equal(display_pixels(frame, ds, window), expected), window
 
 
 def test_sigmoid_and_linear_exact_functions_parse_and_differ() -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -43,6 +46,23 @@ def _get(server: ServerProcess, path: str, accept: str | None = None, **params: 
     headers = {"Accept": accept} if accept else {}
     return httpx.get(server.dicomweb_url + path,
                      headers={**server.auth, **headers}, params=params, timeout=60)
+
+
+T = TypeVar("T")
+
+
+def _eventually(check: Callable[[], T | None], what: str, timeout: float = 30) -> T:
+    """`check()` once it is truthy. The rendered-image cache is written after the answer
+    is sent (web/wado_pixels.py `_after_answer`), so a test reading the cache right after
+    a response polls for it, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)  # polling a condition with a deadline
 
 
 def _image(response: httpx.Response) -> Image.Image:
@@ -257,11 +277,16 @@ def test_thumbnails_are_small_jpegs_of_the_middle_image_and_are_cached(
     assert middle.content != _get(server, items[0].path + "/thumbnail").content
     # Through the server's own blob store (folder or S3, whichever the run uses).
     archive = open_test_archive(server_settings(server))
+
+    def cached() -> list[str]:
+        return [k for k in archive.store.keys(f"derived/{study}/") if k.endswith(".jpg")]
+
     try:
-        cached = [k for k in archive.store.keys(f"derived/{study}/") if k.endswith(".jpg")]
+        _eventually(lambda: len(cached()) >= 2, "two thumbnails in the cache")
+        # the middle instance's thumbnail once, the first's once
+        assert len(cached()) == 2
     finally:
         archive.close()
-    assert len(cached) == 2  # the middle instance's thumbnail once, the first's once
     assert _image(_get(server, f"/studies/{study}/thumbnail", viewport="64,64")).size == (50, 64)
 
 
@@ -274,8 +299,9 @@ def test_a_torn_rendered_cache_file_is_rendered_again_not_served(
     assert first.status_code == 200
     archive = open_test_archive(server_settings(server))
     try:
-        keys = [k for k in archive.store.keys(f"derived/{ct.study}/")
-                if archive.store.read(k) == first.content]
+        keys = _eventually(lambda: [k for k in archive.store.keys(f"derived/{ct.study}/")
+                                    if archive.store.read(k) == first.content],
+                           "the rendered image in the cache")
         assert len(keys) == 1
         torn = b"\0" * len(first.content)  # the length survived the crash, the data did not
         archive.store.put(keys[0], torn)
@@ -283,7 +309,9 @@ def test_a_torn_rendered_cache_file_is_rendered_again_not_served(
         again = _get(server, ct.path + "/rendered", "image/jpeg")
         assert again.status_code == 200
         assert again.content == first.content
-        assert archive.store.read(keys[0]) == first.content  # and the cache is repaired
+        # and the cache is repaired
+        _eventually(lambda: archive.store.read(keys[0]) == first.content,
+                    "the torn cache file rewritten")
     finally:
         archive.close()
 

@@ -222,8 +222,52 @@ def display_pixels(frame: DecodedFrame, ds: Dataset, window: Window | None = Non
         if photometric.startswith("YBR"):
             pixels = convert_color_space(pixels, photometric, "RGB")
         return _to_8bit_colour(pixels, frame.bits_allocated)
-    values = apply_modality_lut(pixels, ds)
     window = window or header_window(ds)
+    invert = photometric == "MONOCHROME1"
+    table = _grey_table(pixels, ds, window, invert)
+    if table is None:
+        return grey_display_values(pixels, ds, window, invert)
+    lut, offset = table
+    # Stored value v is entry v - offset. The subtraction may wrap in the pixels' own
+    # integer type; read as unsigned of that size it is the true index (< 2**16).
+    index = np.subtract(pixels, offset).view(f"u{pixels.dtype.itemsize}")
+    grey: NDArray[np.uint8] = np.take(lut, index)
+    return grey
+
+
+# A lookup table instead of the float pipeline on every pixel when the stored values span
+# at most this many integers (every 16-bit image): one entry per value in the range.
+_MAX_TABLE = 1 << 16
+
+
+def _grey_table(pixels: NDArray[Any], ds: Dataset, window: Window | None, invert: bool
+                ) -> tuple[NDArray[np.uint8], Any] | None:
+    """The display value of every stored value from the frame's minimum to its maximum,
+    and that minimum; None when a table does not give the same image (see below).
+
+    `grey_display_values` maps each pixel on its own (Modality LUT, window, rounding and
+    inversion are all per value), so applied to the range of stored values it gives,
+    value for value, what it gives on the frame: bit-identical, without the float64 copies of a
+    whole frame (most of a first render's time, docs/performance.md). The one step that
+    looks at the whole frame is the stretch used when no window is known (its minimum and
+    maximum): the table is used there only when the Modality LUT is a rescale or none,
+    which is monotonic, so the extremes are those of the frame's own extremes."""
+    if pixels.dtype.kind not in "iu" or pixels.size == 0:
+        return None
+    if window is None and ("ModalityLUTSequence" in ds or "VOILUTSequence" in ds):
+        return None
+    low, high = pixels.min(), pixels.max()
+    if int(high) - int(low) >= _MAX_TABLE:
+        return None
+    domain = np.arange(int(low), int(high) + 1, dtype=pixels.dtype)
+    return grey_display_values(domain, ds, window, invert), low
+
+
+def grey_display_values(pixels: NDArray[Any], ds: Dataset, window: Window | None,
+                        invert: bool) -> NDArray[np.uint8]:
+    """Stored grey values → Modality LUT → VOI (the window, else a VOI LUT Sequence, else
+    the value range stretched) → 8 bits, MONOCHROME1 inverted."""
+    values = apply_modality_lut(pixels, ds)
     if window is not None:
         out = apply_window(values, window)
     elif "VOILUTSequence" in ds:
@@ -231,7 +275,7 @@ def display_pixels(frame: DecodedFrame, ds: Dataset, window: Window | None = Non
     else:
         out = _stretch(values)
     grey = np.rint(out).astype(np.uint8)
-    if photometric == "MONOCHROME1":
+    if invert:
         grey = 255 - grey  # PS3.3 C.7.6.3.1.2: minimum value is displayed white
     return grey
 

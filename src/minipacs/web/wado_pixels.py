@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from minipacs.archive import Archive, InstanceRecord
 from minipacs.dicom.annotation import parse_annotation
@@ -24,7 +25,7 @@ from minipacs.dicom.render import (
     parse_window,
 )
 from minipacs.errors import NotAcceptable, NotFound, QueryError
-from minipacs.imaging import Imaging, describe_part
+from minipacs.imaging import CacheWrite, Imaging, describe_part
 from minipacs.reports.documents import ENCAPSULATED_PDF
 from minipacs.web.dicomweb import ArchiveDep, _uid, check_uid, dicomweb_base
 from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
@@ -191,6 +192,20 @@ def retrieve_bulkdata(
 
 
 # ---------------------------------------------------------------------- rendered
+def _after_answer(cache_writes: list[CacheWrite]) -> BackgroundTask | None:
+    """The rendered-image cache writes, run once the answer is sent: the client has its
+    image without waiting for a cache that only the next request reads (a cache write
+    lost to a crash is a re-render, docs/performance.md "Rendered, fourth pass")."""
+    if not cache_writes:
+        return None
+
+    def write_all() -> None:
+        for write in cache_writes:
+            write()
+
+    return BackgroundTask(write_all)
+
+
 def _options(request: Request, accept: str | None, window: str | None, viewport: str | None,
              quality: str | None, annotation: str | None = None) -> RenderOptions:
     media = rendered_media_type(accept or request.headers.get("accept"), RENDERED_MEDIA_TYPES)
@@ -285,8 +300,9 @@ def render_instance(
         document = Imaging(archive).bulkdata(record, ENCAPSULATED_DOCUMENT)
         return Response(document_bytes(document), media_type="application/pdf")
     options = _options(request, accept, window, viewport, quality, annotation)
-    return Response(Imaging(archive).rendered(record, None, options),
-                    media_type=options.media_type)
+    writes: list[CacheWrite] = []
+    image = Imaging(archive).rendered(record, None, options, cache_writes=writes)
+    return Response(image, media_type=options.media_type, background=_after_answer(writes))
 
 
 @router.get(INSTANCE + "/frames/{frames}/rendered", summary="WADO-RS: a frame rendered")
@@ -305,9 +321,12 @@ def render_frames(
     imaging = Imaging(archive)
     # The first image is made before the response starts (its errors are still statuses);
     # the others one at a time as the body is sent: one image in memory, not the list.
-    first = imaging.rendered(record, numbers[0], options)
+    writes: list[CacheWrite] = []
+    first = imaging.rendered(record, numbers[0], options,
+                             cache_writes=writes if len(numbers) == 1 else None)
     if len(numbers) == 1:
-        return Response(first, media_type=options.media_type)
+        return Response(first, media_type=options.media_type,
+                        background=_after_answer(writes))
     count = imaging.frame_count(record)
     missing = next((n for n in numbers if n > count), None)
     if missing is not None:
@@ -331,8 +350,11 @@ def render_frames(
 def _thumbnail(request: Request, archive: Archive, records: list[InstanceRecord],
                viewport: str | None, accept: str | None) -> Response:
     options = _options(request, accept, None, viewport, None)
-    return Response(Imaging(archive).thumbnail(records, options), media_type=options.media_type,
-                    headers={"Cache-Control": "private, max-age=3600"})
+    writes: list[CacheWrite] = []
+    image = Imaging(archive).thumbnail(records, options, cache_writes=writes)
+    return Response(image, media_type=options.media_type,
+                    headers={"Cache-Control": "private, max-age=3600"},
+                    background=_after_answer(writes))
 
 
 @router.get("/studies/{study}/thumbnail", summary="WADO-RS: thumbnail of a study")
