@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from minipacs.index.models import AuditEvent, AuditHead
@@ -79,8 +79,9 @@ _INSERT_EVENT = insert(_EVENTS)
 _ADVANCE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
 
-def append(session: Session, record: AuditRecord) -> None:
-    """Add `record` to the chain inside the caller's transaction (which commits it).
+def append(session: Session | Connection, record: AuditRecord) -> None:
+    """Add `record` to the chain inside the caller's transaction (which commits it):
+    a session's, or a connection's (an event recorded alone, `Archive.record_audit`).
 
     SQLAlchemy Core statements on the session's connection, not the ORM's unit of work:
     every stored instance and every query appends one event, and the ORM's bookkeeping
@@ -88,10 +89,13 @@ def append(session: Session, record: AuditRecord) -> None:
     nodes append one after the other) and advanced in the same transaction as the event
     it points at."""
     record = _clip(record)
-    # The ORM changes of the caller's transaction go first (`prune` moves the head's
-    # base), as the ORM's autoflush did when this read went through it.
-    session.flush()
-    connection = session.connection()
+    if isinstance(session, Session):
+        # The ORM changes of the caller's transaction go first (`prune` moves the head's
+        # base), as the ORM's autoflush did when this read went through it.
+        session.flush()
+        connection = session.connection()
+    else:
+        connection = session
     row = connection.execute(_READ_HEAD).one_or_none()
     if row is None:
         connection.execute(_NEW_HEAD, {"id": 1, "seq": 0, "hash": GENESIS})
