@@ -613,8 +613,10 @@ class Archive:
                                       study_instance_uid, outcome, detail))
 
     def record_audit(self, record: AuditRecord) -> None:
-        with self._write_lock, self._write() as session, session.begin():
-            append(session, record)
+        # A connection, not an ORM session: one event alone needs no unit of work, and
+        # every query and view records one before its answer leaves.
+        with self._write_lock, self.write_engine.begin() as connection:
+            append(connection, record)
 
     # ------------------------------------------------------------------ access and audit
     def acting_as(self, principal: Principal) -> Archive:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, Select, Table, bindparam, case, distinct, func, select
 from sqlalchemy.orm import Session
 
 from minipacs.dicom.json_model import element
@@ -97,7 +97,7 @@ def study_matches(
     statistics = _study_statistics(session, study_ids)
     extra_keys = _extra_keys(include, STUDY_KEYS, STUDY_ALL_EXTRA)
     # The timezone has no column: it comes from one stored instance of each study.
-    samples = sample_metadata(session, Series.study_pk, study_ids,
+    samples = sample_metadata(session, "STUDY", study_ids,
                               None if extra_keys else (TIMEZONE,))
     out = []
     for study, patient in rows:
@@ -135,7 +135,7 @@ def series_matches(
         counts = {r[0]: r[1] for r in session.execute(stmt)}
     extra_keys = _extra_keys(include, SERIES_KEYS, SERIES_ALL_EXTRA)
     # Timezone and PPS start have no column: from one stored instance of each series.
-    samples = sample_metadata(session, Series.id, series_ids,
+    samples = sample_metadata(session, "SERIES", series_ids,
                               None if extra_keys else (TIMEZONE, *PPS_START))
     study_stats = _study_statistics(session, list({row[1].id for row in rows})) \
         if include == "all" or any(k in include for k in _STUDY_COUNTS) else None
@@ -215,26 +215,41 @@ _STUDY_COUNTS = ("00080061", "00201206", "00201208")
 StudyStatistics = tuple[dict[int, tuple[int, int]], dict[int, list[str]]]
 
 
+def _table(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
+
+
+_SERIES, _INSTANCES = _table(Series), _table(Instance)
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+# Built once, with the keys as one expanding bound parameter: the statement's cache key
+# and compiled SQL are reused by every query, where building it per call cost as much as
+# running it (docs/performance.md, "QIDO and per-request cost, fourth pass"). One
+# statement for counts and modalities: grouped by study and modality, a series falls
+# in exactly one group, so the groups' sums are the study's counts. The outer join
+# keeps a series without instances among the modalities (as a SELECT DISTINCT of the
+# series' modalities did) and out of the counts (as the inner join of the counts did).
+_STUDY_STATISTICS = (
+    select(
+        _SERIES.c.study_pk, _SERIES.c.modality,
+        func.count(distinct(case((_INSTANCES.c.id.is_not(None), _SERIES.c.id)))),
+        func.count(_INSTANCES.c.id),
+    )
+    .select_from(_SERIES.outerjoin(_INSTANCES, _INSTANCES.c.series_pk == _SERIES.c.id))
+    .where(_SERIES.c.study_pk.in_(_IDS))
+    .group_by(_SERIES.c.study_pk, _SERIES.c.modality)
+)
+
+
 def _study_statistics(session: Session, study_ids: list[int]) -> StudyStatistics:
     """(series count, instance count) and the modalities of each study, by study key."""
     stats: dict[int, tuple[int, int]] = {}
     modalities: dict[int, list[str]] = {}
     if study_ids:
-        count_stmt = (
-            select(
-                Series.study_pk, func.count(func.distinct(Series.id)), func.count(Instance.id)
-            )
-            .join(Instance, Instance.series_pk == Series.id)
-            .where(Series.study_pk.in_(study_ids))
-            .group_by(Series.study_pk)
-        )
-        stats = {r[0]: (r[1], r[2]) for r in session.execute(count_stmt)}
-        mod_stmt = (
-            select(Series.study_pk, Series.modality)
-            .where(Series.study_pk.in_(study_ids))
-            .distinct()
-        )
-        for study_pk, modality in session.execute(mod_stmt):
+        for study_pk, modality, n_series, n_instances in session.connection().execute(
+                _STUDY_STATISTICS, {"ids": study_ids}):
+            if n_series:
+                before = stats.get(study_pk, (0, 0))
+                stats[study_pk] = (before[0] + n_series, before[1] + n_instances)
             if modality:
                 modalities.setdefault(study_pk, []).append(modality)
     return stats, modalities
@@ -251,27 +266,37 @@ def _study_counts(statistics: StudyStatistics, study_id: int) -> dict[str, Any]:
     }
 
 
-def sample_metadata(
-    session: Session, group_column: Any, ids: list[int], wanted: Sequence[str] | None = None
-) -> dict[int, dict[str, Any]]:
-    """One stored instance's JSON per study or series, for attributes without a column.
-    With `wanted` (tags), a JSON text holding none of them is not parsed (left out)."""
-    if not ids:
-        return {}
-    stmt = (
-        select(group_column, func.min(Instance.id))
-        .select_from(Instance)
-        .join(Series, Instance.series_pk == Series.id)
-        .where(group_column.in_(ids))
+def _first_instances(group_column: Any) -> Select[tuple[Any, str]]:
+    """The JSON of the first stored instance (lowest key) per value of `group_column`
+    (a series column: study_pk or id) among the `ids` bound at execution."""
+    first = (
+        select(func.min(_INSTANCES.c.id))
+        .select_from(_INSTANCES.join(_SERIES, _INSTANCES.c.series_pk == _SERIES.c.id))
+        .where(group_column.in_(_IDS))
         .group_by(group_column)
     )
-    first = {row[1]: row[0] for row in session.execute(stmt)}
-    if not first:
-        return {}
-    texts = session.execute(
-        select(Instance.id, Instance.metadata_json).where(Instance.id.in_(list(first)))
+    return (
+        select(group_column, _INSTANCES.c.metadata_json)
+        .select_from(_INSTANCES.join(_SERIES, _INSTANCES.c.series_pk == _SERIES.c.id))
+        .where(_INSTANCES.c.id.in_(first))
     )
-    return {first[iid]: json.loads(text) for iid, text in texts
+
+
+_FIRST_INSTANCE = {"STUDY": _first_instances(_SERIES.c.study_pk),
+                   "SERIES": _first_instances(_SERIES.c.id)}
+
+
+def sample_metadata(
+    session: Session, level: Literal["STUDY", "SERIES"], ids: list[int],
+    wanted: Sequence[str] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """One stored instance's JSON per study or series (by key, at `level`), for
+    attributes without a column. With `wanted` (tags), a JSON text holding none of them
+    is not parsed (left out)."""
+    if not ids:
+        return {}
+    texts = session.connection().execute(_FIRST_INSTANCE[level], {"ids": ids})
+    return {group: json.loads(text) for group, text in texts
             if wanted is None or any(f'"{tag}"' in text for tag in wanted)}
 
 

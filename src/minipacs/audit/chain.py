@@ -19,8 +19,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from minipacs.index.models import AuditEvent, AuditHead
@@ -67,33 +68,50 @@ def _clip(record: AuditRecord) -> AuditRecord:
     )
 
 
-def append(session: Session, record: AuditRecord) -> None:
-    """Add `record` to the chain inside the caller's transaction (which commits it).
+# Built once: a statement's cache key is computed on every execution, and building the
+# INSERT with .values(...) each time cost more than running it (docs/performance.md,
+# "QIDO and per-request cost, fourth pass"). Values travel as bound parameters.
+_EVENTS = cast(Table, AuditEvent.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_NEW_HEAD = insert(_HEAD)
+_INSERT_EVENT = insert(_EVENTS)
+_ADVANCE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
-    SQLAlchemy Core statements, not the ORM's unit of work: every stored instance
-    appends one event, and the ORM's object bookkeeping cost more than the rows. The
-    head row is read with FOR UPDATE (PostgreSQL: several nodes append one after the
-    other) and advanced in the same transaction as the event it points at."""
+
+def append(session: Session | Connection, record: AuditRecord) -> None:
+    """Add `record` to the chain inside the caller's transaction (which commits it):
+    a session's, or a connection's (an event recorded alone, `Archive.record_audit`).
+
+    SQLAlchemy Core statements on the session's connection, not the ORM's unit of work:
+    every stored instance and every query appends one event, and the ORM's bookkeeping
+    cost more than the rows. The head row is read with FOR UPDATE (PostgreSQL: several
+    nodes append one after the other) and advanced in the same transaction as the event
+    it points at."""
     record = _clip(record)
-    row = session.execute(select(AuditHead.seq, AuditHead.hash)
-                          .where(AuditHead.id == 1).with_for_update()).one_or_none()
+    if isinstance(session, Session):
+        # The ORM changes of the caller's transaction go first (`prune` moves the head's
+        # base), as the ORM's autoflush did when this read went through it.
+        session.flush()
+        connection = session.connection()
+    else:
+        connection = session
+    row = connection.execute(_READ_HEAD).one_or_none()
     if row is None:
-        session.execute(insert(AuditHead).values(id=1, seq=0, hash=GENESIS))
+        connection.execute(_NEW_HEAD, {"id": 1, "seq": 0, "hash": GENESIS})
         prev_seq, prev_hash = 0, GENESIS
     else:
         prev_seq, prev_hash = row
     seq = prev_seq + 1
     at = utc_now()
     digest = event_hash(prev_hash, seq, at, record)
-    session.execute(insert(AuditEvent).values(
-        at=at, action=record.action, actor=record.actor, role=record.role,
-        source=record.source, patient_id=record.patient_id,
-        study_instance_uid=record.study_instance_uid, outcome=record.outcome,
-        detail=record.detail, seq=seq, prev_hash=prev_hash, hash=digest,
-    ))
-    session.execute(update(AuditHead).where(AuditHead.id == 1)
-                    .values(seq=seq, hash=digest)
-                    .execution_options(synchronize_session=False))
+    connection.execute(_INSERT_EVENT, {
+        "at": at, "action": record.action, "actor": record.actor, "role": record.role,
+        "source": record.source, "patient_id": record.patient_id,
+        "study_instance_uid": record.study_instance_uid, "outcome": record.outcome,
+        "detail": record.detail, "seq": seq, "prev_hash": prev_hash, "hash": digest,
+    })
+    connection.execute(_ADVANCE_HEAD, {"seq": seq, "hash": digest})
 
 
 def record_of(event: AuditEvent) -> AuditRecord:

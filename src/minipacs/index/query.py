@@ -8,6 +8,7 @@ stream (`index/sequences.py`); `CompiledQuery.sequence_keys` lists them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, literal, or_, select, true
@@ -230,6 +231,14 @@ class CompiledQuery:
     sequence_keys: tuple[SequenceKey, ...]
 
 
+@cache
+def _ordered_base(level: Level) -> AnySelect:
+    """`base_select` in query order, built once per level: a Select is immutable (each
+    `.where` returns a new one), and building the joins per query cost a tenth of a
+    QIDO request's work in the index (docs/performance.md, fourth pass)."""
+    return _order(base_select(level), level)
+
+
 def compile_query(level: Level, filt: Filter,
                   visible_tags: frozenset[str] | None = None) -> CompiledQuery:
     """The query for the rows at `level` that match every active match of `filt`, and
@@ -238,7 +247,7 @@ def compile_query(level: Level, filt: Filter,
 
     Raises `QueryError` naming a key that cannot be matched (PS3.4 C.4.1.2.3: an SCP
     refuses rather than ignore a matching key it does not support)."""
-    stmt = base_select(level)
+    stmt = _ordered_base(level)
     if visible_tags is not None:
         stmt = stmt.where(access_tags.visible(level, visible_tags))
     on_items: list[Match] = []
@@ -266,7 +275,7 @@ def compile_query(level: Level, filt: Filter,
         check_sequence_key(key)
         column = ROWS_KEEPING[owner].sequences_json
         stmt = stmt.where(_below(level, owner, prefilter(key, column)))
-    return CompiledQuery(_order(stmt, level), keys)
+    return CompiledQuery(stmt, keys)
 
 
 def value_condition(column: Any, match: Match) -> ColumnElement[bool]:

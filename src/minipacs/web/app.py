@@ -65,9 +65,8 @@ from minipacs.web import (
     wado_uri,
 )
 from minipacs.web.openapi_doc import install_openapi
-from minipacs.web.request_bounds import BoundedBody, RejectUnsafeUrl
+from minipacs.web.request_bounds import RequestEdge
 from minipacs.web.route_rules import enforce_route_rule
-from minipacs.web.security_headers import SecurityHeaders
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -240,12 +239,12 @@ def create_app(
     app.include_router(hanging_protocols.router)  # the viewer's layouts (issue #14)
     app.include_router(claims.router)
     app.include_router(hl7_reports.router)  # the ORU^R01 sender's state (issue #14)
-    app.add_middleware(BoundedBody, limit=settings.http_max_json_body_bytes)
-    app.add_middleware(RejectUnsafeUrl)
-    # Outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets them too.
+    # Security headers, unsafe-URL refusal and the JSON body bound, in one ASGI layer
+    # outside even Starlette's ServerErrorMiddleware, so an unexpected 500 gets the
+    # headers too (web/request_bounds.py).
     build_stack = app.build_middleware_stack
     app.build_middleware_stack = (  # type: ignore[method-assign]
-        lambda: SecurityHeaders(build_stack(), settings))
+        lambda: RequestEdge(build_stack(), settings))
     install_openapi(app)
 
     @app.get("/", include_in_schema=False)

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
 from minipacs.access.roles import Action
@@ -115,26 +115,31 @@ def _retrieve_url(base: str, level: Level, model: dict[str, Any]) -> str:
     return url
 
 
-def qido_parameters(
-    limit: Annotated[str | None, Query(description="Most matches to return (capped by "
-                                       "MINIPACS_MAX_QUERY_RESULTS)")] = None,
-    offset: Annotated[str | None, Query(description="Matches to skip, for paging")] = None,
-    fuzzymatching: Annotated[str | None, Query(
-        description="true: person names match ignoring case and diacritics (đ → d), from "
-        "the start of any name component")] = None,
-    includefield: Annotated[str | None, Query(
-        description="Extra attributes to return: keywords or tags, comma-separated, or "
-        "'all'")] = None,
-) -> None:
-    """Documents the QIDO-RS parameters in OpenAPI; `parse_qido` reads them (plus any
-    attribute key such as PatientName=nguyen* or 00100020=BN1) and reports bad values."""
+_QIDO_PARAMETERS = (
+    ("limit", "Most matches to return (capped by MINIPACS_MAX_QUERY_RESULTS)"),
+    ("offset", "Matches to skip, for paging"),
+    ("fuzzymatching", "true: person names match ignoring case and diacritics (đ → d), from "
+     "the start of any name component"),
+    ("includefield", "Extra attributes to return: keywords or tags, comma-separated, or "
+     "'all'"),
+)
 
 
-_QIDO = [Depends(qido_parameters)]
+def qido_openapi() -> dict[str, Any]:
+    """The QIDO-RS parameters in OpenAPI (as FastAPI would describe optional string query
+    parameters); `parse_qido` reads them (plus any attribute key such as
+    PatientName=nguyen* or 00100020=BN1) and reports bad values. Documentation only,
+    not a dependency: FastAPI would parse and validate them on every request for
+    nothing (docs/performance.md, "QIDO and per-request cost, fourth pass")."""
+    return {"parameters": [
+        {"name": name, "in": "query", "required": False, "description": description,
+         "schema": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                    "title": name.capitalize(), "description": description}}
+        for name, description in _QIDO_PARAMETERS]}
 
 
 @router.get("/studies", summary="QIDO-RS: search for studies",
-            dependencies=_QIDO)
+            openapi_extra=qido_openapi())
 def search_studies(request: Request, archive: ArchiveDep) -> Response:
     """Attribute matching by keyword or tag (`PatientName=nguyen*`, `00100020=BN1`), date
     ranges (`StudyDate=20240101-`), UID lists, `fuzzymatching`, `includefield`, `limit`,
@@ -143,26 +148,26 @@ def search_studies(request: Request, archive: ArchiveDep) -> Response:
 
 
 @router.get("/series", summary="QIDO-RS: search for series in all studies",
-            dependencies=_QIDO)
+            openapi_extra=qido_openapi())
 def search_all_series(request: Request, archive: ArchiveDep) -> Response:
     return _qido(request, archive, "SERIES", {})
 
 
 @router.get("/instances", summary="QIDO-RS: search for instances in all studies",
-            dependencies=_QIDO)
+            openapi_extra=qido_openapi())
 def search_all_instances(request: Request, archive: ArchiveDep) -> Response:
     return _qido(request, archive, "IMAGE", {})
 
 
 @router.get("/studies/{study}/series", summary="QIDO-RS: search for a study's series",
-            dependencies=_QIDO)
+            openapi_extra=qido_openapi())
 def search_series(request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID")
                   ) -> Response:
     return _qido(request, archive, "SERIES", {"0020000D": check_uid(study, "StudyInstanceUID")})
 
 
 @router.get("/studies/{study}/instances", summary="QIDO-RS: search for a study's instances",
-            dependencies=_QIDO)
+            openapi_extra=qido_openapi())
 def search_study_instances(
     request: Request, archive: ArchiveDep, study: str = _uid("StudyInstanceUID")
 ) -> Response:
@@ -171,7 +176,7 @@ def search_study_instances(
 
 @router.get(
     "/studies/{study}/series/{series}/instances",
-    summary="QIDO-RS: search for a series' instances", dependencies=_QIDO,
+    summary="QIDO-RS: search for a series' instances", openapi_extra=qido_openapi(),
 )
 def search_series_instances(
     request: Request,

@@ -12,27 +12,74 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from minipacs.config import Settings
+from minipacs.web.security_headers import SecurityHeaders, with_headers
+
 # STOW-RS streams its body to disk under its own limit (MINIPACS_MAX_UPLOAD_BYTES).
 _STREAMED_BODIES = ("/dicom-web/studies",)
 
 
-class BoundedBody:
-    """413 for a request body over `limit` bytes on the routes that read their body whole
-    (the admin JSON routes): by Content-Length before reading, or by counting a chunked
-    body as it arrives, so a 1 GB body is never held in memory (RFC 9110 §15.5.14)."""
+_API = ("/dicom-web", "/wado", "/admin")
+_SLASH_OK = ("/admin/ae", "/admin/worklist")
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class RequestEdge:
+    """The app's outermost ASGI layer: what were three (`SecurityHeaders`,
+    `RejectUnsafeUrl`, `BoundedBody`), each a coroutine per request and one a wrapped
+    `send`, in one (docs/performance.md, "QIDO and per-request cost, fourth pass").
+    Outside Starlette's ServerErrorMiddleware, so an unexpected 500 gets the headers too.
+
+    - Security headers (`security_headers.py`) on every `http.response.start`.
+    - Unsafe URLs refused with 400 on the API routes (`unsafe_url_problem`).
+    - A request body over `limit` bytes answered 413 on the routes that read their body
+      whole (the admin JSON routes): by Content-Length before reading, or by counting a
+      chunked body as it arrives, so a 1 GB body is never held in memory (RFC 9110
+      §15.5.14). A body with a Content-Length within the limit is not counted: the HTTP
+      parser never delivers more than the declared length (RFC 9112 §6.2), and a request
+      with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 §6.3)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.limit = limit
+        self.limit = settings.http_max_json_body_bytes
+        self.headers = SecurityHeaders(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope.get("path", "")).startswith(_STREAMED_BODIES):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(int(declared), scope, receive, send)
+        extra = self.headers.for_request(scope)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = with_headers(message, extra)
+            await send(message)
+
+        path = str(scope.get("path", ""))
+        if path.startswith(_API):
+            error = unsafe_url_problem(scope, path)
+            if error:
+                await JSONResponse({"error": error}, status_code=400)(
+                    scope, receive, send_with_headers)
+                return
+        if path.startswith(_STREAMED_BODIES):
+            await self.app(scope, receive, send_with_headers)
             return
+        declared = b""
+        chunked = False
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(int(declared), scope, receive, send_with_headers)
+            return
+        if not chunked:
+            await self.app(scope, receive, send_with_headers)
+            return
+        await self._counted(scope, receive, send_with_headers)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
         over = False
 
@@ -68,8 +115,9 @@ class BoundedBody:
             scope, receive, send)
 
 
-class RejectUnsafeUrl:
-    """Refuse, on the API routes, URLs no identifier or DICOM value can need:
+def unsafe_url_problem(scope: Scope, path: str) -> str | None:
+    """Why the URL is refused on an API route, or None. Refused: URLs no identifier or
+    DICOM value can need:
     - a path segment that decodes to a slash, a backslash or a dot-segment ('..%2F..',
       '%2E%2E'): routing sees decoded paths, so such a segment would reach a route as a
       different path, or as an identifier naming a file-system step (RFC 3986 §3.3);
@@ -77,41 +125,27 @@ class RejectUnsafeUrl:
       hold a '/';
     - a NUL character (%00) anywhere in the path or query: no DICOM string value holds
       one (PS3.5 §6.1.2), and PostgreSQL cannot store or compare it."""
-
-    _API = ("/dicom-web", "/wado", "/admin")
-    _SLASH_OK = ("/admin/ae", "/admin/worklist")
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = str(scope.get("path", "")) if scope["type"] == "http" else ""
-        if path.startswith(self._API):
-            error = self._problem(scope, path)
-            if error:
-                await JSONResponse({"error": error}, status_code=400)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    def _problem(self, scope: Scope, path: str) -> str | None:
-        raw = bytes(scope.get("raw_path") or path.encode()).split(b"?")[0]
-        check_slashes = not path.startswith(self._SLASH_OK)
+    raw = bytes(scope.get("raw_path") or path.encode()).split(b"?")[0]
+    if b"%" in raw or b"\\" in raw or b"/." in raw or b"\0" in raw:
+        check_slashes = not path.startswith(_SLASH_OK)
         for segment in raw.split(b"/"):
             decoded = unquote(segment.decode("latin-1"))
             if "\0" in decoded:
-                return (f"path segment {decoded[:80]!r} contains a NUL character, which no "
-                        "identifier or DICOM value holds (PS3.5 §6.1.2)")
-            if check_slashes and ("/" in decoded or "\\" in decoded or decoded in (".", "..")):
-                return (f"path segment {decoded[:80]!r} is not an identifier: a DICOM UID is "
-                        "digits and dots (PS3.5 §9.1); encoded slashes, backslashes and "
+                return (f"path segment {decoded[:80]!r} contains a NUL character, which "
+                        "no identifier or DICOM value holds (PS3.5 §6.1.2)")
+            if check_slashes and ("/" in decoded or "\\" in decoded
+                                  or decoded in (".", "..")):
+                return (f"path segment {decoded[:80]!r} is not an identifier: a DICOM UID "
+                        "is digits and dots (PS3.5 §9.1); encoded slashes, backslashes and "
                         "dot-segments are refused")
-        query = unquote(bytes(scope.get("query_string", b"")).decode("latin-1"))
-        if "\0" in query:
-            name = next((pair.split("=", 1)[0] for pair in query.split("&") if "\0" in pair),
-                        "?")
-            return (f"query parameter {name[:80]!r} contains a NUL character (%00), which no "
-                    "DICOM value holds (PS3.5 §6.1.2)")
-        return None
+    query_string = bytes(scope.get("query_string", b""))
+    if b"%00" in query_string or b"\0" in query_string:
+        query = unquote(query_string.decode("latin-1"))
+        name = next((pair.split("=", 1)[0] for pair in query.split("&") if "\0" in pair),
+                    "?")
+        return (f"query parameter {name[:80]!r} contains a NUL character (%00), which no "
+                "DICOM value holds (PS3.5 §6.1.2)")
+    return None
 
 
 class HeaderLimitedProtocol(HttpToolsProtocol):

@@ -1,11 +1,12 @@
-"""Security headers on every HTTP response (pure ASGI, so errors, redirects and static
-files get them too): no MIME sniffing, no Referer (share links and tokens live in URLs),
-who may frame us, HSTS over HTTPS, and for the viewer a Content-Security-Policy allowing
-exactly what its own files use."""
+"""Security headers on every HTTP response (added by the outermost ASGI layer,
+`request_bounds.RequestEdge`, so errors, redirects and static files get them too): no
+MIME sniffing, no Referer (share links and tokens live in URLs), who may frame us, HSTS
+over HTTPS, and for the viewer a Content-Security-Policy allowing exactly what its own
+files use."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
 from minipacs.config import Settings
 
@@ -39,43 +40,42 @@ def frame_options(frame_ancestors: str) -> str | None:
 
 
 class SecurityHeaders:
-    """Adds the headers to each `http.response.start`; a header the route set itself
-    (none do today) is left as the route set it."""
+    """The headers each response gets, computed once from the settings; the ASGI layer
+    that adds them to each `http.response.start` is `request_bounds.RequestEdge`. A
+    header the route set itself (none do today) is left as the route set it."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+    def __init__(self, settings: Settings) -> None:
         ancestors = " ".join(settings.frame_ancestors.split()) or "'none'"
-        self.common: list[tuple[bytes, bytes]] = [
+        common: list[tuple[bytes, bytes]] = [
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"no-referrer"),
         ]
         xfo = frame_options(ancestors)
         if xfo:
-            self.common.append((b"x-frame-options", xfo.encode()))
-        self.api_csp = f"frame-ancestors {ancestors}".encode()
-        self.viewer_csp = viewer_policy(ancestors,
-                                        settings.viewer_connect_origin_list).encode()
+            common.append((b"x-frame-options", xfo.encode()))
+        api_csp = f"frame-ancestors {ancestors}".encode()
+        viewer_csp = viewer_policy(ancestors, settings.viewer_connect_origin_list).encode()
+        # RFC 6797 §7.2: HSTS only over a secure transport (ours, or the TLS proxy's in
+        # front of us when PUBLIC_URL is https). The four lists are built once.
+        hsts = (b"strict-transport-security", HSTS.encode())
+        self._api = [*common, (b"content-security-policy", api_csp)]
+        self._viewer = [*common, (b"content-security-policy", viewer_csp)]
+        self._api_https = [*self._api, hsts]
+        self._viewer_https = [*self._viewer, hsts]
         self.hsts_always = (settings.public_url or "").lower().startswith("https://")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def for_request(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """The headers for the answer to this HTTP request (do not modify the list)."""
         path: str = scope.get("path", "")
-        csp = self.viewer_csp if path == "/viewer" or path.startswith("/viewer/") \
-            else self.api_csp
-        extra = [*self.common, (b"content-security-policy", csp)]
+        viewer = path == "/viewer" or path.startswith("/viewer/")
         if self.hsts_always or scope.get("scheme") == "https":
-            # RFC 6797 §7.2: sent only over a secure transport (ours, or the TLS proxy's
-            # in front of us when PUBLIC_URL is https).
-            extra.append((b"strict-transport-security", HSTS.encode()))
+            return self._viewer_https if viewer else self._api_https
+        return self._viewer if viewer else self._api
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in extra if h[0] not in present)
-                message = {**message, "headers": headers}
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+def with_headers(message: Message, extra: list[tuple[bytes, bytes]]) -> Message:
+    """`message` (an `http.response.start`) with the `extra` headers it does not have."""
+    headers = list(message.get("headers", []))
+    present = {name.lower() for name, _ in headers}
+    headers.extend(h for h in extra if h[0] not in present)
+    return {**message, "headers": headers}
