@@ -86,10 +86,10 @@ ROWS = [
 INGEST_KEYS = [r.key for r in ROWS if r.key.startswith("ingest_")]
 
 
-def starter(name: str, receiver_port: int) -> Callable[[Path], Node]:
+def starter(name: str, receiver_port: int, workers: int = 1) -> Callable[[Path], Node]:
     destinations = {RECEIVER: receiver_port}
     return {
-        "minipacs": lambda work: start_minipacs(work, destinations),
+        "minipacs": lambda work: start_minipacs(work, destinations, workers),
         "Orthanc": lambda work: start_orthanc(work, destinations),
         "storescp": start_storescp,
         "pynetdicom null SCP": start_null_scp,
@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--nagle-peers", action="store_true",
                         help="DICOM peers with Nagle on (default: TCP_NODELAY, as issue "
                         "#13's table; see bench/measure.py)")
+    parser.add_argument("--minipacs-workers", type=int, default=1, metavar="N",
+                        help="start minipacs with `serve --workers N` (default 1: its "
+                        "defaults, as issue #13 asks)")
     args = parser.parse_args(argv)
     measure.PEER_NAGLE = args.nagle_peers
     size = corpus_module.CorpusSize.smoke() if args.smoke else corpus_module.CorpusSize.full()
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="minipacs-bench-") as tmp:
         for name in servers + ([] if args.skip_ingest else ceilings):
             print(f"{name}: ingest", flush=True)
-            node = starter(name, receiver_port)(Path(tmp) / name)
+            node = starter(name, receiver_port, args.minipacs_workers)(Path(tmp) / name)
             try:
                 if not args.skip_ingest:
                     ingest_runs(node, corpus, Path(tmp) / "variants", results)
@@ -261,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "ct_series_bytes": corpus.size_bytes("ct")},
         "repeat": repeat,
         "peer_tcp_nodelay": not args.nagle_peers,
+        "minipacs_workers": args.minipacs_workers,
         "measurements": {
             row.key: {"label": row.label, "unit": row.unit, **results[row.key],
                       "ratio": ratio(row, results[row.key]), "target": row.target,

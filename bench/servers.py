@@ -120,7 +120,9 @@ def minipacs_cli(data: Path, *args: str) -> str:
     return done.stdout
 
 
-def start_minipacs(work: Path, move_destinations: dict[str, int]) -> Node:
+def start_minipacs(work: Path, move_destinations: dict[str, int], workers: int = 1) -> Node:
+    """minipacs on its defaults; `workers` > 1 adds `--workers N` (N processes sharing the
+    DICOM and HTTP ports)."""
     work.mkdir(parents=True, exist_ok=True)
     data, ready, log = work / "data", work / "ready.json", work / "minipacs.log"
     for title, port in move_destinations.items():
@@ -128,7 +130,8 @@ def start_minipacs(work: Path, move_destinations: dict[str, int]) -> Node:
     proc = subprocess.Popen(
         [sys.executable, "-m", "minipacs", "serve", "--data-dir", str(data),
          "--http-port", "0", "--dicom-port", "0", "--no-load-samples",
-         "--log-level", "WARNING", "--ready-file", str(ready)],
+         "--log-level", "WARNING", "--ready-file", str(ready),
+         *(["--workers", str(workers)] if workers > 1 else [])],
         stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     _wait(ready.exists, proc, "minipacs", log)
     ports = json.loads(ready.read_text())
