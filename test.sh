@@ -33,36 +33,36 @@ echo "--- ruff"; .venv/bin/ruff check src tests sample_dicom bench
 echo "--- mypy"; .venv/bin/mypy
 # The suite runs twice: on the embedded backends (SQLite index, blob folder) and on the
 # production ones (a throwaway PostgreSQL cluster, a loopback S3 server), see
-# tests/backends.py; tests of a door or of pure code run in the embedded pass only
-# (tests/conftest.py, `door_only`). The runs share nothing (free ports, their own temp
-# folders), and much of a run's time is spent waiting on servers and browsers, so three
-# pytest processes run side by side: the embedded pass without the browser tests (it
-# prints as it goes), the embedded pass's browser tests, and the production pass; the
-# other two print their logs when they end. TEST_SERIAL=1 runs the two passes one after
-# the other instead.
+# tests/backends.py. Tests of a door (browser suites, fuzzers, bounds, TLS) or of pure
+# code make the same storage calls on every backend, or none: they are `door_only`
+# (tests/conftest.py) and run in the embedded pass only. The runs share nothing (free
+# ports, their own temp folders), so three pytest processes run side by side: the
+# embedded pass's backend tests (it prints as it goes), its door_only tests, and the
+# production pass; the other two print their logs when they end. TEST_SERIAL=1 runs the
+# two passes one after the other instead.
 if [ "${TEST_SERIAL:-0}" = "1" ]; then
   echo "--- pytest (SQLite, folder)"; .venv/bin/pytest "$@"
   echo "--- pytest (PostgreSQL, S3)"; exec .venv/bin/pytest --db postgres --blobs s3 "$@"
 fi
 production_log=$(mktemp --suffix=-pytest-postgres-s3.log)
-browser_log=$(mktemp --suffix=-pytest-browser.log)
+doors_log=$(mktemp --suffix=-pytest-door-only.log)
 .venv/bin/pytest --db postgres --blobs s3 "$@" >"$production_log" 2>&1 &
 production=$!
-.venv/bin/pytest -m browser "$@" >"$browser_log" 2>&1 &
-browser=$!
-trap 'kill "$production" "$browser" 2>/dev/null || true' INT TERM
-echo "--- pytest (SQLite, folder; browser tests and the PostgreSQL + S3 pass run beside it)"
-embedded_status=0; .venv/bin/pytest -m "not browser" "$@" || embedded_status=$?
-browser_status=0; wait "$browser" || browser_status=$?
+.venv/bin/pytest -m door_only "$@" >"$doors_log" 2>&1 &
+doors=$!
+trap 'kill "$production" "$doors" 2>/dev/null || true' INT TERM
+echo "--- pytest (SQLite, folder; its door_only tests and the PostgreSQL + S3 pass run beside it)"
+embedded_status=0; .venv/bin/pytest -m "not door_only" "$@" || embedded_status=$?
+doors_status=0; wait "$doors" || doors_status=$?
 production_status=0; wait "$production" || production_status=$?
 # pytest's 5 is "no test selected": arguments such as -k may leave a part empty.
-for status in embedded_status browser_status production_status; do
+for status in embedded_status doors_status production_status; do
   [ "${!status}" -eq 5 ] && printf -v "$status" 0
 done
-echo "--- pytest (SQLite, folder), browser tests, run beside the above (log: $browser_log)"
-cat "$browser_log"
+echo "--- pytest (SQLite, folder), door_only tests, run beside the above (log: $doors_log)"
+cat "$doors_log"
 echo "--- pytest (PostgreSQL, S3), run beside the above (log: $production_log)"
 cat "$production_log"
-echo "--- SQLite + folder: exit $embedded_status; its browser tests: exit $browser_status;" \
+echo "--- SQLite + folder: exit $embedded_status; its door_only tests: exit $doors_status;" \
   "PostgreSQL + S3: exit $production_status"
-[ "$embedded_status" -eq 0 ] && [ "$browser_status" -eq 0 ] && [ "$production_status" -eq 0 ]
+[ "$embedded_status" -eq 0 ] && [ "$doors_status" -eq 0 ] && [ "$production_status" -eq 0 ]
