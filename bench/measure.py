@@ -104,15 +104,17 @@ def ingest_pynetdicom(node: Node, files: list[Path], associations: int) -> float
                 [sys.executable, str(BENCH_DIR / "store_peer.py"), "127.0.0.1",
                  str(node.dicom_port), node.ae_title, str(listing)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=peer_env()))
-        reports = []
+        reports, errors = [], []
         for proc in procs:
             out, err = proc.communicate(timeout=DICOM_TIMEOUT)
             if proc.returncode != 0:
                 raise SystemExit(f"pynetdicom SCU to {node.name} failed: {err.decode()[-1500:]}")
             reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+            errors.append(err.decode()[-700:])
     failed = sum(r["failed"] for r in reports)
     if failed:
-        raise SystemExit(f"{node.name}: {failed} C-STOREs did not answer Success")
+        raise SystemExit(f"{node.name}: {failed} C-STOREs did not answer Success:\n"
+                         + "".join(errors))
     return len(files) / (max(r["end"] for r in reports) - min(r["start"] for r in reports))
 
 

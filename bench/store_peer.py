@@ -43,7 +43,14 @@ def main() -> None:
     failed = 0
     for ds in datasets:
         status = assoc.send_c_store(ds)
-        failed += int(status.get("Status", -1) != 0) if status else 1
+        if not status or status.get("Status", -1) != 0:
+            failed += 1
+            # Say which and why (run.py shows this when it stops): no response (the
+            # association ended: aborted or timed out) or the status the SCP answered.
+            print(f"C-STORE of {ds.SOPInstanceUID}: "
+                  + (f"status 0x{status.Status:04X}" if status else
+                     f"no response (association established={assoc.is_established}, "
+                     f"aborted={assoc.is_aborted})"), file=sys.stderr)
     assoc.release()
     print(json.dumps({"start": start, "end": time.monotonic(), "failed": failed}))
 
