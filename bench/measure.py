@@ -4,13 +4,17 @@ Peers are the usual ones: dcmtk's `storescu` and `movescu`, pynetdicom, httpx fo
 DICOMweb. Times are wall-clock on the client (`time.perf_counter`, or CLOCK_MONOTONIC
 across processes).
 
-The DICOM peers send with TCP_NODELAY, as in issue #13's table (dcmtk reads
-`TCP_NODELAY=1` from its environment; our pynetdicom peers set the option on their
-socket when it opens). With Nagle on in the peer, a server that does not acknowledge at
-once waits ~40 ms per exchange on the peer's delayed ACK, and the benchmark would
-measure that wait rather than the server: minipacs acknowledges at once (TCP_QUICKACK),
-Orthanc and dcmtk's storescp do not. `PEER_NAGLE` (run.py `--nagle-peers`) turns Nagle
-back on in every peer, to see what a default-configured modality gets.
+The dcmtk peers send with TCP_NODELAY, as in issue #13's table (dcmtk reads
+`TCP_NODELAY=1` from its environment; Orthanc and storescp, dcmtk inside, get it too).
+With Nagle on at one end, a server that does not acknowledge at once waits ~40 ms per
+exchange on the other end's delayed ACK, and the benchmark would measure that wait
+rather than the server. `PEER_NAGLE` (run.py `--nagle-peers`) turns it back on in the
+dcmtk peers, to see what a default-configured modality gets.
+
+The pynetdicom peers run as a pynetdicom SCU does by default (Nagle on). With
+TCP_NODELAY set on their socket, a C-STORE response was lost twice in one day (the
+SCU waited out its DIMSE timeout with the association up, against storescp and
+against the null SCP): a requestor-side race in pynetdicom not chased further here.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def peer_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("TCP_NODELAY", None)
     if not PEER_NAGLE:
-        env["TCP_NODELAY"] = "1"  # dcmtk's own switch; store_peer.py reads it too
+        env["TCP_NODELAY"] = "1"  # dcmtk's own switch
     return env
 
 
@@ -58,8 +62,9 @@ def _nodelay(event: evt.Event) -> None:
 
 
 def peer_handlers() -> list[tuple[evt.EventType, object]]:
-    """Event handlers of a pynetdicom peer's association: TCP_NODELAY on its socket."""
-    return [] if PEER_NAGLE else [(evt.EVT_CONN_OPEN, _nodelay)]
+    """Event handlers of a pynetdicom peer's association: none (Nagle on, pynetdicom's
+    default; see the module's docstring). `_nodelay` is kept for trying again."""
+    return []
 
 
 def median_ms(samples: list[float]) -> float:
@@ -103,7 +108,7 @@ def ingest_pynetdicom(node: Node, files: list[Path], associations: int) -> float
             procs.append(subprocess.Popen(
                 [sys.executable, str(BENCH_DIR / "store_peer.py"), "127.0.0.1",
                  str(node.dicom_port), node.ae_title, str(listing)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=peer_env()))
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         reports, errors = [], []
         for proc in procs:
             out, err = proc.communicate(timeout=DICOM_TIMEOUT)

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-ingest", action="store_true",
                         help="only queries and retrieves (the corpus is still stored once)")
     parser.add_argument("--nagle-peers", action="store_true",
-                        help="DICOM peers with Nagle on (default: TCP_NODELAY, as issue "
+                        help="dcmtk peers with Nagle on (default: TCP_NODELAY, as issue "
                         "#13's table; see bench/measure.py)")
     parser.add_argument("--minipacs-workers", type=int, default=1, metavar="N",
                         help="start minipacs with `serve --workers N` (default 1: its "
