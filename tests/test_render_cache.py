@@ -6,9 +6,6 @@ may lose it, and the next answer, rendered again, is the same bytes."""
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import httpx
 from pydicom import dcmread
@@ -22,19 +19,7 @@ from minipacs.dicom.frames import decode_frame
 from minipacs.dicom.render import RenderOptions, Viewport, parse_window, render_frame
 from minipacs.imaging import Imaging
 from node_tools import server_settings
-
-T = TypeVar("T")
-
-
-def _eventually(check: Callable[[], T | None], what: str, timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)  # polling a condition with a deadline
+from test_fhir_push import eventually  # polls a condition with a deadline
 
 
 def _expected(part10: bytes, options: RenderOptions, **changes: str) -> bytes:
@@ -99,7 +84,7 @@ def test_rendered_answers_are_the_same_bytes_cached_and_after_a_kill_right_after
     assert _get(server, thumbnail) == _expected(data, small)
     archive = open_test_archive(server_settings(server))
     try:
-        _eventually(lambda: len(list(archive.store.keys(f"derived/{item.study}/"))) == 2,
+        eventually(lambda: len(list(archive.store.keys(f"derived/{item.study}/"))) == 2,
                     "the rendered image and the thumbnail cached after their answers")
     finally:
         archive.close()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -29,6 +26,10 @@ from conftest import ServerProcess, open_test_archive
 from dicomweb_peers import Stored, multipart_parts, store
 from factories import make_instance
 from node_tools import server_settings
+from test_fhir_push import eventually
+
+# (eventually:) the rendered-image cache is written after the answer is sent (web/wado_pixels.py
+# `_after_answer`): a test reading the cache right after a response polls for it.
 
 RAW_ACCEPT = ('multipart/related; type="application/octet-stream"; '
               "transfer-syntax=1.2.840.10008.1.2.1")
@@ -48,21 +49,6 @@ def _get(server: ServerProcess, path: str, accept: str | None = None, **params: 
                      headers={**server.auth, **headers}, params=params, timeout=60)
 
 
-T = TypeVar("T")
-
-
-def _eventually(check: Callable[[], T | None], what: str, timeout: float = 30) -> T:
-    """`check()` once it is truthy. The rendered-image cache is written after the answer
-    is sent (web/wado_pixels.py `_after_answer`), so a test reading the cache right after
-    a response polls for it, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)  # polling a condition with a deadline
 
 
 def _image(response: httpx.Response) -> Image.Image:
@@ -282,7 +268,7 @@ def test_thumbnails_are_small_jpegs_of_the_middle_image_and_are_cached(
         return [k for k in archive.store.keys(f"derived/{study}/") if k.endswith(".jpg")]
 
     try:
-        _eventually(lambda: len(cached()) >= 2, "two thumbnails in the cache")
+        eventually(lambda: len(cached()) >= 2, "two thumbnails in the cache")
         # the middle instance's thumbnail once, the first's once
         assert len(cached()) == 2
     finally:
@@ -299,7 +285,7 @@ def test_a_torn_rendered_cache_file_is_rendered_again_not_served(
     assert first.status_code == 200
     archive = open_test_archive(server_settings(server))
     try:
-        keys = _eventually(lambda: [k for k in archive.store.keys(f"derived/{ct.study}/")
+        keys = eventually(lambda: [k for k in archive.store.keys(f"derived/{ct.study}/")
                                     if archive.store.read(k) == first.content],
                            "the rendered image in the cache")
         assert len(keys) == 1
@@ -310,7 +296,7 @@ def test_a_torn_rendered_cache_file_is_rendered_again_not_served(
         assert again.status_code == 200
         assert again.content == first.content
         # and the cache is repaired
-        _eventually(lambda: archive.store.read(keys[0]) == first.content,
+        eventually(lambda: archive.store.read(keys[0]) == first.content,
                     "the torn cache file rewritten")
     finally:
         archive.close()
