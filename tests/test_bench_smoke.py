@@ -34,6 +34,12 @@ def test_bench_smoke_measures_every_key_on_both_servers(tmp_path: Path) -> None:
                 "peak_rss"):
         assert key in measurements, f"{key} missing from {sorted(measurements)}"
     for key, row in measurements.items():
+        if key.startswith("cpu_per_"):
+            # CPU time comes in clock ticks (10 ms): a smoke corpus of eight small
+            # images can cost a fast server less than one tick.
+            for server in ("minipacs", "Orthanc"):
+                assert row.get(server, -1) >= 0, f"{key}: {server} gave {row.get(server)!r}"
+            continue
         for server in ("minipacs", "Orthanc"):
             assert row.get(server, 0) > 0, f"{key}: {server} gave {row.get(server)!r}"
         if key.startswith("ingest_"):

@@ -84,6 +84,11 @@ def _push_states(server: ServerProcess, state: str = "all") -> dict[str, dict[st
     return {s["study_instance_uid"]: s for s in answer.json()["studies"]}
 
 
+def _pushed_state(server: ServerProcess, study: str) -> dict[str, Any] | None:
+    state = _push_states(server).get(study)
+    return state if state and state["state"] == "pushed" else None
+
+
 def test_stable_study_is_created_on_the_fhir_server_then_updated_not_duplicated(
     pushing_server: ServerProcess, fhir_peer: FhirPeer, tmp_path: Path
 ) -> None:
@@ -114,8 +119,9 @@ def test_stable_study_is_created_on_the_fhir_server_then_updated_not_duplicated(
     patient = Patient.model_validate(patients[0])
     assert imaging.subject.reference == f"Patient/{patient.id}"
     assert patient.name and patient.name[0].family == "Trần"
-    state = _push_states(pushing_server)[study]
-    assert state["state"] == "pushed" and state["attempts"] == 0
+    # The ImagingStudy is on the server a moment before the push records its outcome.
+    state = eventually(lambda: _pushed_state(pushing_server, study), "the push recorded")
+    assert state["attempts"] == 0
     assert state["remote_imaging_study"] == f"ImagingStudy/{imaging.id}"
     assert state["remote_patient"] == f"Patient/{patient.id}"
 
