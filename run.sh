@@ -8,4 +8,5 @@ cd "$(dirname "$0")"
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+.venv/bin/python -m compileall -q -j 0 src  # an editable install is not byte-compiled
 exec .venv/bin/minipacs serve "$@"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
-import sys
 
 from pydicom import dcmread
 from pynetdicom import AE
 
 from conftest import ServerProcess
 from minipacs.config import Settings
+from preloaded import LAUNCHER
 
 
 def minipacs_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -20,8 +21,7 @@ def minipacs_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[
         if getattr(settings, name):
             flags += ["--" + name.replace("_", "-"), str(getattr(settings, name))]
     flags += ["--storage", settings.storage, "--s3-bucket", settings.s3_bucket]
-    return subprocess.run([sys.executable, "-m", "minipacs", *args, *flags],
-                          capture_output=True, text=True, timeout=300, check=False)
+    return LAUNCHER.run([*args, *flags], dict(os.environ), timeout=300)
 
 
 def server_settings(server: ServerProcess) -> Settings:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,15 +16,13 @@ from conftest import ServerProcess
 from dimse_peers import storescu
 from factories import make_instance
 from node_tools import minipacs_cli, server_settings
+from preloaded import LAUNCHER
 from retrieve_peers import start_store_scp
 
 
 def _minipacs(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "minipacs", *args, "--data-dir", str(data_dir),
-         "--no-load-samples"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    return LAUNCHER.run([*args, "--data-dir", str(data_dir), "--no-load-samples"],
+                        dict(os.environ), timeout=60)
 
 
 def test_admin_api_registers_lists_and_removes_an_ae(server: ServerProcess) -> None:

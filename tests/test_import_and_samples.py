@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +12,12 @@ from pydicom.fileset import FileSet
 
 from conftest import SAMPLE_DIR
 from factories import make_dataset, make_instance
+from preloaded import LAUNCHER
 
 
 def _minipacs(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "minipacs", *args, "--data-dir", str(data_dir), "--quiet"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
+    return LAUNCHER.run([*args, "--data-dir", str(data_dir), "--quiet"], dict(os.environ),
+                        timeout=300)
 
 
 def test_import_reports_stored_duplicates_and_rejected_per_file(tmp_path: Path) -> None:

@@ -10,9 +10,8 @@ server's data dir and backends, while the server runs.
 
 from __future__ import annotations
 
+import os
 import re
-import subprocess
-import sys
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from playwright.sync_api import Browser, Page
 from backends import Backends
 from conftest import ServerProcess
 from firefox_bidi import Firefox, firefox_executable
+from preloaded import LAUNCHER
 from viewer_support import (
     ARTIFACTS,
     H,
@@ -51,12 +51,12 @@ def add_user(server: ServerProcess, name: str, role: str, password: str | None =
     """`minipacs user add` as an administrator runs it, with the server's data dir and
     settings (its index and blob store); the password the user signs in with (the
     one-time password the command prints when none is given)."""
-    command = [sys.executable, "-m", "minipacs", "user", "add", name, "--role", role,
+    command = ["user", "add", name, "--role", role,
                "--data-dir", str(server.data_dir), *server.extra_args]
     if password is not None:
         command.append("--password-stdin")
-    result = subprocess.run(command, input=f"{password}\n" if password else "",
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = LAUNCHER.run(command, {**os.environ, **server.env},
+                          input=f"{password}\n" if password else "", timeout=120)
     assert result.returncode == 0, f"user add {name} failed: {result.stdout}{result.stderr}"
     if password is not None:
         return password
