@@ -1,6 +1,6 @@
 """The measurements, each against one running `Node`: the client side of the benchmark.
 
-Peers are the usual ones: dcmtk's `storescu` and `movescu`, pynetdicom, httpx for
+Peers are the usual ones: dcmtk's `storescu`, `findscu` and `movescu`, pynetdicom, httpx for
 DICOMweb. Times are wall-clock on the client (`time.perf_counter`, or CLOCK_MONOTONIC
 across processes).
 
@@ -151,6 +151,40 @@ def cfind_ms(node: Node, patient_id: str, repeat: int) -> float:
                                  f"{len(responses) - 1} matches, final {responses[-1][0]}")
     finally:
         assoc.release()
+    return median_ms(samples)
+
+
+FINDSCU_QUERIES = 21  # queries on one association in findscu's long run
+
+
+def _findscu_s(node: Node, patient_id: str, queries: int) -> float:
+    """Seconds for one findscu process: associate, `queries` C-FIND STUDY by PatientID
+    on that association (findscu's `--repeat`), release."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [dcmtk("findscu"), "-S", "-aet", "BENCH", "-aec", node.ae_title,
+         "--repeat", str(queries), "-k", "QueryRetrieveLevel=STUDY",
+         "-k", f"PatientID={patient_id}", "-k", "StudyInstanceUID", "-k", "PatientName",
+         "-k", "StudyDate", "-k", "ModalitiesInStudy", "-k", "NumberOfStudyRelatedInstances",
+         "127.0.0.1", str(node.dicom_port)],
+        capture_output=True, text=True, timeout=DICOM_TIMEOUT, env=peer_env())
+    seconds = time.perf_counter() - start
+    if done.returncode != 0 or "E: " in done.stderr:
+        raise SystemExit(f"findscu against {node.name} failed: {done.stderr[-1500:]}")
+    return seconds
+
+
+def cfind_findscu_ms(node: Node, patient_id: str, repeat: int) -> float:
+    """C-FIND STUDY by PatientID from dcmtk findscu (TCP_NODELAY=1): the cost of one
+    query on an open association, with findscu's process start and association set-up
+    taken out. Each sample is a pair of findscu processes, one sending 1 query and one
+    sending FINDSCU_QUERIES on its association; the sample is their difference divided
+    by the extra queries. Median over `repeat` pairs."""
+    samples = []
+    for _ in range(repeat):
+        one = _findscu_s(node, patient_id, 1)
+        many = _findscu_s(node, patient_id, FINDSCU_QUERIES)
+        samples.append((many - one) / (FINDSCU_QUERIES - 1))
     return median_ms(samples)
 
 

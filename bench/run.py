@@ -7,7 +7,8 @@
 Builds (or reuses, from --cache) the synthetic corpus, starts minipacs (defaults, auth
 on) and Orthanc (installed with apt-get when missing and root) on free loopback ports,
 and measures both: ingest with storescu and pynetdicom on 1 and 4 associations (CT and
-small images, each on a fresh server, with server CPU per instance), C-FIND, associate +
+small images, each on a fresh server, with server CPU per instance), C-FIND (pynetdicom,
+and dcmtk findscu per query on an open association), associate +
 C-ECHO + release, QIDO-RS, WADO-RS metadata cold and warm, series retrieve, one frame,
 rendered, thumbnail, C-MOVE and C-GET of the CT series, and peak RSS. The ingest ceiling
 is measured too: dcmtk storescp (files, no index) and a pynetdicom SCP that stores
@@ -18,6 +19,7 @@ writes the numbers as JSON. Asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -71,6 +73,7 @@ ROWS = [
     Row("cpu_per_ct_instance", "server CPU per CT instance (storescu, 1)", "ms", False),
     Row("cpu_per_small_instance", "server CPU per 64² instance (storescu, 1)", "ms", False),
     Row("cfind", "C-FIND study by PatientID, reused assoc", "ms", False, 1.0),
+    Row("cfind_findscu", "C-FIND study by PatientID, findscu, per query", "ms", False, 1.0),
     Row("echo", "associate + C-ECHO + release", "ms", False, 1.0),
     Row("qido", "QIDO-RS studies by PatientID", "ms", False, 0.8),
     Row("metadata_cold", "WADO-RS study metadata, first", "ms", False, 0.2),
@@ -114,8 +117,14 @@ def ingest_runs(node: Node, corpus: corpus_module.Corpus, work: Path,
         shutil.rmtree(work / key)
 
 
+SERVICE_KEYS = ("cfind", "cfind_findscu", "echo", "qido", "metadata_cold", "metadata_warm",
+                "series_retrieve", "frame", "rendered", "thumbnail", "cmove", "cget",
+                "peak_rss")
+
+
 def service_runs(node: Node, corpus: corpus_module.Corpus, receiver_port: int, repeat: int,
-                 results: dict[str, dict[str, float]]) -> None:
+                 results: dict[str, dict[str, float]],
+                 only: frozenset[str] = frozenset(SERVICE_KEYS)) -> None:
     name = node.name
     measure.ingest_storescu(node, [p for category, files in corpus.files.items()
                                    if category != "us" for p in files], 4)
@@ -124,23 +133,28 @@ def service_runs(node: Node, corpus: corpus_module.Corpus, receiver_port: int, r
     study, series, patient = ct["study"], ct["series"], ct["patient_id"]
     sops = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID)
             for p in corpus.files["ct"]]
+    urls = functools.partial(measure.instance_urls, node, study, series, sops)
+    runs: dict[str, Callable[[], Any]] = {
+        "cfind": lambda: measure.cfind_ms(node, patient, repeat),
+        "cfind_findscu": lambda: measure.cfind_findscu_ms(node, patient, max(repeat // 5, 3)),
+        "echo": lambda: measure.echo_ms(node, repeat),
+        "qido": lambda: measure.qido_ms(node, patient, repeat),
+        "metadata": lambda: measure.metadata_ms(node, study, max(repeat // 5, 3)),
+        "series_retrieve": lambda: measure.series_retrieve_mb_s(node, study, series, 3),
+        "frame": lambda: measure.pixels_ms(node, urls("/frames/1"), measure.RAW_FRAME, repeat),
+        "rendered": lambda: measure.pixels_ms(node, urls("/rendered"), "image/jpeg", repeat),
+        "thumbnail": lambda: _thumbnail(node, study, series, sops, repeat),
+        "cmove": lambda: measure.cmove_s(node, study, series, RECEIVER, receiver_port),
+        "cget": lambda: measure.cget_s(node, study, series, len(sops)),
+        "peak_rss": node.peak_rss_mb,
+    }
     got: dict[str, float] = {}
-    got["cfind"] = measure.cfind_ms(node, patient, repeat)
-    got["echo"] = measure.echo_ms(node, repeat)
-    got["qido"] = measure.qido_ms(node, patient, repeat)
-    got["metadata_cold"], got["metadata_warm"] = measure.metadata_ms(
-        node, study, max(repeat // 5, 3))
-    got["series_retrieve"] = measure.series_retrieve_mb_s(node, study, series, 3)
-    got["frame"] = measure.pixels_ms(
-        node, measure.instance_urls(node, study, series, sops, "/frames/1"),
-        measure.RAW_FRAME, repeat)
-    got["rendered"] = measure.pixels_ms(
-        node, measure.instance_urls(node, study, series, sops, "/rendered"),
-        "image/jpeg", repeat)
-    got["thumbnail"] = _thumbnail(node, study, series, sops, repeat)
-    got["cmove"] = measure.cmove_s(node, study, series, RECEIVER, receiver_port)
-    got["cget"] = measure.cget_s(node, study, series, len(sops))
-    got["peak_rss"] = node.peak_rss_mb()
+    for key, run in runs.items():
+        if key == "metadata":
+            if {"metadata_cold", "metadata_warm"} & only:
+                got["metadata_cold"], got["metadata_warm"] = run()
+        elif key in only:
+            got[key] = run()
     for key, value in got.items():
         results[key][name] = value
         print(f"  {name}: {key} {value:.2f}", flush=True)
@@ -232,7 +246,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--minipacs-workers", type=int, default=1, metavar="N",
                         help="start minipacs with `serve --workers N` (default 1: its "
                         "defaults, as issue #13 asks)")
+    parser.add_argument("--rows", type=lambda v: frozenset(v.split(",")),
+                        default=frozenset(SERVICE_KEYS), metavar="KEY,...",
+                        help="measure only these query/retrieve rows (keys as in the JSON, "
+                        "e.g. cmove,cget); with --skip-ingest --no-ceiling, a focused run")
     args = parser.parse_args(argv)
+    if unknown := args.rows - set(SERVICE_KEYS):
+        parser.error(f"--rows: unknown {sorted(unknown)}; known: {', '.join(SERVICE_KEYS)}")
     measure.PEER_NAGLE = args.nagle_peers
     size = corpus_module.CorpusSize.smoke() if args.smoke else corpus_module.CorpusSize.full()
     repeat = args.repeat or (5 if args.smoke else 50)
@@ -252,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ingest_runs(node, corpus, Path(tmp) / "variants", results)
                 if name in servers:
                     print(f"{name}: queries and retrieves", flush=True)
-                    service_runs(node, corpus, receiver_port, repeat, results)
+                    service_runs(node, corpus, receiver_port, repeat, results, args.rows)
             finally:
                 node.stop()
     report = {

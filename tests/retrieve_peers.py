@@ -33,13 +33,17 @@ class StoreSCP:
 
 
 def start_store_scp(
-    syntaxes: dict[str, list[str]] | None = None, refuse: Iterable[str] = ()
+    syntaxes: dict[str, list[str]] | None = None, refuse: Iterable[str] = (),
+    maximum_pdu_size: int | None = None,
 ) -> StoreSCP:
     """Listen on 127.0.0.1:0. `syntaxes` limits SOP classes and their transfer syntaxes
     (default: every storage SOP class in every syntax); C-STOREs of SOP Instance UIDs
-    in `refuse` are answered 0xA700."""
+    in `refuse` are answered 0xA700; `maximum_pdu_size` is the maximum PDU length it
+    announces (default pynetdicom's, 16382)."""
     title = "D" + uuid.uuid4().hex[:10].upper()
     ae = AE(ae_title=title)
+    if maximum_pdu_size is not None:
+        ae.maximum_pdu_size = maximum_pdu_size
     ae.add_supported_context(Verification)
     if syntaxes is None:
         for cx in AllStoragePresentationContexts:

@@ -29,7 +29,7 @@ def test_bench_smoke_measures_every_key_on_both_servers(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     measurements = report["measurements"]
     for key in ("ingest_ct_storescu_1", "ingest_small_pynetdicom_4", "cpu_per_ct_instance",
-                "cfind", "echo", "qido", "metadata_cold", "metadata_warm",
+                "cfind", "cfind_findscu", "echo", "qido", "metadata_cold", "metadata_warm",
                 "series_retrieve", "frame", "rendered", "thumbnail", "cmove", "cget",
                 "peak_rss"):
         assert key in measurements, f"{key} missing from {sorted(measurements)}"
@@ -47,3 +47,4 @@ def test_bench_smoke_measures_every_key_on_both_servers(tmp_path: Path) -> None:
                 assert row.get(ceiling, 0) > 0, f"{key}: {ceiling} gave {row.get(ceiling)!r}"
         assert row["ratio"] > 0
     assert "C-FIND study by PatientID" in done.stdout
+    assert "findscu, per query" in done.stdout

@@ -16,6 +16,7 @@ import io
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -166,6 +167,60 @@ def _pdu_bytes(primitive: P_DATA) -> int:
     return sum(len(pdv[1]) for pdv in primitive.presentation_data_value_list)
 
 
+_KILL_LOOK = 0.05  # seconds between looks at the kill flag of a held association reactor
+
+
+class HeldCheckpoint(threading.Event):
+    """The reactor checkpoint of a C-MOVE's store association, kept closed between
+    sub-operations.
+
+    pynetdicom's `send_c_store` pauses the association's own reactor thread (clears its
+    checkpoint, then spins in 0.1 ms sleeps until that thread, which sleeps 1 ms per
+    turn, says it is paused) and lets it run again afterwards. Back to back, each
+    sub-operation waited up to a millisecond for that pause. While `held`, the reopening
+    at the end of a sub-operation is skipped, so the reactor stays paused for the whole
+    retrieve (it would only look for requests from the destination, which sends none,
+    and for a release it asks for; aborts reach `send_c_store` through the DUL).
+    `release` reopens it. A reactor waiting here also looks at its association's kill
+    flag (pynetdicom kills by opening the checkpoint, which a hold would skip)."""
+
+    def __init__(self, assoc: Any) -> None:
+        super().__init__()
+        self._assoc = assoc
+        self.held = False
+        self.ended = False  # a sub-operation got no response: the association is gone
+
+    def set(self) -> None:
+        if not self.held:
+            super().set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not super().wait(_KILL_LOOK):
+            if self._assoc._kill:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
+
+    def release(self) -> None:
+        self.held = False
+        super().set()
+
+
+def hold_reactor(assoc: Any) -> HeldCheckpoint | None:
+    """Give a store association we opened (requestor; its reactor not yet started) a
+    `HeldCheckpoint`. On an acceptor's association (C-GET) the handler already runs in
+    the reactor thread, which does not need pausing."""
+    if not assoc.is_requestor:
+        return None
+    checkpoint = HeldCheckpoint(assoc)
+    if assoc._reactor_checkpoint.is_set():
+        checkpoint.set()
+    assoc._reactor_checkpoint = checkpoint
+    return checkpoint
+
+
 def send_files_as_they_are(assoc: Any) -> None:
     """Let `assoc.send_c_store` stream a `StoredFile` from its file (per association).
 
@@ -211,12 +266,31 @@ def send_files_as_they_are(assoc: Any) -> None:
 
     dul.send_pdu = send_pdu
 
+    held = hold_reactor(assoc)
+
     def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal storing, batched
         storing = True
+        if held is not None:
+            if held.ended:
+                # The paused reactor has not marked the association ended yet; pynetdicom
+                # would send into it and wait out its DIMSE timeout. Fails this one.
+                raise RuntimeError("the store association has ended (aborted or timed out)")
+            held.held = True
         try:
-            return send(dataset.source_path if isinstance(dataset, StoredFile) else dataset,
-                        *args, **kwargs)
+            status = send(dataset.source_path if isinstance(dataset, StoredFile) else dataset,
+                          *args, **kwargs)
+            if held is not None and "Status" not in status:
+                # No C-STORE-RSP: aborted by the peer, connection lost, or DIMSE timeout
+                # (pynetdicom then aborts). The reactor runs again to clean up.
+                held.ended = True
+                held.release()
+            return status
+        except BaseException:
+            if held is not None:
+                held.ended = True
+                held.release()
+            raise
         finally:
             storing = False
             if batch:  # the message ended without a data set fragment: send what is held
@@ -371,11 +445,18 @@ def handle_move(
              destination.ae_title, destination.host, destination.port,
              ", TLS" if destination.tls else "")
     yield len(records)
-    yield from _sub_operations(
-        event, archive, records,
-        lambda: accepted_syntaxes(store_assoc["assoc"]) if "assoc" in store_assoc else {},
-        "C-MOVE",
-    )
+    try:
+        yield from _sub_operations(
+            event, archive, records,
+            lambda: accepted_syntaxes(store_assoc["assoc"]) if "assoc" in store_assoc else {},
+            "C-MOVE",
+        )
+    finally:
+        # Sub-operations done (or abandoned): the store association's reactor runs again
+        # before pynetdicom releases it.
+        checkpoint = getattr(store_assoc.get("assoc"), "_reactor_checkpoint", None)
+        if isinstance(checkpoint, HeldCheckpoint):
+            checkpoint.release()
 
 
 def handle_get(event: Any, archive: Archive) -> Iterator[Any]:
