@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import numpy as np
+import pytest
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
@@ -31,6 +32,9 @@ from conftest import ServerProcess
 from dimse_peers import dataset_bytes
 from factories import make_instance
 from retrieve_peers import register_ae, start_store_scp
+
+# The subject is the DIMSE door's sending path: the same storage calls on every backend.
+pytestmark = pytest.mark.door_only
 
 SMALL_PDU = 4096  # PS3.8 §D.1: a receiver may announce a maximum PDU length this small
 
