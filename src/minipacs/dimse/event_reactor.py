@@ -9,7 +9,7 @@ server's CPU samples while ingesting (docs/performance.md, "Event-driven associa
 
 Here both threads block until something happens instead:
 
-* the DUL waits in `select` on the peer's socket and on a wake-up socketpair, written to
+* the DUL waits in `poll` on the peer's socket and on a wake-up eventfd, written to
   when another thread queues a primitive to send or an event, or stops the reactor;
   the wait is bounded by the ARTIM timer (PS3.8 §9.1.5) when it runs;
 * the association waits on a `threading.Event` set whenever the DUL hands it something
@@ -40,9 +40,9 @@ and refuses to run on a pynetdicom whose internals differ):
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import select
-import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -101,17 +101,18 @@ class _PauseWakingEvent(threading.Event):
 
 
 class EventDrivenDUL(DULServiceProvider):
-    """pynetdicom's DUL reactor, waiting in `select` where it slept 1 ms."""
+    """pynetdicom's DUL reactor, waiting in `poll` where it slept 1 ms."""
 
-    _wake_r: socket.socket
-    _wake_w: socket.socket
+    _wake_fd: int
+    _wake_lock: threading.Lock
     _event_target: Callable[[], None]
     _on_stop: Callable[[], None]
 
     def _prepare(self, on_stop: Callable[[], None]) -> None:
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        # The eventfd exists only while the reactor runs (made and closed by its thread):
+        # a connection whose DUL never starts holds no extra descriptor.
+        self._wake_fd = -1
+        self._wake_lock = threading.Lock()
         self._on_stop = on_stop
         self.to_provider_queue = _waking_copy(self.to_provider_queue, self.wake)
         self.event_queue = _waking_copy(self.event_queue, self.wake)
@@ -123,11 +124,13 @@ class EventDrivenDUL(DULServiceProvider):
         self._event_target()
 
     def wake(self) -> None:
-        """Make the reactor's wait return (from any thread; a full pipe is awake)."""
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass  # already awake (buffer full) or the reactor has ended
+        """Make the reactor's wait return (from any thread). Before the reactor runs
+        there is nothing to wake: it looks at its queues before it first waits."""
+        # Under the lock: a descriptor number closed by the reactor may be reused at
+        # once by another connection, which must never receive our 8 bytes.
+        with self._wake_lock:
+            if self._wake_fd >= 0:
+                os.eventfd_write(self._wake_fd, 1)
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -145,25 +148,26 @@ class EventDrivenDUL(DULServiceProvider):
     def _wait(self) -> None:
         """Until the peer's socket is readable, another thread wakes us, or the ARTIM
         timer runs out. Returns at once if a TLS record is already decrypted and
-        buffered (`select` does not see those bytes)."""
+        buffered (`poll` does not see those bytes). `poll`, not `select`: descriptors
+        above 1024 are fine."""
         sock = self.socket.socket if self.socket is not None else None
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return
         timeout = _MAX_WAIT
         if self.artim_timer._start_time is not None and self.artim_timer._end_time is None:
             timeout = max(0.0, min(timeout, self.artim_timer.remaining))
-        waiting: list[Any] = [self._wake_r]
+        poller = select.poll()
+        poller.register(self._wake_fd, select.POLLIN)
         if sock is not None and sock.fileno() >= 0:
-            waiting.append(sock)
+            poller.register(sock.fileno(), select.POLLIN)
         try:
-            select.select(waiting, [], [], timeout)
-        except (OSError, ValueError):
-            return  # the socket closed under us: the checks below report it (Evt17)
-        try:
-            while self._wake_r.recv(4096):
-                pass
+            poller.poll(timeout * 1000)
         except OSError:
-            pass  # drained
+            return  # the checks below report a broken socket (Evt17)
+        try:
+            os.eventfd_read(self._wake_fd)  # resets the counter
+        except BlockingIOError:
+            pass  # woken by the socket or the timer, not by a thread
 
     def run_reactor(self) -> None:
         # pynetdicom 3.0.4's DULServiceProvider.run_reactor, with time.sleep replaced by
@@ -171,11 +175,14 @@ class EventDrivenDUL(DULServiceProvider):
         assert isinstance(self.to_provider_queue, _WakingQueue)
         assert isinstance(self.event_queue, _WakingQueue)
         self.event_queue.owner = self.to_provider_queue.owner = threading.get_ident()
+        with self._wake_lock:
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
             self._react()
         finally:
-            for end in (self._wake_r, self._wake_w):
-                end.close()
+            with self._wake_lock:
+                os.close(self._wake_fd)
+                self._wake_fd = -1
             self._on_stop()
 
     def _react(self) -> None:
@@ -325,6 +332,8 @@ def require_supported_pynetdicom() -> None:
             f"pynetdicom {version} is installed; minipacs.dimse.event_reactor replaces "
             f"reactor internals read in pynetdicom {', '.join(SUPPORTED_PYNETDICOM)}: "
             "check them against the new release and extend SUPPORTED_PYNETDICOM")
+    if not hasattr(os, "eventfd"):
+        raise RuntimeError("minipacs.dimse.event_reactor needs os.eventfd (Linux)")
     probe = Association(pynetdicom.AE(), "acceptor")
     missing = [f"DULServiceProvider.{name}" for name in _DUL_INTERNALS + _DUL_STATE
                if not hasattr(probe.dul, name)]
