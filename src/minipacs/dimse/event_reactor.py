@@ -104,6 +104,7 @@ class EventDrivenDUL(DULServiceProvider):
     """pynetdicom's DUL reactor, waiting in `poll` where it slept 1 ms."""
 
     _wake_fd: int
+    reactor_done: bool
     _wake_lock: threading.Lock
     _event_target: Callable[[], None]
     _on_stop: Callable[[], None]
@@ -113,6 +114,7 @@ class EventDrivenDUL(DULServiceProvider):
         # a connection whose DUL never starts holds no extra descriptor.
         self._wake_fd = -1
         self._wake_lock = threading.Lock()
+        self.reactor_done = False
         self._on_stop = on_stop
         self.to_provider_queue = _waking_copy(self.to_provider_queue, self.wake)
         self.event_queue = _waking_copy(self.event_queue, self.wake)
@@ -183,6 +185,7 @@ class EventDrivenDUL(DULServiceProvider):
             with self._wake_lock:
                 os.close(self._wake_fd)
                 self._wake_fd = -1
+            self.reactor_done = True  # the thread ends next: is_alive() lags behind
             self._on_stop()
 
     def _react(self) -> None:
@@ -205,7 +208,8 @@ class EventDrivenDUL(DULServiceProvider):
                 elif self._is_transport_event():
                     self._idle_timer.restart()
             except Exception:
-                log.exception("DUL reactor failed; aborting the association")
+                # A peer's bytes can get here (pynetdicom logs what it cannot decode).
+                log.warning("DUL reactor failed; aborting the association", exc_info=True)
                 # As pynetdicom does: bypass the state machine, A-ABORT (source: service
                 # provider, PS3.8 §9.3.8) and stop both reactors.
                 abort_pdu = A_ABORT_RQ()
@@ -223,7 +227,16 @@ class EventDrivenDUL(DULServiceProvider):
             except queue.Empty:
                 idle = True
                 continue
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except Exception:
+                # pynetdicom's state machine has logged the error and stopped this
+                # reactor (kill_dul) before re-raising, which ended its DUL thread with
+                # an uncaught exception; here the thread ends quietly instead, and the
+                # association thread, seeing the DUL gone, closes the connection as
+                # it did then. A malformed DIMSE message inside a valid P-DATA-TF
+                # (a fuzzing peer's) gets here.
+                return
             idle = False
 
 
@@ -271,7 +284,7 @@ class EventDrivenAssociation(Association):
                 evt.trigger(self, evt.EVT_ABORTED, {})
                 self.kill()
                 return
-            if not self.dul.is_alive():
+            if not self.dul.is_alive() or getattr(self.dul, "reactor_done", False):
                 self.kill()
                 return
             if self.dul.idle_timer_expired():
