@@ -92,14 +92,35 @@ def handle_n_action(
     log.info("storage commitment %s from %s: %d instances", request.TransactionUID, peer,
              len(request.ReferencedSOPSequence))
     calling = str(event.assoc.requestor.ae_title).strip()
+    answered = _once_answered(event.assoc)
     thread = threading.Thread(
         target=_report_logging_errors,
         args=(event.assoc, archive, registry, request, calling,
-              outgoing or OutgoingTransport()),
+              outgoing or OutgoingTransport(), answered),
         name=f"commitment-{request.TransactionUID}", daemon=True,
     )
     thread.start()
     return SUCCESS, None
+
+
+def _once_answered(assoc: Any) -> threading.Event:
+    """Set once our N-ACTION-RSP has been sent on `assoc`.
+
+    pynetdicom marks the reactor paused while a handler runs (so that the handler may
+    send on the association itself), so another thread sending the report there could
+    slip its PDUs between the N-ACTION-RSP's: the requester then decodes neither.
+    The report on the requester's association waits for this instead."""
+    answered = threading.Event()
+
+    def on_sent(event: Any) -> None:
+        if type(event.message).__name__ == "N_ACTION_RSP":
+            answered.set()
+            # pynetdicom iterates the live handler list: removing the running (last
+            # bound) handler skips none of the others.
+            assoc.unbind(evt.EVT_DIMSE_SENT, on_sent)
+
+    assoc.bind(evt.EVT_DIMSE_SENT, on_sent)
+    return answered
 
 
 def _report_logging_errors(*args: Any) -> None:
@@ -110,7 +131,7 @@ def _report_logging_errors(*args: Any) -> None:
 
 
 def _report(assoc: Any, archive: Archive, registry: AERegistry, request: Dataset,
-            calling: str, outgoing: OutgoingTransport) -> None:
+            calling: str, outgoing: OutgoingTransport, answered: threading.Event) -> None:
     event_type, info = commitment_result(archive, request)
     info.RetrieveAETitle = assoc.ae.ae_title
     transaction = request.TransactionUID
@@ -128,6 +149,11 @@ def _report(assoc: Any, archive: Archive, registry: AERegistry, request: Dataset
         # A requester that releases while the report is in flight never answers it,
         # and its release waits on us: bound that wait (the answer takes milliseconds).
         assoc.dimse_timeout = min(assoc.dimse_timeout or _REPORT_TIMEOUT, _REPORT_TIMEOUT)
+        if not answered.wait(_REPORT_TIMEOUT):
+            log.error("storage commitment %s: our N-ACTION-RSP to %s was not sent within "
+                      "%s s; no report on its association", transaction, calling,
+                      _REPORT_TIMEOUT)
+            return
         status, _ = assoc.send_n_event_report(info, event_type, StorageCommitmentPushModel,
                                               StorageCommitmentPushModelInstance)
         log.info("storage commitment %s reported to %s on its association: 0x%04X",

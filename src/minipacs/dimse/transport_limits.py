@@ -44,6 +44,8 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
+from minipacs.dimse.event_reactor import make_event_driven, require_supported_pynetdicom
+
 log = logging.getLogger(__name__)
 
 # A-ABORT PDU (PS3.8 §9.3.8): type 07H, reserved, length 4, two reserved bytes, source
@@ -270,6 +272,8 @@ class GuardedRequestHandler(RequestHandler):
         sock.__class__ = GuardedAssociationSocket
         sock.apply_limits(self.server.limits)
         assoc.acse_timeout = self.server.limits.artim_timeout
+        # Block on the socket and on the DUL's queues instead of pynetdicom's 1 ms polls.
+        make_event_driven(assoc)
         self.association = assoc
         return assoc
 
@@ -376,6 +380,7 @@ def start_guarded_server(
 
     `reuse_port`: bind with SO_REUSEPORT, so that the worker processes of one
     `serve --workers N` listen on the same port (Linux spreads connections over them)."""
+    require_supported_pynetdicom()
     ae.maximum_pdu_size = limits.max_pdu_length
     ae.acse_timeout = limits.artim_timeout
     ae.network_timeout = limits.network_timeout
