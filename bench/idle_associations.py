@@ -8,14 +8,10 @@ silent for S seconds, and print the server's CPU seconds per second over that wi
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
+from dimse_latency import started_minipacs
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -26,38 +22,23 @@ def main() -> None:
     parser.add_argument("--associations", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
-        ready = Path(tmp) / "ready.json"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "minipacs", "serve", "--data-dir", tmp, "--http-port", "0",
-             "--dicom-port", "0", "--ready-file", str(ready), "--log-level", "WARNING"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 120
-            while not ready.exists():
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("minipacs did not start")
-                time.sleep(0.05)  # polling for readiness
-            port = json.loads(ready.read_text())["dicom_port"]
-            ae = AE(ae_title="IDLEBENCH")
-            ae.add_requested_context(Verification)
-            held = []
-            for _ in range(args.associations):
-                assoc = ae.associate("127.0.0.1", port, ae_title="MINIPACS")
-                assert assoc.is_established and assoc.send_c_echo().Status == 0
-                held.append(assoc)
-            proc = psutil.Process(server.pid)
-            before = proc.cpu_times()
-            time.sleep(args.seconds)  # the measured window: nothing happens
-            after = proc.cpu_times()
-            used = (after.user - before.user) + (after.system - before.system)
-            print(f"{args.associations} idle associations: server CPU "
-                  f"{used / args.seconds:.3f} s/s over {args.seconds} s")
-            for assoc in held:
-                assoc.release()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with started_minipacs() as (server, port):
+        ae = AE(ae_title="IDLEBENCH")
+        ae.add_requested_context(Verification)
+        held = []
+        for _ in range(args.associations):
+            assoc = ae.associate("127.0.0.1", port, ae_title="MINIPACS")
+            assert assoc.is_established and assoc.send_c_echo().Status == 0
+            held.append(assoc)
+        proc = psutil.Process(server.pid)
+        before = proc.cpu_times()
+        time.sleep(args.seconds)  # the measured window: nothing happens
+        after = proc.cpu_times()
+        used = (after.user - before.user) + (after.system - before.system)
+        print(f"{args.associations} idle associations: server CPU "
+              f"{used / args.seconds:.3f} s/s over {args.seconds} s")
+        for assoc in held:
+            assoc.release()
 
 
 if __name__ == "__main__":

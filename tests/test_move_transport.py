@@ -32,6 +32,7 @@ from conftest import ServerProcess
 from dimse_peers import dataset_bytes
 from factories import make_instance
 from retrieve_peers import register_ae, start_store_scp
+from test_retrieve import _send_with_pynetdicom
 
 # The subject is the DIMSE door's sending path: the same storage calls on every backend.
 pytestmark = pytest.mark.door_only
@@ -48,16 +49,7 @@ def _store(server: ServerProcess, syntaxes: list[str], rows: int = 256
         stored[sop] = make_instance(study_uid=study, series_uid=series, sop_uid=sop,
                                     transfer_syntax=ts, patient_id="MOVE-T",
                                     rows=rows, columns=rows, InstanceNumber=number)
-    ae = AE(ae_title="MOVESTORE")
-    for ts in set(syntaxes):
-        ae.add_requested_context(CTImageStorage, [ts])
-    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
-    assert assoc.is_established
-    try:
-        for data in stored.values():
-            assert assoc.send_c_store(dcmread(io.BytesIO(data))).Status == 0
-    finally:
-        assoc.release()
+    _send_with_pynetdicom(server, stored)
     return study, stored
 
 
