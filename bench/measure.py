@@ -157,21 +157,26 @@ def cfind_ms(node: Node, patient_id: str, repeat: int) -> float:
 FINDSCU_QUERIES = 21  # queries on one association in findscu's long run
 
 
-def _findscu_s(node: Node, patient_id: str, queries: int) -> float:
-    """Seconds for one findscu process: associate, `queries` C-FIND STUDY by PatientID
-    on that association (findscu's `--repeat`), release."""
+def _timed_dcmtk(node: Node, tool: str, *args: str) -> float:
+    """Seconds one dcmtk `tool` process takes against `node` (it must report no error)."""
     start = time.perf_counter()
     done = subprocess.run(
-        [dcmtk("findscu"), "-S", "-aet", "BENCH", "-aec", node.ae_title,
-         "--repeat", str(queries), "-k", "QueryRetrieveLevel=STUDY",
-         "-k", f"PatientID={patient_id}", "-k", "StudyInstanceUID", "-k", "PatientName",
-         "-k", "StudyDate", "-k", "ModalitiesInStudy", "-k", "NumberOfStudyRelatedInstances",
+        [dcmtk(tool), "-S", "-aet", "BENCH", "-aec", node.ae_title, *args,
          "127.0.0.1", str(node.dicom_port)],
         capture_output=True, text=True, timeout=DICOM_TIMEOUT, env=peer_env())
     seconds = time.perf_counter() - start
     if done.returncode != 0 or "E: " in done.stderr:
-        raise SystemExit(f"findscu against {node.name} failed: {done.stderr[-1500:]}")
+        raise SystemExit(f"{tool} with {node.name} failed: {done.stderr[-1500:]}")
     return seconds
+
+
+def _findscu_s(node: Node, patient_id: str, queries: int) -> float:
+    """Seconds for one findscu process: associate, `queries` C-FIND STUDY by PatientID
+    on that association (findscu's `--repeat`), release."""
+    return _timed_dcmtk(
+        node, "findscu", "--repeat", str(queries), "-k", "QueryRetrieveLevel=STUDY",
+        "-k", f"PatientID={patient_id}", "-k", "StudyInstanceUID", "-k", "PatientName",
+        "-k", "StudyDate", "-k", "ModalitiesInStudy", "-k", "NumberOfStudyRelatedInstances")
 
 
 def cfind_findscu_ms(node: Node, patient_id: str, repeat: int) -> float:
@@ -207,17 +212,10 @@ def echo_ms(node: Node, repeat: int) -> float:
 
 def cmove_s(node: Node, study: str, series: str, receiver: str, receiver_port: int) -> float:
     """Seconds for movescu to get a series moved to its own receiver (`--ignore`)."""
-    start = time.perf_counter()
-    done = subprocess.run(
-        [dcmtk("movescu"), "-S", "-aet", "BENCH", "-aec", node.ae_title, "-aem", receiver,
-         "+P", str(receiver_port), "+xa", "--ignore", "-k", "QueryRetrieveLevel=SERIES",
-         "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}",
-         "127.0.0.1", str(node.dicom_port)],
-        capture_output=True, text=True, timeout=DICOM_TIMEOUT, env=peer_env())
-    seconds = time.perf_counter() - start
-    if done.returncode != 0 or "E: " in done.stderr:
-        raise SystemExit(f"movescu from {node.name} failed: {done.stderr[-1500:]}")
-    return seconds
+    return _timed_dcmtk(
+        node, "movescu", "-aem", receiver, "+P", str(receiver_port), "+xa", "--ignore",
+        "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study}",
+        "-k", f"SeriesInstanceUID={series}")
 
 
 def cget_s(node: Node, study: str, series: str, expected: int) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import ssl
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +22,9 @@ from pynetdicom.dimse_primitives import C_ECHO
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from conftest import ServerProcess, require_tool
+from conftest import ServerProcess
 from minipacs.dimse.event_reactor import require_supported_pynetdicom
+from test_access_and_tls import _certificate
 
 pytestmark = pytest.mark.door_only  # the DICOM transport's reactors
 
@@ -36,15 +36,7 @@ PROMPT = 0.9
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("cert")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    made = subprocess.run(
-        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        capture_output=True, text=True, timeout=60, check=False)
-    assert made.returncode == 0, made.stderr
-    return cert, key
+    return _certificate(tmp_path_factory.mktemp("cert"))  # the DICOM TLS tests' own
 
 
 @pytest.fixture(scope="module")
