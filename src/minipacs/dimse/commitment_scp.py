@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 from pynetdicom import build_context, build_role, evt
+from pynetdicom.dimse_messages import N_ACTION_RSP
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
     StorageCommitmentPushModelInstance,
@@ -113,7 +114,7 @@ def _once_answered(assoc: Any) -> threading.Event:
     answered = threading.Event()
 
     def on_sent(event: Any) -> None:
-        if type(event.message).__name__ == "N_ACTION_RSP":
+        if isinstance(event.message, N_ACTION_RSP):
             answered.set()
             # pynetdicom iterates the live handler list: removing the running (last
             # bound) handler skips none of the others.
