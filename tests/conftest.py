@@ -34,6 +34,33 @@ from minipacs.node import open_archive  # noqa: E402
 from preloaded import LAUNCHER, PreloadedProcess  # noqa: E402
 
 
+def _race_free_pynetdicom_requestors() -> None:
+    """The tests' own pynetdicom requestors pause their reactor as the server does.
+
+    pynetdicom 3.0.4 can let a requestor's reactor thread take the response its
+    `send_*` method is waiting for (the race is described in
+    minipacs.dimse.reactor_pause); the request then times out, whatever the server
+    answered. It struck one C-STORE in a CI run once the server answered faster. Every
+    association the tests open with `AE.associate` gets the checkpoint minipacs puts on
+    its own associations. Only this process is changed: servers run in the launcher's
+    children (tests/preloaded.py) or fresh interpreters."""
+    from pynetdicom import AE
+
+    from minipacs.dimse.reactor_pause import install
+
+    associate = AE.associate
+
+    def associate_race_free(self: AE, *args: Any, **kwargs: Any) -> Any:
+        assoc = associate(self, *args, **kwargs)
+        install(assoc)
+        return assoc
+
+    AE.associate = associate_race_free  # type: ignore[method-assign]
+
+
+_race_free_pynetdicom_requestors()
+
+
 def require_tool(name: str) -> str:
     """Path of an external command; fails the test when it is not installed."""
     # pynetdicom installs its own findscu/getscu/... into the venv; the peers must be dcmtk's.

@@ -25,6 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from minipacs.ae_registry import AERegistry
 from minipacs.archive import Archive
 from minipacs.dimse.outgoing import OutgoingTransport, send_without_delay
+from minipacs.dimse.reactor_pause import install
 from minipacs.dimse.status import SUCCESS, status_dataset
 from minipacs.dimse.storage_scp import peer_of
 
@@ -172,6 +173,7 @@ def _report(assoc: Any, archive: Archive, registry: AERegistry, request: Dataset
         log.error("storage commitment %s: could not associate with %s at %s:%d",
                   transaction, remote.ae_title, remote.host, remote.port)
         return
+    install(report_assoc)  # pynetdicom's own pause can let its reactor take the answer
     try:
         status, _ = report_assoc.send_n_event_report(
             info, event_type, StorageCommitmentPushModel,

@@ -30,7 +30,8 @@ and refuses to run on a pynetdicom whose internals differ):
   `_process_recv_primitive`, `_is_transport_event`; fsm actions take primitives off
   `to_provider_queue` with `get(False)` and put onto `to_user_queue` with `put`.
 * `Association`: `_run_reactor` (called by `run_reactor` once established), `_kill`,
-  `_reactor_checkpoint` (a `threading.Event` others clear, then poll `_is_paused`),
+  `_reactor_checkpoint` (a `threading.Event` others clear, then poll `_is_paused`;
+  replaced by a `reactor_pause.ReactorCheckpoint`),
   `_serve_request`, `kill`; the DIMSE provider's `msg_queue`, which the DUL thread
   fills with decoded messages and, on abort, with `(None, None)`.
 * `queue.Queue._put` is the hook every `put` goes through (the standard library's
@@ -55,6 +56,8 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
+
+from minipacs.dimse.reactor_pause import ReactorCheckpoint, install
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +90,15 @@ def _waking_copy(original: queue.Queue[Any], wake: Callable[[], None]) -> _Wakin
     return waking
 
 
-class _PauseWakingEvent(threading.Event):
+class _PauseWakingCheckpoint(ReactorCheckpoint):
     """`Association._reactor_checkpoint`: a thread that pauses the reactor (pynetdicom's
-    send_* methods, `release`, our storage commitment report) clears it, then polls
-    `_is_paused`, which the reactor sets only at the top of its loop; clearing it also
-    wakes the reactor so that it gets there at once rather than at its next timeout."""
+    send_* methods, `release`, our storage commitment report) clears it and waits until
+    the reactor is parked there (`ReactorCheckpoint`); clearing it also wakes the
+    reactor so that it gets there at once rather than at its next timeout."""
 
     wake: Callable[[], None]
 
-    def clear(self) -> None:
-        super().clear()
+    def nudge(self) -> None:
         self.wake()
 
 
@@ -315,11 +317,9 @@ def make_event_driven(assoc: Association) -> None:
     activity = threading.Event()
     assoc.__class__ = EventDrivenAssociation
     assoc._activity = activity  # type: ignore[attr-defined]
-    checkpoint = _PauseWakingEvent()
+    checkpoint = _PauseWakingCheckpoint(assoc)
     checkpoint.wake = activity.set
-    if assoc._reactor_checkpoint.is_set():
-        checkpoint.set()
-    assoc._reactor_checkpoint = checkpoint
+    install(assoc, checkpoint)
     dul = assoc.dul
     dul.__class__ = EventDrivenDUL
     assert isinstance(dul, EventDrivenDUL)

@@ -16,7 +16,6 @@ import io
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +36,7 @@ from minipacs.dicom.transcode import transcode
 from minipacs.dimse.access import AccessPolicy
 from minipacs.dimse.cancel import cancelled
 from minipacs.dimse.outgoing import OutgoingTransport, send_without_delay
+from minipacs.dimse.reactor_pause import ReactorCheckpoint, install
 from minipacs.dimse.status import CANCEL, PENDING, status_dataset
 from minipacs.dimse.storage_scp import peer_of
 from minipacs.errors import MinipacsError, NotAcceptable, QueryError
@@ -167,41 +167,28 @@ def _pdu_bytes(primitive: P_DATA) -> int:
     return sum(len(pdv[1]) for pdv in primitive.presentation_data_value_list)
 
 
-_KILL_LOOK = 0.05  # seconds between looks at the kill flag of a held association reactor
-
-
-class HeldCheckpoint(threading.Event):
+class HeldCheckpoint(ReactorCheckpoint):
     """The reactor checkpoint of a C-MOVE's store association, kept closed between
     sub-operations.
 
     pynetdicom's `send_c_store` pauses the association's own reactor thread (clears its
-    checkpoint, then spins in 0.1 ms sleeps until that thread, which sleeps 1 ms per
-    turn, says it is paused) and lets it run again afterwards. Back to back, each
-    sub-operation waited up to a millisecond for that pause. While `held`, the reopening
-    at the end of a sub-operation is skipped, so the reactor stays paused for the whole
-    retrieve (it would only look for requests from the destination, which sends none,
-    and for a release it asks for; aborts reach `send_c_store` through the DUL).
-    `release` reopens it. A reactor waiting here also looks at its association's kill
-    flag (pynetdicom kills by opening the checkpoint, which a hold would skip)."""
+    checkpoint and waits until the thread, which sleeps 1 ms per turn, is parked there)
+    and lets it run again afterwards. Back to back, each sub-operation waited up to a
+    millisecond for that pause. While `held`, the reopening at the end of a
+    sub-operation is skipped, so the reactor stays paused for the whole retrieve (it
+    would only look for requests from the destination, which sends none, and for a
+    release it asks for; aborts reach `send_c_store` through the DUL). `release`
+    reopens it. A reactor parked here still looks at its association's kill flag
+    (pynetdicom kills by opening the checkpoint, which a hold would skip)."""
 
     def __init__(self, assoc: Any) -> None:
-        super().__init__()
-        self._assoc = assoc
+        super().__init__(assoc)
         self.held = False
         self.ended = False  # a sub-operation got no response: the association is gone
 
     def set(self) -> None:
         if not self.held:
             super().set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not super().wait(_KILL_LOOK):
-            if self._assoc._kill:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-        return True
 
     def release(self) -> None:
         self.held = False
@@ -215,9 +202,7 @@ def hold_reactor(assoc: Any) -> HeldCheckpoint | None:
     if not assoc.is_requestor:
         return None
     checkpoint = HeldCheckpoint(assoc)
-    if assoc._reactor_checkpoint.is_set():
-        checkpoint.set()
-    assoc._reactor_checkpoint = checkpoint
+    install(assoc, checkpoint)
     return checkpoint
 
 
