@@ -167,3 +167,47 @@ def test_install_keeps_a_closed_checkpoint_closed() -> None:
     assert not checkpoint.wait(0.05)
     checkpoint.set()
     assert checkpoint.wait(0.05)
+
+
+def _serve_on_own_thread(reactor: Reactor, handler: Any) -> threading.Thread:
+    """pynetdicom serves an N-EVENT-REPORT request on a thread of its own (dimse.py)."""
+    thread = threading.Thread(target=reactor._serve_request, args=(handler,), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_event_report_served_beside_a_parked_reactor_leaves_it_marked_paused() -> None:
+    """That thread's `_serve_request` marks the reactor running when it ends; a sender
+    that pauses the reactor next would poll `_is_paused` for ever (seen as a release
+    that never returned in test_commitment)."""
+    reactor = Reactor()
+    checkpoint = install(reactor)
+    reactor.start()
+    try:
+        assert _pause_from_another_thread(reactor).wait(5)
+        _serve_on_own_thread(reactor, lambda: None).join(5)
+        assert checkpoint._parked
+        assert reactor._is_paused
+        checkpoint.set()
+        assert _pause_from_another_thread(reactor).wait(5)
+    finally:
+        reactor.stop()
+
+
+def test_an_event_report_being_served_does_not_count_as_the_reactor_paused() -> None:
+    reactor = Reactor(stop_in_window=True)
+    install(reactor)
+    reactor.start()
+    handler_may_end = threading.Event()
+    try:
+        assert reactor.in_window.wait(5)
+        serving = _serve_on_own_thread(reactor, lambda: handler_may_end.wait(10))
+        believes_paused = _pause_from_another_thread(reactor)
+        assert not believes_paused.wait(SETTLE), "sender went on while the reactor ran"
+        reactor.leave_window.set()
+        assert believes_paused.wait(5)
+    finally:
+        handler_may_end.set()
+        reactor.leave_window.set()
+        reactor.stop()
+    serving.join(5)

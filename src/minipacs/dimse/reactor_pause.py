@@ -22,9 +22,10 @@ server with two busy threads in the sender; 0 with this class).
 
 `ReactorCheckpoint` closes it from the checkpoint's side, without changing pynetdicom:
 `clear()` called from any thread but the reactor's returns only once the reactor is
-actually parked in `wait()`, or inside `_serve_request` (pynetdicom marks itself paused
-while a handler runs, so that a handler may send on its own association, and a thread
-the handler waits for may do the same), or gone. `install` puts one on an association.
+actually parked in `wait()`, or serving a request on its own thread (pynetdicom marks
+itself paused while a handler runs, so that a handler may send on its own association,
+and a thread the handler waits for may do the same), or gone. `install` puts one on an
+association.
 """
 
 from __future__ import annotations
@@ -91,15 +92,27 @@ class ReactorCheckpoint:
         return bool(self._assoc._kill) or not self._assoc.is_alive()
 
     def serve(self, serve_request: Any, *args: Any) -> None:
-        """Run pynetdicom's `_serve_request(*args)`, counted as serving."""
-        with self._cond:
-            self._serving += 1
-            self._cond.notify_all()
+        """Run pynetdicom's `_serve_request(*args)`.
+
+        On the reactor's thread it counts as serving (the reactor takes no message until
+        it returns). pynetdicom also serves N-EVENT-REPORT requests on a thread of their
+        own (dimse.py), whose `_serve_request` sets `_is_paused` True, then False, under
+        a reactor that may be parked: that thread does not count, and if the reactor is
+        parked when it ends, `_is_paused` is made True again (else a sender that
+        polls it would wait for ever)."""
+        on_reactor = threading.current_thread() is self._assoc
+        if on_reactor:
+            with self._cond:
+                self._serving += 1
+                self._cond.notify_all()
         try:
             serve_request(*args)
         finally:
             with self._cond:
-                self._serving -= 1
+                if on_reactor:
+                    self._serving -= 1
+                elif self._parked:
+                    self._assoc._is_paused = True
 
 
 def install(assoc: Any, checkpoint: ReactorCheckpoint | None = None) -> ReactorCheckpoint:
