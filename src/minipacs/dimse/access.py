@@ -61,10 +61,27 @@ class AccessPolicy:
         self.enforce = enforce
         self.audit = audit
         # One registry look-up per association, not per message (a C-STORE of 500
-        # instances is 500 messages); a changed entry applies from the next association.
+        # instances is 500 messages, a worklist poll one C-FIND per minute on the same
+        # association); a changed entry applies from the next association.
+        self._entries: weakref.WeakKeyDictionary[Any, RemoteAE | None] = \
+            weakref.WeakKeyDictionary()
         self._principals: weakref.WeakKeyDictionary[Any, Principal] = \
             weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+
+    def entry(self, event: Any) -> RemoteAE | None:
+        """The calling AE's registry entry (None: not registered), read once per
+        association: by admission when it runs, else by the first message's handler."""
+        with self._lock:
+            if event.assoc in self._entries:
+                return self._entries[event.assoc]
+        return self._remember(event.assoc, str(event.assoc.requestor.ae_title).strip())
+
+    def _remember(self, assoc: Any, calling: str) -> RemoteAE | None:
+        ae = self.registry.get(calling)
+        with self._lock:
+            self._entries[assoc] = ae
+        return ae
 
     def principal(self, event: Any) -> Principal:
         """The calling AE as the principal of this association's core calls."""
@@ -82,7 +99,7 @@ class AccessPolicy:
         actions: frozenset[Action] | None = None
         # Its entry also carries access tags (`access/tags.py`), which hold whether or
         # not unregistered AEs are admitted.
-        ae = self.registry.get(calling)
+        ae = self.entry(event)
         if self.enforce:
             actions = frozenset().union(*(ACTIONS_OF_RIGHT.get(r, frozenset())
                                           for r in (ae.rights if ae else ())))
@@ -98,11 +115,12 @@ class AccessPolicy:
                                    detail=f"accepted, called AE "
                                    f"{str(event.assoc.acceptor.ae_title).strip()}"))
 
-    def admission_problem(self, calling: str, address: str) -> str:
-        """Why an association from `calling` at `address` is refused ("" = admitted)."""
+    def admission_problem(self, calling: str, address: str, assoc: Any = None) -> str:
+        """Why an association from `calling` at `address` is refused ("" = admitted).
+        The entry read is kept for `assoc`'s later messages."""
         if not self.enforce:
             return ""
-        ae = self.registry.get(calling)
+        ae = self.registry.get(calling) if assoc is None else self._remember(assoc, calling)
         if ae is None:
             return f"calling AE title {calling!r} is not registered"
         if ae.pin_ip and address not in _addresses(ae.host):
@@ -113,7 +131,7 @@ class AccessPolicy:
         """EVT_REQUESTED: reject unknown or misplaced calling AEs before negotiation."""
         calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
         address = str(event.assoc.requestor.address)
-        problem = self.admission_problem(calling, address)
+        problem = self.admission_problem(calling, address, event.assoc)
         if problem:
             log.warning("association from %s@%s rejected: %s", calling, address, problem)
             if self.audit is not None:
@@ -130,7 +148,7 @@ class AccessPolicy:
         if not self.enforce:
             return None
         calling = str(event.assoc.requestor.ae_title).strip()
-        ae: RemoteAE | None = self.registry.get(calling)
+        ae = self.entry(event)
         if ae is not None and ae.may(right):
             return None
         log.warning("%s refused to %s: no '%s' right in the AE registry", right, calling,

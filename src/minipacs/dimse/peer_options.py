@@ -10,15 +10,13 @@ transliterated to ASCII; nothing stored changes.
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 
-from minipacs.ae_registry import AERegistry, RemoteAE
+from minipacs.ae_registry import RemoteAE
 from minipacs.dicom.charsets import (
     ascii_dataset,
     charset_fix,
@@ -29,27 +27,13 @@ from minipacs.dicom.charsets import (
 log = logging.getLogger(__name__)
 
 
-def _calling(event: Any) -> str:
-    return str(event.assoc.requestor.ae_title).strip()
-
-
-def charset_repair(registry: AERegistry) -> Callable[[Any, bytes | Path], bytes | None]:
+def charset_repair(entry_of: Callable[[Any], RemoteAE | None]
+                   ) -> Callable[[Any, bytes | Path], bytes | None]:
     """`repair` for `handle_store`: relabel (0008,0005) as the sender's entry says.
 
     Only for senders with charset options in the registry is a spooled dataset read
-    into memory. The sender's entry is read once per association, not per instance
-    (an edited entry applies from the sender's next association)."""
-    entries: weakref.WeakKeyDictionary[Any, RemoteAE | None] = weakref.WeakKeyDictionary()
-    entries_lock = threading.Lock()
-
-    def entry_of(event: Any) -> RemoteAE | None:
-        with entries_lock:
-            if event.assoc in entries:
-                return entries[event.assoc]
-        ae = registry.get(_calling(event))
-        with entries_lock:
-            entries[event.assoc] = ae
-        return ae
+    into memory. `entry_of(event)` is the sender's entry, read once per association
+    (`AccessPolicy.entry`; an edited entry applies from the sender's next association)."""
 
     def repair(event: Any, part10: bytes | Path) -> bytes | None:
         ae = entry_of(event)
@@ -82,14 +66,14 @@ def _repair_identifier(identifier: Dataset, ae: Any) -> None:
 
 
 def peer_charsets(
-    handler: Callable[[Any], Iterator[Any]], registry: AERegistry
+    handler: Callable[[Any], Iterator[Any]], entry_of: Callable[[Any], RemoteAE | None]
 ) -> Callable[[Any], Iterator[Any]]:
     """Wrap a C-FIND handler with the caller's charset options: its identifier is
     relabelled like its stored data (default charset, remap), and pending identifiers go
     out in ASCII to AEs that need it."""
 
     def wrapped(event: Any) -> Iterator[Any]:
-        ae = registry.get(_calling(event))
+        ae = entry_of(event)
         if ae is not None and (ae.default_charset or ae.charset_remap_from):
             try:
                 # pynetdicom decodes the identifier once and caches it: the handler
