@@ -24,7 +24,12 @@ from minipacs.errors import NotAcceptable, QueryError
 from minipacs.index.query import Level
 from minipacs.query_results import SERIES_KEYS, STUDY_KEYS
 from minipacs.web.auth import acting_archive_dependency
-from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
+from minipacs.web.multipart import (
+    encode_parts,
+    in_batches,
+    multipart_content_type,
+    new_boundary,
+)
 from minipacs.web.negotiation import instance_transfer_syntax, parse_accept
 from minipacs.web.query_params import QidoQuery, parse_qido
 
@@ -221,7 +226,7 @@ def _retrieve(request: Request, archive: Archive, records: list[InstanceRecord])
                     )
 
     return StreamingResponse(
-        encode_parts(parts(), boundary),
+        in_batches(encode_parts(parts(), boundary)),
         media_type=multipart_content_type("application/dicom", boundary, target),
     )
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import anyio.to_thread
 
 
 def new_boundary() -> str:
@@ -31,6 +33,39 @@ def encode_parts(
         yield from chunks
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode("ascii")
+
+
+STREAM_BATCH_BYTES = 4 << 20
+
+
+async def in_batches(chunks: Iterator[bytes], budget: int = STREAM_BATCH_BYTES
+                     ) -> AsyncIterator[bytes]:
+    """`chunks` (blocking reads) for a StreamingResponse, read in the thread pool
+    `budget` bytes at a time.
+
+    Given a plain iterator, Starlette hops to the thread pool for every item: for a
+    series retrieve, a part header, a 1 MiB read or two and a delimiter per instance,
+    ~900 hops for 300 CT images, which held it at about half of Orthanc's MB/s. Here one
+    hop reads up to `budget` bytes (plus one chunk): memory stays bounded, and the
+    chunks go out as they were read, not joined."""
+    def take() -> list[bytes]:
+        batch: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= budget:
+                break
+        return batch
+
+    try:
+        while batch := await anyio.to_thread.run_sync(take):
+            for chunk in batch:
+                yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:  # a generator: its files are closed now, not when collected
+            close()
 
 
 @dataclass(frozen=True)

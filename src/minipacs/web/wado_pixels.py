@@ -28,7 +28,12 @@ from minipacs.errors import NotAcceptable, NotFound, QueryError
 from minipacs.imaging import CacheWrite, Imaging, describe_part
 from minipacs.reports.documents import ENCAPSULATED_PDF
 from minipacs.web.dicomweb import ArchiveDep, _uid, check_uid, dicomweb_base
-from minipacs.web.multipart import encode_parts, multipart_content_type, new_boundary
+from minipacs.web.multipart import (
+    encode_parts,
+    in_batches,
+    multipart_content_type,
+    new_boundary,
+)
 from minipacs.web.negotiation import frame_choice, rendered_media_type
 from minipacs.web.wado_video import is_video, video_response
 
@@ -153,7 +158,7 @@ def _frames_response(request: Request, archive: Archive, record: InstanceRecord,
         # StreamingResponse hops to the thread pool for every chunk, which was a fifth of
         # a one-frame request (docs/performance.md, "Retrieve").
         return Response(b"".join(encode_parts(body(), boundary)), media_type=media_type)
-    return StreamingResponse(encode_parts(body(), boundary), media_type=media_type)
+    return StreamingResponse(in_batches(encode_parts(body(), boundary)), media_type=media_type)
 
 
 @router.get(INSTANCE + "/bulkdata/{tag}", summary="WADO-RS: retrieve bulk data")
