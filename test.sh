@@ -17,6 +17,8 @@ command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
 # smoke mode runs in tests/test_bench_smoke.py).
 command -v Orthanc >/dev/null 2>&1 || apt_packages+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || apt_packages+=(orthanc-dicomweb)
+# The benchmark reads its series retrieve with curl (bench/measure.py).
+command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing Debian packages: ${apt_packages[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -1,8 +1,8 @@
 """The measurements, each against one running `Node`: the client side of the benchmark.
 
 Peers are the usual ones: dcmtk's `storescu`, `findscu` and `movescu`, pynetdicom, httpx for
-DICOMweb. Times are wall-clock on the client (`time.perf_counter`, or CLOCK_MONOTONIC
-across processes).
+DICOMweb (curl for the series retrieve, which httpx cannot read fast enough). Times are
+wall-clock on the client (`time.perf_counter`, or CLOCK_MONOTONIC across processes).
 
 The dcmtk peers send with TCP_NODELAY, as in issue #13's table (dcmtk reads
 `TCP_NODELAY=1` from its environment; Orthanc and storescp, dcmtk inside, get it too).
@@ -14,13 +14,15 @@ dcmtk peers, to see what a default-configured modality gets.
 The pynetdicom peers run as a pynetdicom SCU does by default (Nagle on). With
 TCP_NODELAY set on their socket, a C-STORE response was lost twice in one day (the
 SCU waited out its DIMSE timeout with the association up, against storescp and
-against the null SCP): a requestor-side race in pynetdicom not chased further here.
+against the null SCP): pynetdicom's reactor pause let its own reactor take the response
+(minipacs.dimse.reactor_pause explains it; store_peer.py parks that reactor).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -278,18 +280,27 @@ def metadata_ms(node: Node, study: str, repeat: int) -> tuple[float, float]:
 
 
 def series_retrieve_mb_s(node: Node, study: str, series: str, repeat: int) -> float:
+    """WADO-RS series retrieve (transfer-syntax=*), MB/s; median of `repeat`, read by curl.
+
+    Not httpx: a Python client parsing 150 MB of multipart spends ~0.22 s of CPU on it,
+    which capped both servers at ~650-700 MB/s (docs/performance.md, "Sixth pass"), so
+    the row measured the client. curl reads the body into /dev/null."""
+    curl = shutil.which("curl")
+    if curl is None:
+        raise SystemExit("curl is not installed: apt-get install -y curl")
     url = f"{node.dicomweb}/studies/{study}/series/{series}"
+    headers = [arg for name, value in {"Accept": ANY_SYNTAX, **node.headers}.items()
+               for arg in ("-H", f"{name}: {value}")]
     samples = []
-    size = 0
-    with http_client(node) as client:
-        for _ in range(repeat):
-            start = time.perf_counter()
-            with client.stream("GET", url, headers={"Accept": ANY_SYNTAX}) as response:
-                if response.status_code != 200:
-                    raise SystemExit(f"GET {url}: {response.status_code}")
-                size = sum(len(chunk) for chunk in response.iter_bytes(1 << 20))
-            samples.append(time.perf_counter() - start)
-    return size / statistics.median(samples) / 1e6
+    for _ in range(repeat):
+        done = subprocess.run(
+            [curl, "-s", "-o", os.devnull, "-w", "%{http_code} %{size_download} %{time_total}",
+             *headers, url], capture_output=True, text=True, timeout=DICOM_TIMEOUT)
+        code, size, seconds = done.stdout.split()
+        if done.returncode != 0 or code != "200" or int(size) == 0:
+            raise SystemExit(f"GET {url}: curl exit {done.returncode}, HTTP {code}")
+        samples.append(int(size) / float(seconds) / 1e6)
+    return statistics.median(samples)
 
 
 def instance_urls(node: Node, study: str, series: str, sops: list[str], tail: str
