@@ -347,12 +347,16 @@ def test_mapping_stays_in_the_index_and_never_reaches_the_zip(
     with zipfile.ZipFile(io.BytesIO(raw)) as zf:
         members = [zf.read(name) for name in zf.namelist()] + [raw,
                                                                "\n".join(zf.namelist()).encode()]
+    # The study date is not searched for in the bytes: the shift (1 to 365 days back)
+    # can move the acquisition (05-18) or content date (05-19) onto 05-17, which is
+    # then a shifted date, not the study's (a flake seen once in CI). It must be moved:
     secrets = [PATIENT_ID, CCCD, study, "Nguyễn", "Nhung", "Nguyen", "Chợ Rẫy", "Trần",
-               "ACC-PHI-1", "19800517", "20240517", row.export_id]
+               "ACC-PHI-1", "19800517", row.export_id]
     for blob in members:
         for secret in secrets:
             assert secret.encode() not in blob, secret
             assert secret.encode("utf-16-le") not in blob, secret
+    assert all(ds.StudyDate != "20240517" for ds in files.values())
 
 
 def test_export_is_audited_per_study_and_refuses_to_overwrite(
