@@ -119,6 +119,32 @@ def test_rights_limit_what_a_registered_ae_may_do(
         assert statuses == expected, calling
 
 
+def test_a_right_withdrawn_stops_the_next_request_on_an_open_association(
+    guarded_server: ServerProcess
+) -> None:
+    """The registry entry is read once per association for admission, charset options
+    and the principal, but a right is checked against the registry at each request: a
+    worklist or query client that keeps its association open loses the right at once."""
+    _register(guarded_server, "POLLER", rights=["query"])
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = generate_uid()
+    ae = AE(ae_title="POLLER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", guarded_server.dicom_port,
+                         ae_title=guarded_server.ae_title)
+    try:
+        def statuses() -> list[int]:
+            return [s.Status for s, _ in assoc.send_c_find(
+                query, StudyRootQueryRetrieveInformationModelFind)]
+
+        assert statuses() == [0x0000]
+        _register(guarded_server, "POLLER", rights=["store"])
+        assert statuses() == [0x0124]
+    finally:
+        assoc.release()
+
+
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = subprocess.run(

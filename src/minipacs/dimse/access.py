@@ -148,7 +148,9 @@ class AccessPolicy:
         if not self.enforce:
             return None
         calling = str(event.assoc.requestor.ae_title).strip()
-        ae = self.entry(event)
+        # Read now, not once per association: a right withdrawn in the registry stops
+        # the next request on an association already open (a worklist poller keeps one).
+        ae: RemoteAE | None = self.registry.get(calling)
         if ae is not None and ae.may(right):
             return None
         log.warning("%s refused to %s: no '%s' right in the AE registry", right, calling,
