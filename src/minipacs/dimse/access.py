@@ -115,12 +115,12 @@ class AccessPolicy:
                                    detail=f"accepted, called AE "
                                    f"{str(event.assoc.acceptor.ae_title).strip()}"))
 
-    def admission_problem(self, calling: str, address: str, assoc: Any = None) -> str:
+    def admission_problem(self, calling: str, address: str, assoc: Any) -> str:
         """Why an association from `calling` at `address` is refused ("" = admitted).
         The entry read is kept for `assoc`'s later messages."""
         if not self.enforce:
             return ""
-        ae = self.registry.get(calling) if assoc is None else self._remember(assoc, calling)
+        ae = self._remember(assoc, calling)
         if ae is None:
             return f"calling AE title {calling!r} is not registered"
         if ae.pin_ip and address not in _addresses(ae.host):

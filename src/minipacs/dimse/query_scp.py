@@ -140,9 +140,9 @@ def response_dataset(
     wanted = {f"{int(e.tag):08X}" for e in requested}
     ds = pick_requested(dataset_from_json({k: v for k, v in match.items() if k in wanted}),
                         requested)
-    for tag, vr, value in ((0x00080005, "CS", "ISO_IR 192"), (0x00080052, "CS", level),
-                           (0x00080054, "AE", ae_title)):  # SpecificCharacterSet, level,
-        ds.add(DataElement(tag, vr, value))              # RetrieveAETitle
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.QueryRetrieveLevel = level
+    ds.RetrieveAETitle = ae_title
     return ds
 
 
