@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
-from sqlalchemy import BindParameter, Select, Table, bindparam, case, distinct, func, select
+from sqlalchemy import BindParameter, Select, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from minipacs.dicom.json_model import element
@@ -212,7 +212,7 @@ def instance_matches(rows: Sequence[Any], include: Include) -> list[dict[str, An
 
 # Study attributes computed from the study's series and instances.
 _STUDY_COUNTS = ("00080061", "00201206", "00201208")
-StudyStatistics = tuple[dict[int, tuple[int, int]], dict[int, list[str]]]
+StudyStatistics = tuple[dict[int, tuple[int, int]], dict[int, set[str]]]
 
 
 def _table(model: type[Any]) -> Table:
@@ -223,35 +223,35 @@ _SERIES, _INSTANCES = _table(Series), _table(Instance)
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
 # Built once, with the keys as one expanding bound parameter: the statement's cache key
 # and compiled SQL are reused by every query, where building it per call cost as much as
-# running it (docs/performance.md, "QIDO and per-request cost, fourth pass"). One
-# statement for counts and modalities: grouped by study and modality, a series falls
-# in exactly one group, so the groups' sums are the study's counts. The outer join
-# keeps a series without instances among the modalities (as a SELECT DISTINCT of the
-# series' modalities did) and out of the counts (as the inner join of the counts did).
-_STUDY_STATISTICS = (
+# running it (docs/performance.md, "QIDO and per-request cost, fourth pass"). One row
+# per series of the studies: its modality and its instance count, a correlated count
+# on the instances' series index. Grouping the instances themselves by study and
+# modality, with a distinct count of series, made the database sort every instance of
+# the matched studies (a temporary B-tree for the DISTINCT): about 7x slower for five
+# studies of 300 instances (docs/performance.md, "Seventh pass").
+_SERIES_SIZES = (
     select(
         _SERIES.c.study_pk, _SERIES.c.modality,
-        func.count(distinct(case((_INSTANCES.c.id.is_not(None), _SERIES.c.id)))),
-        func.count(_INSTANCES.c.id),
+        select(func.count()).select_from(_INSTANCES)
+        .where(_INSTANCES.c.series_pk == _SERIES.c.id).scalar_subquery(),
     )
-    .select_from(_SERIES.outerjoin(_INSTANCES, _INSTANCES.c.series_pk == _SERIES.c.id))
     .where(_SERIES.c.study_pk.in_(_IDS))
-    .group_by(_SERIES.c.study_pk, _SERIES.c.modality)
 )
 
 
 def _study_statistics(session: Session, study_ids: list[int]) -> StudyStatistics:
-    """(series count, instance count) and the modalities of each study, by study key."""
+    """(series count, instance count) and the modalities of each study, by study key.
+    A series without instances counts for neither number, but its modality is listed."""
     stats: dict[int, tuple[int, int]] = {}
-    modalities: dict[int, list[str]] = {}
+    modalities: dict[int, set[str]] = {}
     if study_ids:
-        for study_pk, modality, n_series, n_instances in session.connection().execute(
-                _STUDY_STATISTICS, {"ids": study_ids}):
-            if n_series:
+        for study_pk, modality, n_instances in session.connection().execute(
+                _SERIES_SIZES, {"ids": study_ids}):
+            if n_instances:
                 before = stats.get(study_pk, (0, 0))
-                stats[study_pk] = (before[0] + n_series, before[1] + n_instances)
+                stats[study_pk] = (before[0] + 1, before[1] + n_instances)
             if modality:
-                modalities.setdefault(study_pk, []).append(modality)
+                modalities.setdefault(study_pk, set()).add(modality)
     return stats, modalities
 
 

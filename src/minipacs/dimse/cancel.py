@@ -14,6 +14,10 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 _C_CANCEL_RQ = 0x0FFF  # CommandField (0000,0100), PS3.7 Table 9.3-5
+# A C-FIND handler looks for a cancel before every this many pending responses (after
+# letting what it sent drain: query_scp.let_requests_in); `find_responses` writes its
+# batches at the same pace.
+CANCEL_CHECK_EVERY = 8
 
 _lock = threading.Lock()
 # association -> Message IDs cancelled since their request arrived

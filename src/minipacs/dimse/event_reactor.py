@@ -52,13 +52,23 @@ import pynetdicom
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
 
+from minipacs.dimse.find_responses import serve_find
 from minipacs.dimse.reactor_pause import ReactorCheckpoint, install
 
 log = logging.getLogger(__name__)
+
+# C-FIND models served by `find_responses.serve_find` (pynetdicom's generic C-FIND
+# service: Query/Retrieve and Modality Worklist).
+_FIND_MODELS = {
+    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Query/Retrieve - FIND
+    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Query/Retrieve - FIND
+    "1.2.840.10008.5.1.4.31",  # Modality Worklist - FIND
+}
 
 # The pynetdicom releases whose internals (listed in the module docstring) were read.
 SUPPORTED_PYNETDICOM = ("3.0.4",)
@@ -107,8 +117,19 @@ class _PauseWakingCheckpoint(ReactorCheckpoint):
         self.wake()
 
 
+class EncodedPData:
+    """P-DATA-TF PDUs already encoded (`find_responses`), queued among the primitives
+    for the DUL thread to write as they are, in their turn."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 class EventDrivenDUL(DULServiceProvider):
-    """pynetdicom's DUL reactor, waiting in `poll` where it slept 1 ms."""
+    """pynetdicom's DUL reactor, waiting in `poll` where it slept 1 ms; it also writes
+    `EncodedPData` handed to it with `send_encoded`."""
 
     _wake_fd: int
     reactor_done: bool
@@ -152,6 +173,28 @@ class EventDrivenDUL(DULServiceProvider):
     def kill_dul(self) -> None:
         super().kill_dul()
         self.wake()
+
+    def send_encoded(self, data: bytes) -> None:
+        """Queue P-DATA-TF PDUs, encoded, to be written in order with the primitives
+        (from the association's thread, as `send_pdu`)."""
+        self.to_provider_queue.put(EncodedPData(data))  # type: ignore[arg-type]
+
+    def _process_recv_primitive(self) -> bool:
+        """pynetdicom's, plus: `EncodedPData` at the head of the queue is written with
+        one send. P-DATA moves the state machine nowhere (DT-1: Sta6 to Sta6), so the
+        bytes go out only in Sta6, as DT-1 sends them, and are dropped in any other
+        state (an association aborted or released meanwhile: the peer awaits nothing).
+        An event already queued is handled first, as it would be before a primitive
+        queued behind it reached the state machine."""
+        queued = self.to_provider_queue.queue
+        if not queued or not isinstance(queued[0], EncodedPData):
+            return bool(super()._process_recv_primitive())
+        if not self.event_queue.empty():
+            return True
+        encoded: Any = self.to_provider_queue.get(False)
+        if self.state_machine.current_state == "Sta6" and self.socket is not None:
+            self.socket.send(encoded.data)
+        return True
 
     def stop_dul(self) -> bool:
         # pynetdicom's sets `_kill_thread` then polls is_alive every 1 ms.
@@ -317,6 +360,32 @@ class EventDrivenAssociation(Association):
                     self.abort()
                 self.kill()
                 return
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        """pynetdicom's, except that a C-FIND of the Query/Retrieve and worklist models
+        is served by `find_responses.serve_find` (its responses encoded and written in
+        batches), with what pynetdicom does around every service: a request during
+        release or on an unknown context, and an invalid one, are left to it; C-CANCELs
+        received before the request are forgotten; the association reads as paused
+        while the request is served."""
+        context = self._accepted_cx.get(context_id)
+        if (not isinstance(msg, C_FIND) or self._sent_release or not msg.is_valid_request
+                or context is None or context.abstract_syntax not in _FIND_MODELS):
+            super()._serve_request(msg, context_id)
+            return
+        self.dimse.cancel_req = {}
+        self._is_paused = True
+        try:
+            served = serve_find(self, msg, context)
+        except Exception:  # as pynetdicom does for a service that fails
+            log.exception("C-FIND service failed; aborting the association")
+            self.abort()
+            return
+        finally:
+            self._is_paused = False
+        self.dimse.cancel_req = {}
+        if not served:
+            super()._serve_request(msg, context_id)
 
     def _wait_bound(self) -> float:
         """How long the reactor may wait: until the network timeout could expire."""

@@ -15,7 +15,7 @@ from pydicom.sequence import Sequence
 from minipacs.archive import Archive
 from minipacs.dicom.json_model import dataset_from_json
 from minipacs.dicom.matching import Filter, Match, parse_match
-from minipacs.dimse.cancel import cancelled
+from minipacs.dimse.cancel import CANCEL_CHECK_EVERY, cancelled
 from minipacs.dimse.status import (
     CANCEL,
     FIND_OUT_OF_RESOURCES,
@@ -146,7 +146,6 @@ def response_dataset(
     return ds
 
 
-_CANCEL_CHECK_EVERY = 8
 _DRAIN_TIMEOUT = 0.5  # seconds
 
 
@@ -196,7 +195,7 @@ def handle_find(
     log.info("C-FIND %s from %s: %d matches%s", level, peer, len(result.matches),
              " (truncated)" if result.truncated else "")
     for number, match in enumerate(result.matches):
-        if number % _CANCEL_CHECK_EVERY == 0:
+        if number % CANCEL_CHECK_EVERY == 0:
             let_requests_in(event.assoc)
         if cancelled(event):
             yield CANCEL, None

@@ -12,7 +12,7 @@ from pydicom.sequence import Sequence
 
 from minipacs.dicom.item_matching import SequenceKey, keep_matching_items
 from minipacs.dicom.json_model import dataset_from_json
-from minipacs.dimse.cancel import cancelled
+from minipacs.dimse.cancel import CANCEL_CHECK_EVERY, cancelled
 from minipacs.dimse.query_scp import identifier_filter, let_requests_in, pick_requested
 from minipacs.dimse.status import (
     CANCEL,
@@ -109,7 +109,7 @@ def handle_worklist_find(
     log.info("worklist C-FIND from %s: %d items%s", peer, len(items),
              " (truncated)" if truncated else "")
     for number, item in enumerate(items):
-        if number % 8 == 0:
+        if number % CANCEL_CHECK_EVERY == 0:
             let_requests_in(event.assoc)
         if cancelled(event):
             yield CANCEL, None
