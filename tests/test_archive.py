@@ -148,10 +148,18 @@ def test_study_result_counts_series_and_instances(archive: Archive) -> None:
     for _ in range(3):
         archive.ingest(make_instance(study_uid=study, series_uid=series))
     archive.ingest(make_instance(study_uid=study, modality="MR"))
-    (match,) = archive.find("STUDY", _filter(StudyInstanceUID=study)).matches
-    assert match["00201206"]["Value"] == [2]
-    assert match["00201208"]["Value"] == [4]
-    assert match["00080061"]["Value"] == ["CT", "MR"]
+    archive.ingest(make_instance(study_uid=study, modality="CT"))  # a second CT series
+    other = generate_uid()
+    archive.ingest(make_instance(study_uid=other, modality="US"))
+    matches = {m["0020000D"]["Value"][0]: m
+               for m in archive.find("STUDY", _filter(PatientID="BN0001")).matches}
+    match = matches[study]
+    assert match["00201206"]["Value"] == [3]
+    assert match["00201208"]["Value"] == [5]
+    assert match["00080061"]["Value"] == ["CT", "MR"]  # each modality once
+    assert matches[other]["00201206"]["Value"] == [1]
+    assert matches[other]["00201208"]["Value"] == [1]
+    assert matches[other]["00080061"]["Value"] == ["US"]
 
 
 def test_series_and_image_levels(archive: Archive) -> None:

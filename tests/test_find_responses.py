@@ -30,6 +30,9 @@ from factories import make_instance
 from minipacs.dicom.plain_encoding import encode_plain
 from minipacs.dimse.find_responses import pending_response
 
+pytestmark = pytest.mark.door_only  # the DIMSE door's encoding; C-FIND on every backend
+# is what the rest of the suite runs
+
 _VIETNAMESE = "Nguyễn^Văn An=阮^文安=グエン^ヴァン"
 
 
