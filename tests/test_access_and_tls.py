@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import ssl
@@ -171,16 +172,26 @@ def test_dicom_tls_port_talks_to_tls_peers_only(tmp_path: Path) -> None:
         client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
         ae = AE(ae_title="TLSFIND")
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        ae.add_requested_context(CTImageStorage)
         assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title,
                              tls_args=(client, "localhost"))
         assert assoc.is_established
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = ""
-        statuses = [s.Status for s, _ in assoc.send_c_find(
-            query, StudyRootQueryRetrieveInformationModelFind)]
+        query.PatientName = ""
+
+        def found() -> list[tuple[int, str | None]]:
+            return [(s.Status, None if ds is None else str(ds.PatientName))
+                    for s, ds in assoc.send_c_find(query,
+                                                   StudyRootQueryRetrieveInformationModelFind)]
+
+        assert found() == [(0x0000, None)]
+        stored = dcmread(io.BytesIO(make_instance()))
+        assert assoc.send_c_store(stored).Status == 0x0000
+        # Answers over TLS are written by the DUL's thread, never beside its reads.
+        assert found() == [(0xFF00, "Nguyễn^Văn An"), (0x0000, None)]
         assoc.release()
-        assert statuses == [0x0000]
     finally:
         server.stop()
 

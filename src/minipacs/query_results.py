@@ -268,20 +268,34 @@ def _study_counts(statistics: StudyStatistics, study_id: int) -> dict[str, Any]:
 
 def _first_instances(group_column: Any) -> Select[tuple[Any, str]]:
     """The JSON of the first stored instance (lowest key) per value of `group_column`
-    (a series column: study_pk or id) among the `ids` bound at execution."""
-    first = (
-        select(func.min(_INSTANCES.c.id))
-        .select_from(_INSTANCES.join(_SERIES, _INSTANCES.c.series_pk == _SERIES.c.id))
+    (a series column: study_pk or id) among the `ids` bound at execution.
+
+    Each series' first instance is a correlated MIN on the instances' series index (one
+    index probe), then the lowest of those per group: grouping the joined instances
+    read every instance of the matched studies, ~7x slower for five CT studies
+    (docs/performance.md, "Seventh pass")."""
+    first_of_series = (
+        select(func.min(_INSTANCES_INNER.c.id))
+        .where(_INSTANCES_INNER.c.series_pk == _SERIES.c.id)
+        .scalar_subquery()
+    )
+    per_series = (
+        select(group_column.label("grp"), first_of_series.label("first"))
         .where(group_column.in_(_IDS))
-        .group_by(group_column)
+        .subquery()
+    )
+    per_group = (
+        select(per_series.c.grp, func.min(per_series.c.first).label("first"))
+        .group_by(per_series.c.grp)
+        .subquery()
     )
     return (
-        select(group_column, _INSTANCES.c.metadata_json)
-        .select_from(_INSTANCES.join(_SERIES, _INSTANCES.c.series_pk == _SERIES.c.id))
-        .where(_INSTANCES.c.id.in_(first))
+        select(per_group.c.grp, _INSTANCES.c.metadata_json)
+        .select_from(_INSTANCES.join(per_group, _INSTANCES.c.id == per_group.c.first))
     )
 
 
+_INSTANCES_INNER = _INSTANCES.alias("first_instance")
 _FIRST_INSTANCE = {"STUDY": _first_instances(_SERIES.c.study_pk),
                    "SERIES": _first_instances(_SERIES.c.id)}
 

@@ -143,6 +143,10 @@ class EventDrivenDUL(DULServiceProvider):
         # a connection whose DUL never starts holds no extra descriptor.
         self._wake_fd = -1
         self._wake_lock = threading.Lock()
+        # Held while the state machine acts (every PDU the DUL thread sends is sent in
+        # an action) and while the reactor sends its own A-ABORT: `send_encoded` writes
+        # only between them.
+        self._action_lock = threading.Lock()
         self._may_wait = False
         self.reactor_done = False
         self._on_stop = on_stop
@@ -175,8 +179,22 @@ class EventDrivenDUL(DULServiceProvider):
         self.wake()
 
     def send_encoded(self, data: bytes) -> None:
-        """Queue P-DATA-TF PDUs, encoded, to be written in order with the primitives
-        (from the association's thread, as `send_pdu`)."""
+        """Send P-DATA-TF PDUs, encoded, in order with the primitives queued before them
+        (from the association's thread, as `send_pdu`).
+
+        Written at once from the calling thread when nothing waits to go before them:
+        no primitive queued, no event pending, no state machine action running (the
+        lock), the association established (Sta6), and a plain TCP socket (an
+        `SSLSocket` is not safe to write while the DUL thread reads it). A hand-over
+        to the DUL thread was a thread wake-up and a GIL hand-off per answer, ~12 % of
+        a C-FIND's server time. Otherwise queued, for the DUL thread to write in turn."""
+        sock = self.socket
+        if sock is not None and not isinstance(sock.socket, ssl.SSLSocket):
+            with self._action_lock:
+                if (self.to_provider_queue.empty() and self.event_queue.empty()
+                        and self.state_machine.current_state == "Sta6"):
+                    sock.send(data)
+                    return
         self.to_provider_queue.put(EncodedPData(data))  # type: ignore[arg-type]
 
     def _process_recv_primitive(self) -> bool:
@@ -278,7 +296,8 @@ class EventDrivenDUL(DULServiceProvider):
                 abort_pdu.source = 0x02
                 abort_pdu.reason_diagnostic = 0x00
                 if self.socket is not None:
-                    self.socket.send(abort_pdu.encode())
+                    with self._action_lock:
+                        self.socket.send(abort_pdu.encode())
                 self.assoc.is_aborted = True
                 self.assoc.is_established = False
                 self.assoc._kill = True
@@ -290,7 +309,8 @@ class EventDrivenDUL(DULServiceProvider):
                 idle = True
                 continue
             try:
-                self.state_machine.do_action(event)
+                with self._action_lock:
+                    self.state_machine.do_action(event)
             except Exception:
                 # pynetdicom's state machine has logged the error and stopped this
                 # reactor (kill_dul) before re-raising, which ended its DUL thread with

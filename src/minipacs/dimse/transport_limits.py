@@ -212,6 +212,10 @@ class GuardedAssociationSocket(AssociationSocket):
     def _refuse(self, sock: socket.socket, reason: str, *, abort: bool = True) -> None:
         self._stop_awaiting_request()
         log.warning("DICOM connection from %s closed: %s", _peer(sock), reason)
+        # Not in the middle of an answer the association's thread is writing
+        # (event_reactor.EventDrivenDUL.send_encoded); a second at most.
+        lock = getattr(self.assoc.dul, "_action_lock", None)
+        locked = lock is not None and lock.acquire(timeout=1.0)
         try:
             if abort:
                 sock.settimeout(1.0)
@@ -219,6 +223,9 @@ class GuardedAssociationSocket(AssociationSocket):
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        finally:
+            if locked:
+                lock.release()  # type: ignore[union-attr]
         raise ConnectionAbortedError(reason)
 
 
