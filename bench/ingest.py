@@ -304,7 +304,7 @@ def main() -> None:
             target = starter(work)
             spy = None
             if args.profile and target.name == "minipacs":
-                spy = subprocess.Popen(["py-spy", "record", "--subprocesses",
+                spy = subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking",
                                         "--format", "raw", "-o", str(args.profile),
                                         "--pid", str(target.process.pid)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

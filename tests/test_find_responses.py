@@ -1,7 +1,6 @@
 """C-FIND pending responses we encode ourselves (`dimse/find_responses.py`) are the bytes
-pynetdicom would send, and identifiers we encode (`dicom/plain_encoding.py`) the bytes
-pydicom would write; over a real association they arrive whole, however small the
-peer's PDUs."""
+pynetdicom would send; over a real association they arrive whole, however small the
+peer's PDUs. (The identifiers' own encoding: tests/test_plain_encoding.py.)"""
 
 from __future__ import annotations
 
@@ -9,11 +8,8 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pydicom.valuerep import IS, DSfloat, PersonName
 from pynetdicom import AE
 from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
@@ -24,16 +20,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from conftest import SAMPLE_DIR, ServerProcess
+from conftest import ServerProcess
 from dimse_peers import c_find, storescu
 from factories import make_instance
-from minipacs.dicom.plain_encoding import encode_plain
 from minipacs.dimse.find_responses import pending_response
 
 pytestmark = pytest.mark.door_only  # the DIMSE door's encoding; C-FIND on every backend
 # is what the rest of the suite runs
 
-_VIETNAMESE = "Nguyễn^Văn An=阮^文安=グエン^ヴァン"
 
 
 def _pynetdicom_bytes(context_id: int, sop_class: str, message_id: int, status: int,
@@ -62,90 +56,6 @@ def test_pending_responses_are_the_bytes_pynetdicom_sends(max_pdu: int, size: in
         assert pending_response(context_id, sop_class, message_id, status, identifier,
                                 max_pdu) == _pynetdicom_bytes(
             context_id, sop_class, message_id, status, identifier, max_pdu)
-
-
-def _both_ways(ds: Dataset) -> None:
-    # Ours first: pydicom's writer keeps the bytes it made in each PersonName, which
-    # `encode_plain` then leaves to pydicom.
-    ours = {implicit: encode_plain(ds, implicit) for implicit in (True, False)}
-    for implicit in (True, False):
-        assert ours[implicit] is not None, "expected the fast path"
-        assert ours[implicit] == encode(ds, implicit, True), (
-            "implicit VR" if implicit else "explicit VR")
-
-
-def _plain_part(ds: Dataset) -> Dataset:
-    """The elements of `ds` that an identifier may carry as plain text, names made
-    from text as an identifier's are (one read from a file keeps its bytes, which are
-    left to pydicom: see below)."""
-    plain = Dataset()
-    for elem in ds:
-        if elem.VR == "PN":
-            plain.add(DataElement(elem.tag, "PN", str(elem.value)))
-        elif elem.VR in {"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR", "DS", "IS", "LO",
-                         "LT", "SH", "ST", "UC", "UT"}:
-            plain.add(elem)
-    return plain
-
-
-@pytest.mark.parametrize("path", sorted(SAMPLE_DIR.rglob("*.dcm"))[::5],
-                         ids=lambda p: str(p.relative_to(SAMPLE_DIR)))
-def test_sample_headers_encode_as_pydicom_writes_them(path: Path) -> None:
-    ds = _plain_part(dcmread(path, stop_before_pixels=True))
-    assert len(ds) > 10
-    _both_ways(ds)
-
-
-def test_odd_values_encode_as_pydicom_writes_them() -> None:
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.PatientName = _VIETNAMESE  # three component groups, UTF-8
-    ds.ReferringPhysicianName = ["Trần^Thị", "Lê^Bình"]  # several names
-    ds.OperatorsName = ""
-    ds.PatientID = "123456789012"
-    ds.StudyDescription = "CT ngực có cản quang"  # odd byte count: padded
-    ds.ModalitiesInStudy = ["CT", "MR", ""]
-    ds.StudyInstanceUID = "1.2.3.45"  # odd length: NUL padded
-    ds.StudyDate = None
-    ds.NumberOfStudyRelatedInstances = IS("0042")  # the original string kept
-    ds.NumberOfStudyRelatedSeries = 3
-    ds.SliceThickness = DSfloat("1.250")
-    ds.PixelSpacing = [DSfloat("0.5"), 0.75]
-    ds.add(DataElement(0x00081190, "UR", "http://pacs/studies/1 "))
-    ds.add(DataElement(0x00400275, "UT", "dài " * 20000))  # beyond 64 KiB: 4-byte length
-    ds.add(DataElement(0x00180015, "UC", ["ĐẦU", "CỔ"]))
-    ds.add(DataElement(0x00204000, "LT", "dòng 1\\không tách"))
-    ds.add(DataElement(0x00091010, "LO", "private, odd"))
-    _both_ways(ds)
-    ascii_only = Dataset()
-    ascii_only.PatientName = "Nguyen^Van An"
-    ascii_only.QueryRetrieveLevel = "STUDY"
-    _both_ways(ascii_only)
-
-
-def test_what_it_does_not_encode_is_left_to_pydicom() -> None:
-    def with_(**elements: object) -> Dataset:
-        ds = Dataset()
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.PatientID = "1"
-        for keyword, value in elements.items():
-            setattr(ds, keyword, value)
-        return ds
-
-    item = Dataset()
-    item.CodeValue = "1"
-    assert encode_plain(with_(ProcedureCodeSequence=[item]), True) is None  # SQ
-    assert encode_plain(with_(PixelData=b"\0\0"), True) is None  # binary
-    assert encode_plain(with_(SpecificCharacterSet="ISO_IR 100"), True) is None
-    assert encode_plain(with_(SpecificCharacterSet=["", "ISO 2022 IR 87"]), True) is None
-    assert encode_plain(with_(Modality="CTé"), True) is None  # CS is ASCII only
-    no_charset = Dataset()
-    no_charset.PatientName = "Nguyễn"  # ASCII declared: not ours to guess
-    assert encode_plain(no_charset, True) is None
-    read_back = PersonName(b"Nguy\xe1\xbb\x85n", ["utf_8"])  # bytes kept as read
-    assert encode_plain(with_(PatientName=read_back), True) is None
-    assert encode_plain(with_(StudyDescription="x" * 70000), False) is None  # 2-byte length
-    assert encode_plain(with_(), True) == encode(with_(), True, True)
 
 
 def test_identifiers_arrive_whole_over_tiny_pdus_and_in_batches(

@@ -7,14 +7,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 
 from minipacs.archive import Archive
 from minipacs.dicom.json_model import dataset_from_json
 from minipacs.dicom.matching import Filter, Match, parse_match
+from minipacs.dicom.plain_encoding import json_value_bytes, padded_text
 from minipacs.dimse.cancel import CANCEL_CHECK_EVERY, cancelled
 from minipacs.dimse.status import (
     CANCEL,
@@ -133,16 +135,50 @@ def pick_requested(source: Dataset, requested: list[DataElement]) -> Dataset:
     return out
 
 
-def response_dataset(
-    match: dict[str, Any], requested: list[DataElement], level: str, ae_title: str
-) -> Dataset:
-    """The pending-response identifier: exactly the requested keys, filled when known."""
+def _pydicom_response(match: dict[str, Any], requested: list[DataElement], level: str,
+                      ae_title: str) -> Dataset:
     wanted = {f"{int(e.tag):08X}" for e in requested}
     ds = pick_requested(dataset_from_json({k: v for k, v in match.items() if k in wanted}),
                         requested)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.QueryRetrieveLevel = level
     ds.RetrieveAETitle = ae_title
+    return ds
+
+
+def _raw(tag: int, vr: str, value: bytes) -> RawDataElement:
+    return RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+
+
+def response_dataset(
+    match: dict[str, Any], requested: list[DataElement], level: str, ae_title: str
+) -> Dataset:
+    """The pending-response identifier: exactly the requested keys, filled when known.
+
+    Plain values (text, names, integer strings) go in as raw elements holding their
+    encoded bytes (`json_value_bytes`): pydicom decodes them only if someone reads them
+    (a charset conversion for an old console) and writes them as they are, where
+    building each element through `Dataset.from_json` cost ~0.1 ms per match. Anything
+    else (a sequence key, binary or decimal values) is built through pydicom;
+    tests/test_plain_encoding.py checks that both give the same identifier."""
+    ds = Dataset()
+    try:
+        for elem in requested:
+            stored = match.get(f"{elem.tag:08X}")
+            if stored is None:
+                if elem.VR == "SQ" or len(elem.VR) != 2:
+                    return _pydicom_response(match, requested, level, ae_title)
+                ds[elem.tag] = _raw(elem.tag, elem.VR, b"")
+                continue
+            value = json_value_bytes(stored)
+            if value is None:
+                return _pydicom_response(match, requested, level, ae_title)
+            ds[elem.tag] = _raw(elem.tag, stored["vr"], value)
+        ds[0x00080005] = _raw(0x00080005, "CS", b"ISO_IR 192")
+        ds[0x00080052] = _raw(0x00080052, "CS", padded_text(level))
+        ds[0x00080054] = _raw(0x00080054, "AE", padded_text(ae_title))
+    except UnicodeEncodeError:
+        return _pydicom_response(match, requested, level, ae_title)
     return ds
 
 
