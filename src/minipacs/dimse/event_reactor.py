@@ -70,6 +70,9 @@ _FIND_MODELS = {
     "1.2.840.10008.5.1.4.31",  # Modality Worklist - FIND
 }
 
+# States in which a P-DATA request is sent as it is (PS3.8 Table 9-10: DT-1, AR-7).
+_SENDS_P_DATA = ("Sta6", "Sta8")
+
 # The pynetdicom releases whose internals (listed in the module docstring) were read.
 SUPPORTED_PYNETDICOM = ("3.0.4",)
 # Longest wait with no timer running: a safety net only, every state change wakes the
@@ -184,7 +187,7 @@ class EventDrivenDUL(DULServiceProvider):
 
         Written at once from the calling thread when nothing waits to go before them:
         no primitive queued, no event pending, no state machine action running (the
-        lock), the association established (Sta6), and a plain TCP socket (an
+        lock), the association established (`_SENDS_P_DATA`), and a plain TCP socket (an
         `SSLSocket` is not safe to write while the DUL thread reads it). A hand-over
         to the DUL thread was a thread wake-up and a GIL hand-off per answer, ~12 % of
         a C-FIND's server time. Otherwise queued, for the DUL thread to write in turn."""
@@ -192,16 +195,17 @@ class EventDrivenDUL(DULServiceProvider):
         if sock is not None and not isinstance(sock.socket, ssl.SSLSocket):
             with self._action_lock:
                 if (self.to_provider_queue.empty() and self.event_queue.empty()
-                        and self.state_machine.current_state == "Sta6"):
+                        and self.state_machine.current_state in _SENDS_P_DATA):
                     sock.send(data)
                     return
         self.to_provider_queue.put(EncodedPData(data))  # type: ignore[arg-type]
 
     def _process_recv_primitive(self) -> bool:
         """pynetdicom's, plus: `EncodedPData` at the head of the queue is written with
-        one send. P-DATA moves the state machine nowhere (DT-1: Sta6 to Sta6), so the
-        bytes go out only in Sta6, as DT-1 sends them, and are dropped in any other
-        state (an association aborted or released meanwhile: the peer awaits nothing).
+        one send. A P-DATA request moves the state machine nowhere (DT-1: Sta6 to Sta6;
+        AR-7: Sta8 to Sta8, a release requested by the peer), so the bytes go out in
+        those states, as those actions send them, and are dropped in any other (an
+        association aborted meanwhile: the peer awaits nothing).
         An event already queued is handled first, as it would be before a primitive
         queued behind it reached the state machine."""
         queued = self.to_provider_queue.queue
@@ -210,7 +214,7 @@ class EventDrivenDUL(DULServiceProvider):
         if not self.event_queue.empty():
             return True
         encoded: Any = self.to_provider_queue.get(False)
-        if self.state_machine.current_state == "Sta6" and self.socket is not None:
+        if self.state_machine.current_state in _SENDS_P_DATA and self.socket is not None:
             self.socket.send(encoded.data)
         return True
 
