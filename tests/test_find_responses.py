@@ -4,8 +4,10 @@ peer's PDUs. (The identifiers' own encoding: tests/test_plain_encoding.py.)"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
@@ -108,3 +110,89 @@ def test_identifiers_arrive_whole_over_tiny_pdus_and_in_batches(
 def _decoded(data: bytes) -> Dataset:
     from pynetdicom.dsutils import decode
     return decode(BytesIO(data), True, True)
+
+
+@pytest.fixture
+def scripted_find() -> Iterator[tuple[int, list[Any]]]:
+    """Our DICOM transport (event-driven associations, `serve_find`) on a free port,
+    with a C-FIND handler that yields what each test puts in the script: a status and
+    identifier, or an exception to raise."""
+    from pynetdicom import evt
+
+    from minipacs.dimse.server import build_ae
+    from minipacs.dimse.transport_limits import (
+        ConnectionLedger,
+        TransportLimits,
+        start_guarded_server,
+    )
+
+    script: list[Any] = []
+
+    def handler(event: Any) -> Iterator[Any]:
+        for step in script:
+            if isinstance(step, Exception):
+                raise step
+            yield step
+
+    limits = TransportLimits()
+    server = start_guarded_server(build_ae("SCRIPTED"), ("127.0.0.1", 0),
+                                  [(evt.EVT_C_FIND, handler)], limits,
+                                  ConnectionLedger(limits))
+    try:
+        yield server.server_address[1], script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _answers(port: int, queries: int = 1) -> list[list[tuple[int, str | None]]]:
+    """The responses to `queries` C-FINDs, one after the other on one association."""
+    ae = AE(ae_title="TESTFIND")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="SCRIPTED")
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.PatientName = ""
+    try:
+        return [[(status.Status, None if ds is None else str(ds.PatientName))
+                 for status, ds in assoc.send_c_find(
+                     query, StudyRootQueryRetrieveInformationModelFind)]
+                for _ in range(queries)]
+    finally:
+        assoc.release()
+
+
+def _match(name: str) -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientName = name
+    return ds
+
+
+def test_a_handler_failing_midway_ends_the_query_with_0xc311_after_what_it_sent(
+    scripted_find: tuple[int, list[Any]],
+) -> None:
+    port, script = scripted_find
+    script += [(0xFF00, _match("Lê^Bình")), RuntimeError("index gone")]
+    assert _answers(port, 2) == [[(0xFF00, "Lê^Bình"), (0xC311, None)]] * 2
+    script.clear()  # the same server answers the next association as ever
+    assert _answers(port) == [[(0x0000, None)]]
+
+
+def test_statuses_pynetdicom_encodes_keep_their_place_among_ours(
+    scripted_find: tuple[int, list[Any]],
+) -> None:
+    """A pending status given as a data set and a final warning (0xB001) or failure go
+    through pynetdicom's encoder, among pending responses we write: the peer gets them
+    in order, and nothing after a final status."""
+    port, script = scripted_find
+    status_set = Dataset()
+    status_set.Status = 0xFF01
+    script += [(0xFF00, _match("A")), (status_set, _match("B")), (0xFF00, _match("C"))]
+    assert _answers(port) == [[(0xFF00, "A"), (0xFF01, "B"), (0xFF00, "C"), (0x0000, None)]]
+    for final in (0xB001, 0xA700):
+        script[:] = [(0xFF00, _match("A")), (final, None), (0xFF00, _match("never"))]
+        # The second query on the association gets its own answers, nothing left over.
+        assert _answers(port, 2) == [[(0xFF00, "A"), (final, None)]] * 2

@@ -37,7 +37,7 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass
-from pynetdicom.status import QR_FIND_SERVICE_CLASS_STATUS, STATUS_PENDING, STATUS_WARNING
+from pynetdicom.status import QR_FIND_SERVICE_CLASS_STATUS, STATUS_PENDING
 
 from minipacs.dicom.plain_encoding import encode_plain
 from minipacs.dimse.cancel import CANCEL_CHECK_EVERY
@@ -126,7 +126,8 @@ def serve_find(assoc: Any, request: C_FIND, context: PresentationContext) -> boo
     `ServiceClass._c_find_scp` does (the same event, the handler's yields checked the
     same way, the same responses), with the pending responses and the final success
     encoded here and written in batches (module docstring). Statuses other than
-    pending and success go through pynetdicom's own message encoding.
+    pending and success go through pynetdicom's own message encoding and end the query
+    (a warning too: it is a final response).
 
     Returns False, having sent nothing, when pynetdicom must serve the request (a DUL
     that cannot take encoded PDUs, a deflated or big endian transfer syntax)."""
@@ -174,7 +175,16 @@ def serve_find(assoc: Any, request: C_FIND, context: PresentationContext) -> boo
         return True
     if not assoc.is_established:
         return True
-    for result in results if results is not None else ():
+    answers = iter(results if results is not None else ())
+    while True:
+        try:
+            result = next(answers)
+        except StopIteration:
+            break
+        except Exception:  # as pynetdicom's handler wrapper: a failure, not an abort
+            log.exception("C-FIND handler failed")
+            through_pynetdicom(0xC311)
+            return True
         # As pynetdicom's handler wrapper: an abort or release request ends the query.
         if assoc.acse.is_aborted() or assoc.acse.is_release_requested():
             return True
@@ -207,10 +217,12 @@ def serve_find(assoc: Any, request: C_FIND, context: PresentationContext) -> boo
             if len(batch) >= CANCEL_CHECK_EVERY or size >= _BATCH_BYTES:
                 write()
             continue
-        # Cancel, failure, warning, success or an unknown status: pynetdicom's encoding.
+        # Cancel, failure, warning, success or an unknown status: pynetdicom's encoding,
+        # and the end of the query. (pynetdicom's SCP goes on after a warning and ends
+        # with a success: two final responses, where every SCU, pynetdicom's and dcmtk's,
+        # takes the warning as the last.)
         through_pynetdicom(status)
-        if category != STATUS_WARNING:
-            return True
+        return True
     if assoc.is_established:
         batch.append(_final_response(context_id, sop_class, message_id, max_pdu))
         write()
