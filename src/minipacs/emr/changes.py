@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from minipacs.audit.chain import utc_now
@@ -84,13 +84,14 @@ def record(session: Session, events: Sequence[ChangeEvent]) -> None:
     """Add `events` to the feed inside the caller's transaction (which commits them).
 
     Call it last in the transaction (after any audit append): from here to the commit,
-    other writers wait for the head row (see the module docstring)."""
+    other writers wait for the head row (see the module docstring). Core statements
+    built once, on the session's connection (every stored instance records here),
+    after the ORM's pending changes are written out as its own statements would."""
     if not events:
         return
-    head = session.execute(
-        update(ChangeHead).where(ChangeHead.id == 1)
-        .values(seq=ChangeHead.seq + len(events)).returning(ChangeHead.seq)
-    ).scalar_one_or_none()
+    session.flush()
+    connection = session.connection()
+    head = connection.execute(_ADVANCE_HEAD, {"count": len(events)}).scalar_one_or_none()
     if head is None:
         # Only an index made without migrations lacks the row; two writers racing here
         # collide on the primary key and the loser's transaction is retried.
@@ -99,7 +100,7 @@ def record(session: Session, events: Sequence[ChangeEvent]) -> None:
         head = len(events)
     at = utc_now()
     first = head - len(events) + 1
-    session.execute(insert(Change), [
+    connection.execute(_INSERT_CHANGE, [
         {"seq": first + i, "at": at, "kind": e.kind, "level": e.level,
          "study_instance_uid": e.study_instance_uid[:64],
          "series_instance_uid": e.series_instance_uid[:64],
@@ -107,6 +108,12 @@ def record(session: Session, events: Sequence[ChangeEvent]) -> None:
          "issuer_of_patient_id": e.issuer_of_patient_id[:64]}
         for i, e in enumerate(events)
     ])
+
+
+_HEADS, _CHANGES = cast(Table, ChangeHead.__table__), cast(Table, Change.__table__)
+_ADVANCE_HEAD = (update(_HEADS).where(_HEADS.c.id == 1)
+                 .values(seq=_HEADS.c.seq + bindparam("count")).returning(_HEADS.c.seq))
+_INSERT_CHANGE = insert(_CHANGES)
 
 
 def read_changes(session: Session, since: int, limit: int,

@@ -13,8 +13,9 @@ and on the order, and audited.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from minipacs.audit.chain import AuditRecord, append
@@ -41,6 +42,13 @@ def link_arriving_instance(session: Session, a: InstanceAttributes, *, actor: st
                            role: str = "", source: str = "") -> None:
     """Link the instance's study to the orders with its accession number or its Study
     Instance UID, completing those still to be done; flag a different patient."""
+    # The common case first, with a statement built once: no order left to link (none
+    # for this study, or all linked to it by an earlier instance).
+    session.flush()
+    pending = _PENDING_BY_ACCESSION if a.accession_number else _PENDING_BY_STUDY
+    if session.connection().execute(pending, {
+            "study": a.study_instance_uid, "accession": a.accession_number}).first() is None:
+        return
     match = [Step.study_instance_uid == a.study_instance_uid]
     if a.accession_number:
         match.append(Step.accession_number == a.accession_number)
@@ -64,6 +72,19 @@ def link_arriving_instance(session: Session, a: InstanceAttributes, *, actor: st
                    f"{a.study_instance_uid}" + (", completed" if completed else "")))
         log.info("order %s linked to study %s%s", step.scheduled_procedure_step_id,
                  a.study_instance_uid, " and completed" if completed else "")
+
+
+def _pending(*match: Any) -> Select[Any]:
+    """An order with these keys that an arriving instance of the study may change: not
+    cancelled and not linked to this study yet (the loop above skips those)."""
+    return (select(Step.id).where(or_(*match), Step.status != CANCELLED,
+                                  Step.performed_study_uid != bindparam("study"))
+            .limit(1))
+
+
+_PENDING_BY_STUDY = _pending(Step.study_instance_uid == bindparam("study"))
+_PENDING_BY_ACCESSION = _pending(Step.study_instance_uid == bindparam("study"),
+                                 Step.accession_number == bindparam("accession"))
 
 
 def _flag(session: Session, step: Step, a: InstanceAttributes, actor: str, role: str,

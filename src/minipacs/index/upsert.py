@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from sqlalchemy import CursorResult, Table, delete, insert, select, update
+from sqlalchemy import Connection, CursorResult, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from minipacs.dicom.header import InstanceAttributes, ParsedInstance
@@ -58,13 +58,19 @@ def indexed_as(session: Session, sop_instance_uid: str, sha256: str, key: str) -
     """Whether this SOP Instance is not indexed yet ("new"), indexed with these very
     bytes at `key` ("identical"), or otherwise (one unique-key read in the ingest
     transaction)."""
-    row = session.execute(
-        select(Instance.sha256, Instance.blob_key)
-        .where(Instance.sop_instance_uid == sop_instance_uid)
-    ).first()
+    row = _core(session).execute(_INDEXED_AS, {"uid": sop_instance_uid}).first()
     if row is None:
         return "new"
     return "identical" if row.sha256 == sha256 and row.blob_key == key else "other"
+
+
+def _core(session: Session) -> Connection:
+    """The session's connection for the hot path's Core statements, after writing out
+    what the ORM holds (the ORM's own statements would autoflush it first): a
+    replacement filed through the ORM earlier in the same group transaction is then
+    seen by the next instance's reads."""
+    session.flush()
+    return session.connection()
 
 
 def insert_new_instance(session: Session, parsed: ParsedInstance, key: str, derived: Derived,
@@ -78,17 +84,14 @@ def insert_new_instance(session: Session, parsed: ParsedInstance, key: str, deri
     Returns False, having written nothing, for a patient reconciliation owns (a reconciled
     patient, or a key merged away): `upsert_instance` files and serves those."""
     a = parsed.attributes
-    patients = _table(Patient)
-    current = session.execute(select(patients).where(
-        patients.c.patient_id == a.patient_id,
-        patients.c.issuer_of_patient_id == a.issuer_of_patient_id)).mappings().first()
+    connection = _core(session)
+    patient_key = {"patient_id": a.patient_id, "issuer": a.issuer_of_patient_id}
+    current = connection.execute(_PATIENT_BY_KEY, patient_key).mappings().first()
     if current is not None and current["reconciled"]:
         return False
-    if current is None and session.scalar(select(PatientAlias.id).where(
-            PatientAlias.patient_id == a.patient_id,
-            PatientAlias.issuer == a.issuer_of_patient_id)) is not None:
+    if current is None and connection.execute(_ALIAS_BY_KEY, patient_key).first() is not None:
         return False
-    patient_pk = _upsert_row(session, patients, current, {
+    patient_pk = _upsert_row(connection, _PATIENTS, current, {
         "patient_id": a.patient_id, "issuer_of_patient_id": a.issuer_of_patient_id,
         "patient_name": a.patient_name, "patient_name_lower": a.patient_name_lower,
         "patient_name_folded": a.patient_name_folded,
@@ -98,12 +101,11 @@ def insert_new_instance(session: Session, parsed: ParsedInstance, key: str, deri
         "sequences_json": accumulate(current["sequences_json"] if current else None,
                                      derived.sequences.patient),
     })
-    studies = _table(Study)
-    current_study = session.execute(select(studies).where(
-        studies.c.study_instance_uid == a.study_instance_uid)).mappings().first()
+    current_study = connection.execute(
+        _STUDY_BY_UID, {"uid": a.study_instance_uid}).mappings().first()
     if current_study is None and created is not None:
         created.append("study")
-    study_pk = _upsert_row(session, studies, current_study, {
+    study_pk = _upsert_row(connection, _STUDIES, current_study, {
         "study_instance_uid": a.study_instance_uid, "patient_pk": patient_pk,
         "study_date": a.study_date, "study_time": a.study_time,
         "accession_number": a.accession_number, "study_id": a.study_id,
@@ -111,25 +113,24 @@ def insert_new_instance(session: Session, parsed: ParsedInstance, key: str, deri
         "referring_physician_name": a.referring_physician_name,
         "sequences_json": derived.sequences.study,
     })
-    series_table = _table(Series)
-    current_series = session.execute(select(series_table).where(
-        series_table.c.series_instance_uid == a.series_instance_uid)).mappings().first()
+    current_series = connection.execute(
+        _SERIES_BY_UID, {"uid": a.series_instance_uid}).mappings().first()
     if current_series is None and created is not None:
         created.append("series")
-    series_pk = _upsert_row(session, series_table, current_series, {
+    series_pk = _upsert_row(connection, _SERIES_TABLE, current_series, {
         "series_instance_uid": a.series_instance_uid, "study_pk": study_pk,
         "modality": a.modality, "series_number": a.series_number,
         "series_description": a.series_description, "series_date": a.series_date,
         "series_time": a.series_time, "body_part_examined": a.body_part_examined,
         "sequences_json": derived.sequences.series,
     })
-    session.execute(insert(_table(Instance)).values(
-        sop_instance_uid=a.sop_instance_uid, series_pk=series_pk,
-        sop_class_uid=a.sop_class_uid, instance_number=a.instance_number,
-        transfer_syntax_uid=a.transfer_syntax_uid, rows=a.rows, columns=a.columns,
-        bits_allocated=a.bits_allocated, number_of_frames=a.number_of_frames,
-        blob_key=key, size=parsed.size, sha256=parsed.sha256,
-        metadata_json=derived.metadata, received_from=received_from[:128]))
+    connection.execute(_INSERTS[_INSTANCES], {
+        "sop_instance_uid": a.sop_instance_uid, "series_pk": series_pk,
+        "sop_class_uid": a.sop_class_uid, "instance_number": a.instance_number,
+        "transfer_syntax_uid": a.transfer_syntax_uid, "rows": a.rows, "columns": a.columns,
+        "bits_allocated": a.bits_allocated, "number_of_frames": a.number_of_frames,
+        "blob_key": key, "size": parsed.size, "sha256": parsed.sha256,
+        "metadata_json": derived.metadata, "received_from": received_from[:128]})
     return True
 
 
@@ -137,16 +138,37 @@ def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
-def _upsert_row(session: Session, table: Table, current: Any, values: dict[str, Any]) -> int:
+# The hot path's statements, built once with bound parameters: built per call, their
+# construction (SQLAlchemy's argument coercions) cost about as much as running them
+# (docs/performance.md, "Seventh pass").
+_PATIENTS, _STUDIES = _table(Patient), _table(Study)
+_SERIES_TABLE, _INSTANCES = _table(Series), _table(Instance)
+_ALIASES = _table(PatientAlias)
+_INDEXED_AS = select(_INSTANCES.c.sha256, _INSTANCES.c.blob_key).where(
+    _INSTANCES.c.sop_instance_uid == bindparam("uid"))
+_PATIENT_BY_KEY = select(_PATIENTS).where(
+    _PATIENTS.c.patient_id == bindparam("patient_id"),
+    _PATIENTS.c.issuer_of_patient_id == bindparam("issuer"))
+_ALIAS_BY_KEY = select(_ALIASES.c.id).where(
+    _ALIASES.c.patient_id == bindparam("patient_id"),
+    _ALIASES.c.issuer == bindparam("issuer"))
+_STUDY_BY_UID = select(_STUDIES).where(_STUDIES.c.study_instance_uid == bindparam("uid"))
+_SERIES_BY_UID = select(_SERIES_TABLE).where(
+    _SERIES_TABLE.c.series_instance_uid == bindparam("uid"))
+_INSERTS = {table: insert(table) for table in (_PATIENTS, _STUDIES, _SERIES_TABLE, _INSTANCES)}
+
+
+def _upsert_row(connection: Connection, table: Table, current: Any,
+                values: dict[str, Any]) -> int:
     """Insert `values` as a row of `table` (no `current` row), or update the columns of
     `current` that differ. Returns the row's primary key."""
     if current is None:
-        result = cast(CursorResult[Any], session.execute(insert(table).values(**values)))
+        result = cast(CursorResult[Any], connection.execute(_INSERTS[table], values))
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
     changed = {name: value for name, value in values.items() if current[name] != value}
     if changed:
-        session.execute(update(table).where(table.c.id == current["id"]).values(**changed))
+        connection.execute(update(table).where(table.c.id == current["id"]).values(**changed))
     return int(current["id"])
 
 
