@@ -4,6 +4,8 @@ peer's PDUs. (The identifiers' own encoding: tests/test_plain_encoding.py.)"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -196,3 +198,37 @@ def test_statuses_pynetdicom_encodes_keep_their_place_among_ours(
         script[:] = [(0xFF00, _match("A")), (final, None), (0xFF00, _match("never"))]
         # The second query on the association gets its own answers, nothing left over.
         assert _answers(port, 2) == [[(0xFF00, "A"), (final, None)]] * 2
+
+
+def test_a_request_naming_a_malformed_sop_class_is_left_to_pynetdicom(
+    scripted_find: tuple[int, list[Any]], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A C-FIND-RQ on a Find context whose Affected SOP Class UID is not a UID (a fuzzer
+    found one with non-ASCII bytes) is handled as pynetdicom always did (it aborts: no
+    service class for that UID), not by our encoder failing on it; the server serves on."""
+    from pynetdicom.dimse_primitives import C_FIND as C_FIND_PRIMITIVE
+
+    port, script = scripted_find
+    script += [(0xFF00, _match("A"))]
+    ae = AE(ae_title="TESTFIND")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="SCRIPTED")
+    assert assoc.is_established
+    context = assoc._get_valid_context(StudyRootQueryRetrieveInformationModelFind, "", "scu")
+    request = C_FIND_PRIMITIVE()
+    request.MessageID = 7
+    request.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
+    request.Priority = 2
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    request.Identifier = BytesIO(encode(query, True, True))
+    request._affected_sop_class_uid = "1.2.840.1000é.5.1.4.1.2.2.1"  # past the setter
+    assoc.dimse.send_msg(request, context.context_id)
+    deadline = time.monotonic() + 10
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted  # pynetdicom's answer to a SOP class it has no service for
+    ours = [r for r in caplog.records
+            if r.name.startswith("minipacs") and r.levelno >= logging.ERROR]
+    assert ours == []
+    assert _answers(port) == [[(0xFF00, "A"), (0x0000, None)]]

@@ -26,6 +26,7 @@ it looks for a C-CANCEL (`query_scp.let_requests_in`) still waits for what it yi
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from io import BytesIO
 from typing import Any, cast
@@ -50,6 +51,7 @@ _DATA_SET_PRESENT = 0x0001  # pynetdicom's value; any but 0x0101 means present (
 # responses: bounds what waits in memory for the DUL.
 _BATCH_BYTES = 1 << 20
 
+_UID = re.compile(r"[0-9.]{1,64}")  # PS3.5 §9.1, echoed in every response
 _US = struct.Struct("<HHIH")  # implicit VR little endian element with a 2-byte value
 _PDU_HEADER = struct.Struct(">BBI")
 _PDV_HEADER = struct.Struct(">IBB")
@@ -135,6 +137,8 @@ def serve_find(assoc: Any, request: C_FIND, context: PresentationContext) -> boo
     syntax = UID(context.transfer_syntax[0])
     if send_encoded is None or syntax.is_deflated or not syntax.is_little_endian:
         return False
+    if not _UID.fullmatch(str(request.AffectedSOPClassUID)):
+        return False  # a malformed request: pynetdicom answers it as it always did
     implicit = syntax.is_implicit_VR
     context_id = cast(int, context.context_id)
     sop_class = str(request.AffectedSOPClassUID)
