@@ -189,8 +189,10 @@ def serve_find(assoc: Any, request: C_FIND, context: PresentationContext) -> boo
             log.exception("C-FIND handler failed")
             through_pynetdicom(0xC311)
             return True
-        # As pynetdicom's handler wrapper: an abort or release request ends the query.
+        # As pynetdicom's handler wrapper: an abort or release request ends the query
+        # (what was answered so far still goes out, as pynetdicom had sent it).
         if assoc.acse.is_aborted() or assoc.acse.is_release_requested():
+            write()
             return True
         try:
             status, identifier = result
