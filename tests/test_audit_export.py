@@ -8,7 +8,6 @@ import io
 import re
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -19,9 +18,10 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from backends import Backends
-from conftest import ServerProcess, require_tool
+from conftest import ServerProcess
 from dicomweb_peers import store
 from factories import make_instance
+from test_access_and_tls import _certificate
 
 
 def test_audit_exports_as_csv_dicom_audit_messages_and_fhir_audit_events(
@@ -120,14 +120,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    made = subprocess.run(
-        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        capture_output=True, text=True, timeout=60, check=False)
-    assert made.returncode == 0, made.stderr
-    return cert, key
+    return _certificate(tmp_path)  # the DICOM TLS tests' (valid for 127.0.0.1 too)
 
 
 @pytest.fixture
