@@ -34,6 +34,9 @@ and refuses to run on a pynetdicom whose internals differ):
   replaced by a `reactor_pause.ReactorCheckpoint`),
   `_serve_request`, `kill`; the DIMSE provider's `msg_queue`, which the DUL thread
   fills with decoded messages and, on abort, with `(None, None)`.
+* For C-FIND, served by `find_responses.serve_find` instead of pynetdicom's service
+  class: `Association._accepted_cx`, `_sent_release`, the DIMSE provider's
+  `cancel_req`, and `QueryRetrieveServiceClass.validate_status` and `is_cancelled`.
 * `queue.Queue.put` is how every item enters those queues (`put_nowait` calls it).
 """
 
@@ -55,6 +58,7 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.utils import make_target
 
 from minipacs.dimse.find_responses import serve_find
@@ -443,7 +447,8 @@ _DUL_INTERNALS = ("_process_recv_primitive", "_is_transport_event", "kill_dul",
 _DUL_STATE = ("to_provider_queue", "event_queue", "to_user_queue", "_kill_thread",
               "_idle_timer", "artim_timer", "state_machine", "socket", "_run_loop_delay")
 _ASSOC_INTERNALS = ("_run_reactor", "_serve_request", "kill", "_reactor_checkpoint",
-                    "_kill", "_is_paused", "_dul_ready", "network_timeout_response")
+                    "_kill", "_is_paused", "_dul_ready", "network_timeout_response",
+                    "_accepted_cx", "_sent_release")
 
 
 def require_supported_pynetdicom() -> None:
@@ -465,6 +470,10 @@ def require_supported_pynetdicom() -> None:
     if not isinstance(probe.dimse, DIMSEServiceProvider) or not isinstance(
             getattr(probe.dimse, "msg_queue", None), queue.Queue):
         missing.append("DIMSEServiceProvider.msg_queue")
+    if not isinstance(getattr(probe.dimse, "cancel_req", None), dict):
+        missing.append("DIMSEServiceProvider.cancel_req (a dict)")
+    if not hasattr(QueryRetrieveServiceClass, "validate_status"):
+        missing.append("QueryRetrieveServiceClass.validate_status")
     for name in ("to_provider_queue", "event_queue", "to_user_queue"):
         if type(getattr(probe.dul, name, None)) is not queue.Queue:
             missing.append(f"DULServiceProvider.{name} (a queue.Queue)")
