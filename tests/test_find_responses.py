@@ -1,6 +1,7 @@
-"""C-FIND pending responses we encode ourselves (`dimse/find_responses.py`) are the bytes
-pynetdicom would send; over a real association they arrive whole, however small the
-peer's PDUs. (The identifiers' own encoding: tests/test_plain_encoding.py.)"""
+"""Responses we encode ourselves (C-FIND's in `dimse/find_responses.py`, C-STORE's and
+C-ECHO's in `dimse/response_encoding.py`) are the bytes pynetdicom would send; over a
+real association they arrive whole, however small the peer's PDUs. (The identifiers'
+own encoding: tests/test_plain_encoding.py.)"""
 
 from __future__ import annotations
 
@@ -112,6 +113,71 @@ def test_identifiers_arrive_whole_over_tiny_pdus_and_in_batches(
 def _decoded(data: bytes) -> Dataset:
     from pynetdicom.dsutils import decode
     return decode(BytesIO(data), True, True)
+
+
+def _pynetdicom_message_bytes(primitive: Any, context_id: int, max_pdu: int) -> bytes:
+    from pynetdicom.dimse import _RSP_TO_MESSAGE  # pynetdicom's own primitive -> message map
+
+    message = _RSP_TO_MESSAGE[type(primitive)]()
+    message.primitive_to_message(primitive)
+    return b"".join(P_DATA_TF(p).encode() for p in message.encode_msg(context_id, max_pdu))
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16384, 64, 21])
+def test_store_and_echo_responses_are_the_bytes_pynetdicom_sends(max_pdu: int) -> None:
+    from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+
+    from minipacs.dimse.response_encoding import encoded_response
+
+    for status in (0x0000, 0xA700, 0xB007, 0xC000):
+        for instance in ("1.2.3.4", "1.2.826.0.1.3680043.8.498.1234567890123456789012345"):
+            store = C_STORE()
+            store.MessageID = store.MessageIDBeingRespondedTo = 42
+            store.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+            store.AffectedSOPInstanceUID = instance
+            store.Status = status
+            assert encoded_response(store, 3, max_pdu) == _pynetdicom_message_bytes(
+                store, 3, max_pdu)
+        echo = C_ECHO()
+        echo.MessageID = echo.MessageIDBeingRespondedTo = 65535
+        echo.AffectedSOPClassUID = "1.2.840.10008.1.1"
+        echo.Status = status
+        assert encoded_response(echo, 1, max_pdu) == _pynetdicom_message_bytes(echo, 1, max_pdu)
+
+
+def test_responses_with_more_than_a_status_are_left_to_pynetdicom() -> None:
+    from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+
+    from minipacs.dimse.response_encoding import encoded_response
+
+    def store(**fields: Any) -> C_STORE:
+        rsp = C_STORE()
+        rsp.MessageID = rsp.MessageIDBeingRespondedTo = 1
+        rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        rsp.AffectedSOPInstanceUID = "1.2.3"
+        rsp.Status = 0x0000
+        for name, value in fields.items():
+            setattr(rsp, name, value)
+        return rsp
+
+    assert encoded_response(store(), 1, 0) is not None
+    assert encoded_response(store(Status=0xA900, ErrorComment="bad UID"), 1, 0) is None
+    assert encoded_response(store(Status=0xA900, OffendingElement=[0x0020000D]), 1, 0) is None
+    assert encoded_response(store(AffectedSOPInstanceUID=None), 1, 0) is None
+    request = store()
+    request.MessageIDBeingRespondedTo = None  # a request (C-GET's sub-operations)
+    assert encoded_response(request, 1, 0) is None
+    find = C_FIND()
+    find.MessageIDBeingRespondedTo = 1
+    find.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    find.Status = 0x0000
+    assert encoded_response(find, 1, 0) is None
+    echo = C_ECHO()
+    echo.MessageIDBeingRespondedTo = 1
+    echo.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    echo.Status = 0x0000
+    echo.ErrorComment = "x"
+    assert encoded_response(echo, 1, 0) is None
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ from pynetdicom.utils import make_target
 
 from minipacs.dimse.find_responses import serve_find
 from minipacs.dimse.reactor_pause import ReactorCheckpoint, install
+from minipacs.dimse.response_encoding import plain_responses
 
 log = logging.getLogger(__name__)
 
@@ -440,6 +441,7 @@ def make_event_driven(assoc: Association) -> None:
     dul._prepare(on_stop=activity.set)
     dul.to_user_queue = _waking_copy(dul.to_user_queue, activity.set)
     assoc.dimse.msg_queue = _waking_copy(assoc.dimse.msg_queue, activity.set)
+    plain_responses(assoc)
 
 
 _DUL_INTERNALS = ("_process_recv_primitive", "_is_transport_event", "kill_dul",

@@ -26,8 +26,6 @@ it looks for a C-CANCEL (`query_scp.let_requests_in`) still waits for what it yi
 from __future__ import annotations
 
 import logging
-import re
-import struct
 from io import BytesIO
 from typing import Any, cast
 
@@ -42,60 +40,21 @@ from pynetdicom.status import QR_FIND_SERVICE_CLASS_STATUS, STATUS_PENDING
 
 from minipacs.dicom.plain_encoding import encode_plain
 from minipacs.dimse.cancel import CANCEL_CHECK_EVERY
+from minipacs.dimse.response_encoding import UID_PATTERN, p_data_pdus, response_command_set
 
 log = logging.getLogger(__name__)
 
 _C_FIND_RSP = 0x8020
-_DATA_SET_PRESENT = 0x0001  # pynetdicom's value; any but 0x0101 means present (PS3.7 E.1)
 # A batch is written once it holds this many bytes, even before CANCEL_CHECK_EVERY
 # responses: bounds what waits in memory for the DUL.
 _BATCH_BYTES = 1 << 20
-
-_UID = re.compile(r"[0-9.]{1,64}")  # PS3.5 §9.1, echoed in every response
-_US = struct.Struct("<HHIH")  # implicit VR little endian element with a 2-byte value
-_PDU_HEADER = struct.Struct(">BBI")
-_PDV_HEADER = struct.Struct(">IBB")
 
 
 def command_set(sop_class_uid: str, message_id: int, status: int, has_identifier: bool
                 ) -> bytes:
     """A C-FIND-RSP command set (PS3.7 §9.3.2.2), implicit VR little endian."""
-    uid = sop_class_uid.encode("ascii")
-    if len(uid) % 2:
-        uid += b"\0"
-    body = b"".join((
-        struct.pack("<HHI", 0x0000, 0x0002, len(uid)), uid,
-        _US.pack(0x0000, 0x0100, 2, _C_FIND_RSP),
-        _US.pack(0x0000, 0x0120, 2, message_id),
-        _US.pack(0x0000, 0x0800, 2, _DATA_SET_PRESENT if has_identifier else 0x0101),
-        _US.pack(0x0000, 0x0900, 2, status),
-    ))
-    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
-
-
-def p_data_pdus(context_id: int, data: bytes, is_command: bool, max_pdu_length: int
-                ) -> list[bytes]:
-    """`data` as P-DATA-TF PDUs of one PDV each, fragments cut so that no PDU's
-    variable field is longer than the peer's `max_pdu_length` (0: no limit)."""
-    if not data:
-        raise ValueError("a PDV carries at least one byte")
-    room = max_pdu_length - 6 if max_pdu_length else len(data)
-    if room <= 0:
-        raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for data")
-    pdus = []
-    start = 0
-    while True:
-        fragment = data[start:start + room]
-        start += room
-        last = start >= len(data)
-        header = (0x01 if is_command else 0x00) | (0x02 if last else 0x00)
-        pdus.append(b"".join((
-            _PDU_HEADER.pack(0x04, 0x00, len(fragment) + 6),
-            _PDV_HEADER.pack(len(fragment) + 2, context_id, header),
-            fragment,
-        )))
-        if last:
-            return pdus
+    return response_command_set(_C_FIND_RSP, sop_class_uid, message_id, status,
+                                has_identifier)
 
 
 def identifier_bytes(identifier: Dataset, implicit_vr: bool) -> bytes:
@@ -137,7 +96,7 @@ def serve_find(assoc: Any, request: C_FIND, context: PresentationContext) -> boo
     syntax = UID(context.transfer_syntax[0])
     if send_encoded is None or syntax.is_deflated or not syntax.is_little_endian:
         return False
-    if not _UID.fullmatch(str(request.AffectedSOPClassUID)):
+    if not UID_PATTERN.fullmatch(str(request.AffectedSOPClassUID)):
         return False  # a malformed request: pynetdicom answers it as it always did
     implicit = syntax.is_implicit_VR
     context_id = cast(int, context.context_id)
