@@ -146,11 +146,12 @@ _PLAIN_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "T
 def dataset_from_json(model: dict[str, Any]) -> Dataset:
     """DICOM JSON → pydicom Dataset (BulkDataURIs dropped: C-FIND never returns bulk data).
 
-    The same elements as pydicom's `Dataset.from_json`, which every C-FIND match and
-    worklist item goes through: string and number values are converted here, as that
-    does (`convert_to_python_number`, empty values per VR), without its per-element
-    converter object and value checks (~0.15 ms per C-FIND match); values come from our
-    own index. Anything else, or anything unexpected, is left to pydicom."""
+    The same elements as pydicom's `Dataset.from_json`, for every worklist item and the
+    C-FIND matches `query_scp.response_dataset` cannot build from raw bytes: string and
+    number values are converted here, as that does (`convert_to_python_number`, empty
+    values per VR), without its per-element converter object and value checks (~0.15 ms
+    per match); values come from our own index. Anything else, or anything unexpected,
+    is left to pydicom."""
     ds = Dataset()
     rest: dict[str, Any] = {}
     for key, entry in model.items():

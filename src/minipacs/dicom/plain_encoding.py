@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -60,45 +60,52 @@ def _number_text(value: Any) -> str:
     return original if original is not None else str(value)
 
 
-def _value_bytes(vr: str, value: Any, codec: str) -> bytes | None:
-    """The padded value of one element, or None when not handled here."""
-    if value is None or value == "":
-        return b""
-    if vr in _ASCII_VRS:
-        if isinstance(value, bytes):
-            return None
-        data = "\\".join(_values(value)).encode("ascii")
-        pad = b"\0" if vr == "UI" else b" "
-    elif vr in _TEXT_VRS:
-        if isinstance(value, bytes):
-            return None
-        data = "\\".join(_values(value)).encode(codec)
-        pad = b" "
-    elif vr in _NUMBER_VRS:
-        data = "\\".join(_number_text(v) for v in _values(value)).encode("ascii")
-        pad = b" "
-    elif vr == "PN":
-        names = list(_values(value))
-        # A name read from bytes keeps them, and pydicom writes those back as they were.
-        if not all(isinstance(name, PersonName) and name.original_string is None
-                   for name in names):
-            return None
-        data = "\\".join(str(name) for name in names).encode(codec)
-        pad = b" "
-    else:
-        return None
-    return data + pad if len(data) % 2 else data
-
-
-def _padded(data: bytes, vr: str) -> bytes:
+def _joined(vr: str, texts: Iterable[str], codec: str) -> bytes:
+    """Values of one element, `\\`-separated, encoded (the default repertoire's VRs in
+    ASCII, the others with `codec`) and padded to even length as pydicom pads them."""
+    data = "\\".join(texts).encode(codec if vr in _TEXT_VRS or vr == "PN" else "ascii")
     if len(data) % 2:
         return data + (b"\0" if vr == "UI" else b" ")
     return data
 
 
+def _value_bytes(vr: str, value: Any, codec: str) -> bytes | None:
+    """The padded value of one element, or None when not handled here."""
+    if value is None or value == "":
+        return b""
+    if vr in _ASCII_VRS or vr in _TEXT_VRS:
+        if isinstance(value, bytes):
+            return None
+        return _joined(vr, _values(value), codec)
+    if vr in _NUMBER_VRS:
+        return _joined(vr, (_number_text(v) for v in _values(value)), codec)
+    if vr == "PN":
+        names = list(_values(value))
+        # A name read from bytes keeps them, and pydicom writes those back as they were.
+        if not all(isinstance(name, PersonName) and name.original_string is None
+                   for name in names):
+            return None
+        return _joined(vr, (str(name) for name in names), codec)
+    return None
+
+
 def padded_text(value: str) -> bytes:
     """An ASCII text value (CS, AE, ...) padded to even length with a space."""
-    return _padded(value.encode("ascii"), "CS")
+    return _joined("CS", (value,), "ascii")
+
+
+def _person_name(value: Any) -> str | None:
+    """A DICOM JSON person name (PS3.18 F.2.2) as its `=`-joined component groups,
+    trailing empty groups left out; None when it is not a name object."""
+    if value is None:
+        return ""
+    if not isinstance(value, dict):
+        return None
+    groups = [value.get("Alphabetic") or "", value.get("Ideographic") or "",
+              value.get("Phonetic") or ""]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
 
 
 def json_value_bytes(element: dict[str, Any]) -> bytes | None:
@@ -113,33 +120,19 @@ def json_value_bytes(element: dict[str, Any]) -> bytes | None:
     values = element.get("Value")
     if not values:
         return None if values is None and len(element) > 1 else b""  # BulkData, inline
+    if vr == "PN":
+        texts: list[str | None] = [_person_name(value) for value in values]
+    elif vr == "IS":
+        texts = [str(value) if type(value) is int else None for value in values]
+    else:
+        texts = ["" if value is None else value if isinstance(value, str) else None
+                 for value in values]
+    if any(text is None for text in texts):
+        return None
     try:
-        if vr == "PN":
-            names = []
-            for value in values:
-                if value is None:
-                    names.append("")
-                    continue
-                if not isinstance(value, dict):
-                    return None
-                groups = [value.get("Alphabetic") or "", value.get("Ideographic") or "",
-                          value.get("Phonetic") or ""]
-                while groups and not groups[-1]:
-                    groups.pop()
-                names.append("=".join(groups))
-            data = "\\".join(names).encode("utf-8")
-        elif vr == "IS":
-            if not all(type(value) is int for value in values):
-                return None
-            data = "\\".join(str(value) for value in values).encode("ascii")
-        else:
-            if not all(value is None or isinstance(value, str) for value in values):
-                return None
-            text = "\\".join("" if value is None else value for value in values)
-            data = text.encode("ascii" if vr in _ASCII_VRS else "utf-8")
+        return _joined(vr, cast(list[str], texts), "utf-8")
     except UnicodeEncodeError:
         return None
-    return _padded(data, vr)
 
 
 def encode_plain(ds: Dataset, implicit_vr: bool) -> bytes | None:
