@@ -48,7 +48,8 @@ def _same_as_pydicom(model: dict[str, object]) -> None:
                          ids=lambda p: str(p.relative_to(SAMPLE_DIR)))
 def test_datasets_from_stored_metadata_are_pydicom_s(path: Path) -> None:
     ds = dcmread(path, stop_before_pixels=True)
-    _same_as_pydicom(instance_json(ds, attributes_of(ds, str(ds.file_meta.TransferSyntaxUID))))
+    attributes, model = attributes_of(ds, str(ds.file_meta.TransferSyntaxUID))
+    _same_as_pydicom(instance_json(ds, attributes, model))
 
 
 def test_datasets_from_odd_values_are_pydicom_s() -> None:

@@ -24,11 +24,10 @@ pytestmark = pytest.mark.door_only  # pure encoding: no backend
 _VIETNAMESE = "Nguyễn^Văn An=阮^文安=グエン^ヴァン"
 _SAMPLES = sorted(SAMPLE_DIR.rglob("*.dcm"))
 
-''' + open('/tmp/moved.py').read() + '''
-
 def _stored_json(path: Path) -> dict[str, Any]:
     ds = dcmread(path, stop_before_pixels=True)
-    return instance_json(ds, attributes_of(ds, str(ds.file_meta.TransferSyntaxUID)))
+    attributes, model = attributes_of(ds, str(ds.file_meta.TransferSyntaxUID))
+    return instance_json(ds, attributes, model)
 
 
 def _same_identifier(ours: Dataset, reference: Dataset) -> None:

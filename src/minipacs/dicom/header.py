@@ -16,6 +16,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ImplicitVRLittleEndian
 
 from minipacs.dicom.names import fold_text, lower_name
+from minipacs.dicom.raw_json import BULK_PREFIX, header_json
 from minipacs.dicom.uids import require_uid
 from minipacs.errors import InvalidInstance
 
@@ -81,6 +82,7 @@ class ParsedInstance:
 
     `part10` is set when the input lacked a Part-10 header and we had to add file meta:
     then those are the bytes to store; otherwise the input is stored as it came.
+    `model` is the header's DICOM JSON as read (`json_model.instance_json` completes it).
     """
 
     dataset: Dataset
@@ -88,43 +90,49 @@ class ParsedInstance:
     sha256: str
     size: int
     part10: bytes | None = None
+    model: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
+def _text(model: dict[str, Any], key: str) -> str:
+    """An attribute's value as text, as pydicom's `str()` of it gives: one value
+    stripped, several joined by backslashes, a person name's groups joined by '='."""
+    attribute = model.get(key)
+    values = attribute.get("Value") if attribute else None
+    if not values:
         return ""
-    if isinstance(value, pydicom.multival.MultiValue):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+    texts = ["=".join(v.values()) if isinstance(v, dict) else str(v) for v in values
+             if v is not None]
+    return texts[0].strip() if len(values) == 1 and texts else "\\".join(texts)
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
+def _int(model: dict[str, Any], key: str) -> int | None:
+    attribute = model.get(key)
+    values = attribute.get("Value") if attribute else None
+    if not values or len(values) != 1:
         return None
     try:
-        return int(value)
+        return int(values[0])
     except (TypeError, ValueError):
         return None
 
 
-def _other_patient_ids(ds: Dataset) -> tuple[str, ...]:
+def _other_patient_ids(model: dict[str, Any]) -> tuple[str, ...]:
     ids: list[str] = []
-    for item in ds.get("OtherPatientIDsSequence") or []:
-        pid = str(item.get("PatientID", "") or "").strip()
+    for item in (model.get("00101002") or {}).get("Value") or []:  # OtherPatientIDsSequence
+        pid = _text(item, "00100020") if isinstance(item, dict) else ""
         if pid:
             ids.append(pid)
     # (0010,1000) OtherPatientIDs is retired but still sent by older systems.
-    legacy = ds.get("OtherPatientIDs")
-    if legacy:
-        values = legacy if isinstance(legacy, pydicom.multival.MultiValue) else [legacy]
-        ids.extend(str(v).strip() for v in values if str(v).strip())
+    legacy = (model.get("00101000") or {}).get("Value") or []
+    ids.extend(str(v).strip() for v in legacy if v is not None and str(v).strip())
     return tuple(dict.fromkeys(ids))
 
 
-def attributes_of(ds: Dataset, transfer_syntax_uid: str) -> InstanceAttributes:
-    """Index attributes of a header dataset; raises `InvalidInstance` on missing/bad UIDs."""
+def attributes_of(ds: Dataset, transfer_syntax_uid: str
+                  ) -> tuple[InstanceAttributes, dict[str, Any]]:
+    """Index attributes and DICOM JSON (PS3.18 F, pixel data left out) of a header
+    dataset; raises `InvalidInstance` on missing/bad UIDs. Both come from one walk of
+    the raw elements (`raw_json`), not from pydicom's converted values."""
     meta = getattr(ds, "file_meta", None)
     sop_uid = require_uid(
         ds.get("SOPInstanceUID") or (meta and meta.get("MediaStorageSOPInstanceUID")),
@@ -134,38 +142,41 @@ def attributes_of(ds: Dataset, transfer_syntax_uid: str) -> InstanceAttributes:
         ds.get("SOPClassUID") or (meta and meta.get("MediaStorageSOPClassUID")),
         "SOPClassUID (0008,0016)",
     )
-    return InstanceAttributes(
+    series_uid = require_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID (0020,000E)")
+    study_uid = require_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID (0020,000D)")
+    base = f"{BULK_PREFIX}studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    model = header_json(ds, lambda tag: f"{base}/bulkdata/{tag:08X}")
+    attributes = InstanceAttributes(
         sop_instance_uid=sop_uid,
         sop_class_uid=sop_class,
-        series_instance_uid=require_uid(
-            ds.get("SeriesInstanceUID"), "SeriesInstanceUID (0020,000E)"
-        ),
-        study_instance_uid=require_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID (0020,000D)"),
+        series_instance_uid=series_uid,
+        study_instance_uid=study_uid,
         transfer_syntax_uid=transfer_syntax_uid,
-        patient_id=_text(ds, "PatientID"),
-        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
-        patient_name=_text(ds, "PatientName"),
-        patient_birth_date=_text(ds, "PatientBirthDate"),
-        patient_sex=_text(ds, "PatientSex"),
-        other_patient_ids=_other_patient_ids(ds),
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
-        accession_number=_text(ds, "AccessionNumber"),
-        study_id=_text(ds, "StudyID"),
-        study_description=_text(ds, "StudyDescription"),
-        referring_physician_name=_text(ds, "ReferringPhysicianName"),
-        modality=_text(ds, "Modality"),
-        series_number=_int(ds, "SeriesNumber"),
-        series_description=_text(ds, "SeriesDescription"),
-        series_date=_text(ds, "SeriesDate"),
-        series_time=_text(ds, "SeriesTime"),
-        body_part_examined=_text(ds, "BodyPartExamined"),
-        instance_number=_int(ds, "InstanceNumber"),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
-        bits_allocated=_int(ds, "BitsAllocated"),
-        number_of_frames=_int(ds, "NumberOfFrames"),
+        patient_id=_text(model, "00100020"),
+        issuer_of_patient_id=_text(model, "00100021"),
+        patient_name=_text(model, "00100010"),
+        patient_birth_date=_text(model, "00100030"),
+        patient_sex=_text(model, "00100040"),
+        other_patient_ids=_other_patient_ids(model),
+        study_date=_text(model, "00080020"),
+        study_time=_text(model, "00080030"),
+        accession_number=_text(model, "00080050"),
+        study_id=_text(model, "00200010"),
+        study_description=_text(model, "00081030"),
+        referring_physician_name=_text(model, "00080090"),
+        modality=_text(model, "00080060"),
+        series_number=_int(model, "00200011"),
+        series_description=_text(model, "0008103E"),
+        series_date=_text(model, "00080021"),
+        series_time=_text(model, "00080031"),
+        body_part_examined=_text(model, "00180015"),
+        instance_number=_int(model, "00200013"),
+        rows=_int(model, "00280010"),
+        columns=_int(model, "00280011"),
+        bits_allocated=_int(model, "00280100"),
+        number_of_frames=_int(model, "00280008"),
     )
+    return attributes, model
 
 
 def _sha256_of(source: bytes | Path) -> tuple[str, int]:
@@ -240,6 +251,6 @@ def parse_instance(source: bytes | Path) -> ParsedInstance:
         ts = ts or ("1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1")
     if not ts:
         raise InvalidInstance("file meta has no TransferSyntaxUID (0002,0010)")
-    attributes = attributes_of(ds, require_uid(ts, "TransferSyntaxUID (0002,0010)"))
+    attributes, model = attributes_of(ds, require_uid(ts, "TransferSyntaxUID (0002,0010)"))
     sha, size = _sha256_of(wrapped if wrapped is not None else source)
-    return ParsedInstance(ds, attributes, sha, size, wrapped)
+    return ParsedInstance(ds, attributes, sha, size, wrapped, model)

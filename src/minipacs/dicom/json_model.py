@@ -20,11 +20,10 @@ from pydicom.jsonrep import convert_to_python_number
 from pydicom.tag import Tag
 
 from minipacs.dicom.header import InstanceAttributes
+from minipacs.dicom.raw_json import BULK_PREFIX, header_json
 
 log = logging.getLogger(__name__)
 
-BULK_PREFIX = "minipacs:base/"
-BULK_THRESHOLD = 1024
 
 # VRs whose JSON "Value" holds numbers (PS3.18 F.2.3).
 _NUMBER_VRS = {"DS", "IS", "FL", "FD", "SL", "SS", "UL", "US", "SV", "UV"}
@@ -37,27 +36,15 @@ def instance_path(attrs: InstanceAttributes) -> str:
     )
 
 
-def instance_json(ds: Dataset, attrs: InstanceAttributes) -> dict[str, Any]:
-    """Full DICOM JSON of one instance header, pixel data as a BulkDataURI."""
+def instance_json(ds: Dataset, attrs: InstanceAttributes,
+                  model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Full DICOM JSON of one instance header, pixel data as a BulkDataURI. `model` is
+    the header's JSON as `header.parse_instance` read it (else read from `ds` now)."""
     base = BULK_PREFIX + instance_path(attrs)
-
-    def bulk_uri(elem: DataElement) -> str:
-        return f"{base}/bulkdata/{elem.tag:08X}"
-
-    try:
-        model = ds.to_json_dict(BULK_THRESHOLD, bulk_uri, suppress_invalid_tags=True)
-    except Exception as exc:  # pydicom raises assorted errors on odd values
-        log.warning("instance %s: metadata JSON fell back to per-element: %s",
-                    attrs.sop_instance_uid, exc)
-        model = {}
-        for elem in ds:
-            try:
-                single = Dataset()
-                single.add(elem)
-                model.update(single.to_json_dict(BULK_THRESHOLD, bulk_uri, True))
-            except Exception:  # noqa: BLE001 - skip the one element that cannot be encoded
-                log.warning("instance %s: skipped %s in metadata", attrs.sop_instance_uid,
-                            elem.tag)
+    if model:
+        model = dict(model)
+    else:
+        model = header_json(ds, lambda tag: f"{base}/bulkdata/{tag:08X}")
     if attrs.has_pixels:
         vr = "OW" if (attrs.bits_allocated or 8) > 8 and not _encapsulated(attrs) else "OB"
         model["7FE00010"] = {"vr": vr, "BulkDataURI": f"{base}/bulkdata/7FE00010"}

@@ -283,7 +283,7 @@ class Derived:
 
 
 def derive(parsed: ParsedInstance) -> Derived:
-    model = instance_json(parsed.dataset, parsed.attributes)
+    model = instance_json(parsed.dataset, parsed.attributes, parsed.model)
     return Derived(dumps(model), entity_sequences(model))
 
 
