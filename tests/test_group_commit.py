@@ -116,3 +116,23 @@ def test_a_closed_committer_refuses_new_work(engine: Engine) -> None:
     with pytest.raises(Exception, match="index writer is closed"):
         committer.run(insert("3.1"))
     assert stored(engine) == []
+
+
+def test_lone_work_that_fails_after_writing_leaves_nothing_and_gets_its_own_error(
+    engine: Engine,
+) -> None:
+    """A piece of work alone in its transaction runs without a savepoint: when it
+    fails, the whole transaction is rolled back (its earlier writes too), its caller
+    gets its own error, and nothing counts as committed."""
+    committer = GroupCommitter(session_factory(engine), threading.Lock())
+
+    def half_then_fail(session: Session) -> str:
+        insert("4.1")(session)
+        return insert("4.1")(session)  # the unique key refuses the second
+
+    with pytest.raises(IntegrityError):
+        committer.run(half_then_fail)
+    assert stored(engine) == []
+    assert (committer.batches, committer.items) == (0, 0)
+    assert committer.run(insert("4.2")) == "4.2"  # the committer goes on
+    assert stored(engine) == ["4.2"]

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class _WorkFailed(Exception):
+    """A lone piece of work failed: roll its transaction back, commit nothing."""
+
+
 class _Pending(Generic[T]):
     __slots__ = ("work", "done", "result", "error")
 
@@ -122,14 +126,22 @@ class GroupCommitter:
             self._turn.notify_all()
 
     def _commit(self, batch: list[_Pending[Any]]) -> None:
+        alone = len(batch) == 1
         try:
             with self._lock, self._sessions() as session, session.begin():
                 for pending in batch:
                     try:
+                        if alone:  # its failure is the transaction's: no savepoint
+                            pending.result = pending.work(session)
+                            continue
                         with session.begin_nested():  # SAVEPOINT: its failure is its own
                             pending.result = pending.work(session)
                     except Exception as exc:  # handed to its caller, who decides
                         pending.error = exc
+                        if alone:
+                            raise _WorkFailed from exc
+        except _WorkFailed:
+            pass  # rolled back: the caller gets its work's own error
         except Exception as exc:  # the commit failed: nothing in the batch is durable
             log.warning("group commit of %d index writes failed: %s", len(batch), exc)
             for pending in batch:
