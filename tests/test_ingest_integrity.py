@@ -9,7 +9,9 @@ server keeps serving. Temp files and STOW-RS spools of killed writes are swept.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import re
 import time
 import tracemalloc
@@ -40,7 +42,7 @@ from conftest import ServerProcess, open_test_archive
 from dicomweb_peers import stow
 from dimse_peers import dataset_bytes, run_dcmtk
 from factories import make_instance
-from minipacs.archive import Archive
+from minipacs.archive import Archive, IngestResult
 from minipacs.config import Settings
 from minipacs.dicom.completeness import check_complete
 from minipacs.dicom.header import parse_instance
@@ -477,3 +479,54 @@ def test_stow_spool_of_a_killed_server_is_swept_at_the_next_start(
         assert list(spool.iterdir()) == []
     finally:
         proc.stop()
+
+
+def _key(stored: IngestResult) -> str:
+    return instance_key(stored.study_instance_uid, stored.series_instance_uid,
+                        stored.sop_instance_uid)
+
+
+def test_a_spool_file_handed_over_becomes_the_blob(settings: Settings, tmp_path: Path
+                                                    ) -> None:
+    """`ingest(path, take=True)` (C-STORE's spooled dataset): the file is fsynced and
+    hard-linked as the blob, not copied; the caller may then remove its own name."""
+    archive = open_test_archive(settings)
+    try:
+        local = _local_store(archive)
+        data = _instance()
+        spooled = tmp_path / "spooled.dcm"
+        spooled.write_bytes(data)
+        key = _key(archive.ingest(spooled, take=True))
+        assert (local.root / key).stat().st_ino == spooled.stat().st_ino  # linked
+        spooled.unlink()  # pynetdicom removes its spool file once answered
+        assert archive.store.read(key) == data
+        assert verify(archive).healthy
+    finally:
+        archive.close()
+
+
+def test_a_handed_over_file_replacing_a_blob_or_on_another_device_is_copied(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = open_test_archive(settings)
+    try:
+        local = _local_store(archive)
+        data = _instance()
+        first, again = tmp_path / "first.dcm", tmp_path / "again.dcm"
+        first.write_bytes(data)
+        again.write_bytes(data)
+        key = _key(archive.ingest(first, take=True))
+        archive.ingest(again, take=True)  # the name exists: swapped atomically, a copy
+        assert (local.root / key).stat().st_ino not in (first.stat().st_ino,
+                                                         again.stat().st_ino)
+        assert archive.store.read(key) == data
+
+        def cross_device(source: object, target: object) -> None:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "link", cross_device)  # blobs on another file system
+        local.delete(key)
+        archive.ingest(again, take=True)
+        assert (local.root / key).stat().st_ino != again.stat().st_ino
+        assert archive.store.read(key) == data
+    finally:
+        archive.close()

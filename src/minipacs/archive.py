@@ -163,9 +163,11 @@ class Archive:
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, source: bytes | Path, *, received_from: str = "",
-               principal: Principal | None = None) -> IngestResult:
+               principal: Principal | None = None, take: bool = False) -> IngestResult:
         """Store one instance (Part-10 bytes or a file) and index it; durable on return.
-        The `store` audit event commits with the index rows.
+        The `store` audit event commits with the index rows. `take`: `source` is a
+        spool file its caller never writes again, which the store may make the blob
+        itself (`BlobStore.put`).
 
         Raises `Forbidden` unless the principal may store, `InvalidInstance` (not DICOM,
         missing/bad UIDs; `IncompleteInstance` when the bytes cannot be read back whole),
@@ -193,7 +195,10 @@ class Archive:
         # One durable blob write, then the rows. An identical duplicate rewrites the same
         # bytes under the same key (harmless, and rare) instead of costing every
         # instance a lookup before the write; the transaction below tells them apart.
-        self.store.put(key, parsed.part10 if parsed.part10 is not None else source)
+        if parsed.part10 is not None:
+            self.store.put(key, parsed.part10)
+        else:
+            self.store.put(key, source, take=take)
         outcome = self._index_instance(parsed, key, derive(parsed), received_from,
                                        principal=principal)
         if outcome == "duplicate":

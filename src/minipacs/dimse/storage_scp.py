@@ -50,7 +50,10 @@ def handle_store(
         return status_dataset(0xC000, f"cannot read dataset: {exc}")
     repaired = repair(event, data) if repair is not None else None
     try:
-        result = archive.ingest(repaired or data, received_from=peer)
+        # pynetdicom's spool file is removed, never written, once we answer: the
+        # store may keep it as the blob (a hard link) rather than copy it.
+        result = archive.ingest(repaired or data, received_from=peer,
+                                take=repaired is None and isinstance(data, Path))
     except MinipacsError as exc:
         log.warning("C-STORE of %s from %s refused: %s",
                     event.request.AffectedSOPInstanceUID, peer, exc)

@@ -19,11 +19,14 @@ class BlobStore(Protocol):
 
     `put` returns only once the blob is durable, and a reader never sees a partial blob.
     `durable=False` is for caches (rendered images: recomputed when lost): still atomic,
-    but a backend may skip its fsyncs.
+    but a backend may skip its fsyncs. `take=True`: `data` is a file its caller hands
+    over and never writes again (a received instance spooled to disk), which a backend
+    may make the blob itself instead of copying it.
     Missing keys raise `minipacs.errors.NotFound`; backend failures `StorageError`.
     """
 
-    def put(self, key: str, data: bytes | Path, *, durable: bool = True) -> None: ...
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True,
+            take: bool = False) -> None: ...
 
     def open(self, key: str) -> BinaryIO: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -29,6 +30,7 @@ def _fsync_dir(path: Path) -> None:
 
 class FilesystemStore:
     """Each blob is one file; writes go to a temp file, are fsynced, then renamed in place.
+    A file handed over with `put(..., take=True)` is fsynced and hard-linked instead.
 
     Temp files a killed process left are removed when the store is opened (never listed
     as keys, never served); `sweep_temporary(everywhere=True)` also finds those older
@@ -49,31 +51,55 @@ class FilesystemStore:
             raise ValueError(f"blob key {key!r} names a temp file, never a blob")
         return self.root / check_key(key)
 
-    def put(self, key: str, data: bytes | Path, *, durable: bool = True) -> None:
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True,
+            take: bool = False) -> None:
         target = self._path(key)
         try:
             created = self._make_parents(target.parent)
-            tmp = self.incoming / f"{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}"
-            try:
-                with open(tmp, "wb") as out:
-                    hold(out)  # until renamed: a sweep never takes a file being written
-                    if isinstance(data, Path):
-                        with open(data, "rb") as src:
-                            shutil.copyfileobj(src, out, 1024 * 1024)
-                    else:
-                        out.write(data)
-                    out.flush()
-                    if durable:
-                        os.fsync(out.fileno())
-                    os.replace(tmp, target)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-            # The rename is durable only once its directory entry is; new parents likewise.
+            if not (take and isinstance(data, Path) and self._link(data, target, durable)):
+                self._write(target, data, durable)
+            # The new name is durable only once its directory entry is; new parents too.
             for directory in [target.parent, *created] if durable else []:
                 _fsync_dir(directory)
         except OSError as exc:
             raise StorageError(f"could not write blob {key}: {exc}") from exc
+
+    def _write(self, target: Path, data: bytes | Path, durable: bool) -> None:
+        """Copy into a temp file, fsync it, rename it over `target`."""
+        tmp = self.incoming / f"{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}"
+        try:
+            with open(tmp, "wb") as out:
+                hold(out)  # until renamed: a sweep never takes a file being written
+                if isinstance(data, Path):
+                    with open(data, "rb") as src:
+                        shutil.copyfileobj(src, out, 1024 * 1024)
+                else:
+                    out.write(data)
+                out.flush()
+                if durable:
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _link(self, source: Path, target: Path, durable: bool) -> bool:
+        """Make the file `source` the blob itself: fsync it, then hard-link it as
+        `target` (its data is durable before the name exists). False when that cannot
+        be done (another file system, a blob already under that name: a replacement,
+        which must swap atomically), and the caller copies instead."""
+        with open(source, "rb") as held:
+            hold(held)
+            if durable:
+                os.fsync(held.fileno())
+            try:
+                os.link(source, target)
+            except OSError as exc:
+                if exc.errno in (errno.EXDEV, errno.EEXIST, errno.EPERM, errno.EMLINK,
+                                 errno.ENOTSUP):
+                    return False
+                raise
+        return True
 
     def sweep_temporary(self, *, everywhere: bool = False) -> int:
         """Remove temp files of interrupted writes (no live process holds them).

@@ -155,8 +155,9 @@ class S3Store:
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise self._fail("reach bucket", self.bucket, exc) from exc
 
-    def put(self, key: str, data: bytes | Path, *, durable: bool = True) -> None:
-        # An S3 PUT is durable once answered: `durable` changes nothing here.
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True,
+            take: bool = False) -> None:
+        # An S3 PUT is durable once answered: `durable` and `take` change nothing here.
         check_key(key)
         try:
             if isinstance(data, Path):

@@ -150,9 +150,10 @@ class SpooledStore:
             self._queue.put(None)
 
     # ---------------------------------------------------------------- BlobStore
-    def put(self, key: str, data: bytes | Path, *, durable: bool = True) -> None:
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True,
+            take: bool = False) -> None:
         with self._key_lock(key):
-            self.spool.put(key, data, durable=durable)
+            self.spool.put(key, data, durable=durable, take=take)
             self._enqueue(key)
 
     def open(self, key: str) -> BinaryIO:
