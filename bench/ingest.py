@@ -305,6 +305,7 @@ def main() -> None:
             spy = None
             if args.profile and target.name == "minipacs":
                 spy = subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking",
+                                        "--rate", "400",
                                         "--format", "raw", "-o", str(args.profile),
                                         "--pid", str(target.process.pid)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
