@@ -78,9 +78,9 @@ def test_two_workers_share_the_dicom_and_http_ports_and_both_serve(
     for client in push_all(two_workers, batches, acknowledged):
         client.join(120)
     assert sorted(acknowledged) == sorted(p for b in batches for p in b)
-    # The kernel spreads connections by their addresses; more associations until both
-    # workers have stored something (each is a coin toss: 40 more all landing on one
-    # worker would be a 1 in 2^40 event, or a broken SO_REUSEPORT).
+    # The workers take connections from one queue, whichever is free first; more
+    # associations until both have stored something (40 more all taken by one worker
+    # would mean the other never accepts).
     extra = write_instances(tmp_path / "extra", 40)
     for path in extra:
         if set(storing_pids(two_workers).values()) == set(pids):
@@ -129,6 +129,41 @@ def test_worker_killed_mid_store_loses_only_unacknowledged_and_is_replaced(
     push(two_workers, again, acknowledged)
     assert set(again) <= set(acknowledged)
     assert_all_stored(two_workers, acknowledged)
+
+
+def test_a_stalled_worker_is_handed_no_associations_or_requests(
+    two_workers: ServerProcess, tmp_path: Path
+) -> None:
+    """The workers accept from one queue: while one is stopped (SIGSTOP: a worker stuck
+    in a long pause), every new association and HTTP connection is taken by the other,
+    promptly. (Ports bound per worker with SO_REUSEPORT handed about half of them to
+    the stopped worker, where they waited until the peer gave up.)"""
+    stalled, live = worker_pids(two_workers)
+    os.kill(stalled, signal.SIGSTOP)
+    try:
+        acknowledged: list[Path] = []
+        files = write_instances(tmp_path / "one-by-one", 12)
+        started = time.monotonic()
+        for path in files:  # one association each: 12 chances to be handed to `stalled`
+            push(two_workers, [path], acknowledged)
+        assert acknowledged == files
+        assert time.monotonic() - started < 30  # no association waited for a timeout
+        assert set(storing_pids(two_workers).values()) == {live}
+        for _ in range(12):  # a new connection each time
+            answer = httpx.get(f"{two_workers.dicomweb_url}/instances",
+                               headers=two_workers.auth, timeout=10)
+            assert answer.status_code == 200
+            assert int(answer.headers["x-minipacs-worker"]) == live
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+    answered_by: set[int] = set()
+    for _ in range(60):  # and, resumed, it takes its share again
+        answer = httpx.get(f"{two_workers.dicomweb_url}/instances", headers=two_workers.auth,
+                           timeout=10)
+        answered_by.add(int(answer.headers["x-minipacs-worker"]))
+        if answered_by == {stalled, live}:
+            break
+    assert answered_by == {stalled, live}
 
 
 def worker_pids_now(server: ServerProcess) -> list[int]:

@@ -326,7 +326,8 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=1, le=64,
         description="Node processes `minipacs serve` runs on this machine, sharing the DICOM "
-        "and HTTP ports (SO_REUSEPORT, Linux): one Python process uses one core, so set it "
+        "and HTTP ports (one queue of connections, taken by whichever worker is free): one "
+        "Python process uses one core, so set it "
         "to the number of cores for ingest throughput. Each is a full node on the same "
         "index and blob store.",
     )

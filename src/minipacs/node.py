@@ -100,14 +100,12 @@ def transport_limits(settings: Settings) -> TransportLimits:
     )
 
 
-def bind_http(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """The HTTP listening socket; `reuse_port` (SO_REUSEPORT) for the workers of
-    `serve --workers N`, which all listen on one port."""
+def bind_http(host: str, port: int) -> socket.socket:
+    """A listening socket on (host, port) (port 0: a free one): the HTTP port, and in
+    the supervisor of `serve --workers N` each port its workers accept on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -169,11 +167,14 @@ def serve(settings: Settings) -> None:
     run_node(settings)
 
 
-def run_node(settings: Settings, *, worker: bool = False) -> None:
-    """One node until interrupted. A `worker` of `serve --workers N` binds its ports
-    with SO_REUSEPORT, leaves start-up chores (samples, the one-time admin password,
-    the banner) to its supervisor, and says which process answered each HTTP request
-    in an `X-Minipacs-Worker` header."""
+def run_node(settings: Settings, *,
+             listening: dict[str, socket.socket] | None = None) -> None:
+    """One node until interrupted. A worker of `serve --workers N` is given its
+    supervisor's `listening` sockets ("http_port", "dicom_port", "dicom_tls_port") to
+    accept on, leaves start-up chores (samples, the one-time admin password, the
+    banner) to its supervisor, and says which process answered each HTTP request in an
+    `X-Minipacs-Worker` header."""
+    worker = listening is not None
     https = http_tls_options(settings)  # a half-configured HTTPS stops us before anything
     report_signer = load_report_signer(settings)  # a bad certificate stops us here too
     archive = open_archive(settings)  # its blob store sweeps its own temp files
@@ -181,7 +182,8 @@ def run_node(settings: Settings, *, worker: bool = False) -> None:
     if not worker and settings.load_samples and settings.sample_dir.is_dir() \
             and archive.is_empty():
         load_samples(archive, settings.sample_dir)
-    http_sock = bind_http(settings.http_host, settings.http_port, reuse_port=worker)
+    http_sock = (listening["http_port"] if listening is not None
+                 else bind_http(settings.http_host, settings.http_port))
     http_port = http_sock.getsockname()[1]
     # One registry and one worklist per node, shared by both doors (built once: each
     # construction would otherwise re-run the schema upgrade and own its sessions).
@@ -202,7 +204,7 @@ def run_node(settings: Settings, *, worker: bool = False) -> None:
         limits=transport_limits(settings),
         outgoing=OutgoingTransport(client_tls_context(
             settings.dicom_tls_ca, settings.dicom_tls_cert, settings.dicom_tls_key)),
-        reuse_port=worker,
+        listening=listening,
     )
     # The port the ready file and banner call "dicom_port": the plain one, or the TLS
     # one when that is all there is (a certificate and no DICOM_TLS_PORT).

@@ -4,13 +4,16 @@ One Python process runs on one core (the GIL), so one node cannot use a second c
 a second association's parse, hash and index work. The supervisor here starts N worker
 processes, each a full node (`node.run_node`: archive, DICOM and HTTP listeners) on the
 one index and blob store, exactly as N machines behind a load balancer would be: nothing
-is shared in memory. They listen on the same DICOM and HTTP ports with SO_REUSEPORT
-(Linux), so the kernel spreads incoming connections (associations, HTTP connections)
-over them.
+is shared in memory. They accept on the same DICOM and HTTP ports.
 
-Ports: the supervisor binds each port first (SO_REUSEPORT, never listening, so it is
-given no connections): port 0 picks the free port once, and the port stays reserved
-while workers restart. Start-up chores that must happen once (schema migration, the
+Ports: the supervisor binds and listens on each port (port 0 picks the free port once)
+and hands the listening sockets to its workers, which accept on them: one queue of
+incoming connections, from which whichever worker is free takes the next. A busy or
+stalled worker is not handed associations, and connections waiting in the queue
+survive a worker's death. (The first design had each worker bind the port with
+SO_REUSEPORT: the kernel then picked a worker by a hash of the peer's address, four
+associations often landed three to one, and a stalled worker kept being handed
+connections it could not serve.) Start-up chores that must happen once (schema migration, the
 first admin account, sample studies) run in the supervisor before any worker starts. A
 worker that dies (a crash, kill -9) is replaced; what it had acknowledged is durable,
 what it had not, its peer was never told was stored. SQLite works with several workers
@@ -36,7 +39,7 @@ from typing import Any
 
 from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.config import Settings
-from minipacs.node import load_samples, open_archive, run_node
+from minipacs.node import bind_http, load_samples, open_archive, run_node
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +47,21 @@ _START_TIMEOUT = 120.0  # seconds a worker may take to listen
 _STOP_TIMEOUT = 20.0
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to (host, port) with SO_REUSEPORT and not listening: it holds the
-    port (port 0: a free one) for the workers, which bind it the same way and listen."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+def listen_for_workers(host: str, port: int) -> socket.socket:
+    """A socket listening on (host, port) (port 0: a free one), non-blocking: each
+    worker waits for it to be readable and the first to accept takes the connection."""
     try:
-        sock.bind((host, port))
+        sock = bind_http(host, port)
     except OSError as exc:
-        sock.close()
-        raise SystemExit(f"cannot bind {host}:{port} for the workers: {exc}") from exc
+        raise SystemExit(f"cannot listen on {host}:{port} for the workers: {exc}") from exc
+    sock.setblocking(False)
     return sock
 
 
-def _run_worker(settings: Settings, supervisor_pid: int) -> None:
-    """A worker process's main (spawned: a fresh interpreter, nothing inherited)."""
+def _run_worker(settings: Settings, supervisor_pid: int,
+                listening: dict[str, socket.socket]) -> None:
+    """A worker process's main (spawned: a fresh interpreter; the listening sockets
+    are passed to it by multiprocessing, as duplicated descriptors)."""
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)-7s [pid %(process)d] %(name)s: %(message)s")
@@ -75,15 +76,17 @@ def _run_worker(settings: Settings, supervisor_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=follow_supervisor, daemon=True, name="follow-supervisor").start()
-    run_node(settings, worker=True)
+    run_node(settings, listening=listening)
 
 
 class Supervisor:
     """Starts, replaces and stops the worker processes."""
 
-    def __init__(self, settings: Settings, ready_dir: Path) -> None:
+    def __init__(self, settings: Settings, ready_dir: Path,
+                 listening: dict[str, socket.socket]) -> None:
         self.settings = settings
         self.ready_dir = ready_dir
+        self.listening = listening
         self.context = multiprocessing.get_context("spawn")
         self.workers: dict[int, Any] = {}  # slot -> multiprocessing Process
         self.stopping = False
@@ -100,7 +103,8 @@ class Supervisor:
             update["hl7_port"] = None
             update["hl7_report_sender"] = False  # one ORU^R01 sender too, in order
         settings = self.settings.model_copy(update=update)
-        process = self.context.Process(target=_run_worker, args=(settings, os.getpid()),
+        process = self.context.Process(target=_run_worker,
+                                       args=(settings, os.getpid(), self.listening),
                                        name=f"minipacs-worker-{slot}", daemon=False)
         process.start()
         self.workers[slot] = process
@@ -154,17 +158,18 @@ def serve_workers(settings: Settings) -> None:
         counts = archive.counts()
     finally:
         archive.close()
-    reserved = {"dicom_port": reserve_port(settings.dicom_host, settings.dicom_port),
-                "http_port": reserve_port(settings.http_host, settings.http_port)}
+    listening = {
+        "dicom_port": listen_for_workers(settings.dicom_host, settings.dicom_port),
+        "http_port": listen_for_workers(settings.http_host, settings.http_port)}
     if settings.dicom_tls_port is not None:
-        reserved["dicom_tls_port"] = reserve_port(settings.dicom_host,
-                                                  settings.dicom_tls_port)
-    ports = {name: int(sock.getsockname()[1]) for name, sock in reserved.items()}
+        listening["dicom_tls_port"] = listen_for_workers(settings.dicom_host,
+                                                         settings.dicom_tls_port)
+    ports = {name: int(sock.getsockname()[1]) for name, sock in listening.items()}
     ready_dir = settings.data_dir / "workers"
     shutil.rmtree(ready_dir, ignore_errors=True)
     ready_dir.mkdir(parents=True)
     supervisor = Supervisor(settings.model_copy(update={
-        **ports, "workers": 1, "load_samples": False}), ready_dir)
+        **ports, "workers": 1, "load_samples": False}), ready_dir, listening)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         supervisor.stopping = True
@@ -200,6 +205,6 @@ def serve_workers(settings: Settings) -> None:
         supervisor.watch()
     finally:
         supervisor.stop()
-        for sock in reserved.values():
+        for sock in listening.values():
             sock.close()
         log.info("minipacs workers stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import tempfile
 from collections.abc import Iterator
@@ -151,15 +152,16 @@ def start_dimse_server(
     tls_port: int | None = None,
     limits: TransportLimits | None = None,
     outgoing: OutgoingTransport | None = None,
-    reuse_port: bool = False,
+    listening: dict[str, socket.socket] | None = None,
 ) -> DicomListeners:
     """Start accepting associations in background threads; port 0 picks a free port.
 
     `registered_aes_only` turns on access control (see `dimse.access`). With
     `ssl_context` and no `tls_port`, `port` speaks TLS (PS3.15 B.1); with both, `port`
     stays plain TCP and `tls_port` speaks TLS; `port` None: no plain listener.
-    `outgoing` says how to reach registered AEs marked `tls`. `reuse_port`: listen with
-    SO_REUSEPORT (the workers of `serve --workers N` share the ports)."""
+    `outgoing` says how to reach registered AEs marked `tls`. `listening`: the sockets
+    to accept on instead of binding ("dicom_port", "dicom_tls_port"; the workers of
+    `serve --workers N` share their supervisor's)."""
     limits = limits or TransportLimits()
     # Process-wide in pynetdicom: send_c_store given a file path streams it in PDU-sized
     # pieces; only our C-GET/C-MOVE sub-operations pass paths (retrieve_scp.StoredFile).
@@ -216,12 +218,14 @@ def start_dimse_server(
     secure_port = tls_port if tls_port is not None else (port if ssl_context else None)
     listeners = DicomListeners(None, None)
     if plain_port is not None:
-        listeners.plain = start_guarded_server(ae, (host, plain_port), handlers, limits,
-                                               ledger, reuse_port=reuse_port)
+        listeners.plain = start_guarded_server(
+            ae, (host, plain_port), handlers, limits, ledger,
+            listening=(listening or {}).get("dicom_port"))
     if secure_port is not None:
-        listeners.tls = start_guarded_server(ae, (host, secure_port), handlers, limits,
-                                             ledger, ssl_context=ssl_context,
-                                             reuse_port=reuse_port)
+        listeners.tls = start_guarded_server(
+            ae, (host, secure_port), handlers, limits, ledger, ssl_context=ssl_context,
+            listening=(listening or {}).get(
+                "dicom_tls_port" if tls_port is not None else "dicom_port"))
     log.info("DICOM %s listening on %s, plain port %s, TLS port %s%s (max %d associations, "
              "PDUs up to %d bytes)", ae_title, host, listeners.plain_port or "off",
              listeners.tls_port or "off",

@@ -94,6 +94,10 @@ class ConnectionLedger:
             self._total += 1
             return ""
 
+    @property
+    def open_connections(self) -> int:
+        return self._total
+
     def release(self, address: str) -> None:
         with self._lock:
             self._total -= 1
@@ -368,25 +372,59 @@ def reject_local_limit(event: Any, reason: str) -> None:
     event.assoc.kill()
 
 
-class SharedPortAssociationServer(GuardedAssociationServer):
-    """Bound with SO_REUSEPORT: one of the listeners of `serve --workers N`."""
+# Seconds a worker of `serve --workers N` defers accepting, per connection it has open.
+_ACCEPT_DEFER = 0.002
+_ACCEPT_DEFER_MAX = 0.02
+
+
+class InheritedSocketAssociationServer(GuardedAssociationServer):
+    """Accepts on a listening socket its supervisor made (`serve --workers N`): all
+    workers take connections from that one queue, each when it is free to, so a busy or
+    stalled worker is not handed new associations. (With SO_REUSEPORT, the kernel
+    chose the worker by a hash of the peer's address: four modalities could land on one
+    worker while another idled, and a stalled worker kept receiving connections.)"""
+
+    def __init__(self, *args: Any, listening: socket.socket, **kwargs: Any) -> None:
+        self._listening = listening
+        super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        # pynetdicom's server_bind ignores socketserver's allow_reuse_port.
-        assert self.socket is not None  # socketserver made it before binding
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        assert self.socket is not None  # the one socketserver made: not used
+        self.socket.close()
+        self.socket = self._listening
+        # Non-blocking: a worker woken for a connection another took gets EAGAIN,
+        # which socketserver ignores, instead of blocking its accept loop.
+        self.socket.settimeout(0.0)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        pass  # the supervisor listens already
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        # Every worker is woken for each connection and the first to accept takes it.
+        # Leave it to a less busy one: each association this worker serves already
+        # delays its accept a little, so four associations arriving at once spread
+        # over two workers instead of going three to one. An idle worker never waits.
+        if self.ledger.open_connections:
+            time.sleep(min(_ACCEPT_DEFER * self.ledger.open_connections, _ACCEPT_DEFER_MAX))
+        return super().get_request()
+
+    def server_close(self) -> None:
+        # Only this process's descriptor: pynetdicom's shutdown(SHUT_RDWR) would stop
+        # the listening socket itself, for every worker.
+        assert self.socket is not None
+        self.socket.close()
 
 
 def start_guarded_server(
     ae: AE, address: tuple[str, int], handlers: list[Any], limits: TransportLimits,
     ledger: ConnectionLedger, ssl_context: ssl.SSLContext | None = None,
-    *, reuse_port: bool = False,
+    *, listening: socket.socket | None = None,
 ) -> GuardedAssociationServer:
     """Listen on `address` in a background thread (port 0: any free port).
 
-    `reuse_port`: bind with SO_REUSEPORT, so that the worker processes of one
-    `serve --workers N` listen on the same port (Linux spreads connections over them)."""
+    `listening`: accept on this socket, bound and listening already, instead (the
+    workers of one `serve --workers N` share their supervisor's)."""
     require_supported_pynetdicom()
     ae.maximum_pdu_size = limits.max_pdu_length
     ae.acse_timeout = limits.artim_timeout
@@ -394,11 +432,12 @@ def start_guarded_server(
     # Our ledger caps connections below this, so pynetdicom's own count (which includes
     # connections that never associate) never rejects anyone.
     ae.maximum_associations = limits.max_connections + 1
+    shared: dict[str, Any] = {} if listening is None else {
+        "server_class": InheritedSocketAssociationServer, "listening": listening}
     server: GuardedAssociationServer = ae.make_server(  # type: ignore[assignment]
         address, ssl_context=ssl_context, evt_handlers=handlers,
-                            server_class=SharedPortAssociationServer if reuse_port
-                            else GuardedAssociationServer, limits=limits,
-                            ledger=ledger)
+        **{"server_class": GuardedAssociationServer, **shared}, limits=limits,
+        ledger=ledger)
     thread = threading.Thread(target=server.serve_forever, daemon=True,
                               name=f"DicomListener:{server.server_address[1]}")
     thread.start()
