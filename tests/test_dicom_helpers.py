@@ -80,12 +80,17 @@ def test_valid_uids(uid: str) -> None:
 
 @pytest.mark.parametrize(
     "uid", ["", "../../etc/passwd", "1.2/3", "1..2", ".1.2", "1.2.", "1.2.3a", "1" * 65,
-            "1.2\\3", "１.２"],
+            "1.2\\3", "１.２", "1.2 .3"],
 )
 def test_traversal_looking_or_malformed_uids_are_refused(uid: str) -> None:
-    assert not is_safe_uid(uid)
+    assert not is_safe_uid(uid) and not is_valid_uid(uid)
     with pytest.raises(InvalidAttribute):
         require_uid(uid, "StudyInstanceUID")
+
+
+def test_a_uid_with_a_line_break_is_neither_valid_nor_safe() -> None:
+    # (require_uid strips padding first: "1.2\n" read from a file is "1.2".)
+    assert not is_valid_uid("1.2\n") and not is_safe_uid("1.2\n")
 
 
 def test_leading_zero_uid_is_not_strictly_valid_but_still_safe_to_store() -> None:

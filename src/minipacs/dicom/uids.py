@@ -8,11 +8,13 @@ from minipacs.errors import InvalidAttribute
 
 # PS3.5 §9.1: components of digits separated by '.', no leading zero in a
 # multi-digit component, at most 64 characters in all.
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+# Components of ASCII digits separated by single dots (leading zeros allowed).
+_SAFE_UID_RE = re.compile(r"(?:[0-9]+\.)*[0-9]+")
 
 
 def is_valid_uid(value: str) -> bool:
-    return len(value) <= 64 and bool(_UID_RE.match(value))
+    return len(value) <= 64 and _UID_RE.fullmatch(value) is not None
 
 
 def is_safe_uid(value: str) -> bool:
@@ -21,13 +23,7 @@ def is_safe_uid(value: str) -> bool:
     Looser than `is_valid_uid` on purpose: real modalities send UIDs with leading
     zeros in a component, and we must still store and serve those.
     """
-    return (
-        0 < len(value) <= 64
-        and value[0] != "."
-        and value[-1] != "."
-        and ".." not in value
-        and all(c.isdigit() and c.isascii() or c == "." for c in value)
-    )
+    return len(value) <= 64 and _SAFE_UID_RE.fullmatch(value) is not None
 
 
 def require_uid(value: object, keyword: str) -> str:
