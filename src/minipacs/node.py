@@ -100,7 +100,7 @@ def transport_limits(settings: Settings) -> TransportLimits:
     )
 
 
-def bind_http(host: str, port: int) -> socket.socket:
+def listen_on(host: str, port: int) -> socket.socket:
     """A listening socket on (host, port) (port 0: a free one): the HTTP port, and in
     the supervisor of `serve --workers N` each port its workers accept on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -183,7 +183,7 @@ def run_node(settings: Settings, *,
             and archive.is_empty():
         load_samples(archive, settings.sample_dir)
     http_sock = (listening["http_port"] if listening is not None
-                 else bind_http(settings.http_host, settings.http_port))
+                 else listen_on(settings.http_host, settings.http_port))
     http_port = http_sock.getsockname()[1]
     # One registry and one worklist per node, shared by both doors (built once: each
     # construction would otherwise re-run the schema upgrade and own its sessions).

@@ -39,7 +39,7 @@ from typing import Any
 
 from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.config import Settings
-from minipacs.node import bind_http, load_samples, open_archive, run_node
+from minipacs.node import listen_on, load_samples, open_archive, run_node
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def listen_for_workers(host: str, port: int) -> socket.socket:
     """A socket listening on (host, port) (port 0: a free one), non-blocking: each
     worker waits for it to be readable and the first to accept takes the connection."""
     try:
-        sock = bind_http(host, port)
+        sock = listen_on(host, port)
     except OSError as exc:
         raise SystemExit(f"cannot listen on {host}:{port} for the workers: {exc}") from exc
     sock.setblocking(False)
