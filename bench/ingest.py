@@ -5,7 +5,8 @@ folder, starts `minipacs serve` (auth on, an admin token made with the CLI, free
 sends each set with 1 and with 4 parallel `storescu` associations, checks over QIDO-RS
 that every instance arrived, and prints instances/s and server CPU per instance (psutil,
 the server and its worker processes). Optional side by side: `--orthanc` (Debian's
-`Orthanc`), `--ceiling` (a pynetdicom SCP that stores nothing; dcmtk `storescp` writing
+`Orthanc`), `--ceiling` (minipacs whose C-STORE handler answers at once, storing nothing:
+our receive path alone; a pynetdicom SCP that stores nothing; dcmtk `storescp` writing
 files). A number, not a test.
 
     PYTHONPATH=src .venv/bin/python bench/ingest.py --count 200 [--workers 2] \
@@ -126,11 +127,26 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> Non
     raise SystemExit(f"{what} not listening on {port} after 60 s")
 
 
-def start_minipacs(work: Path, workers: int, extra: list[str]) -> Target:
-    data = work / "minipacs"
+# minipacs with its C-STORE handler answering Success at once: what our receive path
+# costs (the event-driven reactors, pynetdicom's DIMSE layer and spool file, our response
+# encoding) without the archive's work. A measurement only, never a mode of the product.
+RECEIVE_ONLY = textwrap.dedent("""
+    import sys
+    import minipacs.dimse.server as server
+    server.handle_store = lambda event, archive, repair=None: 0x0000
+    from minipacs.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def start_minipacs(work: Path, workers: int, extra: list[str], *,
+                   receive_only: bool = False) -> Target:
+    data = work / ("minipacs-receive-only" if receive_only else "minipacs")
     ready = data / "ready.json"
     data.mkdir()
     base = [sys.executable, "-m", "minipacs"]
+    if receive_only:
+        base = [sys.executable, "-c", RECEIVE_ONLY]
     proc = subprocess.Popen(
         [*base, "serve", "--data-dir", str(data), "--http-port", "0", "--dicom-port", "0",
          "--ready-file", str(ready), "--log-level", "WARNING",
@@ -142,6 +158,8 @@ def start_minipacs(work: Path, workers: int, extra: list[str]) -> Target:
             raise SystemExit(f"minipacs did not start:\n{(work / 'minipacs.log').read_text()}")
         time.sleep(0.05)  # polling for readiness
     ports = json.loads(ready.read_text())
+    if receive_only:
+        return Target("minipacs, receive only", "MINIPACS", ports["dicom_port"], proc)
     made = subprocess.run([*base, "token", "create", "bench", "--role", "admin",
                            "--data-dir", str(data), *extra],
                           capture_output=True, text=True, check=True)
@@ -275,7 +293,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="minipacs serve --workers")
     parser.add_argument("--orthanc", action="store_true", help="also measure Orthanc")
     parser.add_argument("--ceiling", action="store_true",
-                        help="also a pynetdicom SCP storing nothing and dcmtk storescp")
+                        help="also minipacs with a C-STORE handler that stores nothing, "
+                        "a pynetdicom SCP storing nothing and dcmtk storescp")
     parser.add_argument("--profile", type=Path,
                         help="py-spy record the minipacs server (collapsed stacks) into this file")
     parser.add_argument("--json", type=Path, help="write the numbers here")
@@ -290,7 +309,8 @@ def main() -> None:
         if args.orthanc:
             targets.append(start_orthanc)
         if args.ceiling:
-            targets += [start_null_scp, start_storescp]
+            targets += [lambda w: start_minipacs(w, 1, args.server_arg, receive_only=True),
+                        start_null_scp, start_storescp]
         everything: dict[str, dict[str, dict[str, float]]] = {}
         for n, starter in enumerate(targets):
             # Fresh instances (new UIDs) for every target and run: nothing is a duplicate.
