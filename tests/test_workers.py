@@ -17,9 +17,10 @@ import pytest
 
 from backends import Backends
 from conftest import ServerProcess, open_test_archive
-from dimse_peers import dataset_bytes
+from dimse_peers import dataset_bytes, run_dcmtk
 from minipacs.integrity import verify
 from node_tools import server_settings
+from test_access_and_tls import _certificate
 from test_crash_and_nodes import push, write_instances
 
 STORED_LINE = re.compile(r"\[pid (\d+)\] minipacs\.archive: stored (\S+)")
@@ -164,6 +165,31 @@ def test_a_stalled_worker_is_handed_no_associations_or_requests(
         if answered_by == {stalled, live}:
             break
     assert answered_by == {stalled, live}
+
+
+def test_workers_share_the_tls_port_beside_the_plain_one(tmp_path: Path) -> None:
+    """The TLS listener is handed to the workers as the plain one is: TLS peers are
+    served on it by whichever worker is free, plain ones on the other port."""
+    cert, key = _certificate(tmp_path)
+    server = ServerProcess(tmp_path / "data", [
+        "--no-load-samples", "--workers", "2", "--dicom-tls-cert", str(cert),
+        "--dicom-tls-key", str(key), "--dicom-tls-port", "0"])
+    server.data_dir.mkdir()
+    server.start()
+    try:
+        tls_port = json.loads((server.data_dir / "ready.json").read_text())["dicom_tls_port"]
+        for _ in range(4):  # new associations: either worker may take each
+            secure = run_dcmtk("echoscu", "-to", "10", "+tla", "+cf", str(cert), "-aec",
+                               server.ae_title, "127.0.0.1", str(tls_port))
+            assert secure.returncode == 0, secure.stdout + secure.stderr
+        plain = run_dcmtk("echoscu", "-to", "10", "-aec", server.ae_title, "127.0.0.1",
+                          str(server.dicom_port))
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        refused = run_dcmtk("echoscu", "-to", "5", "-aec", server.ae_title, "127.0.0.1",
+                            str(tls_port))
+        assert refused.returncode != 0  # the TLS port speaks TLS only, in every worker
+    finally:
+        server.stop()
 
 
 def worker_pids_now(server: ServerProcess) -> list[int]:
