@@ -486,18 +486,16 @@ def _key(stored: IngestResult) -> str:
                         stored.sop_instance_uid)
 
 
-def test_a_spool_file_handed_over_becomes_the_blob(settings: Settings, tmp_path: Path
-                                                    ) -> None:
-    """`ingest(path, take=True)` (C-STORE's spooled dataset): the file is fsynced and
-    hard-linked as the blob, not copied; the caller may then remove its own name."""
+def test_a_spool_file_handed_over_is_stored_and_may_then_be_removed(
+        settings: Settings, tmp_path: Path) -> None:
+    """`ingest(path, take=True)` (C-STORE's spooled dataset): the store may keep the file
+    itself; the caller then removes its own name, and the instance reads back whole."""
     archive = open_test_archive(settings)
     try:
-        local = _local_store(archive)
         data = _instance()
         spooled = tmp_path / "spooled.dcm"
         spooled.write_bytes(data)
         key = _key(archive.ingest(spooled, take=True))
-        assert (local.root / key).stat().st_ino == spooled.stat().st_ino  # linked
         spooled.unlink()  # pynetdicom removes its spool file once answered
         assert archive.store.read(key) == data
         assert verify(archive).healthy
@@ -505,28 +503,36 @@ def test_a_spool_file_handed_over_becomes_the_blob(settings: Settings, tmp_path:
         archive.close()
 
 
+def test_a_file_handed_over_becomes_the_blob_by_a_hard_link(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path / "blobs")
+    data = _instance()
+    spooled = tmp_path / "spooled.dcm"
+    spooled.write_bytes(data)
+    store.put("studies/1.2/series/1.3/1.4.dcm", spooled, take=True)
+    blob = store.root / "studies/1.2/series/1.3/1.4.dcm"
+    assert blob.stat().st_ino == spooled.stat().st_ino  # the same file, fsynced, linked
+    spooled.unlink()
+    assert store.read("studies/1.2/series/1.3/1.4.dcm") == data
+
+
 def test_a_handed_over_file_replacing_a_blob_or_on_another_device_is_copied(
-        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    archive = open_test_archive(settings)
-    try:
-        local = _local_store(archive)
-        data = _instance()
-        first, again = tmp_path / "first.dcm", tmp_path / "again.dcm"
-        first.write_bytes(data)
-        again.write_bytes(data)
-        key = _key(archive.ingest(first, take=True))
-        archive.ingest(again, take=True)  # the name exists: swapped atomically, a copy
-        assert (local.root / key).stat().st_ino not in (first.stat().st_ino,
-                                                         again.stat().st_ino)
-        assert archive.store.read(key) == data
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FilesystemStore(tmp_path / "blobs")
+    key = "studies/1.2/series/1.3/1.4.dcm"
+    first, again = tmp_path / "first.dcm", tmp_path / "again.dcm"
+    first.write_bytes(_instance())
+    again.write_bytes(data := _instance())
+    store.put(key, first, take=True)
+    store.put(key, again, take=True)  # the name exists: swapped atomically, a copy
+    assert (store.root / key).stat().st_ino not in (first.stat().st_ino,
+                                                    again.stat().st_ino)
+    assert store.read(key) == data
 
-        def cross_device(source: object, target: object) -> None:
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
+    def cross_device(source: object, target: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-        monkeypatch.setattr(os, "link", cross_device)  # blobs on another file system
-        local.delete(key)
-        archive.ingest(again, take=True)
-        assert (local.root / key).stat().st_ino != again.stat().st_ino
-        assert archive.store.read(key) == data
-    finally:
-        archive.close()
+    monkeypatch.setattr(os, "link", cross_device)  # blobs on another file system
+    store.delete(key)
+    store.put(key, again, take=True)
+    assert (store.root / key).stat().st_ino != again.stat().st_ino
+    assert store.read(key) == data
