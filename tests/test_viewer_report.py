@@ -123,11 +123,20 @@ def test_radiologist_writes_drafts_signs_and_amends_the_report_beside_the_images
         assert (panel["findings"], panel["conclusion"], panel["reportId"]) == (FINDINGS, CONCLUSION, saved["reportId"])
         assert panel["notice"] == ""
 
-        # Typed while the server cannot be reached, page closed: the local copy is newer,
-        # restored (and said so), then saved.
+        # Typed while the server cannot be reached, then the tab lost as a crash loses it
+        # (no pagehide or visibilitychange handlers run, so no keepalive flush): the local
+        # copy is newer, restored (and said so), then saved. (A closed page flushes its
+        # draft with a keepalive request, which could still reach the server once back
+        # online: the draft had then landed, nothing was restored, and this test failed
+        # now and then.)
         context.set_offline(True)
         page.fill("[data-testid=report-conclusion]", CONCLUSION + " Tạm")
         page.wait_for_function(f"() => {H}.report.notice !== '' && {H}.report.dirty")
+        page.evaluate("""() => {
+            const stop = (event) => event.stopImmediatePropagation();
+            window.addEventListener('pagehide', stop, true);
+            document.addEventListener('visibilitychange', stop, true);
+        }""")
         page.close()
         context.set_offline(False)
         page = new_page(context, errors)
