@@ -121,9 +121,10 @@ _PLAIN = {
 def _tags_by_vr() -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
     for tag, (vr, _vm, _name, retired, _kw) in sorted(DicomDictionary.items()):
-        if retired or tag >> 16 in (0x0002, 0x0008) and tag & 0xFFFF == 0x0005:
-            continue
-        if tag >> 16 in (0x0002, 0xFFFE, 0x7FE0) or tag & 0xFFFF == 0:
+        # Not: retired tags, the character set (set per header), file meta, item
+        # delimiters, pixel data, group lengths.
+        if retired or tag == 0x00080005 or tag >> 16 in (0x0002, 0xFFFE, 0x7FE0) \
+                or tag & 0xFFFF == 0:
             continue
         found.setdefault(vr, []).append(tag)
     return {vr: tags[:: max(1, len(tags) // 6)] for vr, tags in found.items()}

@@ -432,12 +432,12 @@ def start_guarded_server(
     # Our ledger caps connections below this, so pynetdicom's own count (which includes
     # connections that never associate) never rejects anyone.
     ae.maximum_associations = limits.max_connections + 1
-    shared: dict[str, Any] = {} if listening is None else {
-        "server_class": InheritedSocketAssociationServer, "listening": listening}
+    inherited: dict[str, Any] = {} if listening is None else {"listening": listening}
     server: GuardedAssociationServer = ae.make_server(  # type: ignore[assignment]
         address, ssl_context=ssl_context, evt_handlers=handlers,
-        **{"server_class": GuardedAssociationServer, **shared}, limits=limits,
-        ledger=ledger)
+        server_class=(GuardedAssociationServer if listening is None
+                      else InheritedSocketAssociationServer),
+        limits=limits, ledger=ledger, **inherited)
     thread = threading.Thread(target=server.serve_forever, daemon=True,
                               name=f"DicomListener:{server.server_address[1]}")
     thread.start()

@@ -88,17 +88,16 @@ class FilesystemStore:
         `target` (its data is durable before the name exists). False when that cannot
         be done (another file system, a blob already under that name: a replacement,
         which must swap atomically), and the caller copies instead."""
-        with open(source, "rb") as held:
-            hold(held)
-            if durable:
-                os.fsync(held.fileno())
-            try:
-                os.link(source, target)
-            except OSError as exc:
-                if exc.errno in (errno.EXDEV, errno.EEXIST, errno.EPERM, errno.EMLINK,
-                                 errno.ENOTSUP):
-                    return False
-                raise
+        if durable:
+            with open(source, "rb") as written:
+                os.fsync(written.fileno())
+        try:
+            os.link(source, target)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EEXIST, errno.EPERM, errno.EMLINK,
+                             errno.ENOTSUP):
+                return False
+            raise
         return True
 
     def sweep_temporary(self, *, everywhere: bool = False) -> int:
