@@ -6,18 +6,28 @@ is served meanwhile, and reads the server's memory and threads from /proc.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import socket
 import struct
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from pydicom import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
 )
@@ -272,3 +282,87 @@ def test_random_byte_connections_cost_nothing_beyond_their_sockets(
     after = proc_status(pid)
     assert after["VmRSS"] - before["VmRSS"] < 20 * MiB, (before, after)
     assert os.path.exists(f"/proc/{pid}")
+
+
+def send_part_of_a_c_store(port: int, ae_title: str, *, pdus: int) -> Association:
+    """Associate, then send the C-STORE-RQ command and the first `pdus` P-DATA-TF PDUs
+    of a ~400 kB dataset (never its last fragment): a transfer cut off midway."""
+    ae = AE(ae_title="HALFWAY")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
+    assert assoc.is_established
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Nguyễn^Văn An"
+    ds.BitsAllocated = 16
+    ds.add_new(0x7FE00010, "OW", b"\x00" * 400_000)
+    encoded = DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, False
+    write_dataset(encoded, ds)
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    request.Priority = 2
+    request.DataSet = BytesIO(encoded.getvalue())
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    raw = assoc.dul.socket.socket
+    assert raw is not None
+    context_id = assoc.accepted_contexts[0].context_id
+    for fragment in itertools.islice(message.encode_msg(context_id, 16384), pdus):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(fragment)
+        raw.sendall(pdu.encode())
+    return assoc
+
+
+def spooled(server: ServerProcess) -> list[Path]:
+    return sorted((server.data_dir / "incoming").glob("*.dcm"))
+
+
+@pytest.mark.parametrize("ending", ["connection dropped", "A-ABORT", "network timeout"])
+def test_a_c_store_cut_off_midway_leaves_no_spool_file(tmp_path: Path, ending: str) -> None:
+    # pynetdicom spools the dataset to DATA_DIR/incoming as it arrives and removes the
+    # file only after our C-STORE handler ran: a transfer that never completes left it.
+    server = start(tmp_path, "--dicom-network-timeout", "1")
+    try:
+        assoc = send_part_of_a_c_store(server.dicom_port, server.ae_title, pdus=5)
+        wait_for(lambda: len(spooled(server)) == 1, 5, "the partial dataset spooled")
+        raw = assoc.dul.socket.socket
+        assert raw is not None
+        if ending == "connection dropped":
+            raw.close()
+        elif ending == "A-ABORT":
+            raw.sendall(bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
+        # "network timeout": the peer goes silent; the server aborts it after 1 s.
+        wait_for(lambda: not spooled(server), 10, "the partial spool file removed")
+        assert echo_seconds(server) < 1.0
+        assert find_study_count(server) == 0  # nothing of it was indexed either
+        assert "Removed 1 C-STORE dataset(s) the association ended before serving" \
+            in server.log()
+    finally:
+        server.stop()
+
+
+def test_spool_files_a_killed_server_left_are_swept_at_start(tmp_path: Path) -> None:
+    incoming = tmp_path / "data" / "incoming"
+    incoming.mkdir(parents=True)
+    stale, recent = incoming / "tmpkilled01.dcm", incoming / "tmpliveone.dcm"
+    foreign = incoming / "notours.tmp"
+    for path in (stale, recent, foreign):
+        path.write_bytes(b"\x00" * 128 + b"DICM" + b"partial")
+    an_hour_ago = time.time() - 3600
+    for path in (stale, foreign):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    server = ServerProcess(tmp_path / "data", ["--no-load-samples"]).start()
+    try:
+        assert not stale.exists()  # untouched for an hour: its writer is gone
+        assert recent.exists()  # may still be written by another node on this folder
+        assert foreign.exists()  # not pynetdicom's
+        assert f"removed {stale}" in server.log()
+        assert echo_seconds(server) < 1.0
+    finally:
+        server.stop()

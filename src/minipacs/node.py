@@ -21,7 +21,12 @@ from minipacs.audit.alerts import AlertMonitor, AlertRules
 from minipacs.audit.forward import SyslogForwarder
 from minipacs.config import Settings
 from minipacs.dimse.outgoing import OutgoingTransport, client_tls_context
-from minipacs.dimse.server import spool_incoming_datasets, start_dimse_server, tls_context
+from minipacs.dimse.server import (
+    spool_incoming_datasets,
+    start_dimse_server,
+    sweep_incoming_datasets,
+    tls_context,
+)
 from minipacs.dimse.transport_limits import TransportLimits
 from minipacs.emr.fhir_push import FhirPush, PushSettings
 from minipacs.folder_import import import_files, iter_files
@@ -194,7 +199,9 @@ def run_node(settings: Settings, *,
         raise SystemExit("MINIPACS_DICOM_TLS_PORT needs MINIPACS_DICOM_TLS_CERT and "
                          "MINIPACS_DICOM_TLS_KEY (PEM files)")
     # C-STORE datasets go to disk as they arrive, next to the blobs (bounded memory).
-    spool_incoming_datasets(settings.data_dir / "incoming")
+    incoming = settings.data_dir / "incoming"
+    spool_incoming_datasets(incoming)
+    sweep_incoming_datasets(incoming, settings.dicom_network_timeout)
     dimse = start_dimse_server(
         archive, settings.ae_title, settings.dicom_host, settings.dicom_port,
         registry, worklist,
@@ -221,7 +228,11 @@ def run_node(settings: Settings, *,
                     "is still audited.", settings.base_url(http_port))
     alerts = AlertMonitor(archive.engine, archive.write_engine,
                           AlertRules.from_settings(settings))
-    background = [PeriodicTask("alert-scan", alerts.scan, settings.alert_scan_seconds)]
+    background = [
+        PeriodicTask("alert-scan", alerts.scan, settings.alert_scan_seconds),
+        PeriodicTask("incoming-sweep", lambda: sweep_incoming_datasets(
+            incoming, settings.dicom_network_timeout), 3600),
+    ]
     if settings.audit_syslog:
         forwarder = SyslogForwarder.from_settings(archive.engine, archive.write_engine,
                                                   settings)

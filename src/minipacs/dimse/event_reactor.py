@@ -34,6 +34,9 @@ and refuses to run on a pynetdicom whose internals differ):
   replaced by a `reactor_pause.ReactorCheckpoint`),
   `_serve_request`, `kill`; the DIMSE provider's `msg_queue`, which the DUL thread
   fills with decoded messages and, on abort, with `(None, None)`.
+* For the C-STORE datasets spooled to files (`STORE_RECV_CHUNKED_DATASET`): the DIMSE
+  provider's `message` (the one being decoded, None between messages), its
+  `_data_set_file` and a decoded primitive's `_dataset_file` (the open spool file).
 * For C-FIND, served by `find_responses.serve_find` instead of pynetdicom's service
   class: `Association._accepted_cx`, `_sent_release`, the DIMSE provider's
   `cancel_req`, and `QueryRetrieveServiceClass.validate_status` and `is_cancelled`.
@@ -345,6 +348,12 @@ class EventDrivenAssociation(Association):
         # by a wait on `_activity`, set by every put on the queues this loop reads (the
         # DIMSE messages, the DUL's primitives for us) and when the DUL stops. The event
         # is cleared before the checks, so a put during them makes the next wait return.
+        try:
+            self._react_until_done()
+        finally:
+            self._discard_unserved_datasets()
+
+    def _react_until_done(self) -> None:
         self._is_paused = False
         served = True
         while not self._kill:
@@ -389,6 +398,34 @@ class EventDrivenAssociation(Association):
                     self.abort()
                 self.kill()
                 return
+
+    def _discard_unserved_datasets(self) -> None:
+        """Remove the spool files of the C-STORE datasets this association ends
+        without serving: one cut off mid-transfer (an abort, a dropped connection, a
+        network timeout) and any received but still queued. pynetdicom removes a spool
+        file only after the C-STORE handler ran, so these stayed in `DATA_DIR/incoming`
+        for good, patient data included."""
+        partial: Any = getattr(self.dimse.message, "_data_set_file", None)
+        spooled: list[Any] = [partial] if partial is not None else []
+        while True:
+            try:
+                _, queued = self.dimse.msg_queue.get_nowait()
+            except queue.Empty:
+                break
+            queued_file = getattr(queued, "_dataset_file", None)
+            if queued_file is not None:
+                spooled.append(queued_file)
+        writer_gone = not self.dul.is_alive()  # else the DUL may still write the partial
+        for file in spooled:
+            try:
+                os.unlink(file.name)
+            except FileNotFoundError:
+                pass
+            if writer_gone or file is not partial:
+                file.close()
+        if spooled:
+            log.info("Removed %d C-STORE dataset(s) the association ended before "
+                     "serving", len(spooled))
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
         """pynetdicom's, except that a C-FIND of the Query/Retrieve and worklist models
@@ -472,6 +509,8 @@ def require_supported_pynetdicom() -> None:
     if not isinstance(probe.dimse, DIMSEServiceProvider) or not isinstance(
             getattr(probe.dimse, "msg_queue", None), queue.Queue):
         missing.append("DIMSEServiceProvider.msg_queue")
+    if not hasattr(probe.dimse, "message"):
+        missing.append("DIMSEServiceProvider.message")
     if not isinstance(getattr(probe.dimse, "cancel_req", None), dict):
         missing.append("DIMSEServiceProvider.cancel_req (a dict)")
     if not hasattr(QueryRetrieveServiceClass, "validate_status"):

@@ -56,6 +56,7 @@ from minipacs.dimse.transport_limits import (
     start_guarded_server,
 )
 from minipacs.dimse.worklist_scp import handle_worklist_find
+from minipacs.storage.scratch import GRACE_SECONDS, sweep_stale_files
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,16 @@ def spool_incoming_datasets(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(directory)
     _config.STORE_RECV_CHUNKED_DATASET = True
+
+
+def sweep_incoming_datasets(directory: Path, network_timeout: float) -> int:
+    """Remove C-STORE spool files a killed process left in `directory` (an association
+    that ends without serving one removes it itself: event_reactor). A live transfer
+    writes its file at least once per network timeout or is aborted, and a complete
+    one is ingested at once, so a file untouched for twice that (10 minutes at least)
+    has no owner left."""
+    return sweep_stale_files(directory, "tmp*.dcm",  # pynetdicom's NamedTemporaryFile
+                             max(GRACE_SECONDS, 2 * network_timeout))
 
 
 def start_dimse_server(

@@ -86,6 +86,29 @@ def sweep_files(paths: Iterator[Path]) -> int:
     return removed
 
 
+def sweep_stale_files(folder: Path, pattern: str, older_than: float) -> int:
+    """Remove the files matching `pattern` in `folder` untouched for `older_than`
+    seconds: for scratch files written by a library that does not lock them
+    (pynetdicom's C-STORE spool), the writer's own timeouts bound how long a live one
+    can go without a write. Returns how many went."""
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    cutoff = time.time() - older_than
+    for path in folder.glob(pattern):
+        try:
+            stat = path.stat()
+            if not path.is_file() or stat.st_mtime > cutoff:
+                continue
+            path.unlink()
+        except FileNotFoundError:  # its writer finished with it meanwhile
+            continue
+        removed += 1
+        log.info("removed %s, left by an interrupted transfer (%d bytes)", path,
+                 stat.st_size)
+    return removed
+
+
 @contextmanager
 def scratch_folder(parent: Path, prefix: str) -> Iterator[Path]:
     """A new folder under `parent`, marked in use until the block ends, then removed."""
