@@ -320,7 +320,15 @@ def send_part_of_a_c_store(port: int, ae_title: str, *, pdus: int) -> Associatio
 
 
 def spooled(server: ServerProcess) -> list[Path]:
-    return sorted((server.data_dir / "incoming").glob("*.dcm"))
+    """The spool files holding data (not the empty ones made ahead: spool_files.py)."""
+    found = []
+    for path in (server.data_dir / "incoming").glob("*.dcm"):
+        try:
+            if path.stat().st_size:
+                found.append(path)
+        except FileNotFoundError:  # removed between the listing and the stat
+            pass
+    return found
 
 
 @pytest.mark.parametrize("ending", ["connection dropped", "A-ABORT", "network timeout"])

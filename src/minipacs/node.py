@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import ssl
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -21,12 +24,8 @@ from minipacs.audit.alerts import AlertMonitor, AlertRules
 from minipacs.audit.forward import SyslogForwarder
 from minipacs.config import Settings
 from minipacs.dimse.outgoing import OutgoingTransport, client_tls_context
-from minipacs.dimse.server import (
-    spool_incoming_datasets,
-    start_dimse_server,
-    sweep_incoming_datasets,
-    tls_context,
-)
+from minipacs.dimse.server import start_dimse_server, tls_context
+from minipacs.dimse.spool_files import spool_incoming_datasets, sweep_incoming_datasets
 from minipacs.dimse.transport_limits import TransportLimits
 from minipacs.emr.fhir_push import FhirPush, PushSettings
 from minipacs.folder_import import import_files, iter_files
@@ -172,6 +171,10 @@ def serve(settings: Settings) -> None:
     run_node(settings)
 
 
+def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)  # a stop asked for and done: the `finally` of run_node runs
+
+
 def run_node(settings: Settings, *,
              listening: dict[str, socket.socket] | None = None) -> None:
     """One node until interrupted. A worker of `serve --workers N` is given its
@@ -200,7 +203,7 @@ def run_node(settings: Settings, *,
                          "MINIPACS_DICOM_TLS_KEY (PEM files)")
     # C-STORE datasets go to disk as they arrive, next to the blobs (bounded memory).
     incoming = settings.data_dir / "incoming"
-    spool_incoming_datasets(incoming)
+    spool_files = spool_incoming_datasets(incoming)
     sweep_incoming_datasets(incoming, settings.dicom_network_timeout)
     dimse = start_dimse_server(
         archive, settings.ae_title, settings.dicom_host, settings.dicom_port,
@@ -310,12 +313,19 @@ def run_node(settings: Settings, *,
         announce()
 
     server.startup = startup  # type: ignore[method-assign]
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # uvicorn stops on SIGTERM, then raises it again with the handler it found: by
+        # default that ended the process before the `finally` below could stop our
+        # threads and remove the spool files made ahead.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         server.run(sockets=[http_sock])
     finally:
         for task in background:
             task.stop()
         dimse.shutdown()
+        spool_files.close()
         if hl7 is not None:
             hl7.shutdown()
         log.info("minipacs stopped")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,6 @@ from minipacs.dimse.transport_limits import (
     start_guarded_server,
 )
 from minipacs.dimse.worklist_scp import handle_worklist_find
-from minipacs.storage.scratch import GRACE_SECONDS, sweep_stale_files
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -132,25 +130,6 @@ class DicomListeners:
         for server in (self.plain, self.tls):
             if server is not None:
                 server.shutdown()
-
-
-def spool_incoming_datasets(directory: Path) -> None:
-    """Have pynetdicom write each incoming C-STORE dataset to a file in `directory` as
-    its PDUs arrive, instead of holding it in memory (process-wide: pynetdicom reads
-    both from module state; tempfile's directory also serves STOW-RS)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tempfile.tempdir = str(directory)
-    _config.STORE_RECV_CHUNKED_DATASET = True
-
-
-def sweep_incoming_datasets(directory: Path, network_timeout: float) -> int:
-    """Remove C-STORE spool files a killed process left in `directory` (an association
-    that ends without serving one removes it itself: event_reactor). A live transfer
-    writes its file at least once per network timeout or is aborted, and a complete
-    one is ingested at once, so a file untouched for twice that (10 minutes at least)
-    has no owner left."""
-    return sweep_stale_files(directory, "tmp*.dcm",  # pynetdicom's NamedTemporaryFile
-                             max(GRACE_SECONDS, 2 * network_timeout))
 
 
 def start_dimse_server(

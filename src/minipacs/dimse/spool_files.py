@@ -1,0 +1,153 @@
+"""The files pynetdicom spools incoming C-STORE data sets to, in `DATA_DIR/incoming`.
+
+pynetdicom writes each C-STORE data set to a new `NamedTemporaryFile` as its PDUs
+arrive (`STORE_RECV_CHUNKED_DATASET`), so a large instance never sits in memory, and
+removes the file once our handler has answered (the folder store may have kept it as
+the blob by then: a hard link).
+
+Creating that file was on every C-STORE's critical path: the association's DUL thread
+creates it when the command set has arrived, before it reads on, and a file creation
+on ext4 waits for the journal commit that the previous instance's fsyncs started
+(0.01-0.3 ms here, more on a busy disk). `SpoolFilePool` creates them ahead, on a
+thread of its own, so a C-STORE takes one ready-made: +25 % CT instances/s on one
+association (docs/performance.md, "Ninth pass"). The pool is installed as the
+`NamedTemporaryFile` pynetdicom's `dimse_messages` module calls (a process-wide hook,
+as the rest of pynetdicom's spooling configuration is), and hands out exactly what
+that call would have made: a `delete=False` temporary file in `tempfile.tempdir`.
+
+What is left behind: an association that ends without serving its data set removes
+the file itself (`event_reactor`); a killed process leaves its partial files and its
+pool's empty ones, which `sweep_incoming_datasets` removes by age.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Any
+
+import pynetdicom.dimse_messages as dimse_messages
+from pynetdicom import _config
+
+from minipacs.storage.scratch import GRACE_SECONDS, sweep_stale_files
+
+log = logging.getLogger(__name__)
+
+SPOOL_PATTERN = "tmp*.dcm"  # what NamedTemporaryFile(suffix=".dcm") names them
+# What pynetdicom asks for (dimse_messages.DIMSEMessage.decode_msg); other calls are
+# passed to tempfile as they are.
+_PYNETDICOM_CALL = {"delete": False, "mode": "wb", "suffix": ".dcm"}
+# A pooled file is handed out only while younger than this: far below the age at which
+# `sweep_incoming_datasets` (any process's) removes untouched files, so the sweep never
+# takes a file from under a pool. An older one is removed and replaced at once.
+POOLED_FOR_AT_MOST = 60.0
+
+_installed: SpoolFilePool | None = None
+
+
+def spool_incoming_datasets(directory: Path) -> SpoolFilePool:
+    """Have pynetdicom write each incoming C-STORE data set to a file in `directory`
+    as its PDUs arrive, instead of holding it in memory, that file made ahead by a
+    `SpoolFilePool` (process-wide: pynetdicom reads both from module state; tempfile's
+    directory also serves STOW-RS). Returns the pool; a second call replaces the
+    first's."""
+    global _installed
+    if not callable(getattr(dimse_messages, "NamedTemporaryFile", None)):
+        raise RuntimeError("pynetdicom's dimse_messages no longer spools C-STORE data sets "
+                           "through NamedTemporaryFile: review minipacs.dimse.spool_files")
+    directory.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(directory)
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    if _installed is not None:
+        _installed.close()
+    _installed = SpoolFilePool(directory)
+    dimse_messages.NamedTemporaryFile = _installed.named_temporary_file  # type: ignore[attr-defined,assignment]
+    return _installed
+
+
+def sweep_incoming_datasets(directory: Path, network_timeout: float) -> int:
+    """Remove C-STORE spool files a killed process left in `directory` (an association
+    that ends without serving one removes it itself: event_reactor). A live transfer
+    writes its file at least once per network timeout or is aborted, a complete one is
+    ingested at once, and a pooled one is handed out only while younger than a minute,
+    so a file untouched for twice the network timeout (10 minutes at least) has no
+    owner left."""
+    return sweep_stale_files(directory, SPOOL_PATTERN, max(GRACE_SECONDS,
+                                                           2 * network_timeout))
+
+
+class SpoolFilePool:
+    """Up to `depth` empty spool files in `directory`, created ahead by a daemon
+    thread; `named_temporary_file` hands one out (or makes one at once when none is
+    ready, as pynetdicom would have), never one older than `max_age` seconds."""
+
+    def __init__(self, directory: Path, depth: int = 4,
+                 max_age: float = POOLED_FOR_AT_MOST) -> None:
+        self.directory = directory
+        self.depth = depth
+        self.max_age = max_age
+        self._ready: deque[tuple[float, IO[bytes]]] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._fill, name="spool-files", daemon=True)
+        self._thread.start()
+
+    def _new(self) -> IO[bytes]:
+        return tempfile.NamedTemporaryFile(dir=self.directory, **_PYNETDICOM_CALL)  # type: ignore[call-overload, no-any-return]
+
+    def _fill(self) -> None:
+        while True:
+            with self._changed:
+                while len(self._ready) >= self.depth and not self._closed:
+                    self._changed.wait()
+                if self._closed:
+                    return
+            try:
+                made = (time.monotonic(), self._new())
+            except OSError as exc:  # a full or vanished disk: C-STOREs will say so
+                log.warning("could not create a C-STORE spool file ahead: %s", exc)
+                time.sleep(1.0)  # and try again: no event says the disk has room now
+                continue
+            with self._changed:
+                if self._closed:
+                    _discard(made[1])
+                    return
+                self._ready.append(made)
+
+    def named_temporary_file(self, **kwargs: Any) -> IO[bytes]:
+        """What `tempfile.NamedTemporaryFile(**kwargs)` returns, ready-made if it can."""
+        if kwargs != _PYNETDICOM_CALL:
+            return tempfile.NamedTemporaryFile(**kwargs)  # type: ignore[no-any-return]
+        while True:
+            with self._changed:
+                made = self._ready.popleft() if self._ready else None
+                self._changed.notify()
+            if made is None:
+                return self._new()
+            made_at, file = made
+            if time.monotonic() - made_at < self.max_age:
+                return file
+            _discard(file)  # waited too long: a sweep could take it any time now
+
+    def close(self) -> None:
+        """Stop making files and remove the ready ones."""
+        with self._changed:
+            self._closed = True
+            ready, self._ready = list(self._ready), deque()
+            self._changed.notify()
+        for _, file in ready:
+            _discard(file)
+        self._thread.join(timeout=5)
+
+
+def _discard(file: IO[bytes]) -> None:
+    file.close()
+    try:
+        os.unlink(file.name)
+    except FileNotFoundError:
+        pass

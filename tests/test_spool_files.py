@@ -1,0 +1,100 @@
+"""C-STORE spool files made ahead (dimse/spool_files.py): real files, a real server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from conftest import ServerProcess
+from factories import make_dataset
+from minipacs.dimse.spool_files import SpoolFilePool
+
+pytestmark = pytest.mark.door_only  # no index or blob store involved: one pass is enough
+
+AS_PYNETDICOM_ASKS = {"delete": False, "mode": "wb", "suffix": ".dcm"}
+
+
+def files_in(folder: Path) -> set[str]:
+    return {path.name for path in folder.iterdir()}
+
+
+def wait_for_files(folder: Path, count: int) -> set[str]:
+    deadline = time.monotonic() + 5
+    while len(names := files_in(folder)) < count:
+        assert time.monotonic() < deadline, f"{count} files not made ahead in {folder}"
+        time.sleep(0.01)  # polling the folder the pool's thread fills
+    return names
+
+
+def test_the_pool_hands_out_the_files_it_made_ahead_then_makes_more(
+        tmp_path: Path) -> None:
+    pool = SpoolFilePool(tmp_path, depth=2)
+    try:
+        ahead = wait_for_files(tmp_path, 2)
+        assert len(ahead) == 2 and all(name.endswith(".dcm") for name in ahead)
+        taken = [pool.named_temporary_file(**AS_PYNETDICOM_ASKS) for _ in range(3)]
+        names = [Path(file.name).name for file in taken]
+        assert len(set(names)) == 3
+        assert set(names) & ahead  # at least the first was one made ahead
+        for file in taken:
+            assert Path(file.name).parent == tmp_path
+            file.write(b"DICM")  # writable, as pynetdicom opens it ("wb")
+            file.close()
+            assert Path(file.name).read_bytes() == b"DICM"  # kept on close (delete=False)
+        wait_for_files(tmp_path, 3 + 2)  # the pool is full again
+    finally:
+        pool.close()
+    assert files_in(tmp_path) == set(names)  # closing removed only the unused ones
+
+
+def test_a_file_kept_ready_too_long_is_replaced_not_handed_out(tmp_path: Path) -> None:
+    pool = SpoolFilePool(tmp_path, depth=1, max_age=0.2)
+    try:
+        (old,) = wait_for_files(tmp_path, 1)
+        time.sleep(0.3)  # older than max_age: an age sweep may be about to take it
+        file = pool.named_temporary_file(**AS_PYNETDICOM_ASKS)
+        file.close()
+        assert Path(file.name).name != old
+        assert not (tmp_path / old).exists()  # removed, not leaked
+    finally:
+        pool.close()
+
+
+def test_other_temporary_files_are_made_as_asked(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pool = SpoolFilePool(tmp_path, depth=1)
+    try:
+        file = pool.named_temporary_file(suffix=".part", dir=elsewhere)
+        assert Path(file.name).parent == elsewhere and file.name.endswith(".part")
+        file.close()
+        assert not Path(file.name).exists()  # delete=True by default, as tempfile's
+    finally:
+        pool.close()
+
+
+def test_a_stopped_server_leaves_no_spool_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    server = ServerProcess(data, ["--no-load-samples"]).start()
+    try:
+        ae = AE(ae_title="SPOOLER")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
+        assert assoc.is_established
+        for _ in range(3):
+            status = assoc.send_c_store(make_dataset(sop_uid=generate_uid(),
+                                                     study_uid=generate_uid()))
+            assert status.Status == 0x0000
+        assoc.release()
+        incoming = data / "incoming"
+        ready = wait_for_files(incoming, 1)
+        assert all((incoming / name).stat().st_size == 0 for name in ready)
+    finally:
+        server.stop()
+    assert files_in(data / "incoming") == set()
