@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
+from io import BytesIO
 from pathlib import Path
 
 import pytest
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES
+from pynetdicom.dsutils import create_file_meta
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from conftest import ServerProcess
 from factories import make_dataset
-from minipacs.dimse.spool_files import SpoolFilePool
+from minipacs.dimse.spool_files import SpoolFilePool, encode_file_meta
 
 pytestmark = pytest.mark.door_only  # no index or blob store involved: one pass is enough
 
@@ -98,3 +101,27 @@ def test_a_stopped_server_leaves_no_spool_file(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert files_in(data / "incoming") == set()
+
+
+def pydicom_file_meta(sop_class: str, sop_instance: str, syntax: str) -> bytes:
+    """What pynetdicom writes before a spooled data set, by pydicom's own code."""
+    written = BytesIO()
+    write_file_meta_info(written, create_file_meta(
+        sop_class_uid=sop_class, sop_instance_uid=sop_instance, transfer_syntax=syntax))
+    return written.getvalue()
+
+
+def test_file_meta_is_encoded_byte_for_byte_as_pydicom_encodes_it() -> None:
+    # Every UID length (odd ones are padded), every transfer syntax we accept.
+    for length in range(1, 65):
+        uid = ("1." + "23456789" * 8)[:length].rstrip(".") or "1"
+        for syntax in ALL_TRANSFER_SYNTAXES:
+            expected = pydicom_file_meta(CTImageStorage, uid, syntax)
+            assert encode_file_meta(CTImageStorage, uid, syntax) == expected, (uid, syntax)
+            assert encode_file_meta(uid, CTImageStorage, syntax) == \
+                pydicom_file_meta(uid, CTImageStorage, syntax)
+
+
+@pytest.mark.parametrize("odd", ["", "1.2.3 ", "1.2.abc", "1." + "2" * 64, "1.2\x00"])
+def test_file_meta_of_an_unusual_uid_is_left_to_pydicom(odd: str) -> None:
+    assert encode_file_meta(CTImageStorage, odd, ExplicitVRLittleEndian) is None

@@ -15,6 +15,13 @@ association (docs/performance.md, "Ninth pass"). The pool is installed as the
 as the rest of pynetdicom's spooling configuration is), and hands out exactly what
 that call would have made: a `delete=False` temporary file in `tempfile.tempdir`.
 
+Once its file is there, pynetdicom writes the data set's File Meta Information
+into it, built as a pydicom `FileMetaDataset` and written by pydicom's
+`write_file_meta_info`: 0.2 ms of CPU per C-STORE, for seven elements whose encoding
+never varies but for three UIDs. `encode_file_meta` writes the same bytes directly
+(tests/test_spool_files.py compares them with pydicom's); anything but plain UIDs
+goes to pydicom as before. Installed the same way, in the same module.
+
 What is left behind: an association that ends without serving its data set removes
 the file itself (`event_reactor`); a killed process leaves its partial files and its
 pool's empty ones, which `sweep_incoming_datasets` removes by age.
@@ -24,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import struct
 import tempfile
 import threading
 import time
@@ -32,7 +41,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import pynetdicom.dimse_messages as dimse_messages
-from pynetdicom import _config
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, _config
+from pynetdicom.dsutils import create_file_meta
 
 from minipacs.storage.scratch import GRACE_SECONDS, sweep_stale_files
 
@@ -57,9 +68,10 @@ def spool_incoming_datasets(directory: Path) -> SpoolFilePool:
     directory also serves STOW-RS). Returns the pool; a second call replaces the
     first's."""
     global _installed
-    if not callable(getattr(dimse_messages, "NamedTemporaryFile", None)):
-        raise RuntimeError("pynetdicom's dimse_messages no longer spools C-STORE data sets "
-                           "through NamedTemporaryFile: review minipacs.dimse.spool_files")
+    missing = [name for name in _HOOKED if not callable(getattr(dimse_messages, name, None))]
+    if missing:
+        raise RuntimeError(f"pynetdicom's dimse_messages no longer spools C-STORE data sets "
+                           f"through {', '.join(missing)}: review minipacs.dimse.spool_files")
     directory.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(directory)
     _config.STORE_RECV_CHUNKED_DATASET = True
@@ -67,7 +79,64 @@ def spool_incoming_datasets(directory: Path) -> SpoolFilePool:
         _installed.close()
     _installed = SpoolFilePool(directory)
     dimse_messages.NamedTemporaryFile = _installed.named_temporary_file  # type: ignore[attr-defined,assignment]
+    dimse_messages.create_file_meta = _create_file_meta  # type: ignore[attr-defined,assignment]
+    dimse_messages.write_file_meta_info = _write_file_meta_info  # type: ignore[attr-defined]
     return _installed
+
+
+_HOOKED = ("NamedTemporaryFile", "create_file_meta", "write_file_meta_info")
+_PLAIN_UID = re.compile(r"[0-9.]{1,64}")
+
+
+def encode_file_meta(sop_class_uid: str, sop_instance_uid: str,
+                     transfer_syntax_uid: str) -> bytes | None:
+    """The File Meta Information (group 0002, Explicit VR Little Endian, PS3.10 7.1)
+    pynetdicom writes before a spooled data set, byte for byte as pydicom encodes it:
+    UIDs padded with NUL to an even length, the implementation version with a space.
+    None when a UID is not plain digits and dots (pydicom then encodes it, and
+    refuses what it refuses)."""
+    uids = (sop_class_uid, sop_instance_uid, transfer_syntax_uid,
+            PYNETDICOM_IMPLEMENTATION_UID)
+    if not all(isinstance(uid, str) and _PLAIN_UID.fullmatch(uid) for uid in uids):
+        return None
+    body = struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01"
+    for element, uid in zip((0x0002, 0x0003, 0x0010, 0x0012), uids, strict=True):
+        body += _short_element(element, b"UI", uid.encode("ascii"), b"\x00")
+    body += _short_element(0x0013, b"SH",
+                           PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii"), b" ")
+    return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+
+
+def _short_element(element: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
+    if len(value) % 2:
+        value += pad
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+class _EncodedFileMeta:
+    """What `_create_file_meta` hands pynetdicom in place of a `FileMetaDataset`;
+    only `_write_file_meta_info` ever receives it."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, encoded: bytes) -> None:
+        self.encoded = encoded
+
+
+def _create_file_meta(**kwargs: Any) -> Any:
+    if set(kwargs) == {"sop_class_uid", "sop_instance_uid", "transfer_syntax"}:
+        encoded = encode_file_meta(kwargs["sop_class_uid"], kwargs["sop_instance_uid"],
+                                   kwargs["transfer_syntax"])
+        if encoded is not None:
+            return _EncodedFileMeta(encoded)
+    return create_file_meta(**kwargs)
+
+
+def _write_file_meta_info(fp: Any, file_meta: Any, enforce_standard: bool = True) -> None:
+    if isinstance(file_meta, _EncodedFileMeta):
+        fp.write(file_meta.encoded)
+    else:
+        write_file_meta_info(fp, file_meta, enforce_standard)
 
 
 def sweep_incoming_datasets(directory: Path, network_timeout: float) -> int:
