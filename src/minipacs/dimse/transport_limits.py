@@ -311,6 +311,13 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         super().__init__(ae, address, ae_title, SharedContexts(contexts), ssl_context,
                          evt_handlers, request_handler=GuardedRequestHandler)
 
+    def service_actions(self) -> None:
+        """Nothing. pynetdicom's forces a full `gc.collect()` every 60th turn of the
+        accept loop (every 60 connections, or every 30 s idle): in a process holding
+        SQLAlchemy, FastAPI and pydicom that held the GIL for ~0.1 s, a stall of every
+        association at once, and a third of the server's CPU in a loop of C-ECHO
+        associations. Python's own collector still frees dead associations' cycles."""
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         connection, address = self.socket.accept()
