@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from io import BytesIO
 from pathlib import Path
@@ -15,7 +16,11 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from conftest import ServerProcess
 from factories import make_dataset
-from minipacs.dimse.spool_files import SpoolFilePool, encode_file_meta
+from minipacs.dimse.spool_files import (
+    SpoolFilePool,
+    encode_file_meta,
+    sweep_incoming_datasets,
+)
 
 pytestmark = pytest.mark.door_only  # no index or blob store involved: one pass is enough
 
@@ -55,17 +60,26 @@ def test_the_pool_hands_out_the_files_it_made_ahead_then_makes_more(
     assert files_in(tmp_path) == set(names)  # closing removed only the unused ones
 
 
-def test_a_file_kept_ready_too_long_is_replaced_not_handed_out(tmp_path: Path) -> None:
-    pool = SpoolFilePool(tmp_path, depth=1, max_age=0.2)
+def test_files_kept_ready_stay_fresh_so_no_age_sweep_takes_them(tmp_path: Path) -> None:
+    pool = SpoolFilePool(tmp_path, depth=2, keep_fresh=0.1)
     try:
-        (old,) = wait_for_files(tmp_path, 1)
-        time.sleep(0.3)  # older than max_age: an age sweep may be about to take it
-        file = pool.named_temporary_file(**AS_PYNETDICOM_ASKS)
-        file.close()
-        assert Path(file.name).name != old
-        assert not (tmp_path / old).exists()  # removed, not leaked
+        ready = wait_for_files(tmp_path, 2)
+        an_hour_ago = time.time() - 3600
+        for name in ready:  # as if they had waited an hour untouched
+            os.utime(tmp_path / name, (an_hour_ago, an_hour_ago))
+        time.sleep(0.3)  # a few of the pool's rounds
+        assert all(time.time() - (tmp_path / name).stat().st_mtime < 60 for name in ready)
+        assert sweep_incoming_datasets(tmp_path, network_timeout=1) == 0
+        assert files_in(tmp_path) == ready
     finally:
         pool.close()
+    assert files_in(tmp_path) == set()
+    # A killed process's files are not kept fresh: the sweep takes them.
+    left = tmp_path / "tmpleftbehind.dcm"
+    left.write_bytes(b"")
+    os.utime(left, (time.time() - 3600, time.time() - 3600))
+    assert sweep_incoming_datasets(tmp_path, network_timeout=1) == 1
+    assert not left.exists()
 
 
 def test_other_temporary_files_are_made_as_asked(tmp_path: Path) -> None:

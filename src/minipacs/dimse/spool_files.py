@@ -9,11 +9,12 @@ Creating that file was on every C-STORE's critical path: the association's DUL t
 creates it when the command set has arrived, before it reads on, and a file creation
 on ext4 waits for the journal commit that the previous instance's fsyncs started
 (0.01-0.3 ms here, more on a busy disk). `SpoolFilePool` creates them ahead, on a
-thread of its own, so a C-STORE takes one ready-made: +25 % CT instances/s on one
-association (docs/performance.md, "Ninth pass"). The pool is installed as the
-`NamedTemporaryFile` pynetdicom's `dimse_messages` module calls (a process-wide hook,
-as the rest of pynetdicom's spooling configuration is), and hands out exactly what
-that call would have made: a `delete=False` temporary file in `tempfile.tempdir`.
+thread of its own, so a C-STORE takes one ready-made: +6 to +45 % CT instances/s on
+one association, the more the slower the disk (docs/performance.md, "Ninth pass").
+The pool is installed as the `NamedTemporaryFile` pynetdicom's `dimse_messages` module
+calls (a process-wide hook, as the rest of pynetdicom's spooling configuration is),
+and hands out exactly what that call would have made: a `delete=False` temporary file
+in `tempfile.tempdir`.
 
 Once its file is there, pynetdicom writes the data set's File Meta Information
 into it, built as a pydicom `FileMetaDataset` and written by pydicom's
@@ -53,10 +54,10 @@ SPOOL_PATTERN = "tmp*.dcm"  # what NamedTemporaryFile(suffix=".dcm") names them
 # What pynetdicom asks for (dimse_messages.DIMSEMessage.decode_msg); other calls are
 # passed to tempfile as they are.
 _PYNETDICOM_CALL = {"delete": False, "mode": "wb", "suffix": ".dcm"}
-# A pooled file is handed out only while younger than this: far below the age at which
-# `sweep_incoming_datasets` (any process's) removes untouched files, so the sweep never
-# takes a file from under a pool. An older one is removed and replaced at once.
-POOLED_FOR_AT_MOST = 60.0
+# How often a pool touches the files it keeps ready: far more often than the age at
+# which `sweep_incoming_datasets` (any process's) removes untouched files, so no sweep
+# takes a file from under a live pool, and one a killed process left ages as it should.
+KEEP_FRESH_EVERY = 60.0
 
 _installed: SpoolFilePool | None = None
 
@@ -143,24 +144,25 @@ def sweep_incoming_datasets(directory: Path, network_timeout: float) -> int:
     """Remove C-STORE spool files a killed process left in `directory` (an association
     that ends without serving one removes it itself: event_reactor). A live transfer
     writes its file at least once per network timeout or is aborted, a complete one is
-    ingested at once, and a pooled one is handed out only while younger than a minute,
-    so a file untouched for twice the network timeout (10 minutes at least) has no
-    owner left."""
+    ingested at once, and a live pool touches the files it keeps ready every minute, so
+    a file untouched for twice the network timeout (10 minutes at least) has no owner
+    left."""
     return sweep_stale_files(directory, SPOOL_PATTERN, max(GRACE_SECONDS,
                                                            2 * network_timeout))
 
 
 class SpoolFilePool:
-    """Up to `depth` empty spool files in `directory`, created ahead by a daemon
-    thread; `named_temporary_file` hands one out (or makes one at once when none is
-    ready, as pynetdicom would have), never one older than `max_age` seconds."""
+    """Up to `depth` empty spool files in `directory`, created ahead by a daemon thread
+    that also touches them every `keep_fresh` seconds while they wait;
+    `named_temporary_file` hands one out (or makes one at once when none is ready, as
+    pynetdicom would have)."""
 
     def __init__(self, directory: Path, depth: int = 4,
-                 max_age: float = POOLED_FOR_AT_MOST) -> None:
+                 keep_fresh: float = KEEP_FRESH_EVERY) -> None:
         self.directory = directory
         self.depth = depth
-        self.max_age = max_age
-        self._ready: deque[tuple[float, IO[bytes]]] = deque()
+        self.keep_fresh = keep_fresh
+        self._ready: deque[IO[bytes]] = deque()
         self._changed = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._fill, name="spool-files", daemon=True)
@@ -173,35 +175,38 @@ class SpoolFilePool:
         while True:
             with self._changed:
                 while len(self._ready) >= self.depth and not self._closed:
-                    self._changed.wait()
+                    if not self._changed.wait(self.keep_fresh):
+                        self._touch_ready()
                 if self._closed:
                     return
             try:
-                made = (time.monotonic(), self._new())
+                made = self._new()
             except OSError as exc:  # a full or vanished disk: C-STOREs will say so
                 log.warning("could not create a C-STORE spool file ahead: %s", exc)
                 time.sleep(1.0)  # and try again: no event says the disk has room now
                 continue
             with self._changed:
                 if self._closed:
-                    _discard(made[1])
+                    _discard(made)
                     return
                 self._ready.append(made)
+
+    def _touch_ready(self) -> None:
+        """Mark the waiting files as in use (their modification time is now)."""
+        for file in self._ready:
+            try:
+                os.utime(file.fileno())
+            except OSError:
+                pass  # removed by hand meanwhile: pynetdicom's write then fails, loudly
 
     def named_temporary_file(self, **kwargs: Any) -> IO[bytes]:
         """What `tempfile.NamedTemporaryFile(**kwargs)` returns, ready-made if it can."""
         if kwargs != _PYNETDICOM_CALL:
             return tempfile.NamedTemporaryFile(**kwargs)  # type: ignore[no-any-return]
-        while True:
-            with self._changed:
-                made = self._ready.popleft() if self._ready else None
-                self._changed.notify()
-            if made is None:
-                return self._new()
-            made_at, file = made
-            if time.monotonic() - made_at < self.max_age:
-                return file
-            _discard(file)  # waited too long: a sweep could take it any time now
+        with self._changed:
+            ready = self._ready.popleft() if self._ready else None
+            self._changed.notify()
+        return ready if ready is not None else self._new()
 
     def close(self) -> None:
         """Stop making files and remove the ready ones."""
@@ -209,7 +214,7 @@ class SpoolFilePool:
             self._closed = True
             ready, self._ready = list(self._ready), deque()
             self._changed.notify()
-        for _, file in ready:
+        for file in ready:
             _discard(file)
         self._thread.join(timeout=5)
 
