@@ -104,7 +104,7 @@ def sweep_stale_files(folder: Path, pattern: str, older_than: float) -> int:
         except FileNotFoundError:  # its writer finished with it meanwhile
             continue
         removed += 1
-        log.info("removed %s, left by an interrupted transfer (%d bytes)", path,
+        log.info("removed %s, untouched since a transfer or process ended (%d bytes)", path,
                  stat.st_size)
     return removed
 
