@@ -1,6 +1,8 @@
 // Cine: play a viewport's stack (frames of a multi-frame instance or the images of a
 // series) in a loop at a frame rate, waiting for frames that are not loaded yet.
 
+import { ignoreAbort } from './frames.js';
+
 export class Cine {
   /** @param {import('./viewport.js').Viewport} viewport */
   constructor(viewport) {
@@ -27,7 +29,7 @@ export class Cine {
           this.last = now;
         } else {
           // Hold the current frame until the next one arrives rather than skip it.
-          vp.frames.load(next);
+          vp.frames.load(next).catch(ignoreAbort);
         }
       }
       this.handle = requestAnimationFrame(step);

@@ -7,6 +7,13 @@ import { decodeFrame } from './pixels.js';
 // after one of them the series stops asking for it and goes straight to the fallback.
 const UNSUPPORTED_STATUSES = new Set([400, 404, 405, 406, 415, 501]);
 
+/** For a `.catch` of `SeriesFrames.load`: its one rejection is an abort (the series was
+ * closed, or the page is being left, which aborts every fetch); anything else is a bug
+ * and stays loud. */
+export function ignoreAbort(error) {
+  if (error?.name !== 'AbortError') throw error;
+}
+
 function shortError(error) {
   return error?.status ? `HTTP ${error.status}` : String(error?.message ?? error);
 }

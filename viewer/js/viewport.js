@@ -1,6 +1,7 @@
 // One viewport: a series stack shown on a canvas with its own window/level, zoom, pan,
 // rotation, flips, measurements, cine and corner overlays.
 
+import { ignoreAbort } from './frames.js';
 import { TAG, numbers, text } from './dicomjson.js';
 import { COLOR_IDENTITY_WINDOW, renderFrame } from './lut.js';
 import { measurementResult } from './measure.js';
@@ -103,7 +104,7 @@ export class Viewport {
     this.imageIndex = Math.min(Math.max(0, startIndex), Math.max(0, series.stack.length - 1));
     // Background prefetch starts once the first image has been drawn: its responses are
     // decoded on this thread and would otherwise delay that first paint.
-    this.frames.load(this.imageIndex).then(() => afterNextPaint(() => this.frames.prefetchAround(this.imageIndex)));
+    this.frames.load(this.imageIndex).then(() => afterNextPaint(() => this.frames.prefetchAround(this.imageIndex)), ignoreAbort);
     this.updateProgress();
     this.fit();
     this.hooks.onChange(this);
