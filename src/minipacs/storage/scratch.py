@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,15 @@ def sweep_stale_files(folder: Path, pattern: str, older_than: float) -> int:
     cutoff = time.time() - older_than
     for path in folder.glob(pattern):
         try:
-            stat = path.stat()
-            if not path.is_file() or stat.st_mtime > cutoff:
+            info = path.stat()  # one stat: its type, age and size
+            if not S_ISREG(info.st_mode) or info.st_mtime > cutoff:
                 continue
             path.unlink()
         except FileNotFoundError:  # its writer finished with it meanwhile
             continue
         removed += 1
         log.info("removed %s, untouched since a transfer or process ended (%d bytes)", path,
-                 stat.st_size)
+                 info.st_size)
     return removed
 
 
