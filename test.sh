@@ -19,6 +19,8 @@ command -v Orthanc >/dev/null 2>&1 || apt_packages+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || apt_packages+=(orthanc-dicomweb)
 # The benchmark reads its series retrieve with curl (bench/measure.py).
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+# tests/test_durable_before_ack.py traces the server's syncs and answers with strace.
+command -v strace >/dev/null 2>&1 || apt_packages+=(strace)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing Debian packages: ${apt_packages[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
