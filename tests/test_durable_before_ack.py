@@ -1,12 +1,13 @@
 """Nothing acknowledged is ever lost, checked where a power cut would find out: the
 server's system calls, recorded with strace while dcmtk's storescu and a STOW-RS client
-store instances.
+store instances and a RIS sends an HL7 order.
 
 For every instance, in this order, each step returning before the next begins: the
 fsync of its file, the hard link or rename that names that file as its blob, the fsync
 of the directory holding the name, the sync of the index's write-ahead log (SQLite,
 synchronous=FULL: the row commits only once the blob is durable), and only then the
-success answer. A process kill (tests/test_crash_and_nodes.py) cannot tell these writes
+success answer. An HL7 order's ACK likewise waits for the sync of the commit holding
+the order. A process kill (tests/test_crash_and_nodes.py) cannot tell these writes
 from writes still in the page cache; a power cut can, and so can this test. It runs on
 the embedded defaults (SQLite and a blob folder), whose durable writes are ours to make;
 PostgreSQL and S3 make theirs in other processes.
@@ -25,15 +26,18 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
+from backends import Backends
 from conftest import ServerProcess, require_tool
 from dicomweb_peers import stow
 from dimse_peers import storescu
 from factories import make_instance
+from test_hl7 import SENDERS, ack_code, orm, send
 
 pytestmark = pytest.mark.door_only  # the embedded defaults only (module docstring)
 
 SYNCS = ("fsync", "fdatasync")
 SENDS = ("sendto", "sendmsg", "write", "writev")
+RECEIVES = ("recvfrom", "recvmsg")
 NAMINGS = ("link", "linkat", "rename", "renameat", "renameat2")  # a blob gets its name
 # strace -f -ttt -T -yy: "<pid> <seconds> <call>(<fd><<path>>, ...) = <result> <<duration>>",
 # or split in two lines, "<unfinished ...>" then "<... call resumed>", when threads overlap.
@@ -92,7 +96,7 @@ def traced(server: ServerProcess, log: Path) -> Iterator[None]:
     assert server.process is not None
     tracer = subprocess.Popen(
         [require_tool("strace"), "-f", "-ttt", "-T", "-yy", "-qq", "-s", "4096",
-         "-e", "trace=" + ",".join((*SYNCS, *SENDS, *NAMINGS)), "-o", str(log),
+         "-e", "trace=" + ",".join((*SYNCS, *SENDS, *RECEIVES, *NAMINGS)), "-o", str(log),
          "-p", str(server.process.pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
@@ -185,3 +189,35 @@ def test_a_stow_rs_success_is_sent_after_the_instance_is_durable(
                                if c.name in SENDS]
     steps = durable_order(calls, sop, answers[0], empty_server.data_dir)
     assert all(steps.values()), f"the STOW-RS answer was sent with {steps}"
+
+
+@pytest.fixture
+def hl7_server(tmp_path: Path, backends: Backends) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data", backends.server_args(),
+                         env={"MINIPACS_HL7_PORT": "0", "MINIPACS_HL7_HOST": "127.0.0.1",
+                              "MINIPACS_HL7_ALLOWED_SENDERS": SENDERS,
+                              "MINIPACS_LOAD_SAMPLES": "false"})
+    proc.data_dir.mkdir()
+    yield proc.start()
+    proc.stop()
+
+
+def test_an_hl7_order_is_acknowledged_after_it_is_durable(hl7_server: ServerProcess,
+                                                           tmp_path: Path) -> None:
+    """An AA tells the RIS it need not resend: the order, its steps and its audit event
+    are committed, and the write-ahead log synced, before the ACK goes out."""
+    accession = "DUR" + generate_uid()[-9:]
+    log = tmp_path / "strace.txt"
+    with traced(hl7_server, log):
+        ack = send(hl7_server, orm("NW", "DURABLE-3", accession))
+    assert ack_code(ack) == "AA", str(ack)
+    calls = calls_in(log)
+    on_tcp = [c for c in calls if c.path.startswith("TCP:") and c.strings]
+    # MLLP frames start with <VT>, which strace prints as \v.
+    [arrived] = [c for c in on_tcp if c.name in RECEIVES and c.strings[0].startswith("\\vMSH")
+                 and accession in c.strings[0]]
+    [answer] = [c for c in on_tcp if c.name in SENDS and c.strings[0].startswith("\\vMSH")]
+    wal = str(hl7_server.data_dir.resolve() / "index.sqlite-wal")
+    synced = [c for c in calls if c.name in SYNCS and c.path == wal
+              and arrived.ended <= c.began and c.ended <= answer.began]
+    assert synced, "the ACK was sent before the order's commit reached the disk"
