@@ -11,8 +11,9 @@ instance, and may lose what it acknowledged if the power fails.
 
     PYTHONPATH=src .venv/bin/python bench/durable_writes.py --count 200 --orthanc
 
-Needs strace (`apt-get install strace`) and permission to trace the server (root, or
-ptrace_scope 0). A measurement, not a test.
+Needs strace (`apt-get install strace`), permission to trace the server (root, or
+ptrace_scope 0) and the `bench` extra (`pip install -e '.[bench]'`: psutil, which
+`ingest.py`'s server starters use). A measurement, not a test.
 """
 
 from __future__ import annotations
