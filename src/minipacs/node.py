@@ -33,6 +33,7 @@ from minipacs.folder_import import import_files, iter_files
 from minipacs.hl7.oru_sender import OruSender, OruSettings
 from minipacs.hl7.server import start_hl7_listener
 from minipacs.index.database import create_index_engine
+from minipacs.index.durability import commit_durability_problems
 from minipacs.patient_identity import IdentitySystems
 from minipacs.periodic import PeriodicTask
 from minipacs.reports.signing import load_report_signer
@@ -187,6 +188,13 @@ def run_node(settings: Settings, *,
     https = http_tls_options(settings)  # a half-configured HTTPS stops us before anything
     report_signer = load_report_signer(settings)  # a bad certificate stops us here too
     archive = open_archive(settings)  # its blob store sweeps its own temp files
+    # Success is answered once a row commits; that is a promise only if commits are
+    # durable. A site's database settings can break it: say so at every start.
+    not_durable = commit_durability_problems(archive.write_engine)
+    for problem in not_durable:
+        log.warning("the index does not keep acknowledged instances safe: %s. Change this "
+                    "setting on the database server (docs/deployment.md, \"Durability\").",
+                    problem)
     sweep_folders(stow_spool(settings.data_dir))  # STOW-RS bodies of killed requests
     if not worker and settings.load_samples and settings.sample_dir.is_dir() \
             and archive.is_empty():
@@ -295,6 +303,7 @@ def run_node(settings: Settings, *,
                    if one_time_password else "")
                 + ("  WARNING: MINIPACS_AUTH=off, no login is required\n"
                    if settings.auth == "off" else "")
+                + "".join(f"  WARNING: {problem}\n" for problem in not_durable)
                 + "Press Ctrl+C to stop.",
                 flush=True,
             )

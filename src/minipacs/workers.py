@@ -39,6 +39,7 @@ from typing import Any
 
 from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.config import Settings
+from minipacs.index.durability import commit_durability_problems
 from minipacs.node import listen_on, load_samples, open_archive, run_node
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ def serve_workers(settings: Settings) -> None:
                             AccountPolicy.from_settings(settings))
         one_time_password = accounts.ensure_admin() if settings.auth == "on" else None
         counts = archive.counts()
+        not_durable = commit_durability_problems(archive.write_engine)  # each worker logs it
     finally:
         archive.close()
     listening = {
@@ -195,6 +197,7 @@ def serve_workers(settings: Settings) -> None:
                f"           {one_time_password}\n"
                f"           (shown only now; it must be changed at first login)\n"
                if one_time_password else "")
+            + "".join(f"  WARNING: {problem}\n" for problem in not_durable)
             + "Press Ctrl+C to stop.", flush=True)
         if settings.ready_file:
             partial = settings.ready_file.with_name(settings.ready_file.name + ".partial")
