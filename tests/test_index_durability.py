@@ -89,3 +89,30 @@ def test_a_server_on_such_a_database_warns_in_its_log_and_banner(
     assert "WARNING" in log and "the index does not keep acknowledged instances safe: " \
         "PostgreSQL runs with fsync=off" in log
     assert "  WARNING: PostgreSQL runs with synchronous_commit=off" in log  # the banner
+
+
+def test_verify_warns_about_such_a_database_without_failing(backends: Backends,
+                                                            tmp_path: Path) -> None:
+    """`minipacs verify` is what an IT admin runs to check an archive; the stored data
+    is whole (exit 0), and the settings that endanger what comes next are named."""
+    archive = ServerProcess(tmp_path / "data", ["--no-load-samples", "--database-url",
+                                                backends.postgres.create_database()])
+    archive.data_dir.mkdir()
+    done = archive.cli("verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = [line.strip() for line in done.stdout.splitlines()
+                if line.strip().startswith("warning")]
+    assert [w.split(":")[0] for w in warnings] == [
+        "warning  PostgreSQL runs with fsync=off",
+        "warning  PostgreSQL runs with synchronous_commit=off, so a commit returns before "
+        "it is on disk",
+        "warning  PostgreSQL runs with full_page_writes=off",
+    ], done.stdout
+
+
+def test_verify_of_the_embedded_index_has_no_such_warning(tmp_path: Path) -> None:
+    archive = ServerProcess(tmp_path / "data", ["--no-load-samples"])
+    archive.data_dir.mkdir()
+    done = archive.cli("verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 instances checked" in done.stdout and "warning" not in done.stdout

@@ -62,6 +62,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 @_reporting_errors
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from minipacs.index.durability import commit_durability_problems
     from minipacs.integrity import verify
     from minipacs.node import open_archive
     from minipacs.storage.scratch import stow_spool
@@ -70,6 +71,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     try:
         report = verify(archive, rebuild_index=args.rebuild_index, actor=_actor("verify"),
                         stow_spool=stow_spool(settings.data_dir))
+        # Not the stored data's health (the exit status), but what a power cut would do
+        # to data acknowledged from now on.
+        not_durable = commit_durability_problems(archive.write_engine)
     finally:
         archive.close()
     print(f"{report.checked} instances checked: {len(report.missing)} missing, "
@@ -90,6 +94,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
               "sender send it again)")
     for key, why in report.unreadable:
         print(f"  unreadable {key}: {why}")
+    for problem in not_durable:
+        print(f"  warning  {problem} (docs/deployment.md, \"Durability\")")
     if args.rebuild_index:
         print(f"sequences re-derived for {report.resequenced} rows (patients, studies, series)")
     if not report.healthy and not args.rebuild_index and (report.missing or report.orphans):
@@ -180,8 +186,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         description="Check that every indexed instance's blob exists with the SHA-256 "
         "recorded at ingest and is whole (every element's length fits), list blobs no "
         "index row points at, and remove temp files and STOW-RS spools that interrupted "
-        "writes left (patient data). Exits 1 when something is wrong. Safe while the "
-        "server runs.",
+        "writes left (patient data). Exits 1 when something is wrong. Also warns when "
+        "the index database's settings let a power cut lose acknowledged instances "
+        "(that alone does not make the exit status 1). Safe while the server runs.",
     )
     verify.add_argument(
         "--rebuild-index", action="store_true",
