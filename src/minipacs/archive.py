@@ -61,6 +61,7 @@ from minipacs.errors import (
 )
 from minipacs.index import access_tags
 from minipacs.index.database import create_schema, is_sqlite, session_factory
+from minipacs.index.durability import commit_durability_problems
 from minipacs.index.group_commit import GroupCommitter
 from minipacs.index.models import Instance, Patient, Series, Study
 from minipacs.index.query import Level, compile_query
@@ -584,6 +585,12 @@ class Archive:
     def is_empty(self) -> bool:
         with self._read() as session:
             return session.scalar(select(Instance.id).limit(1)) is None
+
+    def durability_problems(self) -> list[str]:
+        """What in the index database's settings lets a power cut lose rows already
+        committed, and so instances already acknowledged; empty when nothing does
+        (`index/durability.py`)."""
+        return commit_durability_problems(self.write_engine)
 
     def delete_study(self, study_instance_uid: str, *, principal: Principal | None = None
                      ) -> int:

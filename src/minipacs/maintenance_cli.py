@@ -62,7 +62,6 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 @_reporting_errors
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from minipacs.index.durability import commit_durability_problems
     from minipacs.integrity import verify
     from minipacs.node import open_archive
     from minipacs.storage.scratch import stow_spool
@@ -73,7 +72,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                         stow_spool=stow_spool(settings.data_dir))
         # Not the stored data's health (the exit status), but what a power cut would do
         # to data acknowledged from now on.
-        not_durable = commit_durability_problems(archive.write_engine)
+        not_durable = archive.durability_problems()
     finally:
         archive.close()
     print(f"{report.checked} instances checked: {len(report.missing)} missing, "

@@ -33,7 +33,6 @@ from minipacs.folder_import import import_files, iter_files
 from minipacs.hl7.oru_sender import OruSender, OruSettings
 from minipacs.hl7.server import start_hl7_listener
 from minipacs.index.database import create_index_engine
-from minipacs.index.durability import commit_durability_problems
 from minipacs.patient_identity import IdentitySystems
 from minipacs.periodic import PeriodicTask
 from minipacs.reports.signing import load_report_signer
@@ -190,7 +189,7 @@ def run_node(settings: Settings, *,
     archive = open_archive(settings)  # its blob store sweeps its own temp files
     # Success is answered once a row commits; that is a promise only if commits are
     # durable. A site's database settings can break it: say so at every start.
-    not_durable = commit_durability_problems(archive.write_engine)
+    not_durable = archive.durability_problems()
     for problem in not_durable:
         log.warning("the index does not keep acknowledged instances safe: %s. Change this "
                     "setting on the database server (docs/deployment.md, \"Durability\").",

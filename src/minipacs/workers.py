@@ -39,7 +39,6 @@ from typing import Any
 
 from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.config import Settings
-from minipacs.index.durability import commit_durability_problems
 from minipacs.node import listen_on, load_samples, open_archive, run_node
 
 log = logging.getLogger(__name__)
@@ -157,7 +156,7 @@ def serve_workers(settings: Settings) -> None:
                             AccountPolicy.from_settings(settings))
         one_time_password = accounts.ensure_admin() if settings.auth == "on" else None
         counts = archive.counts()
-        not_durable = commit_durability_problems(archive.write_engine)  # each worker logs it
+        not_durable = archive.durability_problems()  # each worker logs it
     finally:
         archive.close()
     listening = {

@@ -4,8 +4,9 @@ minipacs answers success only after the instance's row has committed. That promi
 holds only if a commit is on disk when it returns. SQLite is ours to configure
 (`database.py` sets synchronous=FULL on every connection). A PostgreSQL server is the
 site's, and some tuning guides suggest settings that trade durability for speed.
-`commit_durability_problems` reads the live settings, and the node warns at every start
-while one of them is set (`node.run_node`), as it does for MINIPACS_AUTH=off.
+`commit_durability_problems` reads the live settings; through `Archive.durability_problems`
+every node start warns while one of them is set (as it does for MINIPACS_AUTH=off), the
+`--workers` banner repeats it and `minipacs verify` lists it.
 """
 
 from __future__ import annotations
