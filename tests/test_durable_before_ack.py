@@ -100,8 +100,9 @@ def traced(server: ServerProcess, log: Path) -> Iterator[None]:
          "-p", str(server.process.pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
-    # strace writes nothing until a call is traced; it is attached once the server's
-    # threads show it as their tracer.
+    # strace writes nothing until a call is traced; it is attached once every one of the
+    # server's threads shows it as their tracer (a thread not yet attached could start an
+    # association thread that is never traced).
     while not _traced(server.process.pid):
         if tracer.poll() is not None or time.monotonic() > deadline:
             error = tracer.stderr.read().decode() if tracer.stderr else ""
@@ -116,9 +117,16 @@ def traced(server: ServerProcess, log: Path) -> Iterator[None]:
 
 
 def _traced(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status").read_text()
-    tracer = re.search(r"^TracerPid:\s+(\d+)", status, re.M)
-    return tracer is not None and tracer.group(1) != "0"
+    """Whether every thread of process `pid` has a tracer."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+        tracer = re.search(r"^TracerPid:\s+(\d+)", status, re.M)
+        if tracer is None or tracer.group(1) == "0":
+            return False
+    return True
 
 
 def durable_order(calls: list[Call], sop_instance_uid: str, answer: Call,
