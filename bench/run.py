@@ -23,7 +23,6 @@ import functools
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -99,13 +100,32 @@ def starter(name: str, receiver_port: int, workers: int = 1) -> Callable[[Path],
     }[name]
 
 
-def ingest_runs(node: Node, corpus: corpus_module.Corpus, work: Path,
-                results: dict[str, dict[str, float]]) -> None:
-    """Each ingest run sends its own copy of the images (new UIDs): nothing is a
-    duplicate, and one server serves every run."""
+def ingest_variants(corpus: corpus_module.Corpus, work: Path) -> dict[str, list[Path]]:
+    """Each ingest run's own copy of its images (new UIDs: nothing is a duplicate, and
+    one server serves every run), made once, before any server starts, and sent to every
+    server: each server gets the same files.
+
+    They are kept until the end of the run and written back first (`os.sync`), so no
+    measurement pays for the copies' writeback or for their deletion. On a file system
+    without a journal (as on the 2-core VM) ext4 will not reuse an inode freed in the
+    last 60-300 s and scans past every such inode for each file it creates; deleting
+    each run's copies before the next run made later runs pay for that scan, most of all
+    a server whose files land in the same block group as the copies (profile in
+    docs/performance.md, "Eleventh pass")."""
+    variants = {}
     for run, key in enumerate(INGEST_KEYS, start=1):
+        category = key.split("_")[1]
+        variants[key] = corpus_module.variant(corpus.files[category], work / key, 1000 + run)
+    os.sync()
+    return variants
+
+
+def ingest_runs(node: Node, variants: dict[str, list[Path]],
+                results: dict[str, dict[str, float]]) -> None:
+    """Every ingest run against `node`, each with its own copy of the images
+    (`ingest_variants`)."""
+    for key, files in variants.items():
         _, category, tool, associations = key.split("_")
-        files = corpus_module.variant(corpus.files[category], work / key, 1000 + run)
         before = node.cpu_seconds()
         send = measure.ingest_storescu if tool == "storescu" else measure.ingest_pynetdicom
         rate = send(node, files, int(associations))
@@ -114,7 +134,6 @@ def ingest_runs(node: Node, corpus: corpus_module.Corpus, work: Path,
             cpu = (node.cpu_seconds() - before) * 1000 / len(files)
             results[f"cpu_per_{category}_instance"][node.name] = cpu
         print(f"  {node.name}: {key} {rate:.1f} inst/s", flush=True)
-        shutil.rmtree(work / key)
 
 
 SERVICE_KEYS = ("cfind", "cfind_findscu", "echo", "qido", "metadata_cold", "metadata_warm",
@@ -214,6 +233,24 @@ def table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def work_filesystem(path: Path) -> str:
+    """The file system both servers store to (under `path`), e.g. "ext4 on /dev/vda,
+    no journal". Storage decides the ingest rows: each sync waits for the device, and on
+    ext4 without a journal each file created scans past the inodes freed in the last
+    minutes (`ingest_variants`)."""
+    path = path.resolve()
+    mounts = [m for m in psutil.disk_partitions(all=True)
+              if path.is_relative_to(m.mountpoint)]
+    if not mounts:
+        return "unknown"
+    mount = max(mounts, key=lambda m: len(m.mountpoint))
+    described = f"{mount.fstype} on {mount.device}"
+    if mount.fstype == "ext4":
+        journal = any(Path("/proc/fs/jbd2").glob(f"{Path(mount.device).name}-*"))
+        described += ", journal" if journal else ", no journal"
+    return described
+
+
 def orthanc_version() -> str:
     try:
         out = subprocess.run(["Orthanc", "--version"], capture_output=True, text=True,
@@ -265,12 +302,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     servers = [args.only] if args.only else list(SERVERS)
     ceilings = [] if args.no_ceiling else list(CEILINGS)
     with tempfile.TemporaryDirectory(prefix="minipacs-bench-") as tmp:
+        storage = work_filesystem(Path(tmp))
+        print(f"servers store to {tmp}: {storage} (TMPDIR chooses where)", flush=True)
+        variants = {} if args.skip_ingest else ingest_variants(corpus, Path(tmp) / "variants")
         for name in servers + ([] if args.skip_ingest else ceilings):
             print(f"{name}: ingest", flush=True)
             node = starter(name, receiver_port, args.minipacs_workers)(Path(tmp) / name)
             try:
                 if not args.skip_ingest:
-                    ingest_runs(node, corpus, Path(tmp) / "variants", results)
+                    ingest_runs(node, variants, results)
                 if name in servers:
                     print(f"{name}: queries and retrieves", flush=True)
                     service_runs(node, corpus, receiver_port, repeat, results, args.rows)
@@ -280,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.monotonic() - started, 1),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "orthanc": orthanc_version()},
+                    "platform": platform.platform(), "orthanc": orthanc_version(),
+                    "storage": storage},
         "corpus": {"seed": args.seed, "smoke": args.smoke, **size.__dict__,
                    "ct_series_bytes": corpus.size_bytes("ct")},
         "repeat": repeat,
