@@ -20,7 +20,9 @@ from minipacs.storage.scratch import TMP_SUFFIX, hold, sweep_files
 INCOMING = ".incoming"
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder by its path. os.open, not open(): no buffered reader,
+    so no fstat, ioctl or lseek around the fsync."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -60,7 +62,7 @@ class FilesystemStore:
                 self._write(target, data, durable)
             # The new name is durable only once its directory entry is; new parents too.
             for directory in [target.parent, *created] if durable else []:
-                _fsync_dir(directory)
+                _fsync(directory)
         except OSError as exc:
             raise StorageError(f"could not write blob {key}: {exc}") from exc
 
@@ -89,8 +91,7 @@ class FilesystemStore:
         be done (another file system, a blob already under that name: a replacement,
         which must swap atomically), and the caller copies instead."""
         if durable:
-            with open(source, "rb") as written:
-                os.fsync(written.fileno())
+            _fsync(source)
         try:
             os.link(source, target)
         except OSError as exc:
@@ -119,6 +120,10 @@ class FilesystemStore:
         while not current.exists():
             missing.append(current)
             current = current.parent
+        if not missing:
+            # The usual case, a series' second instance onwards: one stat. A mkdir of
+            # an existing folder is a failed system call that locks its parent.
+            return []
         directory.mkdir(parents=True, exist_ok=True)
         return [p.parent for p in missing]
 
