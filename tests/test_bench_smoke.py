@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,11 @@ def test_bench_smoke_measures_every_key_on_both_servers(tmp_path: Path) -> None:
             [str(REPO / "src"), os.environ.get("PYTHONPATH", "")])})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
+    # Where the servers stored, as util-linux sees the temp folder's file system.
+    fstype, source = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", tempfile.gettempdir()],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert report["machine"]["storage"].startswith(f"{fstype} on {source}"), report["machine"]
     measurements = report["measurements"]
     for key in ("ingest_ct_storescu_1", "ingest_small_pynetdicom_4", "cpu_per_ct_instance",
                 "cfind", "cfind_findscu", "echo", "qido", "metadata_cold", "metadata_warm",
