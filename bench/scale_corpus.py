@@ -5,7 +5,7 @@ Each instance is a small Part-10 image (32x32 pixels: ingest refuses an image wi
 them, and query benchmarks need no large ones); no blobs are written. The first instance
 of every series goes through what ingest does with an arriving instance's index rows:
 `parse_instance` (the header parse), `derive` (its DICOM JSON and sequences),
-`instance_key`, `indexed_as` and `insert_new_instance` (the Core statements of
+`instance_key`, `indexed_rows` and `insert_new_instance` (the Core statements of
 `Archive._record_instance`), which write the patient, study and series rows, normalised
 columns included (the lower-cased and the accent-free name, the "|"-delimited CCCD and
 BHYT numbers). The series' other instances differ from it only in SOP Instance UID and
@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from minipacs.dicom.header import parse_instance
 from minipacs.index.models import Instance
-from minipacs.index.upsert import derive, indexed_as, insert_new_instance
+from minipacs.index.upsert import derive, indexed_rows, insert_new_instance
 from minipacs.storage.keys import instance_key
 
 FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng",
@@ -236,11 +236,12 @@ def index_instance(session: Session, part10: bytes) -> dict[str, Any]:
     parsed = parse_instance(part10)
     a = parsed.attributes
     key = instance_key(a.study_instance_uid, a.series_instance_uid, a.sop_instance_uid)
-    if indexed_as(session, a.sop_instance_uid, parsed.sha256, key) != "new":
+    rows = indexed_rows(session, a)
+    if rows.indexed_as(parsed.sha256, key) != "new":
         raise ValueError(f"SOP Instance {a.sop_instance_uid} is already indexed: fill an "
                          "empty index (or one filled with another --seed)")
     derived = derive(parsed)
-    if not insert_new_instance(session, parsed, key, derived, RECEIVED_FROM):
+    if not insert_new_instance(session, parsed, key, derived, RECEIVED_FROM, rows):
         raise ValueError(f"patient {a.patient_id} is reconciled: the bulk path writes new "
                          "patients only")
     return dict(session.execute(select(_INSTANCE).where(

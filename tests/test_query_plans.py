@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from minipacs.archive import Archive
+from minipacs.archive import _LOOKUP_WITH_ORDERS, Archive
 from minipacs.index.query import compile_query
 from minipacs.web.query_params import parse_qido
 
@@ -133,3 +133,30 @@ def test_name_prefix_range_matches_what_like_matches(filled: Archive) -> None:
     expected = sorted(n for n in names if n.startswith(prefix))
     assert expected, "the corpus has patients with this prefix"
     assert sorted(m["00100010"]["Value"][0]["Alphabetic"].lower() for m in found) == expected
+
+
+@pytest.mark.parametrize("by_accession", [False, True], ids=["by study", "by accession"])
+def test_ingest_lookup_reads_every_row_by_its_key(filled: Archive, by_accession: bool) -> None:
+    """Every arriving instance runs this one statement (`Archive._record_instance`): its
+    own row, its patient's (and alias), study's and series' rows, and whether an order
+    waits for its study. Each must be an index lookup, or ingest slows as the index grows."""
+    values = _values(filled)
+    statement = _LOOKUP_WITH_ORDERS[by_accession].params(
+        uid="1.2.826.0.1.3680043.10.1", patient_id="BN00000002", issuer="",
+        study=values["study_uid"], series="1.2.826.0.1.3680043.10.2",
+        accession=values["accession"] if by_accession else "")
+    plan = explain(filled.engine, statement)
+    text = "\n".join(plan)
+    if filled.engine.dialect.name == "sqlite":
+        for table in ("instances", "patient_aliases", "patients", "studies", "series",
+                      "scheduled_procedure_steps"):
+            assert re.search(rf"^SEARCH {table} USING (COVERING )?INDEX ", text, re.M), text
+        scans = [line for line in plan if line.startswith("SCAN ")
+                 and line not in ("SCAN one", "SCAN CONSTANT ROW")]
+        assert not scans, text
+    else:
+        for table in ("instances", "patient_aliases", "patients", "studies", "series",
+                      "scheduled_procedure_steps"):
+            assert re.search(rf"Index (Only )?Scan using \w+ on {table}\b|"
+                             rf"Bitmap Index Scan on ix_{table}_", text), text
+        assert "Seq Scan" not in text, text

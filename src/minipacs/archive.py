@@ -47,7 +47,7 @@ from minipacs.emr import reconciliation
 from minipacs.emr.changes import ChangeEvent, ChangePage, deletion_changes, ingest_changes
 from minipacs.emr.changes import read_changes as read_change_feed
 from minipacs.emr.changes import record as record_changes
-from minipacs.emr.order_links import link_arriving_instance
+from minipacs.emr.order_links import link_arriving_instance, order_pending
 from minipacs.emr.reconciliation import Correction, Reconciliation
 from minipacs.errors import (
     Conflict,
@@ -70,8 +70,9 @@ from minipacs.index.upsert import (
     Derived,
     derive,
     drop_if_empty,
-    indexed_as,
+    indexed_rows,
     insert_new_instance,
+    lookup_statement,
     record_of,
     upsert_instance,
 )
@@ -94,6 +95,10 @@ IngestStatus = Literal["stored", "duplicate", "replaced"]
 _INDEX_ATTEMPTS = 5
 # Arriving files up to this size are read into memory once (`Archive.ingest`).
 _READ_WHOLE = 4 * 1024 * 1024
+# Ingest's lookup (`indexed_rows`) with the order question asked in it, by whether the
+# instance has an Accession Number.
+_LOOKUP_WITH_ORDERS = {by_accession: lookup_statement(order_pending(by_accession))
+                       for by_accession in (False, True)}
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -278,12 +283,15 @@ class Archive:
         `rewrite_identical`)."""
         a = parsed.attributes
         replaced = None
-        status = indexed_as(session, a.sop_instance_uid, parsed.sha256, key)
+        # One statement reads what the instance meets: its own row if indexed, its
+        # patient's, study's and series' rows, and whether an order waits for its study.
+        rows = indexed_rows(session, a, _LOOKUP_WITH_ORDERS[bool(a.accession_number)])
+        status = rows.indexed_as(parsed.sha256, key)
         if status == "identical" and not rewrite_identical:
             return "duplicate"
         created: list[str] = []  # "study", "series": the rows this instance made
         if status != "new" or not insert_new_instance(session, parsed, key, derived,
-                                                      received_from, created):
+                                                      received_from, rows, created):
             # Replacements and reconciled patients take the ORM's path. Rows written with
             # Core earlier in this group transaction are not in the session's identity
             # map as they are now: have the ORM read them afresh.
@@ -294,7 +302,8 @@ class Archive:
         link_arriving_instance(
             session, a, actor=principal.actor if principal else "system",
             role=principal.role.value if principal else "",
-            source=principal.source if principal else received_from)
+            source=principal.source if principal else received_from,
+            pending=bool(rows.also[0]))
         if tags:
             access_tags.add_tags(session, a.study_instance_uid, tags)
         if principal is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Select, bindparam, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from minipacs.audit.chain import AuditRecord, append
@@ -39,15 +39,21 @@ def same_patient(step: Step, a: InstanceAttributes) -> bool:
 
 
 def link_arriving_instance(session: Session, a: InstanceAttributes, *, actor: str = "",
-                           role: str = "", source: str = "") -> None:
+                           role: str = "", source: str = "",
+                           pending: bool | None = None) -> None:
     """Link the instance's study to the orders with its accession number or its Study
-    Instance UID, completing those still to be done; flag a different patient."""
+    Instance UID, completing those still to be done; flag a different patient.
+    `pending`: the value of `order_pending` read earlier in this transaction, if the
+    caller has it (ingest reads it with the instance's other lookups)."""
     # The common case first, with a statement built once: no order left to link (none
     # for this study, or all linked to it by an earlier instance).
-    session.flush()
-    pending = _PENDING_BY_ACCESSION if a.accession_number else _PENDING_BY_STUDY
-    if session.connection().execute(pending, {
-            "study": a.study_instance_uid, "accession": a.accession_number}).first() is None:
+    if pending is None:
+        session.flush()
+        pending = session.connection().execute(
+            _PENDING_BY_ACCESSION if a.accession_number else _PENDING_BY_STUDY,
+            {"study": a.study_instance_uid, "accession": a.accession_number},
+        ).first() is not None
+    if not pending:
         return
     match = [Step.study_instance_uid == a.study_instance_uid]
     if a.accession_number:
@@ -85,6 +91,14 @@ def _pending(*match: Any) -> Select[Any]:
 _PENDING_BY_STUDY = _pending(Step.study_instance_uid == bindparam("study"))
 _PENDING_BY_ACCESSION = _pending(Step.study_instance_uid == bindparam("study"),
                                  Step.accession_number == bindparam("accession"))
+
+
+def order_pending(by_accession: bool) -> ColumnElement[bool]:
+    """Whether `link_arriving_instance` has an order to look at, as a column for a
+    statement with the bound parameters "study" and "accession" (`by_accession`: the
+    instance has an Accession Number)."""
+    return (_PENDING_BY_ACCESSION if by_accession else _PENDING_BY_STUDY).exists().label(
+        "order_pending")
 
 
 def _flag(session: Session, step: Step, a: InstanceAttributes, actor: str, role: str,

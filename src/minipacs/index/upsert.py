@@ -13,7 +13,20 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from sqlalchemy import Connection, CursorResult, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from minipacs.dicom.header import InstanceAttributes, ParsedInstance
@@ -54,14 +67,60 @@ class InstanceRecord:
 IndexedAs = Literal["new", "identical", "other"]
 
 
-def indexed_as(session: Session, sop_instance_uid: str, sha256: str, key: str) -> IndexedAs:
-    """Whether this SOP Instance is not indexed yet ("new"), indexed with these very
-    bytes at `key` ("identical"), or otherwise (one unique-key read in the ingest
-    transaction)."""
-    row = _core(session).execute(_INDEXED_AS, {"uid": sop_instance_uid}).first()
-    if row is None:
-        return "new"
-    return "identical" if row.sha256 == sha256 and row.blob_key == key else "other"
+@dataclass(frozen=True)
+class IndexedRows:
+    """What the index holds for an arriving instance, read in one statement
+    (`indexed_rows`): the instance with its SOP Instance UID (sha256, blob key), its
+    patient's row and whether its patient key was merged away, its study's and its
+    series' rows (column name -> value; None: no such row)."""
+
+    instance: tuple[str, str] | None
+    patient: dict[str, Any] | None
+    aliased: bool
+    study: dict[str, Any] | None
+    series: dict[str, Any] | None
+    also: tuple[Any, ...] = ()  # the values of `lookup_statement`'s `also` columns
+
+    def indexed_as(self, sha256: str, key: str) -> IndexedAs:
+        """Not indexed yet ("new"), indexed with these very bytes at `key`
+        ("identical"), or otherwise."""
+        if self.instance is None:
+            return "new"
+        return "identical" if self.instance == (sha256, key) else "other"
+
+
+def indexed_rows(session: Session, a: InstanceAttributes,
+                 statement: Select[Any] | None = None) -> IndexedRows:
+    """The rows an arriving instance meets, in the caller's transaction: one statement
+    of unique-key lookups instead of one each (on PostgreSQL, one round trip instead of
+    five). `statement`: a `lookup_statement` with more columns, which may use the bound
+    parameters "study" (Study Instance UID) and "accession" (Accession Number)."""
+    row = _core(session).execute(_LOOKUP if statement is None else statement, {
+        "uid": a.sop_instance_uid, "patient_id": a.patient_id,
+        "issuer": a.issuer_of_patient_id, "study": a.study_instance_uid,
+        "series": a.series_instance_uid, "accession": a.accession_number}).one()
+    return IndexedRows(
+        instance=None if row[0] is None else (row[0], row[1]),
+        aliased=row[2] is not None,
+        patient=_columns(row, _PATIENT_SLICE),
+        study=_columns(row, _STUDY_SLICE),
+        series=_columns(row, _SERIES_SLICE),
+        also=tuple(row[_ALSO_START:]),
+    )
+
+
+def lookup_statement(*also: ColumnElement[Any]) -> Select[Any]:
+    """The statement `indexed_rows` runs, with `also` computed in it (a caller's
+    question about the same instance, answered without another round trip)."""
+    return _LOOKUP.add_columns(*also) if also else _LOOKUP
+
+
+def _columns(row: Any, part: tuple[int, tuple[str, ...]]) -> dict[str, Any] | None:
+    """One table's columns of the lookup's row, by name; None for no row (a NULL id)."""
+    start, names = part
+    if row[start] is None:
+        return None
+    return dict(zip(names, row[start:start + len(names)], strict=True))
 
 
 def _core(session: Session) -> Connection:
@@ -74,10 +133,11 @@ def _core(session: Session) -> Connection:
 
 
 def insert_new_instance(session: Session, parsed: ParsedInstance, key: str, derived: Derived,
-                        received_from: str, created: list[str] | None = None) -> bool:
-    """`upsert_instance` for an instance not indexed yet (checked by `indexed_as` in
-    the same transaction), with SQLAlchemy Core statements: the hot path of ingest,
-    without the ORM's unit of work. Rows already there are updated only in the
+                        received_from: str, rows: IndexedRows,
+                        created: list[str] | None = None) -> bool:
+    """`upsert_instance` for an instance not indexed yet, given what `indexed_rows`
+    read in the same transaction, with SQLAlchemy Core statements: the hot path of
+    ingest, without the ORM's unit of work. Rows already there are updated only in the
     columns whose value changes, as the ORM would (so `updated_at` moves only then).
     `created` receives "study" and "series" for the rows it made (change feed).
 
@@ -85,11 +145,10 @@ def insert_new_instance(session: Session, parsed: ParsedInstance, key: str, deri
     patient, or a key merged away): `upsert_instance` files and serves those."""
     a = parsed.attributes
     connection = _core(session)
-    patient_key = {"patient_id": a.patient_id, "issuer": a.issuer_of_patient_id}
-    current = connection.execute(_PATIENT_BY_KEY, patient_key).mappings().first()
+    current = rows.patient
     if current is not None and current["reconciled"]:
         return False
-    if current is None and connection.execute(_ALIAS_BY_KEY, patient_key).first() is not None:
+    if current is None and rows.aliased:
         return False
     patient_pk = _upsert_row(connection, _PATIENTS, current, {
         "patient_id": a.patient_id, "issuer_of_patient_id": a.issuer_of_patient_id,
@@ -101,11 +160,9 @@ def insert_new_instance(session: Session, parsed: ParsedInstance, key: str, deri
         "sequences_json": accumulate(current["sequences_json"] if current else None,
                                      derived.sequences.patient),
     })
-    current_study = connection.execute(
-        _STUDY_BY_UID, {"uid": a.study_instance_uid}).mappings().first()
-    if current_study is None and created is not None:
+    if rows.study is None and created is not None:
         created.append("study")
-    study_pk = _upsert_row(connection, _STUDIES, current_study, {
+    study_pk = _upsert_row(connection, _STUDIES, rows.study, {
         "study_instance_uid": a.study_instance_uid, "patient_pk": patient_pk,
         "study_date": a.study_date, "study_time": a.study_time,
         "accession_number": a.accession_number, "study_id": a.study_id,
@@ -113,11 +170,9 @@ def insert_new_instance(session: Session, parsed: ParsedInstance, key: str, deri
         "referring_physician_name": a.referring_physician_name,
         "sequences_json": derived.sequences.study,
     })
-    current_series = connection.execute(
-        _SERIES_BY_UID, {"uid": a.series_instance_uid}).mappings().first()
-    if current_series is None and created is not None:
+    if rows.series is None and created is not None:
         created.append("series")
-    series_pk = _upsert_row(connection, _SERIES_TABLE, current_series, {
+    series_pk = _upsert_row(connection, _SERIES_TABLE, rows.series, {
         "series_instance_uid": a.series_instance_uid, "study_pk": study_pk,
         "modality": a.modality, "series_number": a.series_number,
         "series_description": a.series_description, "series_date": a.series_date,
@@ -144,17 +199,33 @@ def _table(model: type[Base]) -> Table:
 _PATIENTS, _STUDIES = _table(Patient), _table(Study)
 _SERIES_TABLE, _INSTANCES = _table(Series), _table(Instance)
 _ALIASES = _table(PatientAlias)
-_INDEXED_AS = select(_INSTANCES.c.sha256, _INSTANCES.c.blob_key).where(
-    _INSTANCES.c.sop_instance_uid == bindparam("uid"))
-_PATIENT_BY_KEY = select(_PATIENTS).where(
-    _PATIENTS.c.patient_id == bindparam("patient_id"),
-    _PATIENTS.c.issuer_of_patient_id == bindparam("issuer"))
-_ALIAS_BY_KEY = select(_ALIASES.c.id).where(
-    _ALIASES.c.patient_id == bindparam("patient_id"),
-    _ALIASES.c.issuer == bindparam("issuer"))
-_STUDY_BY_UID = select(_STUDIES).where(_STUDIES.c.study_instance_uid == bindparam("uid"))
-_SERIES_BY_UID = select(_SERIES_TABLE).where(
-    _SERIES_TABLE.c.series_instance_uid == bindparam("uid"))
+# The lookup: from one row, an outer join on each unique key an arriving instance has,
+# so that every table's row, or NULLs, comes back in one statement.
+_ONE = select(literal_column("1").label("one")).subquery("one")
+
+
+def _id_first(table: Table) -> list[Any]:
+    return [table.c.id, *(column for column in table.c if column.name != "id")]
+
+
+_LOOKUP = select(
+    _INSTANCES.c.sha256, _INSTANCES.c.blob_key, _ALIASES.c.id,
+    *_id_first(_PATIENTS), *_id_first(_STUDIES), *_id_first(_SERIES_TABLE),
+).select_from(
+    _ONE.outerjoin(_INSTANCES, _INSTANCES.c.sop_instance_uid == bindparam("uid"))
+    .outerjoin(_ALIASES, and_(_ALIASES.c.patient_id == bindparam("patient_id"),
+                              _ALIASES.c.issuer == bindparam("issuer")))
+    .outerjoin(_PATIENTS, and_(_PATIENTS.c.patient_id == bindparam("patient_id"),
+                               _PATIENTS.c.issuer_of_patient_id == bindparam("issuer")))
+    .outerjoin(_STUDIES, _STUDIES.c.study_instance_uid == bindparam("study"))
+    .outerjoin(_SERIES_TABLE, _SERIES_TABLE.c.series_instance_uid == bindparam("series"))
+)
+# Where each table's columns start in the lookup's row (its id column first), and their names.
+_PATIENT_SLICE = (3, tuple(c.name for c in _id_first(_PATIENTS)))
+_STUDY_SLICE = (3 + len(_PATIENTS.c), tuple(c.name for c in _id_first(_STUDIES)))
+_SERIES_SLICE = (3 + len(_PATIENTS.c) + len(_STUDIES.c),
+                 tuple(c.name for c in _id_first(_SERIES_TABLE)))
+_ALSO_START = 3 + len(_PATIENTS.c) + len(_STUDIES.c) + len(_SERIES_TABLE.c)
 _INSERTS = {table: insert(table) for table in (_PATIENTS, _STUDIES, _SERIES_TABLE, _INSTANCES)}
 
 
