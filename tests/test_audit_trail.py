@@ -16,7 +16,7 @@ from dicomweb_peers import store
 from dimse_peers import storescu
 from factories import make_instance
 from minipacs.archive import Archive
-from minipacs.audit.chain import AuditRecord, event_hash, prune, utc_now
+from minipacs.audit.chain import AuditRecord, append, event_hash, prune, utc_now
 from minipacs.audit.chain import verify as verify_chain
 from minipacs.audit.checkpoints import verify_against_checkpoints, write_checkpoint
 from minipacs.index.models import AuditEvent, AuditHead
@@ -183,6 +183,38 @@ def test_retention_prunes_old_events_and_the_rest_still_verifies(archive: Archiv
         connection.execute(update(AuditEvent).where(AuditEvent.seq == remaining[0].seq)
                            .values(detail="nothing was pruned"))
     assert not verify_chain(archive.engine).ok
+
+
+def test_two_nodes_and_a_rolled_back_append_keep_one_chain(archive: Archive) -> None:
+    """Each process advances the head from the one it left last, without reading it
+    (`chain._last_head`). That guess goes stale when another node appends or an append
+    rolls back; a stale guess must cost a read, never fork the chain."""
+    node_a, node_b = archive.write_engine, create_engine(archive.write_engine.url)
+
+    def append_on(engine: Engine, detail: str, *, commit: bool = True) -> None:
+        with Session(engine) as session:
+            with session.begin() as transaction:
+                append(session, AuditRecord("test-append", "system:tests", detail=detail))
+                if not commit:
+                    transaction.rollback()
+
+    try:
+        append_on(node_a, "1")
+        append_on(node_a, "2")  # from the head node A left
+        append_on(node_b, "3")
+        append_on(node_a, "4")  # node B moved the head: A's guess is stale
+        append_on(node_a, "rolled back", commit=False)
+        append_on(node_a, "5")  # A's guess is the rolled-back event's
+    finally:
+        node_b.dispose()
+    report = verify_chain(archive.engine)
+    assert report.ok, report.problem
+    mine = [e for e in events(archive.engine) if e.action == "test-append"]
+    assert [e.detail for e in mine] == ["1", "2", "3", "4", "5"]
+    assert [e.seq for e in mine] == list(range(mine[0].seq, mine[0].seq + 5))
+    with Session(archive.engine) as session:
+        head = session.get(AuditHead, 1)
+        assert head is not None and (head.seq, head.hash) == (mine[-1].seq, mine[-1].hash)
 
 
 def test_cli_prune_keeps_recent_events(empty_server: ServerProcess) -> None:

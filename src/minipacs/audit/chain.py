@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from minipacs.index.models import AuditEvent, AuditHead
@@ -77,6 +78,15 @@ _READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_u
 _NEW_HEAD = insert(_HEAD)
 _INSERT_EVENT = insert(_EVENTS)
 _ADVANCE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
+_ADVANCE_KNOWN_HEAD = update(_HEAD).where(
+    _HEAD.c.id == 1, _HEAD.c.seq == bindparam("prev_seq"),
+    _HEAD.c.hash == bindparam("prev_hash"),
+).values(seq=bindparam("seq"), hash=bindparam("hash"))
+# Per database (engine), the head this process's last append advanced to: a guess that
+# saves reading the head before most appends. The UPDATE checks it (seq and hash in its
+# WHERE), so a wrong guess (another node appended, a rolled-back transaction or
+# savepoint, a restored backup) costs one read, never a forked chain.
+_last_head: WeakKeyDictionary[Engine, tuple[int, str]] = WeakKeyDictionary()
 
 
 def append(session: Session | Connection, record: AuditRecord) -> None:
@@ -87,7 +97,8 @@ def append(session: Session | Connection, record: AuditRecord) -> None:
     every stored instance and every query appends one event, and the ORM's bookkeeping
     cost more than the rows. The head row is read with FOR UPDATE (PostgreSQL: several
     nodes append one after the other) and advanced in the same transaction as the event
-    it points at."""
+    it points at; when this process appended last, the head is advanced without the
+    read, on the condition that it is still what this process left (`_last_head`)."""
     record = _clip(record)
     if isinstance(session, Session):
         # The ORM changes of the caller's transaction go first (`prune` moves the head's
@@ -96,22 +107,33 @@ def append(session: Session | Connection, record: AuditRecord) -> None:
         connection = session.connection()
     else:
         connection = session
-    row = connection.execute(_READ_HEAD).one_or_none()
-    if row is None:
-        connection.execute(_NEW_HEAD, {"id": 1, "seq": 0, "hash": GENESIS})
-        prev_seq, prev_hash = 0, GENESIS
-    else:
-        prev_seq, prev_hash = row
-    seq = prev_seq + 1
     at = utc_now()
-    digest = event_hash(prev_hash, seq, at, record)
+    known = _last_head.get(connection.engine)
+    if known is not None:
+        # The head this process last advanced to, most likely still the head: advance it
+        # from there, on the condition that it is (a stale guess matches no row).
+        prev_seq, prev_hash = known
+        digest = event_hash(prev_hash, prev_seq + 1, at, record)
+        if connection.execute(_ADVANCE_KNOWN_HEAD, {
+                "seq": prev_seq + 1, "hash": digest, "prev_seq": prev_seq,
+                "prev_hash": prev_hash}).rowcount != 1:
+            known = None
+    if known is None:
+        row = connection.execute(_READ_HEAD).one_or_none()
+        if row is None:
+            connection.execute(_NEW_HEAD, {"id": 1, "seq": 0, "hash": GENESIS})
+            prev_seq, prev_hash = 0, GENESIS
+        else:
+            prev_seq, prev_hash = row
+        digest = event_hash(prev_hash, prev_seq + 1, at, record)
+        connection.execute(_ADVANCE_HEAD, {"seq": prev_seq + 1, "hash": digest})
     connection.execute(_INSERT_EVENT, {
         "at": at, "action": record.action, "actor": record.actor, "role": record.role,
         "source": record.source, "patient_id": record.patient_id,
         "study_instance_uid": record.study_instance_uid, "outcome": record.outcome,
-        "detail": record.detail, "seq": seq, "prev_hash": prev_hash, "hash": digest,
+        "detail": record.detail, "seq": prev_seq + 1, "prev_hash": prev_hash, "hash": digest,
     })
-    connection.execute(_ADVANCE_HEAD, {"seq": seq, "hash": digest})
+    _last_head[connection.engine] = (prev_seq + 1, digest)
 
 
 def record_of(event: AuditEvent) -> AuditRecord:
