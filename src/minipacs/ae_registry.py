@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, Row, Table, bindparam, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from minipacs.access.tags import parse_tags, tags_text
@@ -125,6 +125,7 @@ class AERegistry:
     """Add, list, look up and remove remote AEs. Thread-safe; one short session per call."""
 
     def __init__(self, engine: Engine, write_engine: Engine | None = None) -> None:
+        self._engine = engine
         self._read: sessionmaker[Session] = session_factory(engine)
         self._write: sessionmaker[Session] = session_factory(write_engine or engine)
         self._write_lock = threading.Lock()
@@ -155,13 +156,14 @@ class AERegistry:
         return ae
 
     def get(self, ae_title: str) -> RemoteAE | None:
-        """The entry for `ae_title` (trailing spaces ignored), or None when unknown."""
-        with self._read() as session:
-            row = session.scalars(
-                select(RemoteApplicationEntity).where(
-                    RemoteApplicationEntity.ae_title == ae_title.strip())
-            ).one_or_none()
-            return _to_record(row) if row is not None else None
+        """The entry for `ae_title` (trailing spaces ignored), or None when unknown.
+
+        Every association reads its calling AE's entry: one Core statement built once,
+        without an ORM session (0.06 ms instead of 0.16; docs/performance.md, "Twelfth
+        pass")."""
+        with self._engine.connect() as connection:
+            row = connection.execute(_BY_TITLE, {"title": ae_title.strip()}).first()
+        return _to_record(row) if row is not None else None
 
     def all(self) -> list[RemoteAE]:
         with self._read() as session:
@@ -181,7 +183,11 @@ class AERegistry:
                            "that are")
 
 
-def _to_record(row: RemoteApplicationEntity) -> RemoteAE:
+_BY_TITLE = select(*cast(Table, RemoteApplicationEntity.__table__).c).where(
+    RemoteApplicationEntity.ae_title == bindparam("title"))
+
+
+def _to_record(row: RemoteApplicationEntity | Row[Any]) -> RemoteAE:
     return RemoteAE(
         ae_title=row.ae_title, host=row.host, port=row.port,
         rights=frozenset(r for r in row.rights.split(",") if r), pin_ip=row.pin_ip,
