@@ -150,7 +150,7 @@ def start_minipacs(work: Path, workers: int, extra: list[str], *,
     proc = subprocess.Popen(
         [*base, "serve", "--data-dir", str(data), "--http-port", "0", "--dicom-port", "0",
          "--ready-file", str(ready), "--log-level", "WARNING",
-         *(["--workers", str(workers)] if workers > 1 else []), *extra],
+         *(["--workers", str(workers)] if workers > 0 else []), *extra],
         stdout=subprocess.DEVNULL, stderr=open(work / "minipacs.log", "wb"))
     deadline = time.monotonic() + 120
     while not ready.exists():
@@ -290,7 +290,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200, help="instances per run")
-    parser.add_argument("--workers", type=int, default=1, help="minipacs serve --workers")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="minipacs serve --workers N (default: none given, minipacs's "
+                        "own default of one worker per core)")
     parser.add_argument("--orthanc", action="store_true", help="also measure Orthanc")
     parser.add_argument("--ceiling", action="store_true",
                         help="also minipacs with a C-STORE handler that stores nothing, "

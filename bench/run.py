@@ -90,7 +90,7 @@ ROWS = [
 INGEST_KEYS = [r.key for r in ROWS if r.key.startswith("ingest_")]
 
 
-def starter(name: str, receiver_port: int, workers: int = 1) -> Callable[[Path], Node]:
+def starter(name: str, receiver_port: int, workers: int = 0) -> Callable[[Path], Node]:
     destinations = {RECEIVER: receiver_port}
     return {
         "minipacs": lambda work: start_minipacs(work, destinations, workers),
@@ -281,9 +281,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--nagle-peers", action="store_true",
                         help="dcmtk peers with Nagle on (default: TCP_NODELAY, as issue "
                         "#13's table; see bench/measure.py)")
-    parser.add_argument("--minipacs-workers", type=int, default=1, metavar="N",
-                        help="start minipacs with `serve --workers N` (default 1: its "
-                        "defaults, as issue #13 asks)")
+    parser.add_argument("--minipacs-workers", type=int, default=0, metavar="N",
+                        help="start minipacs with `serve --workers N` (default: none given, "
+                        "minipacs on its defaults as issue #13 asks: one worker per core, "
+                        "at most four)")
     parser.add_argument("--rows", type=lambda v: frozenset(v.split(",")),
                         default=frozenset(SERVICE_KEYS), metavar="KEY,...",
                         help="measure only these query/retrieve rows (keys as in the JSON, "
@@ -298,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"corpus: {size} seed {args.seed} (cache {args.cache})", flush=True)
     corpus = corpus_module.cached(args.cache, size, args.seed)
     results: dict[str, dict[str, float]] = {row.key: {} for row in ROWS}
+    minipacs_workers = 0  # the minipacs node's processes, once started
     receiver_port = free_port()
     servers = [args.only] if args.only else list(SERVERS)
     ceilings = [] if args.no_ceiling else list(CEILINGS)
@@ -308,6 +310,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in servers + ([] if args.skip_ingest else ceilings):
             print(f"{name}: ingest", flush=True)
             node = starter(name, receiver_port, args.minipacs_workers)(Path(tmp) / name)
+            if name == "minipacs":
+                minipacs_workers = node.processes
+                print(f"minipacs: {node.processes} worker process(es)", flush=True)
             try:
                 if not args.skip_ingest:
                     ingest_runs(node, variants, results)
@@ -326,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "ct_series_bytes": corpus.size_bytes("ct")},
         "repeat": repeat,
         "peer_tcp_nodelay": not args.nagle_peers,
-        "minipacs_workers": args.minipacs_workers,
+        "minipacs_workers": minipacs_workers,
         "measurements": {
             row.key: {"label": row.label, "unit": row.unit, **results[row.key],
                       "ratio": ratio(row, results[row.key]), "target": row.target,

@@ -56,6 +56,7 @@ class Node:
     work: Path
     http_url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    processes: int = 1  # node processes serving (minipacs `serve --workers`)
 
     @property
     def dicomweb(self) -> str:
@@ -120,9 +121,9 @@ def minipacs_cli(data: Path, *args: str) -> str:
     return done.stdout
 
 
-def start_minipacs(work: Path, move_destinations: dict[str, int], workers: int = 1) -> Node:
-    """minipacs on its defaults; `workers` > 1 adds `--workers N` (N processes sharing the
-    DICOM and HTTP ports)."""
+def start_minipacs(work: Path, move_destinations: dict[str, int], workers: int = 0) -> Node:
+    """minipacs on its defaults (one worker per core, at most four); `workers` > 0 adds
+    `--workers N` (N processes sharing the DICOM and HTTP ports)."""
     work.mkdir(parents=True, exist_ok=True)
     data, ready, log = work / "data", work / "ready.json", work / "minipacs.log"
     for title, port in move_destinations.items():
@@ -131,7 +132,7 @@ def start_minipacs(work: Path, move_destinations: dict[str, int], workers: int =
         [sys.executable, "-m", "minipacs", "serve", "--data-dir", str(data),
          "--http-port", "0", "--dicom-port", "0", "--no-load-samples",
          "--log-level", "WARNING", "--ready-file", str(ready),
-         *(["--workers", str(workers)] if workers > 1 else [])],
+         *(["--workers", str(workers)] if workers > 0 else [])],
         stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     _wait(ready.exists, proc, "minipacs", log)
     ports = json.loads(ready.read_text())
@@ -140,7 +141,7 @@ def start_minipacs(work: Path, move_destinations: dict[str, int], workers: int =
                          "radiologist").strip().splitlines()[-1]
     return Node("minipacs", "MINIPACS", int(ports["dicom_port"]), proc, work,
                 f"http://127.0.0.1:{ports['http_port']}",
-                {"Authorization": f"Bearer {token}"})
+                {"Authorization": f"Bearer {token}"}, len(ports.get("worker_pids", [])) or 1)
 
 
 def ensure_orthanc() -> str:

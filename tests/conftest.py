@@ -112,6 +112,10 @@ class ServerProcess:
             "--dicom-host", "127.0.0.1", "--ae-title", self.ae_title,
             "--ready-file", str(ready), *self.extra_args,
         ]
+        if "--workers" not in self.extra_args:
+            # One process, whatever the machine's cores (the default would run one per
+            # core): tests of several workers ask for them (tests/test_workers.py).
+            argv += ["--workers", "1"]
         env = {**os.environ, **self.env}
         if self.spawn or "--workers" in self.extra_args:  # workers re-run sys.argv[0]
             with open(self.log_path, "ab") as log:

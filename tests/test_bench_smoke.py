@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from minipacs.config import AUTO_WORKERS_MAX
+
 # The benchmark starts its own servers on the defaults, whatever --db/--blobs say.
 pytestmark = pytest.mark.door_only  # runs in the embedded pass only (conftest.py)
 
@@ -33,6 +35,8 @@ def test_bench_smoke_measures_every_key_on_both_servers(tmp_path: Path) -> None:
         ["findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", tempfile.gettempdir()],
         capture_output=True, text=True, check=True).stdout.split()
     assert report["machine"]["storage"].startswith(f"{fstype} on {source}"), report["machine"]
+    # minipacs ran on its defaults: one worker per core, at most AUTO_WORKERS_MAX.
+    assert report["minipacs_workers"] == min(len(os.sched_getaffinity(0)), AUTO_WORKERS_MAX)
     measurements = report["measurements"]
     for key in ("ingest_ct_storescu_1", "ingest_small_pynetdicom_4", "cpu_per_ct_instance",
                 "cfind", "cfind_findscu", "echo", "qido", "metadata_cold", "metadata_warm",

@@ -18,6 +18,7 @@ import pytest
 from backends import Backends
 from conftest import ServerProcess, open_test_archive
 from dimse_peers import dataset_bytes, run_dcmtk
+from minipacs.config import AUTO_WORKERS_MAX, Settings
 from minipacs.integrity import verify
 from node_tools import server_settings
 from test_access_and_tls import _certificate
@@ -99,6 +100,40 @@ def test_two_workers_share_the_dicom_and_http_ports_and_both_serve(
             break
     assert answered_by == set(pids)
     assert_all_stored(two_workers, acknowledged)
+
+
+def test_serve_on_its_defaults_runs_one_worker_per_core(tmp_path: Path,
+                                                      backends: Backends) -> None:
+    """`workers` 0, the default: one worker per core this process may run on, at most
+    AUTO_WORKERS_MAX, so a site gets its cores without sizing anything (1: one process)."""
+    cores = len(os.sched_getaffinity(0))
+    expected = min(cores, AUTO_WORKERS_MAX)
+    assert Settings.model_fields["workers"].default == 0
+    assert Settings(data_dir=tmp_path, workers=0).worker_processes() == expected
+    assert Settings(data_dir=tmp_path, workers=1).worker_processes() == 1
+    server = ServerProcess(tmp_path / "data", ["--no-load-samples", "--workers", "0",
+                                               *backends.server_args()])
+    server.data_dir.mkdir()
+    server.start()
+    try:
+        ready = json.loads((server.data_dir / "ready.json").read_text())
+        if expected == 1:  # a one-core machine: one process, no supervisor
+            assert "worker_pids" not in ready
+            return
+        pids = set(worker_pids(server))
+        assert len(pids) == expected, ready
+        assert f"running with {expected} workers" in server.log()
+        answered_by: set[int] = set()
+        for _ in range(60):  # a new connection each time, so each may land elsewhere
+            answer = httpx.get(f"{server.dicomweb_url}/studies", headers=server.auth,
+                               timeout=30)
+            assert answer.status_code == 200
+            answered_by.add(int(answer.headers["x-minipacs-worker"]))
+            if answered_by == pids:
+                break
+        assert answered_by == pids
+    finally:
+        server.stop()
 
 
 def test_worker_killed_mid_store_loses_only_unacknowledged_and_is_replaced(

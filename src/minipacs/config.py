@@ -7,6 +7,7 @@ environment anywhere else. Each field also becomes a ``minipacs serve`` flag: th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_SAMPLES = Path(__file__).resolve().parents[2] / "sample_dicom"
+# `serve` on its defaults runs one worker per core up to this many: each is a full node
+# with its own memory, and beyond four cores the index (SQLite's one writer, or the
+# database server's own cores) limits ingest before Python does.
+AUTO_WORKERS_MAX = 4
 
 
 class Settings(BaseSettings):
@@ -324,13 +329,20 @@ class Settings(BaseSettings):
     )
     # --- issue #13, ingest throughput (ingest-speed stream) ---
     workers: int = Field(
-        1, ge=1, le=64,
+        0, ge=0, le=64,
         description="Node processes `minipacs serve` runs on this machine, sharing the DICOM "
         "and HTTP ports (one queue of connections, taken by whichever worker is free): one "
-        "Python process uses one core, so set it "
-        "to the number of cores for ingest throughput. Each is a full node on the same "
-        "index and blob store.",
+        "Python process uses one core. 0 (the default): one per core this process may run "
+        f"on, at most {AUTO_WORKERS_MAX}; 1: a single process. Each is a full node on the "
+        "same index and blob store, with its own memory (~230 MB under load).",
     )
+
+    def worker_processes(self) -> int:
+        """How many node processes `serve` runs: `workers`, or when it is 0 one per core
+        this process may run on (its CPU affinity), at most AUTO_WORKERS_MAX."""
+        if self.workers:
+            return self.workers
+        return max(1, min(len(os.sched_getaffinity(0)), AUTO_WORKERS_MAX))
 
     # --- issue #11 (single sign-on with OpenID Connect; access/oidc.py, web/oidc.py) ---
     oidc_issuer: str = Field(

@@ -163,13 +163,45 @@ def start_oru_sender(archive: Archive, settings: Settings) -> OruSender | None:
 
 def serve(settings: Settings) -> None:
     """Run until interrupted: DIMSE in background threads, HTTP in this thread; with
-    `workers` > 1, that many such processes on the same ports (`minipacs.workers`)."""
-    if settings.workers > 1:
+    more than one worker (`Settings.worker_processes`: by default one per core), that
+    many such processes on the same ports (`minipacs.workers`)."""
+    workers = settings.worker_processes()
+    if workers > 1:
         from minipacs.workers import serve_workers
 
-        serve_workers(settings)
+        serve_workers(settings.model_copy(update={"workers": workers}))
         return
-    run_node(settings)
+    run_node(settings.model_copy(update={"workers": 1}))
+
+
+def start_banner(settings: Settings, counts: dict[str, int], base: str, dicom_port: int | None,
+                 dicom_tls_port: int | None, hl7_port: int | None,
+                 one_time_password: str | None, not_durable: list[str],
+                 worker_pids: list[int] | None = None) -> str:
+    """What `serve` prints once it answers: where to reach it, the admin's one-time
+    password, warnings; `worker_pids` for `serve --workers N`."""
+    running = (f"with {len(worker_pids)} workers (pids {', '.join(map(str, worker_pids))}; "
+               if worker_pids else "(")
+    return (
+        f"\nminipacs is running {running}{counts['studies']} studies, "
+        f"{counts['instances']} instances in {settings.data_dir})\n"
+        f"  DICOM   AE title {settings.ae_title}, port {dicom_port} "
+        f"(e.g. echoscu -aec {settings.ae_title} 127.0.0.1 {dicom_port})"
+        f"{f', TLS port {dicom_tls_port}' if dicom_tls_port is not None else ''}\n"
+        + (f"  HL7 v2  MLLP port {hl7_port}{' (worker 0)' if worker_pids else ''}\n"
+           if hl7_port is not None else "") +
+        f"  Viewer  {base}/viewer/\n"
+        f"  DICOMweb {base}/dicom-web/studies\n"
+        f"  API docs {base}/docs\n"
+        + (f"  Accounts: none yet, so 'admin' was created with the one-time password\n"
+           f"           {one_time_password}\n"
+           f"           (shown only now; it must be changed at first login)\n"
+           if one_time_password else "")
+        + ("  WARNING: MINIPACS_AUTH=off, no login is required\n"
+           if settings.auth == "off" else "")
+        + "".join(f"  WARNING: {problem}\n" for problem in not_durable)
+        + "Press Ctrl+C to stop."
+    )
 
 
 def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -286,26 +318,8 @@ def run_node(settings: Settings, *,
             log.info("worker pid %d serving DICOM port %s, HTTP port %s", os.getpid(),
                      dicom_port, http_port)
         else:
-            print(
-                f"\nminipacs is running ({counts['studies']} studies, {counts['instances']} "
-                f"instances in {settings.data_dir})\n"
-                f"  DICOM   AE title {settings.ae_title}, port {dicom_port} "
-                f"(e.g. echoscu -aec {settings.ae_title} 127.0.0.1 {dicom_port})"
-                f"{f', TLS port {dicom_tls_port}' if dicom_tls_port is not None else ''}\n"
-                + (f"  HL7 v2  MLLP port {hl7_port}\n" if hl7_port is not None else "") +
-                f"  Viewer  {base}/viewer/\n"
-                f"  DICOMweb {base}/dicom-web/studies\n"
-                f"  API docs {base}/docs\n"
-                + (f"  Accounts: none yet, so 'admin' was created with the one-time password\n"
-                   f"           {one_time_password}\n"
-                   f"           (shown only now; it must be changed at first login)\n"
-                   if one_time_password else "")
-                + ("  WARNING: MINIPACS_AUTH=off, no login is required\n"
-                   if settings.auth == "off" else "")
-                + "".join(f"  WARNING: {problem}\n" for problem in not_durable)
-                + "Press Ctrl+C to stop.",
-                flush=True,
-            )
+            print(start_banner(settings, counts, base, dicom_port, dicom_tls_port, hl7_port,
+                               one_time_password, not_durable), flush=True)
         if settings.ready_file:
             # Written aside then renamed: a poller never reads a half-written file.
             partial = settings.ready_file.with_name(settings.ready_file.name + ".partial")

@@ -39,7 +39,7 @@ from typing import Any
 
 from minipacs.access.accounts import AccountPolicy, Accounts
 from minipacs.config import Settings
-from minipacs.node import listen_on, load_samples, open_archive, run_node
+from minipacs.node import listen_on, load_samples, open_archive, run_node, start_banner
 
 log = logging.getLogger(__name__)
 
@@ -183,21 +183,11 @@ def serve_workers(settings: Settings) -> None:
         supervisor.wait_ready(list(range(settings.workers)))
         worker_ready = json.loads(supervisor.ready_file(0).read_text())
         base = settings.base_url(ports["http_port"])
-        print(
-            f"\nminipacs is running with {settings.workers} workers (pids "
-            f"{', '.join(str(p.pid) for p in supervisor.workers.values())}; "
-            f"{counts['studies']} studies, {counts['instances']} instances in "
-            f"{settings.data_dir})\n"
-            f"  DICOM   AE title {settings.ae_title}, port {worker_ready['dicom_port']}\n"
-            + (f"  HL7 v2  MLLP port {worker_ready['hl7_port']} (worker 0)\n"
-               if worker_ready.get("hl7_port") is not None else "") +
-            f"  Viewer  {base}/viewer/\n"
-            + (f"  Accounts: none yet, so 'admin' was created with the one-time password\n"
-               f"           {one_time_password}\n"
-               f"           (shown only now; it must be changed at first login)\n"
-               if one_time_password else "")
-            + "".join(f"  WARNING: {problem}\n" for problem in not_durable)
-            + "Press Ctrl+C to stop.", flush=True)
+        print(start_banner(
+            settings, counts, base, worker_ready["dicom_port"],
+            worker_ready.get("dicom_tls_port"), worker_ready.get("hl7_port"),
+            one_time_password, not_durable, [p.pid for p in supervisor.workers.values()]),
+            flush=True)
         if settings.ready_file:
             partial = settings.ready_file.with_name(settings.ready_file.name + ".partial")
             partial.write_text(json.dumps({
