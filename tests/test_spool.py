@@ -99,3 +99,36 @@ def test_spool_acknowledges_while_s3_is_down_serves_from_spool_and_uploads_after
                          headers=server.auth).status_code == 200  # now served from S3
     finally:
         server.stop()
+
+
+class _SlowRemote(FilesystemStore):
+    """A remote store whose uploads take a while, so two uploaders overlap."""
+
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True,
+            take: bool = False) -> None:
+        time.sleep(0.05)
+        super().put(key, data, durable=durable, take=take)
+
+
+def test_two_processes_on_one_spool_upload_each_blob_once_and_lose_none(
+    tmp_path: Path
+) -> None:
+    """Workers of `serve --workers N` share the data folder's spool, and each queues
+    every spooled blob when it opens it (as does a CLI command opening the archive). Two
+    uploaders of one blob must not take each other's removal of the spool file for a
+    deletion and delete the uploaded object (flock on the spool file decides)."""
+    remote = _SlowRemote(tmp_path / "remote")
+    blobs = {f"studies/1/series/2/{n}.dcm": os.urandom(3000 + n) for n in range(12)}
+    spool = FilesystemStore(tmp_path / "spool")
+    for key, data in blobs.items():  # left by a crash: spooled, not uploaded
+        spool.put(key, data)
+    first = SpooledStore(FilesystemStore(tmp_path / "spool"), remote, workers=2)
+    second = SpooledStore(FilesystemStore(tmp_path / "spool"), remote, workers=2)
+    try:
+        assert first.wait_uploaded(timeout=60) and second.wait_uploaded(timeout=60)
+    finally:
+        first.close()
+        second.close()
+    assert list(spool.keys()) == []
+    for key, data in blobs.items():
+        assert remote.read(key) == data, key

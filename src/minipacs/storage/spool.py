@@ -10,12 +10,16 @@ is never lost, only delayed.
 Object stores answer each request in milliseconds, not microseconds; for many small
 instances this keeps C-STORE at local-disk speed (see bench/ingest_bench.py).
 
-The spool is per node: on a multi-node deployment another node sees a just-received
-instance in queries at once but can read its bytes only after the upload (seconds).
+The spool is per machine: on a multi-node deployment another node sees a just-received
+instance in queries at once but can read its bytes only after the upload (seconds). The
+workers of `serve --workers N` share their machine's spool, and so does a CLI command
+that opens the archive; each queues every spooled blob when it opens the spool, and an
+exclusive `flock` on the spool file lets one process upload and remove it (`_upload`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -32,6 +36,11 @@ from minipacs.storage.filesystem import FilesystemStore
 log = logging.getLogger(__name__)
 
 _RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+_BUSY_DELAY = 0.05  # seconds before looking again at a blob another process uploads
+
+
+class _Busy(Exception):
+    """Another process holds this spool file's upload lock."""
 
 
 
@@ -98,6 +107,12 @@ class SpooledStore:
                 try:
                     self._upload(key)
                     break
+                except _Busy:
+                    # Look again later: by then the other process has removed the
+                    # spool file (done), or it died and the lock is free.
+                    self._queue.put(key)
+                    self._stopping.wait(_BUSY_DELAY)
+                    break
                 except MinipacsError as exc:
                     delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                     log.warning("upload of %s failed (%s); retrying in %ss", key, exc, delay)
@@ -105,31 +120,62 @@ class SpooledStore:
                     self._stopping.wait(delay)
 
     def _upload(self, key: str) -> None:
+        """Upload one spooled blob and remove it from the spool, holding an exclusive
+        flock on the spool file throughout. Several processes share one spool (the
+        workers of `serve --workers N`, a CLI command opening the archive) and each
+        queues every spooled blob when it opens it: the lock lets one of them upload a
+        blob and the others pass. Without it, a second uploader found the spool file
+        removed by the first and took that for a deletion: it deleted the object."""
         path = self.spool.root / key
         try:
-            before = os.stat(path)
-        except FileNotFoundError:  # deleted (or replaced and uploaded) meanwhile
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # deleted, or uploaded by another process, meanwhile
             self._done(key, path, None)
             return
-        self.remote.put(key, path)
-        if self.remote.stat(key).size != before.st_size:
-            raise MinipacsError(f"uploaded {key} but the object's size differs from the spool")
-        self._done(key, path, before)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another process is uploading it
+                raise _Busy(key) from None
+            before = os.fstat(fd)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:  # uploaded by another process before our lock
+                self._done(key, path, None)
+                return
+            if current.st_ino != before.st_ino:  # replaced meanwhile: upload the new one
+                self._queue.put(key)
+                return
+            try:
+                self.remote.put(key, path)
+            except FileNotFoundError:  # deleted (study deletion) as the upload began
+                self._done(key, path, before)
+                return
+            if self.remote.stat(key).size != before.st_size:
+                raise MinipacsError(
+                    f"uploaded {key} but the object's size differs from the spool")
+            self._done(key, path, before)
+        finally:
+            os.close(fd)  # and the lock with it
 
     def _done(self, key: str, path: Path, uploaded: os.stat_result | None) -> None:
+        """After an upload (`uploaded`: the spool file's stat before it) or none (the
+        spool file was gone): remove the spool file, or the object when the blob was
+        deleted meanwhile, and forget the key."""
         with self._key_lock(key):
             try:
                 now = os.stat(path)
             except FileNotFoundError:
                 now = None
-            if now is not None and uploaded is not None and (
-                now.st_ino, now.st_mtime_ns) != (uploaded.st_ino, uploaded.st_mtime_ns):
-                self._queue.put(key)  # replaced while uploading: upload the new bytes
+            if now is not None and (uploaded is None or (now.st_ino, now.st_mtime_ns) != (
+                    uploaded.st_ino, uploaded.st_mtime_ns)):
+                self._queue.put(key)  # put again meanwhile: upload the new bytes
                 return
-            if now is not None:
+            if now is not None and uploaded is not None:
                 path.unlink()
-            elif uploaded is not None:
-                # Deleted (study deletion) while uploading: take the fresh object back out.
+            elif now is None and uploaded is not None:
+                # Deleted (study deletion) while we uploaded under the lock, which no
+                # other uploader could take: take the fresh object back out.
                 self.remote.delete(key)
             with self._lock:
                 self._pending.discard(key)
