@@ -14,7 +14,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import httpx
 import uvicorn
 
 from minipacs.access.accounts import AccountPolicy, Accounts
@@ -206,16 +205,31 @@ def start_banner(settings: Settings, counts: dict[str, int], base: str, dicom_po
 
 
 async def _warm_up(app: Any) -> None:
-    """One request through the whole HTTP stack before the node says it is ready. The
-    first request a process serves builds Starlette's middleware stack, starts the
-    threadpool's first thread and opens the first database connection: ~50 ms here, which
-    otherwise fell on whichever client reached a fresh worker first."""
+    """One request through the whole HTTP stack before the node says it is ready, given
+    to the ASGI app directly (no socket, no TLS). The first request a process serves
+    builds Starlette's middleware stack, starts the threadpool's first thread and opens
+    the first database connection: ~50 ms here, which otherwise fell on whichever client
+    reached a fresh worker first."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": "/healthz", "raw_path": b"/healthz",
+             "query_string": b"", "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+             "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0)}
+    status: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://127.0.0.1") as client:
-            await client.get("/healthz")
+        await app(scope, receive, send)
     except Exception as exc:  # a warm-up only: the node serves without it
         log.warning("HTTP warm-up request failed: %s", exc)
+        return
+    if status != [200]:
+        log.warning("HTTP warm-up request answered %s", status)
 
 
 def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
