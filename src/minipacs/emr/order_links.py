@@ -2,8 +2,9 @@
 
 `link_arriving_instance` runs in `Archive._index_instance`'s transaction, so the order
 changes (and its audit event) commit with the instance's rows or not at all. Cost on the
-ingest path: one indexed lookup (accession number or Study Instance UID, both indexed
-on `scheduled_procedure_steps`); a write only when an order changes, i.e. once per study.
+ingest path: one indexed EXISTS (accession number or Study Instance UID, both indexed on
+`scheduled_procedure_steps`; `order_pending`, asked inside ingest's one lookup
+statement); a write only when an order changes, i.e. once per study.
 
 Same accession (or study) but another patient is never linked: the order is flagged
 for reconciliation (`reconciliation`), shown to admins (GET /admin/orders/reconciliation)
@@ -38,21 +39,14 @@ def same_patient(step: Step, a: InstanceAttributes) -> bool:
     return step.patient_id in a.other_patient_ids
 
 
-def link_arriving_instance(session: Session, a: InstanceAttributes, *, actor: str = "",
-                           role: str = "", source: str = "",
-                           pending: bool | None = None) -> None:
+def link_arriving_instance(session: Session, a: InstanceAttributes, *, pending: bool,
+                           actor: str = "", role: str = "", source: str = "") -> None:
     """Link the instance's study to the orders with its accession number or its Study
     Instance UID, completing those still to be done; flag a different patient.
-    `pending`: the value of `order_pending` read earlier in this transaction, if the
-    caller has it (ingest reads it with the instance's other lookups)."""
-    # The common case first, with a statement built once: no order left to link (none
-    # for this study, or all linked to it by an earlier instance).
-    if pending is None:
-        session.flush()
-        pending = session.connection().execute(
-            _PENDING_BY_ACCESSION if a.accession_number else _PENDING_BY_STUDY,
-            {"study": a.study_instance_uid, "accession": a.accession_number},
-        ).first() is not None
+    `pending`: the value of `order_pending` read earlier in this transaction (ingest
+    reads it with the instance's other lookups, `index.upsert.indexed_rows`)."""
+    # The common case: no order left to link (none for this study, or all linked to it
+    # by an earlier instance), known without a statement of its own.
     if not pending:
         return
     match = [Step.study_instance_uid == a.study_instance_uid]

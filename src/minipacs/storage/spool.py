@@ -171,9 +171,9 @@ class SpooledStore:
                     uploaded.st_ino, uploaded.st_mtime_ns)):
                 self._queue.put(key)  # put again meanwhile: upload the new bytes
                 return
-            if now is not None and uploaded is not None:
+            if now is not None:  # the very file uploaded
                 path.unlink()
-            elif now is None and uploaded is not None:
+            elif uploaded is not None:
                 # Deleted (study deletion) while we uploaded under the lock, which no
                 # other uploader could take: take the fresh object back out.
                 self.remote.delete(key)
