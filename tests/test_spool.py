@@ -3,6 +3,7 @@ served from the spool meanwhile, resumed after a restart."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -132,3 +133,57 @@ def test_two_processes_on_one_spool_upload_each_blob_once_and_lose_none(
     assert list(spool.keys()) == []
     for key, data in blobs.items():
         assert remote.read(key) == data, key
+
+
+class _SlowerRemote(FilesystemStore):
+    """A remote store whose uploads take long enough to put something in between."""
+
+    def put(self, key: str, data: bytes | Path, *, durable: bool = True,
+            take: bool = False) -> None:
+        time.sleep(0.4)
+        super().put(key, data, durable=durable, take=take)
+
+
+def _upload_under_way(path: Path) -> bool:
+    """Does some uploader hold the spool file's lock?"""
+    with open(path, "rb") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def test_an_instance_sent_again_waits_for_another_process_uploading_the_old_one(
+    tmp_path: Path
+) -> None:
+    """A modality sends an instance again while another process (a worker of `serve
+    --workers N`, a CLI command) uploads the spool file of its first copy. That
+    uploader removes the spool file once uploaded; the new spool file must not be
+    renamed in between its check and its removal, or the acknowledged new bytes would go
+    with it. So the put waits until the other upload is over, then spools the new
+    bytes, which are uploaded in turn."""
+    remote = _SlowerRemote(tmp_path / "remote")
+    key = "studies/1/series/2/3.dcm"
+    old, new = os.urandom(4000), os.urandom(5000)
+    FilesystemStore(tmp_path / "spool").put(key, old)  # left by a crash
+    other = SpooledStore(FilesystemStore(tmp_path / "spool"), remote, workers=1)
+    ours: SpooledStore | None = None
+    try:
+        deadline = time.monotonic() + 10
+        while not _upload_under_way(tmp_path / "spool" / key):
+            assert time.monotonic() < deadline, "the other process never began its upload"
+            time.sleep(0.002)
+        ours = SpooledStore(FilesystemStore(tmp_path / "spool"), remote, workers=1)
+        ours.put(key, new)
+        # The first copy's upload finished before the new bytes were spooled.
+        assert remote.read(key) == old
+        assert ours.read(key) == new  # served from the spool until uploaded
+        assert ours.wait_uploaded(timeout=30) and other.wait_uploaded(timeout=30)
+    finally:
+        other.close()
+        if ours is not None:
+            ours.close()
+    assert remote.read(key) == new
+    assert list(FilesystemStore(tmp_path / "spool").keys()) == []

@@ -14,7 +14,9 @@ The spool is per machine: on a multi-node deployment another node sees a just-re
 instance in queries at once but can read its bytes only after the upload (seconds). The
 workers of `serve --workers N` share their machine's spool, and so does a CLI command
 that opens the archive; each queues every spooled blob when it opens the spool, and an
-exclusive `flock` on the spool file lets one process upload and remove it (`_upload`).
+exclusive `flock` on the spool file lets one process upload and remove it (`_upload`),
+and a put that replaces a spool file (an instance sent again) takes that lock too, so it
+never lands between an upload's last check and its removal of the file (`put`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from minipacs.errors import MinipacsError, NotFound
+from minipacs.errors import MinipacsError, NotFound, StorageError
 from minipacs.storage.base import BlobStat, BlobStore
 from minipacs.storage.filesystem import FilesystemStore
 
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 _RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 _BUSY_DELAY = 0.05  # seconds before looking again at a blob another process uploads
+_REPLACE_WAIT = 60.0  # longest a put waits for an upload of the blob it replaces
+_REPLACE_POLL = 0.005
 
 
 class _Busy(Exception):
@@ -195,12 +199,52 @@ class SpooledStore:
         for _ in self._workers:
             self._queue.put(None)
 
+    def _hold_replaced(self, key: str) -> int | None:
+        """Hold the upload lock of the spool file a put of `key` is about to replace:
+        the open, flocked file (None when there is none). An uploader removes the file
+        it uploaded under that lock, after checking that the name is still its file; a
+        replacement renamed in between would be removed before its upload, an
+        acknowledged blob lost. Waits for another process's upload of the old file (an
+        S3 PUT), at most `_REPLACE_WAIT` seconds."""
+        path = self.spool.root / key
+        deadline = time.monotonic() + _REPLACE_WAIT
+        while True:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # a first put, or the old file was uploaded
+                return None
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise StorageError(
+                                f"could not replace blob {key}: its previous version "
+                                f"is still being uploaded after {_REPLACE_WAIT:.0f} s"
+                            ) from None
+                        time.sleep(_REPLACE_POLL)
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd  # still the file at that name, and ours until closed
+            except FileNotFoundError:
+                pass  # uploaded and removed while we waited
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # replaced meanwhile: lock the file there now
+
     # ---------------------------------------------------------------- BlobStore
     def put(self, key: str, data: bytes | Path, *, durable: bool = True,
             take: bool = False) -> None:
-        with self._key_lock(key):
-            self.spool.put(key, data, durable=durable, take=take)
-            self._enqueue(key)
+        held = self._hold_replaced(key)  # before the key lock, as `_upload` takes them
+        try:
+            with self._key_lock(key):
+                self.spool.put(key, data, durable=durable, take=take)
+                self._enqueue(key)
+        finally:
+            if held is not None:
+                os.close(held)
 
     def open(self, key: str) -> BinaryIO:
         try:
