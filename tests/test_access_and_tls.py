@@ -28,7 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from conftest import ServerProcess, require_tool
 from dimse_peers import run_dcmtk, storescu
 from factories import make_instance
-from minipacs.dimse.server import tls_context
+from minipacs.tls import server_context
 from node_tools import minipacs_cli, server_settings
 from test_commitment import Reports, _commit, _request
 
@@ -251,7 +251,7 @@ def test_cmove_reaches_a_destination_registered_with_tls_over_tls(tmp_path: Path
     destination.add_supported_context(Verification)
     tls_server = destination.start_server(
         ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
-        ssl_context=tls_context(cert, key))
+        ssl_context=server_context(cert, key))
     assert tls_server is not None
     try:
         study = generate_uid()
@@ -306,7 +306,7 @@ def test_storage_commitment_report_reaches_a_tls_registered_requester_over_tls(
     listener = Reports()
     ae = AE(ae_title="TLSCOMMIT")
     ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
-    scp = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=tls_context(cert, key),
+    scp = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=server_context(cert, key),
                           evt_handlers=[(evt.EVT_N_EVENT_REPORT, listener.handler)])
     assert scp is not None
     try:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import random
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,8 +29,10 @@ from minipacs.hl7.adt import PatientMerge, PatientUpdate, patient_merges, patien
 from minipacs.hl7.dispatch import Hl7Door
 from minipacs.hl7.segments import OtherIdentifier
 from minipacs.hl7.senders import SenderPolicy, parse_allowed_senders
+from minipacs.hl7.server import hl7_tls_context
 from minipacs.patient_identity import IdentitySystems
 from minipacs.worklist import Worklist
+from test_access_and_tls import _certificate
 
 SENDERS = "HIS^BVCR,RIS^BVCR@127.0.0.1,FARAWAY^BVCR@192.0.2.7"
 NAME = "Nguyễn^Thị Minh Khai"
@@ -57,9 +60,13 @@ def hl7_port(server: ServerProcess) -> int:
     return port
 
 
-async def _exchange(port: int, payload: bytes, *, framed: bool) -> hl7.Message | None:
-    reader, writer = await asyncio.wait_for(
-        open_hl7_connection("127.0.0.1", port, encoding="utf-8"), 10)
+async def _exchange(port: int, payload: bytes, *, framed: bool,
+                    tls: ssl.SSLContext | None = None) -> hl7.Message | None:
+    try:
+        reader, writer = await asyncio.wait_for(open_hl7_connection(
+            "127.0.0.1", port, encoding="utf-8", ssl=tls), 10)
+    except ssl.SSLError:
+        return None  # the server refused the handshake
     try:
         if framed:
             writer.writeblock(payload)
@@ -67,7 +74,7 @@ async def _exchange(port: int, payload: bytes, *, framed: bool) -> hl7.Message |
             writer.write(payload)
         await writer.drain()
         return await asyncio.wait_for(reader.readmessage(), 30)
-    except (asyncio.IncompleteReadError, ConnectionResetError):
+    except (asyncio.IncompleteReadError, ConnectionResetError, ssl.SSLError):
         return None  # the server closed the connection without an answer
     finally:
         writer.close()
@@ -539,3 +546,61 @@ def test_control_characters_in_a_message_are_rejected_before_anything_is_written
     assert ack_code(answer) == "AR" and err(answer)[0] == "102", str(answer)
     assert "control character 0x00" in err(answer)[1]
     assert worklist(hl7_server, tmp_path, accession) == []
+
+
+def test_with_a_certificate_the_mllp_port_speaks_tls_to_senders_it_trusts_only(
+        tmp_path: Path, backends: Backends) -> None:
+    """MINIPACS_HL7_TLS_CERT/_KEY: MLLP inside TLS; MINIPACS_HL7_TLS_CA: the sender's
+    certificate must be signed by it. A plain-TCP sender, one without a certificate and
+    one with a certificate the CA did not sign get no ACK, nothing of theirs is written,
+    each is logged, and the port keeps serving."""
+    made = {}
+    for name in ("server", "sender", "stranger"):
+        (tmp_path / name).mkdir()
+        made[name] = _certificate(tmp_path / name)
+    (cert, key), (sender_cert, sender_key) = made["server"], made["sender"]
+    (tmp_path / "data").mkdir()
+    server = ServerProcess(tmp_path / "data", backends.server_args(), env={
+        "MINIPACS_HL7_PORT": "0", "MINIPACS_HL7_HOST": "127.0.0.1",
+        "MINIPACS_HL7_ALLOWED_SENDERS": SENDERS, "MINIPACS_LOAD_SAMPLES": "false",
+        "MINIPACS_HL7_TLS_CERT": str(cert), "MINIPACS_HL7_TLS_KEY": str(key),
+        "MINIPACS_HL7_TLS_CA": str(sender_cert)}).start()
+    try:
+        port = hl7_port(server)
+
+        def client(identity: tuple[Path, Path] | None) -> ssl.SSLContext:
+            context = ssl.create_default_context(cafile=str(cert))  # checks our server
+            if identity is not None:
+                context.load_cert_chain(*map(str, identity))
+            return context
+
+        def order(tls: ssl.SSLContext | None) -> tuple[str, hl7.Message | None]:
+            accession = _accession()
+            payload = orm("NW", "BN-TLS-1", accession).encode("utf-8")
+            return accession, asyncio.run(_exchange(port, payload, framed=True, tls=tls))
+
+        accession, ack = order(client((sender_cert, sender_key)))
+        assert ack is not None and ack_code(ack) == "AA"
+        assert [str(ds.PatientName) for ds in worklist(server, tmp_path, accession)] == [NAME]
+
+        for tls in (None, client(None), client(made["stranger"])):
+            refused, ack = order(tls)
+            assert ack is None
+            assert worklist(server, tmp_path, refused) == []
+        log = server.log()
+        assert log.count("TLS handshake failed") == 3, log[-3000:]
+
+        again, ack = order(client((sender_cert, sender_key)))
+        assert ack is not None and ack_code(ack) == "AA"
+    finally:
+        server.stop()
+
+
+def test_an_hl7_certificate_without_its_key_stops_the_start_naming_both(
+        settings: Settings, tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    with pytest.raises(SystemExit, match="MINIPACS_HL7_TLS_CERT and MINIPACS_HL7_TLS_KEY"):
+        hl7_tls_context(settings.model_copy(update={"hl7_tls_cert": cert}))
+    with pytest.raises(SystemExit, match=f"cannot use the HL7 TLS certificate {key}"):
+        hl7_tls_context(settings.model_copy(update={"hl7_tls_cert": key,
+                                                    "hl7_tls_key": key}))

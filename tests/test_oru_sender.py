@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,6 +30,8 @@ from factories import make_instance
 from minipacs.fhir.diagnostic_report import FINDINGS_URL
 from minipacs.fhir.ids import step_id_of
 from minipacs.hl7.oru_sender import OruNotDelivered, check_ack, exchange
+from minipacs.tls import client_context, server_context
+from test_access_and_tls import _certificate
 from test_fhir_push import eventually
 
 PASSWORD = "Doc-ket-qua-2024"
@@ -44,7 +47,10 @@ class MllpPeer:
     """An MLLP listener (0x0B message 0x1C 0x0D) on 127.0.0.1 in a thread: records each
     message and answers an ACK whose MSA-1 is the next of `codes` (then AA)."""
 
-    def __init__(self, port: int = 0, codes: tuple[str, ...] = ()) -> None:
+    def __init__(self, port: int = 0, codes: tuple[str, ...] = (),
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # MLLP inside TLS, with this server context
+        self.refused: list[str] = []  # failed TLS handshakes, why
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
@@ -64,8 +70,15 @@ class MllpPeer:
                 conn, _ = self.listener.accept()
             except TimeoutError:
                 continue
+            conn.settimeout(10)
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    self.refused.append(str(exc))
+                    conn.close()
+                    continue
             with conn:
-                conn.settimeout(10)
                 data = b""
                 while b"\x1c\r" not in data and len(data) < 10_000_000:
                     chunk = conn.recv(65536)
@@ -97,7 +110,8 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _server(tmp_path: Path, backends: Backends, port: int, *extra: str) -> ServerProcess:
+def _server(tmp_path: Path, backends: Backends, port: int, *extra: str,
+            env: dict[str, str] | None = None) -> ServerProcess:
     (tmp_path / "pacs").mkdir()
     return ServerProcess(tmp_path / "pacs", ["--no-load-samples", *backends.server_args(),
                                              *extra],
@@ -109,7 +123,8 @@ def _server(tmp_path: Path, backends: Backends, port: int, *extra: str) -> Serve
                               "MINIPACS_HL7_REPORT_INTERVAL_SECONDS": "0.1",
                               "MINIPACS_HL7_REPORT_RETRY_SECONDS": "0.3",
                               "MINIPACS_HL7_REPORT_RETRY_MAX_SECONDS": "1",
-                              "MINIPACS_HL7_REPORT_TIMEOUT_SECONDS": "5"}).start()
+                              "MINIPACS_HL7_REPORT_TIMEOUT_SECONDS": "5", **(env or {})}
+                         ).start()
 
 
 @pytest.fixture
@@ -293,6 +308,43 @@ def test_with_two_workers_one_sender_delivers_each_report_once(
         assert (state["sent"], state["pending"]) == (3, 0)
     finally:
         server.stop()
+
+
+def test_with_report_tls_the_oru_goes_inside_tls_to_a_peer_whose_certificate_is_trusted(
+    tmp_path: Path, backends: Backends,
+) -> None:
+    """MINIPACS_HL7_REPORT_TLS: the ORU^R01 is sent inside TLS, the peer's certificate
+    checked against MINIPACS_HL7_TLS_CA and its name against the peer's host."""
+    (tmp_path / "peer").mkdir()
+    cert, key = _certificate(tmp_path / "peer")
+    peer = MllpPeer(tls=server_context(cert, key))
+    server = _server(tmp_path, backends, peer.port, env={
+        "MINIPACS_HL7_REPORT_TLS": "true", "MINIPACS_HL7_TLS_CA": str(cert)})
+    try:
+        report = _sign(server, _study_with_order(server))
+        eventually(lambda: len(peer.messages) == 1, "the ORU^R01 delivered over TLS")
+        assert str(peer.messages[0].segment("OBR")[25]) == "F"
+        eventually(lambda: f"report {report} (final) sent" in _disclosures(server),
+                   "the delivery audited")
+        assert peer.refused == []
+    finally:
+        server.stop()
+        peer.stop()
+
+
+def test_tls_to_a_peer_whose_certificate_is_not_trusted_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    """Checked against the system's CAs (no MINIPACS_HL7_TLS_CA), a self-signed peer
+    certificate fails the handshake: the report is not sent (the sender retries)."""
+    cert, key = _certificate(tmp_path)
+    peer = MllpPeer(tls=server_context(cert, key))
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            exchange("127.0.0.1", peer.port, "MSH|^~\\&|A\r", 5, client_context())
+        assert peer.messages == []
+    finally:
+        peer.stop()
 
 
 def test_a_malformed_peer_stops_the_start_naming_it(tmp_path: Path) -> None:

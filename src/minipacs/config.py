@@ -463,6 +463,19 @@ class Settings(BaseSettings):
         description="Seconds an MLLP connection may stay silent (or stall inside a frame) "
         "before it is closed.",
     )
+    hl7_tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate: with HL7_TLS_KEY the MLLP port speaks only TLS (1.2 "
+        "or later; IHE ATNA secure node), and it is presented to the ORU^R01 peer when "
+        "HL7_REPORT_TLS asks for TLS there.",
+    )
+    hl7_tls_key: Path | None = Field(None, description="PEM private key of HL7_TLS_CERT.")
+    hl7_tls_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle: when set, HL7 senders must present a certificate it "
+        "signed, and the ORU^R01 peer's certificate is checked against it (unset: the "
+        "system's CAs).",
+    )
     # --- reports (issue #14: reports/, web/fhir_reports.py)
     report_hospital_name: str = Field(
         "minipacs",
@@ -533,6 +546,11 @@ class Settings(BaseSettings):
         "", description="MSH-6 of the ORU^R01 sent (the receiving facility).")
     hl7_report_include_pdf: bool = Field(
         False, description="Also send the signed PDF, base64, in an ED OBX of the ORU^R01.")
+    hl7_report_tls: bool = Field(
+        False,
+        description="Send ORU^R01 over TLS (the peer's certificate checked against "
+        "HL7_TLS_CA or the system's CAs, and its name against HL7_REPORT_PEER's host).",
+    )
     hl7_report_timeout_seconds: float = Field(
         10.0, gt=0, description="Seconds one ORU^R01 send (connect, send, ACK) may take.")
     hl7_report_retry_seconds: float = Field(

@@ -24,8 +24,8 @@ from minipacs.archive import Archive
 from minipacs.audit.alerts import AlertMonitor, AlertRules
 from minipacs.audit.forward import SyslogForwarder
 from minipacs.config import Settings
-from minipacs.dimse.outgoing import OutgoingTransport, client_tls_context
-from minipacs.dimse.server import start_dimse_server, tls_context
+from minipacs.dimse.outgoing import OutgoingTransport
+from minipacs.dimse.server import start_dimse_server
 from minipacs.dimse.spool_files import spool_incoming_datasets, sweep_incoming_datasets
 from minipacs.dimse.transport_limits import TransportLimits
 from minipacs.emr.fhir_push import FhirPush, PushSettings
@@ -38,6 +38,7 @@ from minipacs.periodic import PeriodicTask
 from minipacs.reports.signing import load_report_signer
 from minipacs.storage import create_store
 from minipacs.storage.scratch import stow_spool, sweep_folders
+from minipacs.tls import client_context, server_context
 from minipacs.web.app import create_app
 from minipacs.web.request_bounds import header_limited_protocol
 from minipacs.worklist import Worklist
@@ -90,7 +91,7 @@ def dicom_tls_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.dicom_tls_cert is None or settings.dicom_tls_key is None:
         raise SystemExit("DICOM TLS needs both MINIPACS_DICOM_TLS_CERT and "
                          "MINIPACS_DICOM_TLS_KEY (PEM files)")
-    return tls_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
+    return server_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
 
 
 def transport_limits(settings: Settings) -> TransportLimits:
@@ -188,7 +189,9 @@ def start_banner(settings: Settings, counts: dict[str, int], base: str, dicom_po
         f"  DICOM   AE title {settings.ae_title}, port {dicom_port} "
         f"(e.g. echoscu -aec {settings.ae_title} 127.0.0.1 {dicom_port})"
         f"{f', TLS port {dicom_tls_port}' if dicom_tls_port is not None else ''}\n"
-        + (f"  HL7 v2  MLLP port {hl7_port}{' (worker 0)' if worker_pids else ''}\n"
+        + (f"  HL7 v2  MLLP port {hl7_port}"
+           f"{', TLS' if settings.hl7_tls_cert and settings.hl7_tls_key else ''}"
+           f"{' (worker 0)' if worker_pids else ''}\n"
            if hl7_port is not None else "") +
         f"  Viewer  {base}/viewer/\n"
         f"  DICOMweb {base}/dicom-web/studies\n"
@@ -280,7 +283,7 @@ def run_node(settings: Settings, *,
         ssl_context=ssl_context,
         tls_port=settings.dicom_tls_port,
         limits=transport_limits(settings),
-        outgoing=OutgoingTransport(client_tls_context(
+        outgoing=OutgoingTransport(client_context(
             settings.dicom_tls_ca, settings.dicom_tls_cert, settings.dicom_tls_key)),
         listening=listening,
     )

@@ -12,23 +12,13 @@ import select
 import socket
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pynetdicom.transport import AssociationSocket
 
 from minipacs.ae_registry import RemoteAE
 from minipacs.dimse.transport_limits import ack_now
-
-
-def client_tls_context(ca: Path | None = None, cert: Path | None = None,
-                       key: Path | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                         cafile=str(ca) if ca is not None else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert is not None and key is not None:
-        context.load_cert_chain(certfile=str(cert), keyfile=str(key))
-    return context
+from minipacs.tls import client_context
 
 
 @dataclass(frozen=True)
@@ -41,7 +31,7 @@ class OutgoingTransport:
         """Keyword arguments for `AE.associate` to reach `remote`."""
         if not remote.tls:
             return {}
-        context = self.tls_context or client_tls_context()
+        context = self.tls_context or client_context()
         return {"tls_args": (context, remote.host)}
 
 

@@ -7,7 +7,6 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -222,15 +221,3 @@ def start_dimse_server(
              ", registered AEs only" if registered_aes_only else "",
              limits.max_associations, limits.max_pdu_length)
     return listeners
-
-
-def tls_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLContext:
-    """Server-side TLS for the DICOM port (PS3.15 B.1: TLS 1.2 or later). With `ca`,
-    peers must present a certificate it signed."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certfile=str(cert), keyfile=str(key))
-    if ca is not None:
-        context.load_verify_locations(cafile=str(ca))
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +46,7 @@ from minipacs.index.models import Patient, ScheduledProcedureStep, Study
 from minipacs.patient_identity import IdentitySystems
 from minipacs.reports.models import OruOutboxRow, ReportRow
 from minipacs.reports.service import Report, report_of
+from minipacs.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class OruSettings:
     timeout: float
     retry: timedelta
     retry_max: timedelta
+    tls: ssl.SSLContext | None = None  # None: plain TCP
 
     @property
     def peer(self) -> str:
@@ -87,18 +90,33 @@ class OruSettings:
                               s.hl7_report_receiving_facility),
                    s.hl7_report_include_pdf, s.hl7_report_timeout_seconds,
                    timedelta(seconds=s.hl7_report_retry_seconds),
-                   timedelta(seconds=s.hl7_report_retry_max_seconds))
+                   timedelta(seconds=s.hl7_report_retry_max_seconds),
+                   _client_tls(settings) if settings.hl7_report_tls else None)
+
+
+def _client_tls(settings: Settings) -> ssl.SSLContext:
+    """Our side of TLS to the ORU^R01 peer: its certificate checked against
+    MINIPACS_HL7_TLS_CA (or the system's CAs), ours (HL7_TLS_CERT) shown if it asks."""
+    try:
+        return client_context(settings.hl7_tls_ca, settings.hl7_tls_cert,
+                              settings.hl7_tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"cannot set up TLS to the ORU^R01 peer "
+                         f"{settings.hl7_report_peer}: {exc}") from None
 
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
-def exchange(host: str, port: int, message: str, timeout: float) -> str:
-    """Send one MLLP-framed message and return the peer's answer (text, unframed).
-    Raises `OSError` (refused, reset, timeout) or `OruNotDelivered` (no answer)."""
+def exchange(host: str, port: int, message: str, timeout: float,
+             tls: ssl.SSLContext | None = None) -> str:
+    """Send one MLLP-framed message and return the peer's answer (text, unframed),
+    inside TLS when `tls` is given (the peer's name checked against `host`).
+    Raises `OSError` (refused, reset, timeout, a failed TLS handshake: `ssl.SSLError`)
+    or `OruNotDelivered` (no answer)."""
     deadline = datetime.now(UTC) + timedelta(seconds=timeout)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with _connect(host, port, timeout, tls) as sock:
         sock.settimeout(max(0.001, (deadline - datetime.now(UTC)).total_seconds()))
         sock.sendall(START_BLOCK + message.encode("utf-8") + END_BLOCK)
         answer = b""
@@ -116,6 +134,18 @@ def exchange(host: str, port: int, message: str, timeout: float) -> str:
     framed = answer[:answer.index(END_BLOCK)]
     start = framed.find(START_BLOCK)
     return framed[start + 1 if start >= 0 else 0:].decode("utf-8", errors="replace")
+
+
+def _connect(host: str, port: int, timeout: float, tls: ssl.SSLContext | None
+             ) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout)
+    if tls is None:
+        return sock
+    try:
+        return tls.wrap_socket(sock, server_hostname=host)  # handshake within timeout
+    except BaseException:
+        sock.close()
+        raise
 
 
 def check_ack(answer: str, control_id: str) -> None:
@@ -177,7 +207,8 @@ class OruSender:
             except Exception as exc:  # noqa: BLE001 - kept on the row, retried
                 raise OruNotDelivered(f"the ORU^R01 of report {row.report_id} cannot be "
                                       f"built: {type(exc).__name__}: {exc}") from exc
-            check_ack(exchange(self.oru.host, self.oru.port, message, self.oru.timeout),
+            check_ack(exchange(self.oru.host, self.oru.port, message, self.oru.timeout,
+                               self.oru.tls),
                       control_id)
         except (OSError, OruNotDelivered) as exc:
             reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else str(exc)

@@ -7,12 +7,18 @@ rest of it cannot be told from the next frame); bytes before a start block (garb
 frame cut short by the peer closing, or a connection silent for `idle_timeout` seconds
 end the connection without touching anything. The handler runs in a worker thread so
 the loop keeps serving other connections while one waits on the database.
+
+With MINIPACS_HL7_TLS_CERT and _KEY the port speaks only TLS (MLLP inside TLS, as IHE
+ATNA's secure node carries HL7); with MINIPACS_HL7_TLS_CA a sender must also present a
+certificate that CA signed. A peer that fails the handshake is logged and dropped before
+any byte of HL7 is read; it counts against `max_connections` until then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 from typing import Any
 
@@ -29,9 +35,12 @@ from minipacs.hl7.acks import (
 from minipacs.hl7.dispatch import Hl7Door
 from minipacs.hl7.senders import SenderPolicy, parse_allowed_senders
 from minipacs.patient_identity import IdentitySystems
+from minipacs.tls import server_context
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
+
+_HANDSHAKE_TIMEOUT = 30.0  # seconds a new connection has to finish its TLS handshake
 
 
 class Hl7Listener:
@@ -39,8 +48,10 @@ class Hl7Listener:
     `shutdown()`."""
 
     def __init__(self, door: Hl7Door, host: str, port: int, *, max_message_bytes: int,
-                 idle_timeout: float, max_connections: int = 32) -> None:
+                 idle_timeout: float, max_connections: int = 32,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.door = door
+        self.ssl_context = ssl_context
         self.host = host
         self.requested_port = port
         self.max_message_bytes = max_message_bytes
@@ -94,6 +105,8 @@ class Hl7Listener:
             return
         self._open += 1
         try:
+            if self.ssl_context is not None and not await self._handshake(writer, address):
+                return
             for _ in range(1_000_000):  # bounded: a connection is a session, not forever
                 try:
                     block = await asyncio.wait_for(reader.readblock(), self.idle_timeout)
@@ -134,6 +147,19 @@ class Hl7Listener:
             self._open -= 1
             writer.close()
 
+    async def _handshake(self, writer: Any, address: str) -> bool:
+        """TLS on an accepted connection, here rather than in the server (asyncio's
+        own handshake fails silently): a failure is logged with the peer and why."""
+        assert self.ssl_context is not None
+        timeout = min(self.idle_timeout, _HANDSHAKE_TIMEOUT)
+        try:
+            await writer.start_tls(self.ssl_context, ssl_handshake_timeout=timeout)
+        except (ssl.SSLError, OSError) as exc:  # TimeoutError is an OSError
+            log.warning("HL7 connection from %s closed: TLS handshake failed (%s)",
+                        address, exc or f"no handshake within {timeout:.0f} s")
+            return False
+        return True
+
     def shutdown(self) -> None:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -157,4 +183,20 @@ def start_hl7_listener(settings: Settings, archive: Archive, worklist: Worklist
     return Hl7Listener(door, settings.hl7_host, settings.hl7_port,
                        max_message_bytes=settings.hl7_max_message_bytes,
                        idle_timeout=settings.hl7_idle_timeout,
-                       max_connections=settings.hl7_max_connections).start()
+                       max_connections=settings.hl7_max_connections,
+                       ssl_context=hl7_tls_context(settings)).start()
+
+
+def hl7_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for the MLLP port when a certificate and key are configured."""
+    cert, key = settings.hl7_tls_cert, settings.hl7_tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise SystemExit("HL7 over TLS needs both MINIPACS_HL7_TLS_CERT and "
+                         "MINIPACS_HL7_TLS_KEY (PEM files)")
+    try:
+        return server_context(cert, key, settings.hl7_tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"cannot use the HL7 TLS certificate {cert} with key {key}: "
+                         f"{exc}") from None
