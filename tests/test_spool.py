@@ -3,8 +3,8 @@ served from the spool meanwhile, resumed after a restart."""
 
 from __future__ import annotations
 
-import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,9 +105,13 @@ def test_spool_acknowledges_while_s3_is_down_serves_from_spool_and_uploads_after
 class _SlowRemote(FilesystemStore):
     """A remote store whose uploads take a while, so two uploaders overlap."""
 
+    def __init__(self, root: Path, delay: float = 0.05) -> None:
+        super().__init__(root)
+        self.delay = delay
+
     def put(self, key: str, data: bytes | Path, *, durable: bool = True,
             take: bool = False) -> None:
-        time.sleep(0.05)
+        time.sleep(self.delay)
         super().put(key, data, durable=durable, take=take)
 
 
@@ -135,50 +139,42 @@ def test_two_processes_on_one_spool_upload_each_blob_once_and_lose_none(
         assert remote.read(key) == data, key
 
 
-class _SlowerRemote(FilesystemStore):
-    """A remote store whose uploads take long enough to put something in between."""
+class _SlowToRemove(FilesystemStore):
+    """A spool whose first removal of a file pauses between the uploader's check that
+    the name still holds the file it uploaded and the removal itself."""
 
-    def put(self, key: str, data: bytes | Path, *, durable: bool = True,
-            take: bool = False) -> None:
-        time.sleep(0.4)
-        super().put(key, data, durable=durable, take=take)
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.removing = threading.Event()
 
-
-def _upload_under_way(path: Path) -> bool:
-    """Does some uploader hold the spool file's lock?"""
-    with open(path, "rb") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
+    def delete(self, key: str) -> None:
+        if not self.removing.is_set():
+            self.removing.set()
+            time.sleep(0.5)
+        super().delete(key)
 
 
-def test_an_instance_sent_again_waits_for_another_process_uploading_the_old_one(
+def test_an_instance_sent_again_while_another_process_removes_its_old_copy_is_kept(
     tmp_path: Path
 ) -> None:
-    """A modality sends an instance again while another process (a worker of `serve
-    --workers N`, a CLI command) uploads the spool file of its first copy. That
-    uploader removes the spool file once uploaded; the new spool file must not be
-    renamed in between its check and its removal, or the acknowledged new bytes would go
-    with it. So the put waits until the other upload is over, then spools the new
-    bytes, which are uploaded in turn."""
-    remote = _SlowerRemote(tmp_path / "remote")
+    """Another process (a worker of `serve --workers N`, a CLI command) has uploaded the
+    spool file of an instance's first copy and is removing it when the modality sends
+    the instance again with new bytes. The new spool file must not be renamed in
+    between that process's check of the name and its removal, or the acknowledged new
+    bytes would be removed, never uploaded."""
+    remote = FilesystemStore(tmp_path / "remote")
     key = "studies/1/series/2/3.dcm"
     old, new = os.urandom(4000), os.urandom(5000)
     FilesystemStore(tmp_path / "spool").put(key, old)  # left by a crash
-    other = SpooledStore(FilesystemStore(tmp_path / "spool"), remote, workers=1)
+    spool = _SlowToRemove(tmp_path / "spool")
+    other = SpooledStore(spool, remote, workers=1)
     ours: SpooledStore | None = None
     try:
-        deadline = time.monotonic() + 10
-        while not _upload_under_way(tmp_path / "spool" / key):
-            assert time.monotonic() < deadline, "the other process never began its upload"
-            time.sleep(0.002)
-        ours = SpooledStore(FilesystemStore(tmp_path / "spool"), remote, workers=1)
+        assert spool.removing.wait(10), "the other process never removed its spool file"
+        # Our upload of the new bytes outlasts the other's removal.
+        ours = SpooledStore(FilesystemStore(tmp_path / "spool"),
+                            _SlowRemote(tmp_path / "remote", delay=1.0), workers=1)
         ours.put(key, new)
-        # The first copy's upload finished before the new bytes were spooled.
-        assert remote.read(key) == old
         assert ours.read(key) == new  # served from the spool until uploaded
         assert ours.wait_uploaded(timeout=30) and other.wait_uploaded(timeout=30)
     finally:

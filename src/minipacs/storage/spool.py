@@ -14,9 +14,10 @@ The spool is per machine: on a multi-node deployment another node sees a just-re
 instance in queries at once but can read its bytes only after the upload (seconds). The
 workers of `serve --workers N` share their machine's spool, and so does a CLI command
 that opens the archive; each queues every spooled blob when it opens the spool, and an
-exclusive `flock` on the spool file lets one process upload and remove it (`_upload`),
-and a put that replaces a spool file (an instance sent again) takes that lock too, so it
-never lands between an upload's last check and its removal of the file (`put`).
+exclusive `flock` on the spool file lets one process upload it (`_upload`), and a key's
+spool name changes (put, removal after upload, deletion) only under a lock every process
+takes (`_naming`), so a put of an instance sent again never lands between an upload's
+last check of the name and its removal of the file.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import os
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from minipacs.errors import MinipacsError, NotFound, StorageError
+from minipacs.errors import MinipacsError, NotFound
 from minipacs.storage.base import BlobStat, BlobStore
 from minipacs.storage.filesystem import FilesystemStore
 
@@ -39,8 +42,11 @@ log = logging.getLogger(__name__)
 
 _RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 _BUSY_DELAY = 0.05  # seconds before looking again at a blob another process uploads
-_REPLACE_WAIT = 60.0  # longest a put waits for an upload of the blob it replaces
-_REPLACE_POLL = 0.005
+# A key's spool name is changed (a put's rename, an upload's removal, a deletion) only
+# under the flock of one of these files in the spool's `.incoming` folder, chosen by a
+# hash of the key that every process computes alike (crc32, not `hash`).
+_NAME_LOCKS = 64
+_NAME_LOCK_FILE = "spool-names-{:02x}.lock"
 
 
 class _Busy(Exception):
@@ -54,9 +60,6 @@ class SpooledStore:
         self.remote = remote
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()  # guards _pending
-        # A spool file's replacement (put) vs. its removal after upload, per key; striped
-        # so that puts of different keys never wait on each other's fsync.
-        self._key_locks = [threading.Lock() for _ in range(64)]
         self._pending: set[str] = set()
         self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -75,8 +78,23 @@ class SpooledStore:
         return f"SpooledStore({self.spool!r} -> {self.remote!r})"
 
     # ---------------------------------------------------------------- uploads
-    def _key_lock(self, key: str) -> threading.Lock:
-        return self._key_locks[hash(key) % len(self._key_locks)]
+    @contextmanager
+    def _naming(self, key: str) -> Iterator[None]:
+        """Hold the right to change what `key`'s spool name holds, against every thread
+        and process sharing this spool: a put's rename, an upload's check that the name
+        still holds the file it uploaded and the removal after it, a deletion. Without
+        it a put renamed between another process's check and removal lost its bytes,
+        acknowledged and never uploaded. An flock on a file opened for this one hold
+        (its own open file description), so threads exclude each other as processes
+        do; striped, so that puts of different keys seldom wait on each other's fsync."""
+        stripe = zlib.crc32(key.encode("utf-8")) % _NAME_LOCKS
+        fd = os.open(self.spool.incoming / _NAME_LOCK_FILE.format(stripe),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and the lock with it
 
     def _enqueue(self, key: str) -> None:
         with self._lock:
@@ -166,7 +184,7 @@ class SpooledStore:
         """After an upload (`uploaded`: the spool file's stat before it) or none (the
         spool file was gone): remove the spool file, or the object when the blob was
         deleted meanwhile, and forget the key."""
-        with self._key_lock(key):
+        with self._naming(key):
             try:
                 now = os.stat(path)
             except FileNotFoundError:
@@ -176,7 +194,7 @@ class SpooledStore:
                 self._queue.put(key)  # put again meanwhile: upload the new bytes
                 return
             if now is not None:  # the very file uploaded
-                path.unlink()
+                self.spool.delete(key)
             elif uploaded is not None:
                 # Deleted (study deletion) while we uploaded under the lock, which no
                 # other uploader could take: take the fresh object back out.
@@ -199,52 +217,12 @@ class SpooledStore:
         for _ in self._workers:
             self._queue.put(None)
 
-    def _hold_replaced(self, key: str) -> int | None:
-        """Hold the upload lock of the spool file a put of `key` is about to replace:
-        the open, flocked file (None when there is none). An uploader removes the file
-        it uploaded under that lock, after checking that the name is still its file; a
-        replacement renamed in between would be removed before its upload, an
-        acknowledged blob lost. Waits for another process's upload of the old file (an
-        S3 PUT), at most `_REPLACE_WAIT` seconds."""
-        path = self.spool.root / key
-        deadline = time.monotonic() + _REPLACE_WAIT
-        while True:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # a first put, or the old file was uploaded
-                return None
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            raise StorageError(
-                                f"could not replace blob {key}: its previous version "
-                                f"is still being uploaded after {_REPLACE_WAIT:.0f} s"
-                            ) from None
-                        time.sleep(_REPLACE_POLL)
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                    return fd  # still the file at that name, and ours until closed
-            except FileNotFoundError:
-                pass  # uploaded and removed while we waited
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)  # replaced meanwhile: lock the file there now
-
     # ---------------------------------------------------------------- BlobStore
     def put(self, key: str, data: bytes | Path, *, durable: bool = True,
             take: bool = False) -> None:
-        held = self._hold_replaced(key)  # before the key lock, as `_upload` takes them
-        try:
-            with self._key_lock(key):
-                self.spool.put(key, data, durable=durable, take=take)
-                self._enqueue(key)
-        finally:
-            if held is not None:
-                os.close(held)
+        with self._naming(key):
+            self.spool.put(key, data, durable=durable, take=take)
+            self._enqueue(key)
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -279,7 +257,7 @@ class SpooledStore:
             return self.remote.stat(key)
 
     def delete(self, key: str) -> None:
-        with self._key_lock(key):
+        with self._naming(key):
             self.spool.delete(key)
         self.remote.delete(key)
 
