@@ -596,11 +596,13 @@ def test_with_a_certificate_the_mllp_port_speaks_tls_to_senders_it_trusts_only(
         server.stop()
 
 
-def test_an_hl7_certificate_without_its_key_stops_the_start_naming_both(
+def test_an_hl7_certificate_without_its_key_or_a_ca_alone_stops_the_start(
         settings: Settings, tmp_path: Path) -> None:
     cert, key = _certificate(tmp_path)
     with pytest.raises(SystemExit, match="MINIPACS_HL7_TLS_CERT and MINIPACS_HL7_TLS_KEY"):
         hl7_tls_context(settings.model_copy(update={"hl7_tls_cert": cert}))
+    with pytest.raises(SystemExit, match="MINIPACS_HL7_TLS_CA alone"):
+        hl7_tls_context(settings.model_copy(update={"hl7_tls_ca": cert}))
     with pytest.raises(SystemExit, match=f"cannot use the HL7 TLS certificate {key}"):
         hl7_tls_context(settings.model_copy(update={"hl7_tls_cert": key,
                                                     "hl7_tls_key": key}))

@@ -24,7 +24,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from conftest import Backends, ServerProcess
+from conftest import Backends, ServerProcess, require_tool
 from dicomweb_peers import store
 from factories import make_instance
 from minipacs.fhir.diagnostic_report import FINDINGS_URL
@@ -310,41 +310,57 @@ def test_with_two_workers_one_sender_delivers_each_report_once(
         server.stop()
 
 
-def test_with_report_tls_the_oru_goes_inside_tls_to_a_peer_whose_certificate_is_trusted(
+def test_with_report_tls_the_oru_waits_for_a_peer_whose_certificate_is_trusted(
     tmp_path: Path, backends: Backends,
 ) -> None:
-    """MINIPACS_HL7_REPORT_TLS: the ORU^R01 is sent inside TLS, the peer's certificate
-    checked against MINIPACS_HL7_TLS_CA and its name against the peer's host."""
-    (tmp_path / "peer").mkdir()
-    cert, key = _certificate(tmp_path / "peer")
-    peer = MllpPeer(tls=server_context(cert, key))
+    """MINIPACS_HL7_REPORT_TLS: the ORU^R01 goes inside TLS, the peer's certificate
+    checked against MINIPACS_HL7_REPORT_TLS_CA. A peer showing another certificate gets
+    nothing: the handshake's failure is kept on the row and the send retried, until the
+    peer shows the trusted one."""
+    for name in ("trusted", "other"):
+        (tmp_path / name).mkdir()
+    trusted, other = _certificate(tmp_path / "trusted"), _certificate(tmp_path / "other")
+    peer = MllpPeer(tls=server_context(*other))
     server = _server(tmp_path, backends, peer.port, env={
-        "MINIPACS_HL7_REPORT_TLS": "true", "MINIPACS_HL7_TLS_CA": str(cert)})
+        "MINIPACS_HL7_REPORT_TLS": "true", "MINIPACS_HL7_REPORT_TLS_CA": str(trusted[0])})
     try:
         report = _sign(server, _study_with_order(server))
+        failing = eventually(
+            lambda: [f for f in server.http.get("/admin/hl7-reports").json()["failing"]
+                     if f["attempts"] >= 2], "attempts against the untrusted certificate")
+        assert "CERTIFICATE_VERIFY_FAILED" in failing[0]["last_error"]
+        assert peer.messages == [] and peer.refused
+        peer.tls = server_context(*trusted)
         eventually(lambda: len(peer.messages) == 1, "the ORU^R01 delivered over TLS")
         assert str(peer.messages[0].segment("OBR")[25]) == "F"
         eventually(lambda: f"report {report} (final) sent" in _disclosures(server),
                    "the delivery audited")
-        assert peer.refused == []
     finally:
         server.stop()
         peer.stop()
 
 
-def test_tls_to_a_peer_whose_certificate_is_not_trusted_sends_nothing(
-    tmp_path: Path,
-) -> None:
-    """Checked against the system's CAs (no MINIPACS_HL7_TLS_CA), a self-signed peer
-    certificate fails the handshake: the report is not sent (the sender retries)."""
+def test_tls_to_the_peer_checks_its_certificate_and_its_name(tmp_path: Path) -> None:
+    """A self-signed certificate checked against the system's CAs fails, and so does a
+    trusted certificate made out to another name: nothing reaches the peer."""
     cert, key = _certificate(tmp_path)
-    peer = MllpPeer(tls=server_context(cert, key))
-    try:
-        with pytest.raises(ssl.SSLCertVerificationError):
-            exchange("127.0.0.1", peer.port, "MSH|^~\\&|A\r", 5, client_context())
-        assert peer.messages == []
-    finally:
-        peer.stop()
+    elsewhere, elsewhere_key = tmp_path / "elsewhere.pem", tmp_path / "elsewhere-key.pem"
+    made = subprocess.run(
+        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+         str(elsewhere_key), "-out", str(elsewhere), "-days", "2", "-subj",
+         "/CN=his.example.org", "-addext", "subjectAltName=DNS:his.example.org"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    for served, trusted, why in ((cert, None, "self-signed"),
+                                 (elsewhere, elsewhere, "mismatch")):
+        peer = MllpPeer(tls=server_context(served, key if served == cert else elsewhere_key))
+        try:
+            with pytest.raises(ssl.SSLCertVerificationError, match=why):
+                exchange("127.0.0.1", peer.port, "MSH|^~\\&|A\r", 5,
+                         client_context(trusted))
+            assert peer.messages == []
+        finally:
+            peer.stop()
 
 
 def test_a_malformed_peer_stops_the_start_naming_it(tmp_path: Path) -> None:

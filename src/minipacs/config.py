@@ -472,9 +472,8 @@ class Settings(BaseSettings):
     hl7_tls_key: Path | None = Field(None, description="PEM private key of HL7_TLS_CERT.")
     hl7_tls_ca: Path | None = Field(
         None,
-        description="PEM CA bundle: when set, HL7 senders must present a certificate it "
-        "signed, and the ORU^R01 peer's certificate is checked against it (unset: the "
-        "system's CAs).",
+        description="PEM CA bundle: with HL7_TLS_CERT and _KEY, HL7 senders must present a "
+        "certificate it signed (mutual TLS).",
     )
     # --- reports (issue #14: reports/, web/fhir_reports.py)
     report_hospital_name: str = Field(
@@ -549,7 +548,14 @@ class Settings(BaseSettings):
     hl7_report_tls: bool = Field(
         False,
         description="Send ORU^R01 over TLS (the peer's certificate checked against "
-        "HL7_TLS_CA or the system's CAs, and its name against HL7_REPORT_PEER's host).",
+        "HL7_REPORT_TLS_CA or the system's CAs, and its name against HL7_REPORT_PEER's "
+        "host; HL7_TLS_CERT shown if the peer asks for ours).",
+    )
+    hl7_report_tls_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle the ORU^R01 peer's certificate is checked against "
+        "(unset: the system's CAs). Kept apart from HL7_TLS_CA, which says who may send "
+        "to us.",
     )
     hl7_report_timeout_seconds: float = Field(
         10.0, gt=0, description="Seconds one ORU^R01 send (connect, send, ACK) may take.")

@@ -96,9 +96,10 @@ class OruSettings:
 
 def _client_tls(settings: Settings) -> ssl.SSLContext:
     """Our side of TLS to the ORU^R01 peer: its certificate checked against
-    MINIPACS_HL7_TLS_CA (or the system's CAs), ours (HL7_TLS_CERT) shown if it asks."""
+    MINIPACS_HL7_REPORT_TLS_CA (or the system's CAs), ours (HL7_TLS_CERT) shown if it
+    asks."""
     try:
-        return client_context(settings.hl7_tls_ca, settings.hl7_tls_cert,
+        return client_context(settings.hl7_report_tls_ca, settings.hl7_tls_cert,
                               settings.hl7_tls_key)
     except (OSError, ssl.SSLError) as exc:
         raise SystemExit(f"cannot set up TLS to the ORU^R01 peer "
@@ -116,8 +117,8 @@ def exchange(host: str, port: int, message: str, timeout: float,
     Raises `OSError` (refused, reset, timeout, a failed TLS handshake: `ssl.SSLError`)
     or `OruNotDelivered` (no answer)."""
     deadline = datetime.now(UTC) + timedelta(seconds=timeout)
-    with _connect(host, port, timeout, tls) as sock:
-        sock.settimeout(max(0.001, (deadline - datetime.now(UTC)).total_seconds()))
+    with _connect(host, port, deadline, tls) as sock:
+        sock.settimeout(_left(deadline))
         sock.sendall(START_BLOCK + message.encode("utf-8") + END_BLOCK)
         answer = b""
         while END_BLOCK not in answer:
@@ -136,13 +137,19 @@ def exchange(host: str, port: int, message: str, timeout: float,
     return framed[start + 1 if start >= 0 else 0:].decode("utf-8", errors="replace")
 
 
-def _connect(host: str, port: int, timeout: float, tls: ssl.SSLContext | None
+def _left(deadline: datetime) -> float:
+    return max(0.001, (deadline - datetime.now(UTC)).total_seconds())
+
+
+def _connect(host: str, port: int, deadline: datetime, tls: ssl.SSLContext | None
              ) -> socket.socket:
-    sock = socket.create_connection((host, port), timeout=timeout)
+    """Connected (and the TLS handshake done) before `deadline`, or `OSError`."""
+    sock = socket.create_connection((host, port), timeout=_left(deadline))
     if tls is None:
         return sock
     try:
-        return tls.wrap_socket(sock, server_hostname=host)  # handshake within timeout
+        sock.settimeout(_left(deadline))
+        return tls.wrap_socket(sock, server_hostname=host)
     except BaseException:
         sock.close()
         raise

@@ -156,7 +156,7 @@ class Hl7Listener:
             await writer.start_tls(self.ssl_context, ssl_handshake_timeout=timeout)
         except (ssl.SSLError, OSError) as exc:  # TimeoutError is an OSError
             log.warning("HL7 connection from %s closed: TLS handshake failed (%s)",
-                        address, exc or f"no handshake within {timeout:.0f} s")
+                        address, str(exc) or type(exc).__name__)
             return False
         return True
 
@@ -190,11 +190,12 @@ def start_hl7_listener(settings: Settings, archive: Archive, worklist: Worklist
 def hl7_tls_context(settings: Settings) -> ssl.SSLContext | None:
     """TLS for the MLLP port when a certificate and key are configured."""
     cert, key = settings.hl7_tls_cert, settings.hl7_tls_key
-    if cert is None and key is None:
+    if cert is None and key is None and settings.hl7_tls_ca is None:
         return None
     if cert is None or key is None:
         raise SystemExit("HL7 over TLS needs both MINIPACS_HL7_TLS_CERT and "
-                         "MINIPACS_HL7_TLS_KEY (PEM files)")
+                         "MINIPACS_HL7_TLS_KEY (PEM files); MINIPACS_HL7_TLS_CA alone "
+                         "would leave the port plain TCP")
     try:
         return server_context(cert, key, settings.hl7_tls_ca)
     except (OSError, ssl.SSLError) as exc:
