@@ -582,6 +582,11 @@ def test_with_a_certificate_the_mllp_port_speaks_tls_to_senders_it_trusts_only(
         accession, ack = order(client((sender_cert, sender_key)))
         assert ack is not None and ack_code(ack) == "AA"
         assert [str(ds.PatientName) for ds in worklist(server, tmp_path, accession)] == [NAME]
+        # The audit event names the certificate the sender showed.
+        events = server.http.get("/admin/audit", params={"patient_id": "BN-TLS-1"}).json()
+        [event] = [e for e in events if e["action"] == "hl7 ORM^O01" and accession in e["detail"]]
+        assert event["detail"].endswith("over TLS, certificate CN=localhost")
+        assert event["source"] == "127.0.0.1" and event["actor"] == "hl7:HIS^BVCR"
 
         for tls in (None, client(None), client(made["stranger"])):
             refused, ack = order(tls)

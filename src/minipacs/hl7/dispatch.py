@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from types import ModuleType
+from typing import NamedTuple
 
 import hl7
 from hl7.containers import Message
@@ -54,6 +55,11 @@ CHARACTER_SETS = ("", "UNICODE UTF-8", "ASCII")
 PROCESSING_IDS = ("P", "T", "D")  # table 0103: production, training, debugging
 
 
+class _Peer(NamedTuple):
+    address: str
+    certificate: str  # subject of the sender's TLS certificate, "" without one
+
+
 class Hl7Door:
     """Answers messages for one node. `archive` is the node's (no principal): each
     admitted message acts for its sender's principal."""
@@ -66,8 +72,10 @@ class Hl7Door:
         self.senders = senders
         self.application = application
 
-    def answer(self, block: bytes, address: str) -> bytes:
-        """The ACK for one frame's bytes from `address`."""
+    def answer(self, block: bytes, address: str, *, certificate: str = "") -> bytes:
+        """The ACK for one frame's bytes from `address`; `certificate`: the subject of
+        the certificate the sender showed over TLS (named in the audit events)."""
+        peer = _Peer(address, certificate)
         text = block.decode("utf-8", errors="replace")
         # §2.5.1: segments end with CR; LF and CRLF are common, read them as CR.
         text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
@@ -81,14 +89,14 @@ class Hl7Door:
                 ValueError) as exc:
             return self._unanswerable(rejected(
                 SEGMENT_SEQUENCE_ERROR, f"not an HL7 v2 message: it must begin with an MSH "
-                f"segment (MSH|^~\\&|...), got {text[:20]!r} ({exc})", "MSH"), address)
+                f"segment (MSH|^~\\&|...), got {text[:20]!r} ({exc})", "MSH"), peer)
         try:  # an ACK copies MSH-3..6, 9, 10-12: they must be there to answer at all
             acknowledgement(message, None, application=self.application)
         except (AssertionError, IndexError, KeyError, TypeError, AttributeError):
             return self._unanswerable(rejected(
                 REQUIRED_FIELD_MISSING, "the MSH segment is incomplete: MSH-9 must be "
                 f"TYPE^TRIGGER, with MSH-10 to MSH-12 after it, got {text[:60]!r}", "MSH"),
-                address)
+                peer)
         control = next((i for i, c in enumerate(text) if ord(c) < 0x20 and c not in "\r\t"),
                        None)
         if control is not None:
@@ -97,19 +105,20 @@ class Hl7Door:
             problem = rejected(DATA_TYPE_ERROR,
                                f"control character 0x{ord(text[control]):02X} at offset "
                                f"{control}: HL7 data may not contain it", "MSH")
-            self._audit("", "hl7:?", address, "refused", str(problem), role="")
+            self._audit("", "hl7:?", peer, "refused", str(problem), role="")
             return encode(acknowledgement(message, problem, application=self.application))
-        outcome = self._process(message, block, address)
+        outcome = self._process(message, block, peer)
         ack = acknowledgement(message, outcome, application=self.application,
                               facility=value(message, message.segment("MSH"), 6))
         return encode(ack)
 
-    def _unanswerable(self, problem: Hl7Problem, address: str) -> bytes:
+    def _unanswerable(self, problem: Hl7Problem, peer: _Peer) -> bytes:
         """AR for a message whose MSH cannot be read (MSA-2 empty), audited."""
-        self._audit("", "hl7:?", address, "failure", str(problem), role="")
+        self._audit("", "hl7:?", peer, "failure", str(problem), role="")
         return encode(unparsed_acknowledgement(problem, application=self.application))
 
-    def _process(self, message: Message, block: bytes, address: str) -> Hl7Problem | None:
+    def _process(self, message: Message, block: bytes, peer: _Peer) -> Hl7Problem | None:
+        address = peer.address
         msh = message.segment("MSH")
         application, facility = value(message, msh, 3), value(message, msh, 4)
         event = f"{value(message, msh, 9, 1, 1)}^{value(message, msh, 9, 1, 2)}".upper()
@@ -118,7 +127,7 @@ class Hl7Door:
         refusal = self.senders.admission_problem(application, facility, address)
         if refusal:
             log.warning("HL7 %s %s from %s refused: %s", event, control_id, address, refusal)
-            self._audit(event, f"hl7:{sender}", address, "refused", refusal, role="")
+            self._audit(event, f"hl7:{sender}", peer, "refused", refusal, role="")
             return rejected(APPLICATION_INTERNAL_ERROR, refusal, "MSH^1^3")
         archive = self.archive.acting_as(hl7_principal(application, facility, address))
         handled: Handled | None = None
@@ -137,12 +146,12 @@ class Hl7Door:
             problem = application_error(APPLICATION_INTERNAL_ERROR,
                                         f"internal error: {type(exc).__name__}: {exc}")
         if problem is None and handled is not None:
-            self._audit(event, f"hl7:{sender}", address, "success",
+            self._audit(event, f"hl7:{sender}", peer, "success",
                         f"message {control_id}: {handled.detail}", handled)
         else:
             assert problem is not None
             outcome = "refused" if problem.ack_code == REJECT else "failure"
-            self._audit(event, f"hl7:{sender}", address, outcome,
+            self._audit(event, f"hl7:{sender}", peer, outcome,
                         f"message {control_id}: {problem.ack_code} {problem}")
         log.info("HL7 %s %s from %s@%s: %s", event, control_id, sender, address,
                  problem.ack_code + f" {problem}" if problem else "AA")
@@ -186,12 +195,14 @@ class Hl7Door:
                            "MSH^1^9")
         return module
 
-    def _audit(self, event: str, actor: str, address: str, outcome: str, detail: str,
+    def _audit(self, event: str, actor: str, peer: _Peer, outcome: str, detail: str,
                handled: Handled | None = None, *, role: str = "emr") -> None:
+        if peer.certificate:
+            detail = f"{detail}; over TLS, certificate {peer.certificate}"
         self.archive.audit(_printable(f"hl7 {event}".strip())[:32], _printable(actor),
                            _printable(handled.patient_id) if handled else "",
                            handled.study_instance_uid if handled else "", _printable(detail),
-                           role=role, source=address, outcome=outcome)
+                           role=role, source=peer.address, outcome=outcome)
 
 
 def _printable(text: str) -> str:

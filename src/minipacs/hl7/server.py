@@ -107,6 +107,7 @@ class Hl7Listener:
         try:
             if self.ssl_context is not None and not await self._handshake(writer, address):
                 return
+            certificate = _subject(writer.get_extra_info("peercert"))
             for _ in range(1_000_000):  # bounded: a connection is a session, not forever
                 try:
                     block = await asyncio.wait_for(reader.readblock(), self.idle_timeout)
@@ -135,7 +136,8 @@ class Hl7Listener:
                     log.info("HL7 connection from %s idle for %ss: closed", address,
                              self.idle_timeout)
                     return
-                reply = await asyncio.to_thread(self.door.answer, block, address)
+                reply = await asyncio.to_thread(self.door.answer, block, address,
+                                                certificate=certificate)
                 writer.writeblock(reply)
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
@@ -164,6 +166,18 @@ class Hl7Listener:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+
+
+def _subject(certificate: dict[str, Any] | None) -> str:
+    """A peer certificate's subject as `CN=..., O=...` ("" when none was shown)."""
+    if not certificate:
+        return ""
+    return ", ".join(f"{_SHORT.get(name, name)}={value}"
+                     for rdn in certificate.get("subject", ()) for name, value in rdn)
+
+
+_SHORT = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+          "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST"}
 
 
 def start_hl7_listener(settings: Settings, archive: Archive, worklist: Worklist
