@@ -4,9 +4,13 @@ and the HTTP door of a real server with auth on (the default)."""
 from __future__ import annotations
 
 import base64
+import os
 import re
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -211,3 +215,18 @@ def test_admin_api_creates_users_and_tokens_and_lists_them(server: ServerProcess
     revoked = server.http.delete(f"/admin/tokens/{token.json()['id']}")
     assert revoked.json()["revoked"] is True
     assert "token" not in server.http.get("/admin/tokens").json()[0]
+
+
+def test_a_command_run_away_from_the_data_folder_says_so_and_makes_no_archive(
+        tmp_path: Path) -> None:
+    """From another folder, the default ./minipacs-data is not the server's archive: a
+    token made there would be refused by the server. The command stops and says why
+    (exit 2) instead of making a new, empty archive there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPACS_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "minipacs", "token", "create", "scripts", "--role",
+         "radiologist"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"no data folder at {tmp_path / 'minipacs-data'}" in done.stderr
+    assert "--data-dir" in done.stderr and done.stdout == ""
+    assert not (tmp_path / "minipacs-data").exists()

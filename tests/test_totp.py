@@ -113,7 +113,7 @@ def test_enrolled_admin_needs_a_fresh_code_and_basic_is_refused(server: ServerPr
     assert "HTTP Basic cannot carry the second factor" in refused.text
 
     enabled = audit(server, "totp-enable")
-    assert any(e["detail"] == f"user {ADMIN}" and str(e["actor"]).startswith("cli:")
+    assert any(e["detail"] == f"user {ADMIN}" and str(e["actor"]).startswith("system:cli-")
                for e in enabled), enabled
 
     disabled = server.cli("user", "totp", ADMIN, "--disable")

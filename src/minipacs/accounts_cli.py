@@ -8,7 +8,6 @@ on the last line of stdout.
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from collections.abc import Callable
 
@@ -24,7 +23,9 @@ ROLES = ", ".join(r.value for r in ACCOUNT_ROLES)
 
 
 def cli_actor(command: str) -> str:
-    return f"cli:{command}:{getpass.getuser()}"
+    """How the audit trail names the operator running `command`: as every command-line
+    action, `system:cli-<command>:<OS user>` (`access.principal.cli_principal`)."""
+    return cli_principal(command).actor
 
 
 def _accounts(settings: Settings) -> Accounts:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -53,6 +54,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if getattr(args, name, None) is not None
     }
     return Settings(**overrides)
+
+
+# Commands that may start an archive in a data folder that does not exist yet; the others
+# work on an existing one and refuse the default folder when it is not there.
+_MAY_MAKE_DATA_DIR = frozenset({"serve", "import", "restore", "db"})
 
 
 def _configure_logging(level: str) -> None:
@@ -121,9 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve", help="run the DICOM and HTTP servers",
-        description="Run minipacs: DICOM (C-ECHO, C-STORE, C-FIND) on DICOM_PORT, DICOMweb "
-        "and the viewer on HTTP_PORT. On first start with an empty archive, the sample "
-        "studies in SAMPLE_DIR are imported.",
+        description="Run minipacs: DICOM (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, Modality "
+        "Worklist, MPPS, Storage Commitment) on DICOM_PORT, DICOMweb, FHIR, the admin API and "
+        "the viewer on HTTP_PORT, HL7 v2 on HL7_PORT when set. On first start with an empty "
+        "archive, the sample studies in SAMPLE_DIR are imported.",
     )
     _add_setting_flags(serve)
     serve.set_defaults(func=cmd_serve)
@@ -165,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything minipacs writes (the index, blobs, backups, restored copies, exports,
+    # keys) holds patient data or secrets: readable by the account that runs it only,
+    # whatever the shell's umask (Debian's 022 made backups world-readable).
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -173,6 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"])
             print(f"minipacs: setting {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    if (args.command not in _MAY_MAKE_DATA_DIR and not settings.data_dir.exists()
+            and getattr(args, "data_dir", None) is None
+            and "MINIPACS_DATA_DIR" not in os.environ):
+        # Run from another folder, the default ./minipacs-data named a new, empty
+        # archive: a token or account made there was silently not the server's.
+        print(f"minipacs: no data folder at {settings.data_dir.resolve()}: '{args.command}' "
+              "works on the archive 'minipacs serve' keeps. Run it from the folder serve "
+              "runs in, or give the --data-dir (MINIPACS_DATA_DIR) and other settings "
+              "serve uses.", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
     result: int = args.func(args, settings)

@@ -120,7 +120,8 @@ class Settings(BaseSettings):
         None,
         description="Secret that signs audit-trail checkpoints (kept outside the database). "
         "Every node of a cluster needs the same; default: DATA_DIR/audit.key, created on "
-        "first start.",
+        "first use (the first checkpoint, or `minipacs audit verify`). Not in backups: "
+        "keep a copy with your other secrets.",
     )
     load_samples: bool = Field(
         True, description="On first start with an empty archive, import SAMPLE_DIR."

@@ -95,9 +95,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _actor() -> str:
-    import getpass
-
-    return f"cli:export:{getpass.getuser()}"
+    return cli_principal("export").actor
 
 
 def add_export_command(sub: argparse._SubParsersAction[argparse.ArgumentParser],

@@ -150,9 +150,7 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _actor(command: str) -> str:
-    import getpass
-
-    return f"cli:{command}:{getpass.getuser()}"
+    return cli_principal(command).actor
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],

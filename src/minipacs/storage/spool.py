@@ -89,7 +89,7 @@ class SpooledStore:
         do; striped, so that puts of different keys seldom wait on each other's fsync."""
         stripe = zlib.crc32(key.encode("utf-8")) % _NAME_LOCKS
         fd = os.open(self.spool.incoming / _NAME_LOCK_FILE.format(stripe),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
