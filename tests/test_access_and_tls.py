@@ -28,6 +28,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from conftest import ServerProcess, require_tool
 from dimse_peers import run_dcmtk, storescu
 from factories import make_instance
+from minipacs.config import Settings
+from minipacs.node import dicom_tls_context
 from minipacs.tls import server_context
 from node_tools import minipacs_cli, server_settings
 from test_commitment import Reports, _commit, _request
@@ -163,6 +165,9 @@ def test_dicom_tls_port_talks_to_tls_peers_only(tmp_path: Path) -> None:
     server = _start(tmp_path, "--dicom-tls-cert", str(cert), "--dicom-tls-key", str(key))
     try:
         port = str(server.dicom_port)
+        # The banner's example is a TLS one: a plain echoscu would fail here.
+        assert (f"TLS port {port} (e.g. echoscu +tla +cf {cert} -aec {server.ae_title} "
+                f"127.0.0.1 {port})") in server.log()
         dcmtk = run_dcmtk("echoscu", "+tla", "+cf", str(cert), "-aec", server.ae_title,
                           "127.0.0.1", port)
         assert dcmtk.returncode == 0, dcmtk.stdout + dcmtk.stderr
@@ -234,6 +239,16 @@ def test_tls_port_without_a_certificate_is_refused_at_start(tmp_path: Path) -> N
     proc.data_dir.mkdir()
     with pytest.raises(RuntimeError, match="MINIPACS_DICOM_TLS_PORT needs"):
         proc.start()
+
+
+def test_a_tls_key_that_cannot_be_read_stops_the_start_naming_the_files(
+        tmp_path: Path) -> None:
+    cert, _ = _certificate(tmp_path)
+    missing = tmp_path / "nope.key"
+    settings = Settings(data_dir=tmp_path / "data", dicom_tls_cert=cert, dicom_tls_key=missing)
+    with pytest.raises(SystemExit, match=f"cannot use the DICOM TLS certificate {cert} "
+                                         f"with key {missing}: .*No such file"):
+        dicom_tls_context(settings)
 
 
 def test_cmove_reaches_a_destination_registered_with_tls_over_tls(tmp_path: Path) -> None:

@@ -91,7 +91,14 @@ def dicom_tls_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.dicom_tls_cert is None or settings.dicom_tls_key is None:
         raise SystemExit("DICOM TLS needs both MINIPACS_DICOM_TLS_CERT and "
                          "MINIPACS_DICOM_TLS_KEY (PEM files)")
-    return server_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
+    try:
+        return server_context(settings.dicom_tls_cert, settings.dicom_tls_key,
+                              settings.dicom_tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"cannot use the DICOM TLS certificate {settings.dicom_tls_cert} "
+                         f"with key {settings.dicom_tls_key}"
+                         f"{f' and CA {settings.dicom_tls_ca}' if settings.dicom_tls_ca else ''}"
+                         f": {exc}") from None
 
 
 def transport_limits(settings: Settings) -> TransportLimits:
@@ -183,12 +190,17 @@ def start_banner(settings: Settings, counts: dict[str, int], base: str, dicom_po
     password, warnings; `worker_pids` for `serve --workers N`."""
     running = (f"with {len(worker_pids)} workers (pids {', '.join(map(str, worker_pids))}; "
                if worker_pids else "(")
+    if dicom_tls_port is not None and dicom_port == dicom_tls_port:  # TLS only
+        dicom = (f"TLS port {dicom_port} (e.g. echoscu +tla +cf {settings.dicom_tls_cert} "
+                 f"-aec {settings.ae_title} 127.0.0.1 {dicom_port})")
+    else:
+        dicom = (f"port {dicom_port} (e.g. echoscu -aec {settings.ae_title} 127.0.0.1 "
+                 f"{dicom_port})"
+                 f"{f', TLS port {dicom_tls_port}' if dicom_tls_port is not None else ''}")
     return (
         f"\nminipacs is running {running}{counts['studies']} studies, "
         f"{counts['instances']} instances in {settings.data_dir})\n"
-        f"  DICOM   AE title {settings.ae_title}, port {dicom_port} "
-        f"(e.g. echoscu -aec {settings.ae_title} 127.0.0.1 {dicom_port})"
-        f"{f', TLS port {dicom_tls_port}' if dicom_tls_port is not None else ''}\n"
+        f"  DICOM   AE title {settings.ae_title}, {dicom}\n"
         + (f"  HL7 v2  MLLP port {hl7_port}"
            f"{', TLS' if settings.hl7_tls_cert and settings.hl7_tls_key else ''}"
            f"{' (worker 0)' if worker_pids else ''}\n"

@@ -63,8 +63,10 @@ class SenderPolicy:
             return (f"sending application {name!r} (MSH-3^MSH-4) is not in "
                     "MINIPACS_HL7_ALLOWED_SENDERS")
         if all(s.host and address not in _addresses(s.host) for s in matches):
-            return f"sending application {name!r} is allowed from " \
-                f"{', '.join(s.host for s in matches)}, not from {address}"
+            # The answer goes to whoever connected: it names their address, not the
+            # pinned one (the admin finds that in MINIPACS_HL7_ALLOWED_SENDERS).
+            return (f"sending application {name!r} is not allowed from {address} "
+                    "(MINIPACS_HL7_ALLOWED_SENDERS pins it to another address)")
         return ""
 
 

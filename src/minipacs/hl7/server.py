@@ -208,10 +208,12 @@ def hl7_tls_context(settings: Settings) -> ssl.SSLContext | None:
         return None
     if cert is None or key is None:
         raise SystemExit("HL7 over TLS needs both MINIPACS_HL7_TLS_CERT and "
-                         "MINIPACS_HL7_TLS_KEY (PEM files); MINIPACS_HL7_TLS_CA alone "
-                         "would leave the port plain TCP")
+                         "MINIPACS_HL7_TLS_KEY (PEM files)"
+                         + ("; MINIPACS_HL7_TLS_CA alone would leave the port plain TCP"
+                            if cert is None and key is None else ""))
     try:
         return server_context(cert, key, settings.hl7_tls_ca)
     except (OSError, ssl.SSLError) as exc:
-        raise SystemExit(f"cannot use the HL7 TLS certificate {cert} with key {key}: "
-                         f"{exc}") from None
+        raise SystemExit(f"cannot use the HL7 TLS certificate {cert} with key {key}"
+                         f"{f' and CA {settings.hl7_tls_ca}' if settings.hl7_tls_ca else ''}"
+                         f": {exc}") from None
