@@ -11,8 +11,10 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import hl7
 import pytest
@@ -20,7 +22,7 @@ from hl7.mllp import open_hl7_connection
 from pydicom import Dataset, dcmread
 
 from backends import Backends
-from conftest import ServerProcess
+from conftest import REPO, ServerProcess
 from dimse_peers import run_dcmtk, storescu
 from factories import make_instance
 from minipacs.archive import Archive
@@ -80,17 +82,24 @@ async def _exchange(port: int, payload: bytes, *, framed: bool,
         writer.close()
 
 
+def _run(exchange: Coroutine[Any, Any, hl7.Message | None]) -> hl7.Message | None:
+    """asyncio.run in a thread of its own: once a test has used the session's Playwright
+    browser, its event loop runs in this one (and asyncio.run here would refuse)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, exchange).result(timeout=60)
+
+
 def send(server: ServerProcess, message: str | bytes) -> hl7.Message:
     """One framed message (segments joined by CR), its ACK."""
     payload = message.encode("utf-8") if isinstance(message, str) else message
-    ack = asyncio.run(_exchange(hl7_port(server), payload, framed=True))
+    ack = _run(_exchange(hl7_port(server), payload, framed=True))
     assert ack is not None, "the server closed the connection without an ACK"
     return ack
 
 
 def send_raw(server: ServerProcess, payload: bytes) -> hl7.Message | None:
     """Bytes as they are (no MLLP framing added); the ACK, or None when closed."""
-    return asyncio.run(_exchange(hl7_port(server), payload, framed=False))
+    return _run(_exchange(hl7_port(server), payload, framed=False))
 
 
 def msh(event: str, control_id: str, *, sender: str = "HIS^BVCR", version: str = "2.5.1",
@@ -153,6 +162,8 @@ def worklist(server: ServerProcess, tmp_path: Path, accession: str) -> list[Data
         "-k", "IssuerOfPatientID", "-k", "PatientBirthDate", "-k", "PatientSex",
         "-k", f"AccessionNumber={accession}", "-k", "StudyInstanceUID",
         "-k", "RequestedProcedureID", "-k", "ReferringPhysicianName",
+        "-k", "OtherPatientIDsSequence[0].PatientID",
+        "-k", "OtherPatientIDsSequence[0].IssuerOfPatientID",
         "-k", "RequestedProcedureDescription",
         "-k", "ScheduledProcedureStepSequence[0].ScheduledStationAETitle",
         "-k", "ScheduledProcedureStepSequence[0].Modality",
@@ -308,13 +319,14 @@ def test_oversized_garbage_and_half_frames_leave_the_listener_serving(
 def test_unknown_or_misplaced_senders_are_refused_and_audited(
         hl7_server: ServerProcess, tmp_path: Path) -> None:
     for sender, says in (("INTRUDER^BVCR", "not in MINIPACS_HL7_ALLOWED_SENDERS"),
-                         ("FARAWAY^BVCR", "not from 127.0.0.1")):
+                         ("FARAWAY^BVCR", "not allowed from 127.0.0.1")):
         accession = _accession()
         message = "\r".join([msh("ORM^O01", "REFUSED1", sender=sender),
                              *orm("NW", "BN1", accession).split("\r")[1:]])
         answer = send(hl7_server, message)
         assert ack_code(answer) == "AR", str(answer)
         assert says in err(answer)[1], str(answer)
+        assert "192.0.2.7" not in str(answer)  # where a sender is pinned is not told
         assert worklist(hl7_server, tmp_path, accession) == []
     events = hl7_server.http.get("/admin/audit", params={"actor": "hl7:INTRUDER^BVCR"})
     assert events.status_code == 200, events.text
@@ -577,7 +589,7 @@ def test_with_a_certificate_the_mllp_port_speaks_tls_to_senders_it_trusts_only(
         def order(tls: ssl.SSLContext | None) -> tuple[str, hl7.Message | None]:
             accession = _accession()
             payload = orm("NW", "BN-TLS-1", accession).encode("utf-8")
-            return accession, asyncio.run(_exchange(port, payload, framed=True, tls=tls))
+            return accession, _run(_exchange(port, payload, framed=True, tls=tls))
 
         accession, ack = order(client((sender_cert, sender_key)))
         assert ack is not None and ack_code(ack) == "AA"
@@ -604,10 +616,27 @@ def test_with_a_certificate_the_mllp_port_speaks_tls_to_senders_it_trusts_only(
 def test_an_hl7_certificate_without_its_key_or_a_ca_alone_stops_the_start(
         settings: Settings, tmp_path: Path) -> None:
     cert, key = _certificate(tmp_path)
-    with pytest.raises(SystemExit, match="MINIPACS_HL7_TLS_CERT and MINIPACS_HL7_TLS_KEY"):
+    with pytest.raises(SystemExit, match=r"MINIPACS_HL7_TLS_KEY \(PEM files\)$"):
         hl7_tls_context(settings.model_copy(update={"hl7_tls_cert": cert}))
     with pytest.raises(SystemExit, match="MINIPACS_HL7_TLS_CA alone"):
         hl7_tls_context(settings.model_copy(update={"hl7_tls_ca": cert}))
     with pytest.raises(SystemExit, match=f"cannot use the HL7 TLS certificate {key}"):
         hl7_tls_context(settings.model_copy(update={"hl7_tls_cert": key,
                                                     "hl7_tls_key": key}))
+
+
+def test_the_integration_guides_order_example_reaches_the_worklist_as_it_says(
+        hl7_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/emr-integration.md's ORM^O01, sent as printed: the modality sees the patient,
+    the step and the modality the guide says (a field off by one had dropped CT)."""
+    guide = (REPO / "docs" / "emr-integration.md").read_text(encoding="utf-8")
+    example = guide.split("A new order (ORM^O01", 1)[1].split("```", 2)[1].strip("\n")
+    accession = _accession()  # the guide's numbers, made unique for this run
+    message = example.replace("ACC20250301-7", accession).replace("20250301-7", accession)
+    assert ack_code(send(hl7_server, message.replace("\n", "\r"))) == "AA"
+    [item] = worklist(hl7_server, tmp_path, accession)
+    assert str(item.PatientName) == "Nguyễn^Thị Minh Khai" and item.PatientID == "BN0012345"
+    assert [(o.PatientID, o.IssuerOfPatientID) for o in item.OtherPatientIDsSequence] == [
+        ("079185000123", "CCCD"), ("DN4790123456789", "BHYT")]
+    [step] = item.ScheduledProcedureStepSequence
+    assert (step.Modality, step.ScheduledProcedureStepStartDate) == ("CT", "20250310")
