@@ -230,3 +230,10 @@ def test_a_command_run_away_from_the_data_folder_says_so_and_makes_no_archive(
     assert f"no data folder at {tmp_path / 'minipacs-data'}" in done.stderr
     assert "--data-dir" in done.stderr and done.stdout == ""
     assert not (tmp_path / "minipacs-data").exists()
+    # A folder named on purpose is used, even if new (settings' names ignore case).
+    chosen = subprocess.run(
+        [sys.executable, "-m", "minipacs", "token", "create", "scripts", "--role",
+         "radiologist"], cwd=tmp_path, env={**env, "minipacs_data_dir": "chosen"},
+        capture_output=True, text=True, timeout=120)
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    assert (tmp_path / "chosen").is_dir() and not (tmp_path / "minipacs-data").exists()

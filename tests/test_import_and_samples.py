@@ -30,7 +30,8 @@ def test_import_reports_stored_duplicates_and_rejected_per_file(tmp_path: Path) 
     (source / "broken.dcm").write_bytes(make_instance(StudyInstanceUID=None))
     result = _minipacs("import", str(source), data_dir=tmp_path / "data")
     assert result.returncode == 1  # some files were rejected
-    assert "2 stored, 1 duplicates, 0 replaced, 1 rejected, 1 skipped" in result.stdout
+    assert "2 stored, 1 duplicates, 0 replaced, 1 rejected, 1 skipped (of 5 files) into " \
+        f"the archive in {tmp_path / 'data'}" in result.stdout
     assert "broken.dcm: StudyInstanceUID" in result.stdout
     assert "notes.txt: not a DICOM file" in result.stdout
 

@@ -108,7 +108,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"{summary.stored} stored, {summary.duplicates} duplicates, "
         f"{summary.replaced} replaced, {len(summary.rejected)} rejected, "
-        f"{len(summary.skipped)} skipped (of {len(files)} files)"
+        f"{len(summary.skipped)} skipped (of {len(files)} files) "
+        f"into the archive in {settings.data_dir.resolve()}"
     )
     for path, reason in summary.rejected:
         print(f"  rejected {path}: {reason}")
@@ -186,8 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"minipacs: setting {where}: {error['msg']}", file=sys.stderr)
         return 2
     if (args.command not in _MAY_MAKE_DATA_DIR and not settings.data_dir.exists()
-            and getattr(args, "data_dir", None) is None
-            and "MINIPACS_DATA_DIR" not in os.environ):
+            and "data_dir" not in settings.model_fields_set):  # the default, not chosen
         # Run from another folder, the default ./minipacs-data named a new, empty
         # archive: a token or account made there was silently not the server's.
         print(f"minipacs: no data folder at {settings.data_dir.resolve()}: '{args.command}' "

@@ -191,8 +191,11 @@ def start_banner(settings: Settings, counts: dict[str, int], base: str, dicom_po
     running = (f"with {len(worker_pids)} workers (pids {', '.join(map(str, worker_pids))}; "
                if worker_pids else "(")
     if dicom_tls_port is not None and dicom_port == dicom_tls_port:  # TLS only
-        dicom = (f"TLS port {dicom_port} (e.g. echoscu +tla +cf {settings.dicom_tls_cert} "
-                 f"-aec {settings.ae_title} 127.0.0.1 {dicom_port})")
+        # With a CA the server asks for the peer's certificate (dcmtk: +tls key cert).
+        peer = (f"+tls YOUR-KEY.pem YOUR-CERT.pem +cf {settings.dicom_tls_ca}"
+                if settings.dicom_tls_ca else f"+tla +cf {settings.dicom_tls_cert}")
+        dicom = (f"TLS port {dicom_port} (e.g. echoscu {peer} -aec {settings.ae_title} "
+                 f"127.0.0.1 {dicom_port})")
     else:
         dicom = (f"port {dicom_port} (e.g. echoscu -aec {settings.ae_title} 127.0.0.1 "
                  f"{dicom_port})"
