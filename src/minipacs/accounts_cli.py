@@ -22,12 +22,6 @@ AddFlags = Callable[[argparse.ArgumentParser], None]
 ROLES = ", ".join(r.value for r in ACCOUNT_ROLES)
 
 
-def cli_actor(command: str) -> str:
-    """How the audit trail names the operator running `command`: as every command-line
-    action, `system:cli-<command>:<OS user>` (`access.principal.cli_principal`)."""
-    return cli_principal(command).actor
-
-
 def _accounts(settings: Settings) -> Accounts:
     from minipacs.admin_cli import _engines
     from minipacs.index.database import create_schema
@@ -45,7 +39,7 @@ def _when(value: object) -> str:
 @_reporting_errors
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     accounts = _accounts(settings)
-    actor = cli_actor(f"user-{args.user_command}")
+    actor = cli_principal(f"user-{args.user_command}").actor
     if args.user_command == "add":
         password = None
         if args.password_stdin:
@@ -105,7 +99,7 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 @_reporting_errors
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     accounts = _accounts(settings)
-    actor = cli_actor(f"token-{args.token_command}")
+    actor = cli_principal(f"token-{args.token_command}").actor
     if args.token_command == "create":
         token, info = accounts.create_token(args.name, args.role,
                                             expires_days=args.expires_days, actor=actor,

@@ -66,7 +66,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
                     progress.update(task, completed=done, total=total)
 
                 summary = export_deidentified(
-                    archive, studies, options, args.out, actor=_actor(),
+                    archive, studies, options, args.out, actor=cli_principal("export").actor,
                     include_burned_in=args.include_burned_in, on_progress=advance)
         finally:
             archive.close()
@@ -94,8 +94,6 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def _actor() -> str:
-    return cli_principal("export").actor
 
 
 def add_export_command(sub: argparse._SubParsersAction[argparse.ArgumentParser],

@@ -68,7 +68,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     archive = open_archive(settings)
     try:
-        report = verify(archive, rebuild_index=args.rebuild_index, actor=_actor("verify"),
+        report = verify(archive, rebuild_index=args.rebuild_index,
+                        actor=cli_principal("verify").actor,
                         stow_spool=stow_spool(settings.data_dir))
         # Not the stored data's health (the exit status), but what a power cut would do
         # to data acknowledged from now on.
@@ -124,7 +125,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 
     archive = open_archive(settings)
     try:
-        summary = restore(archive, args.src, actor=_actor("restore"))
+        summary = restore(archive, args.src, actor=cli_principal("restore").actor)
         if not archive.wait_uploaded(timeout=3600):
             print(f"{archive.pending_uploads()} blobs still wait in the spool; the next "
                   "'minipacs serve' uploads them")
@@ -149,8 +150,6 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _actor(command: str) -> str:
-    return cli_principal(command).actor
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],

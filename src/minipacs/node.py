@@ -38,7 +38,7 @@ from minipacs.periodic import PeriodicTask
 from minipacs.reports.signing import load_report_signer
 from minipacs.storage import create_store
 from minipacs.storage.scratch import stow_spool, sweep_folders
-from minipacs.tls import client_context, server_context
+from minipacs.tls import client_context, configured_server_context
 from minipacs.web.app import create_app
 from minipacs.web.request_bounds import header_limited_protocol
 from minipacs.worklist import Worklist
@@ -86,19 +86,9 @@ def load_samples(archive: Archive, sample_dir: Path) -> None:
 
 def dicom_tls_context(settings: Settings) -> ssl.SSLContext | None:
     """TLS for the DICOM port when a certificate and key are configured."""
-    if settings.dicom_tls_cert is None and settings.dicom_tls_key is None:
-        return None
-    if settings.dicom_tls_cert is None or settings.dicom_tls_key is None:
-        raise SystemExit("DICOM TLS needs both MINIPACS_DICOM_TLS_CERT and "
-                         "MINIPACS_DICOM_TLS_KEY (PEM files)")
-    try:
-        return server_context(settings.dicom_tls_cert, settings.dicom_tls_key,
-                              settings.dicom_tls_ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise SystemExit(f"cannot use the DICOM TLS certificate {settings.dicom_tls_cert} "
-                         f"with key {settings.dicom_tls_key}"
-                         f"{f' and CA {settings.dicom_tls_ca}' if settings.dicom_tls_ca else ''}"
-                         f": {exc}") from None
+    return configured_server_context("DICOM TLS", "MINIPACS_DICOM_TLS",
+                                     settings.dicom_tls_cert, settings.dicom_tls_key,
+                                     settings.dicom_tls_ca)
 
 
 def transport_limits(settings: Settings) -> TransportLimits:

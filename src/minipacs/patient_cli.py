@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 
 from minipacs.access import restricted
-from minipacs.accounts_cli import cli_actor
+from minipacs.access.principal import cli_principal
 from minipacs.config import Settings
 from minipacs.maintenance_cli import _reporting_errors
 
@@ -30,7 +30,7 @@ def cmd_patient(args: argparse.Namespace, settings: Settings) -> int:
         return _reconcile(args, settings)
     reader, writer = _engines(settings)
     create_schema(writer)
-    actor = cli_actor(f"patient-{args.patient_command}")
+    actor = cli_principal(f"patient-{args.patient_command}").actor
     with Session(writer) as session, session.begin():
         if args.patient_command == "restrict":
             created = restricted.restrict(session, args.patient_id, args.issuer,
@@ -56,7 +56,6 @@ _RECONCILE = ("update", "merge", "history")
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from minipacs.access.principal import cli_principal
     from minipacs.node import open_archive
 
     base = open_archive(settings)

@@ -21,6 +21,22 @@ def server_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLCont
     return context
 
 
+def configured_server_context(what: str, setting: str, cert: Path | None,
+                              key: Path | None, ca: Path | None) -> ssl.SSLContext | None:
+    """`server_context` from a port's settings (`{setting}_CERT`, `_KEY`, `_CA`), None
+    when neither certificate nor key is set. A start with one of the two, or with files
+    that cannot be used, stops naming the settings or the files and why."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise SystemExit(f"{what} needs both {setting}_CERT and {setting}_KEY (PEM files)")
+    try:
+        return server_context(cert, key, ca)
+    except OSError as exc:  # ssl.SSLError is one
+        raise SystemExit(f"cannot use the {what} certificate {cert} with key {key}"
+                         f"{f' and CA {ca}' if ca else ''}: {exc}") from None
+
+
 def client_context(ca: Path | None = None, cert: Path | None = None,
                    key: Path | None = None) -> ssl.SSLContext:
     """For a connection we open: the server's certificate checked against `ca` (the

@@ -35,7 +35,7 @@ from minipacs.hl7.acks import (
 from minipacs.hl7.dispatch import Hl7Door
 from minipacs.hl7.senders import SenderPolicy, parse_allowed_senders
 from minipacs.patient_identity import IdentitySystems
-from minipacs.tls import server_context
+from minipacs.tls import configured_server_context
 from minipacs.worklist import Worklist
 
 log = logging.getLogger(__name__)
@@ -203,17 +203,9 @@ def start_hl7_listener(settings: Settings, archive: Archive, worklist: Worklist
 
 def hl7_tls_context(settings: Settings) -> ssl.SSLContext | None:
     """TLS for the MLLP port when a certificate and key are configured."""
-    cert, key = settings.hl7_tls_cert, settings.hl7_tls_key
-    if cert is None and key is None and settings.hl7_tls_ca is None:
-        return None
-    if cert is None or key is None:
-        raise SystemExit("HL7 over TLS needs both MINIPACS_HL7_TLS_CERT and "
-                         "MINIPACS_HL7_TLS_KEY (PEM files)"
-                         + ("; MINIPACS_HL7_TLS_CA alone would leave the port plain TCP"
-                            if cert is None and key is None else ""))
-    try:
-        return server_context(cert, key, settings.hl7_tls_ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise SystemExit(f"cannot use the HL7 TLS certificate {cert} with key {key}"
-                         f"{f' and CA {settings.hl7_tls_ca}' if settings.hl7_tls_ca else ''}"
-                         f": {exc}") from None
+    cert, key, ca = settings.hl7_tls_cert, settings.hl7_tls_key, settings.hl7_tls_ca
+    if cert is None and key is None and ca is not None:  # the CA is for inbound only
+        raise SystemExit("HL7 TLS needs both MINIPACS_HL7_TLS_CERT and MINIPACS_HL7_TLS_KEY "
+                         "(PEM files); MINIPACS_HL7_TLS_CA alone would leave the port "
+                         "plain TCP")
+    return configured_server_context("HL7 TLS", "MINIPACS_HL7_TLS", cert, key, ca)
